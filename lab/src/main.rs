@@ -1,0 +1,72 @@
+//! `lab`: the distlab console.
+//!
+//! For now it runs nodes: `lab node <service> --id n1 ...` starts one node of any service
+//! linked into it, so a fresh clone needs one `cargo build` and no per-service binaries.
+//! The cluster engine (`lab up`, `lab scenario`) and the console (`lab run`) build on this:
+//! they start their nodes by running this same executable (`std::env::current_exe()`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "distlab: run local clusters of distributed systems, break them, watch what happens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run one node of a service (this is how the lab starts its nodes).
+    Node {
+        #[command(subcommand)]
+        service: ServiceNode,
+    },
+    /// Benchmark a project (starts its nodes, prints one line per figure).
+    Bench {
+        #[command(subcommand)]
+        project: ProjectBench,
+    },
+}
+
+/// Every service a node can run. Adding a project adds one variant here.
+#[derive(Debug, clap::Subcommand)]
+enum ServiceNode {
+    /// Project 0: the gRPC key-value service.
+    Kv(distlab_kv::node::KvNodeArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ProjectBench {
+    /// Project 0: closed-loop PUT and GET load against one kv node.
+    Proj0(distlab_kv::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Node { service } => match service {
+            ServiceNode::Kv(args) => {
+                let id = args.node.id.to_string();
+                distlab_runtime::node::run_main("kv", &id, || distlab_kv::node::run(args))
+            }
+        },
+        Command::Bench { project } => match project {
+            ProjectBench::Proj0(args) => {
+                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                    let program = std::env::current_exe()?;
+                    let node = distlab_kv::bench::NodeCommand {
+                        program,
+                        args: vec!["node".into(), "kv".into()],
+                    };
+                    distlab_kv::bench::run(&args, node).await?;
+                    Ok(())
+                })
+            }
+        },
+    }
+}

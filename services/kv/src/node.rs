@@ -1,0 +1,138 @@
+//! Running a kv node: `kv serve ...` and `lab node kv ...` both end up in [`run`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlab_runtime::BadInput;
+use distlab_runtime::cli::NodeArgs;
+use distlab_runtime::node::Node;
+use serde_json::json;
+use tonic::service::Routes;
+
+use crate::metrics::KvMetrics;
+use crate::server::{KvService, Limits};
+use crate::status::KvStatus;
+use crate::store::{self, MemStore, SledStore, Store, SyncMode, TokenPolicy};
+
+/// Which backend stores the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// In memory: fast, gone with the process.
+    Mem,
+    /// sled on disk under --data-dir: survives crashes.
+    Sled,
+}
+
+/// The node contract's flags plus Project 0's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KvNodeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    /// Storage backend [default: sled with --data-dir, mem without]
+    #[arg(long, value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// sled only: flush before answering (always) or every 500 ms (never: faster, and an
+    /// acknowledged write can be lost to a crash).
+    #[arg(long, value_enum, default_value = "always")]
+    pub sync: SyncMode,
+
+    /// Longest key accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_key_bytes)]
+    pub max_key_bytes: usize,
+
+    /// Longest value accepted, in bytes (at most 64 MiB).
+    #[arg(long, default_value_t = Limits::default().max_value_bytes)]
+    pub max_value_bytes: usize,
+
+    /// How long idempotency tokens are remembered; must exceed clients' retry deadlines.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "10m")]
+    pub token_ttl: Duration,
+
+    /// How many idempotency tokens are remembered at most (oldest forgotten first).
+    #[arg(long, default_value_t = TokenPolicy::default().capacity)]
+    pub token_capacity: usize,
+}
+
+/// How often expired idempotency tokens are swept.
+const TOKEN_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a kv node until SIGTERM/SIGINT. Bad flags fail with [`BadInput`] before anything is
+/// bound or written.
+pub async fn run(args: KvNodeArgs) -> anyhow::Result<()> {
+    let node_args = args.node.validate()?;
+    let kind = match (args.store, &node_args.data_dir) {
+        (Some(StoreKind::Sled), None) => {
+            return Err(BadInput::new("--store sled needs --data-dir DIR").into());
+        }
+        (Some(kind), _) => kind,
+        (None, Some(_)) => StoreKind::Sled,
+        (None, None) => StoreKind::Mem,
+    };
+    if args.max_key_bytes == 0 {
+        return Err(BadInput::new("--max-key-bytes must be at least 1").into());
+    }
+    if args.max_value_bytes > 64 * 1024 * 1024 {
+        return Err(BadInput::new("--max-value-bytes must be at most 67108864 (64 MiB)").into());
+    }
+    if args.token_capacity == 0 || args.token_ttl.is_zero() {
+        return Err(
+            BadInput::new("--token-capacity and --token-ttl must be greater than zero").into(),
+        );
+    }
+    let policy = TokenPolicy {
+        ttl: args.token_ttl,
+        capacity: args.token_capacity,
+    };
+    let limits = Limits {
+        max_key_bytes: args.max_key_bytes,
+        max_value_bytes: args.max_value_bytes,
+    };
+
+    let store: Arc<dyn Store> = match (kind, &node_args.data_dir) {
+        (StoreKind::Sled, Some(dir)) => Arc::new(SledStore::open(dir, policy, args.sync)?),
+        _ => Arc::new(MemStore::new(policy)),
+    };
+    let config = json!({
+        "store": store.kind(),
+        "sync": (kind == StoreKind::Sled).then_some(args.sync),
+        "limits": limits,
+        "token_ttl_secs": policy.ttl.as_secs_f64(),
+        "token_capacity": policy.capacity,
+        "tls": node_args.tls.is_some(),
+    });
+
+    let mut node = Node::bind(node_args, "proj0", "kv").await?;
+    let metrics = KvMetrics::register(node.registry());
+    let sweeper = tokio::spawn(sweep_tokens(store.clone(), node.shutdown_token()));
+
+    let service = KvService::new(store.clone(), limits, metrics.clone());
+    let status = Arc::new(KvStatus {
+        store: store.clone(),
+        metrics,
+        config,
+    });
+    let served = node.serve(Routes::new(service.into_server()), status).await;
+
+    sweeper.abort();
+    store.flush().await?;
+    tracing::info!(event = "node_stopped", "store flushed; bye");
+    served
+}
+
+async fn sweep_tokens(store: Arc<dyn Store>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(TOKEN_SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match store.expire_tokens(store::now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "expired idempotency tokens"),
+            Err(e) => tracing::warn!(error = %e, "expiring idempotency tokens failed"),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The wire contracts of every distlab service.
+//!
+//! Layout: one module per protobuf package, named like the package (`kv::v1` is `kv.v1`). The
+//! `.proto` files live in `proto/` beside this crate and are the source of truth; `build.rs`
+//! compiles them with a vendored `protoc`.
+
+pub mod kv {
+    pub mod v1 {
+        tonic::include_proto!("kv.v1");
+    }
+}

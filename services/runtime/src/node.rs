@@ -1,0 +1,238 @@
+//! A node's life: bind, announce, serve, drain.
+//!
+//! ```text
+//! validate flags -> Node::bind (both listeners; port 0 resolved) -> service builds its state
+//!   -> Node::serve: print the ready line, serve gRPC + admin until SIGTERM/SIGINT
+//!   -> stop accepting, finish in-flight requests (at most shutdown::GRACE) -> return
+//! ```
+//! The service flushes its stores after [`Node::serve`] returns. [`run_main`] wraps all of it
+//! for a binary: telemetry, the tokio runtime, and exit codes (2 for bad input, 1 otherwise).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::BadInput;
+use crate::admin::{self, NodeIdentity, NodeStatus};
+use crate::cli::{NodeId, ValidNodeArgs};
+use crate::ready::Ready;
+use crate::rpc::{RpcLayer, RpcMetrics};
+use crate::shutdown;
+use crate::telemetry::{self, LogOutput};
+
+/// A node whose listeners are bound but which does not serve yet.
+pub struct Node {
+    args: ValidNodeArgs,
+    identity: NodeIdentity,
+    grpc: TcpListener,
+    admin: TcpListener,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    registry: Registry,
+    rpc_metrics: RpcMetrics,
+    shutdown: CancellationToken,
+    ready_extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Node {
+    /// Binds the gRPC and admin listeners. Connections that arrive before [`Node::serve`]
+    /// wait in the listen backlog.
+    pub async fn bind(
+        args: ValidNodeArgs,
+        project: &'static str,
+        service: &'static str,
+    ) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind the gRPC port", args.listen))?;
+        let admin = TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("--admin {}: cannot bind the admin port", args.admin))?;
+        let mut registry = Registry::default();
+        let rpc_metrics = RpcMetrics::register(&mut registry);
+        Ok(Self {
+            identity: NodeIdentity {
+                id: args.id.clone(),
+                project,
+                service,
+                started: Instant::now(),
+            },
+            grpc_addr: grpc.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            grpc,
+            admin,
+            args,
+            registry,
+            rpc_metrics,
+            shutdown: CancellationToken::new(),
+            ready_extra: serde_json::Map::new(),
+        })
+    }
+
+    pub fn args(&self) -> &ValidNodeArgs {
+        &self.args
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.args.id
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Where the service registers its own metrics before serving.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Cancelled when the node is asked to shut down; background tasks should stop on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Adds a field to the ready line (another listener's address, say).
+    pub fn add_ready_field(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        self.ready_extra.insert(key.to_string(), value.into());
+    }
+
+    /// Prints the ready line and serves `routes` (gRPC) and the admin API until shutdown.
+    pub async fn serve(self, routes: Routes, status: Arc<dyn NodeStatus>) -> anyhow::Result<()> {
+        let token = self.shutdown;
+        shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
+
+        let admin_app = admin::router(self.identity.clone(), status, Arc::new(self.registry));
+        let admin_shutdown = token.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(self.admin, admin_app)
+                .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+                .await
+        });
+
+        let mut server = Server::builder();
+        if let Some(tls) = &self.args.tls {
+            server = server
+                .tls_config(tls.server_config())
+                .context("configuring TLS from --tls-cert/--tls-key/--tls-ca")?;
+        }
+        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let grpc = server
+            .layer(RpcLayer::new(self.rpc_metrics))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
+        tokio::pin!(grpc);
+
+        let mut ready = Ready::new(self.args.id.clone(), self.grpc_addr, self.admin_addr);
+        ready.extra = self.ready_extra;
+        ready.announce();
+        tracing::info!(
+            event = "node_started",
+            id = %self.args.id,
+            grpc = %self.grpc_addr,
+            admin = %self.admin_addr,
+            tls = self.args.tls.is_some(),
+            "serving"
+        );
+
+        tokio::select! {
+            result = &mut grpc => result.context("gRPC server failed")?,
+            () = token.cancelled() => {
+                match tokio::time::timeout(shutdown::GRACE, &mut grpc).await {
+                    Ok(result) => result.context("gRPC server failed while draining")?,
+                    Err(_) => tracing::warn!(
+                        grace_secs = shutdown::GRACE.as_secs(),
+                        "in-flight requests did not finish in time; exiting anyway"
+                    ),
+                }
+            }
+        }
+        token.cancel();
+        match tokio::time::timeout(std::time::Duration::from_secs(2), admin_task).await {
+            Ok(Ok(result)) => result.context("admin server failed")?,
+            Ok(Err(join)) => return Err(anyhow::anyhow!("admin server panicked: {join}")),
+            Err(_) => {} // a poller holding a connection open must not delay exit
+        }
+        Ok(())
+    }
+}
+
+/// Runs a node's async main with telemetry (JSON logs on stdout) and a tokio runtime, and
+/// turns its outcome into an exit code: 0, 2 for [`BadInput`], 1 for anything else.
+pub fn run_main<F, Fut>(service: &str, instance: &str, main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    run_with(service, instance, LogOutput::JsonStdout, "info", main)
+}
+
+/// [`run_main`] for command-line tools: human logs on stderr at `default_filter`.
+pub fn run_cli<F, Fut>(service: &str, default_filter: &str, main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    run_with(service, "cli", LogOutput::HumanStderr, default_filter, main)
+}
+
+fn run_with<F, Fut>(
+    service: &str,
+    instance: &str,
+    output: LogOutput,
+    default_filter: &str,
+    main: F,
+) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = match telemetry::init(service, instance, output, default_filter) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return report(&e, output),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report(
+                &anyhow::Error::new(e).context("starting the tokio runtime"),
+                output,
+            );
+        }
+    };
+    let outcome = runtime.block_on(main());
+    drop(runtime);
+    drop(telemetry);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e, output),
+    }
+}
+
+fn report(error: &anyhow::Error, output: LogOutput) -> ExitCode {
+    let message = match error.downcast_ref::<tonic::Status>() {
+        Some(status) => crate::rpc::describe(status),
+        None => format!("{error:#}"),
+    };
+    eprintln!("error: {message}");
+    if error.downcast_ref::<BadInput>().is_some() {
+        return ExitCode::from(2);
+    }
+    if output == LogOutput::JsonStdout {
+        // On the node's log too, so the lab's timeline shows why the node died.
+        tracing::error!(event = "node_failed", error = %message, "exiting");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,191 @@
+//! Logs and traces.
+//!
+//! - Logs: `tracing` events as one JSON object per line on stdout (nodes, so the lab can parse
+//!   and show them) or human-readable on stderr (CLIs). Level from `RUST_LOG`.
+//!   State changes worth a place on the lab's timeline carry a stable `event` field
+//!   (`event = "became_leader"`), which is how the lab recognises them.
+//! - Traces: every `tracing` span is also an OpenTelemetry span, so it has a trace id even
+//!   when nothing is exported. Spans are exported over OTLP/HTTP when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example `http://127.0.0.1:4318`), otherwise they
+//!   live only in the logs: the RPC span records its `trace_id`, and JSON log lines list the
+//!   spans they happened in, so every line inside a request names its trace.
+//! - Propagation: W3C `traceparent` in gRPC metadata. Clients inject it with
+//!   [`PropagateTrace`]; servers continue the caller's trace in [`crate::rpc::RpcLayer`].
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// One JSON object per line on stdout: what nodes do.
+    JsonStdout,
+    /// Human-readable lines on stderr, so stdout stays free for a command's output.
+    HumanStderr,
+}
+
+/// Keeps the tracer provider alive; dropping it flushes spans not yet exported.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        // Nothing useful to do if the collector is gone at exit.
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global subscriber. Call once, before starting the tokio runtime (the OTLP
+/// exporter runs on its own thread with its own blocking HTTP client).
+/// `default_filter` applies when `RUST_LOG` is unset (e.g. `"info"`, `"warn"`).
+pub fn init(
+    service: &str,
+    instance: &str,
+    output: LogOutput,
+    default_filter: &str,
+) -> anyhow::Result<Telemetry> {
+    let resource = Resource::builder()
+        .with_service_name(format!("distlab-{service}"))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            instance.to_string(),
+        ))
+        .build();
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
+    if exporting {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| {
+                anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {e}")
+            })?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("distlab");
+
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let logs = match output {
+        LogOutput::JsonStdout => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogOutput::HumanStderr => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
+    if exporting {
+        tracing::info!(event = "otlp_export", "exporting spans over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The trace id of `span` as 32 hex digits, if it belongs to a trace (it does whenever
+/// [`init`] ran and the span is enabled).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let span_cx = cx.span().span_context().clone();
+    span_cx.is_valid().then(|| span_cx.trace_id().to_string())
+}
+
+/// Writes the current span's `traceparent` into outgoing gRPC metadata.
+pub fn inject_current(metadata: &mut MetadataMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(metadata));
+}
+
+/// Reads a caller's trace context from incoming HTTP/2 headers (empty if there is none).
+pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// A tonic interceptor for clients: every request carries the caller's `traceparent`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateTrace;
+
+impl tonic::service::Interceptor for PropagateTrace {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_current(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_survives_inject_then_extract() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", header.parse().unwrap());
+        let cx = extract(&headers);
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let mut metadata = MetadataMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(&mut metadata));
+        assert_eq!(
+            metadata.get("traceparent").unwrap().to_str().unwrap(),
+            header
+        );
+    }
+
+    #[test]
+    fn no_caller_context_means_nothing_injected() {
+        let mut metadata = MetadataMap::new();
+        inject_current(&mut metadata);
+        assert!(metadata.get("traceparent").is_none());
+    }
+}
