@@ -38,6 +38,7 @@ enum Command {
 #[derive(Debug, clap::Subcommand)]
 enum ServiceNode {
     /// Project 0: the gRPC key-value service.
+    #[command(alias = "proj0")]
     Kv(distlab_kv::node::KvNodeArgs),
 }
 

@@ -2,8 +2,8 @@
 //!
 //! One place gives every RPC of every service the same treatment, so no handler has to
 //! remember it:
-//! - a `rpc` span, continuing the caller's trace when a `traceparent` came with the request,
-//!   with the `trace_id` recorded on it so every log line inside the request names the trace;
+//! - a `rpc` span, continuing the caller's trace when a `traceparent` came with the request
+//!   (every log line inside the request then names the trace: see [`crate::telemetry`]);
 //! - `rpc_requests_total{method,code}`, `rpc_duration_seconds{method}`, `rpc_in_flight`.
 //!
 //! The status code of a unary RPC is read from the response headers: tonic sends errors as
@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use opentelemetry::trace::TraceContextExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,6 +40,9 @@ struct MethodLabels {
 }
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+
+/// The name of the span every served RPC runs in.
+pub const SPAN_NAME: &str = "rpc";
 
 /// Server-side RPC metrics, shared by every clone of the layer.
 #[derive(Clone)]
@@ -134,18 +138,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().trim_start_matches('/').to_string();
-        let span = tracing::info_span!(
-            "rpc",
-            rpc.method = %method,
-            trace_id = tracing::field::Empty,
-            otel.kind = "server",
-        );
+        let span = tracing::info_span!(SPAN_NAME, rpc.method = %method, otel.kind = "server");
         if !span.is_disabled() {
             let parent = telemetry::extract(request.headers());
-            // Fails only when no OpenTelemetry layer is installed: then there is no trace.
-            let _ = span.set_parent(parent);
-            if let Some(trace_id) = telemetry::trace_id(&span) {
-                span.record("trace_id", trace_id);
+            if parent.span().span_context().is_valid() {
+                // Fails only when no OpenTelemetry layer is installed: then there is no trace.
+                let _ = span.set_parent(parent);
             }
         }
 
@@ -192,6 +190,7 @@ impl Observation {
         self.finished = true;
         self.metrics.observe(&self.method, code, self.started);
         tracing::debug!(
+            method = %self.method,
             code,
             micros = self.started.elapsed().as_micros() as u64,
             "rpc finished"

@@ -11,17 +11,24 @@ use tokio::process::Command;
 
 pub const KV: &str = env!("CARGO_BIN_EXE_kv");
 
-/// `kv serve ARGS` on ports 0, waiting for its ready line. Logs at `RUST_LOG=log_level`.
-pub async fn start_with_log(args: &[&str], log_level: &str) -> NodeProcess {
+/// `kv serve ARGS` on ports 0 with extra environment, waiting for its ready line.
+pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
     let mut command = Command::new(KV);
     command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", log_level);
+        .env("RUST_LOG", "info")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .envs(env.iter().copied());
     NodeProcess::spawn(command, Duration::from_secs(20))
         .await
         .expect("the kv node starts")
+}
+
+/// `kv serve ARGS`, logging at `RUST_LOG=log_level`.
+pub async fn start_with_log(args: &[&str], log_level: &str) -> NodeProcess {
+    start_with_env(args, &[("RUST_LOG", log_level)]).await
 }
 
 pub async fn start(args: &[&str]) -> NodeProcess {

@@ -1,0 +1,20 @@
+# distlab recipes. `just` is optional: each recipe is one plain cargo command, also in README.md.
+
+default:
+    @just --list
+
+# Run every test (the README's test command; CI also checks fmt and clippy)
+test:
+    cargo test --workspace
+
+# What CI runs: fmt, clippy -D warnings, tests
+ci:
+    bash .ci/run
+
+# Benchmark a project; prints one parseable line per figure (e.g. `just bench proj0 --clients 64`)
+bench PROJ *ARGS:
+    cargo run --release -p lab -- bench {{PROJ}} {{ARGS}}
+
+# Run one node of a project in the foreground (e.g. `just node proj0 --id n1`)
+node PROJ *ARGS:
+    cargo run --release -p lab -- node {{PROJ}} {{ARGS}}
