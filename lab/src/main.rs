@@ -46,6 +46,8 @@ enum ServiceNode {
 enum ProjectBench {
     /// Project 0: closed-loop PUT and GET load against one kv node.
     Proj0(distlab_kv::bench::BenchArgs),
+    /// The lab's link proxies: added round-trip latency and throughput with no faults.
+    Links(lab::engine::link::bench::LinkBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,11 @@ fn main() -> ExitCode {
                     };
                     distlab_kv::bench::run(&args, node).await?;
                     Ok(())
+                })
+            }
+            ProjectBench::Links(args) => {
+                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                    lab::engine::link::bench::run(&args).await
                 })
             }
         },
