@@ -7,6 +7,9 @@
 //!   that process is SIGKILLed, and `kill_on_drop`, so dropping the handle kills it: no orphans;
 //! - its stdout and stderr are drained continuously (a full pipe would freeze the node) into a
 //!   bounded tail of recent lines, shown when something goes wrong;
+//! - its output can also be appended to a log file (the lab keeps one per node in the run dir);
+//! - one task owns the child and reaps it the moment it exits, so supervisors learn of a crash
+//!   at once ([`NodeProcess::exit_watch`]);
 //! - [`NodeProcess::spawn`] returns once the node printed its [`Ready`] line, or fails with the
 //!   node's last lines if it exits or stays silent.
 //!
@@ -14,6 +17,7 @@
 //! a long-lived thread (a runtime worker or a test's main thread), never from `spawn_blocking`.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,26 +25,61 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
 
 use crate::ready::Ready;
 
 /// How many recent output lines a [`NodeProcess`] keeps.
 pub const TAIL_LINES: usize = 200;
 
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// How long the node may take to print its ready line.
+    pub ready_timeout: Duration,
+    /// Where to append everything the node prints (stdout and stderr), if anywhere.
+    pub log_file: Option<PathBuf>,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        Self {
+            ready_timeout: Duration::from_secs(20),
+            log_file: None,
+        }
+    }
+}
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
 /// A running node process. Dropping it kills the process.
 pub struct NodeProcess {
-    child: Child,
     pid: u32,
     ready: Ready,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Tail,
+    /// `Some` once the process has exited (and been reaped).
+    exit: watch::Receiver<Option<ExitStatus>>,
+    /// Dropping this asks the task that owns the child to kill it.
+    _owner: oneshot::Sender<()>,
 }
 
 impl NodeProcess {
     /// Spawns `command` and waits up to `ready_timeout` for its ready line.
-    pub async fn spawn(mut command: Command, ready_timeout: Duration) -> anyhow::Result<Self> {
+    pub async fn spawn(command: Command, ready_timeout: Duration) -> anyhow::Result<Self> {
+        Self::spawn_with(
+            command,
+            LaunchOptions {
+                ready_timeout,
+                log_file: None,
+            },
+        )
+        .await
+    }
+
+    /// Spawns `command` as [`LaunchOptions`] say and waits for its ready line.
+    pub async fn spawn_with(mut command: Command, options: LaunchOptions) -> anyhow::Result<Self> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -56,41 +95,63 @@ impl NodeProcess {
             .id()
             .context("the child exited before it could be watched")?;
 
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let log = match &options.log_file {
+            Some(path) => Some(Arc::new(tokio::sync::Mutex::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .with_context(|| format!("opening the node log {}", path.display()))?,
+            ))),
+            None => None,
+        };
+        let tail: Tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let (ready_tx, ready_rx) = oneshot::channel();
         let stdout = child.stdout.take().context("child stdout was not piped")?;
         let stderr = child.stderr.take().context("child stderr was not piped")?;
-        tokio::spawn(drain(stdout, tail.clone(), Some(ready_tx), ""));
-        tokio::spawn(drain(stderr, tail.clone(), None, "stderr: "));
+        tokio::spawn(drain(stdout, tail.clone(), log.clone(), Some(ready_tx), ""));
+        tokio::spawn(drain(stderr, tail.clone(), log, None, "stderr: "));
+
+        // One task owns the child: it reaps it when it exits, or kills it when asked to
+        // (the handle is dropped), so an exit is noticed even if nobody is waiting for it.
+        let (exit_tx, mut exit) = watch::channel(None);
+        let (owner, killed) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = killed => {
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            if let Ok(status) = status {
+                exit_tx.send_replace(Some(status));
+            }
+        });
 
         let outcome = tokio::select! {
-            ready = tokio::time::timeout(ready_timeout, ready_rx) => match ready {
+            ready = tokio::time::timeout(options.ready_timeout, ready_rx) => match ready {
                 Ok(Ok(ready)) => Ok(ready),
-                Ok(Err(_)) => Err(None), // stdout closed without a ready line
-                Err(_) => Err(Some(format!("printed no ready line within {}", crate::duration::format(ready_timeout)))),
+                Ok(Err(_)) => Err("closed its stdout without a ready line".to_string()),
+                Err(_) => Err(format!("printed no ready line within {}", crate::duration::format(options.ready_timeout))),
             },
-            status = child.wait() => Err(Some(match status {
-                Ok(status) => format!("exited ({status}) before it was ready"),
-                Err(e) => format!("could not be waited for: {e}"),
-            })),
+            status = exit.wait_for(Option::is_some) => Err(match status {
+                Ok(status) => format!("exited ({}) before it was ready", status.expect("waited for Some")),
+                Err(_) => "could not be waited for".to_string(),
+            }),
         };
         match outcome {
             Ok(ready) => Ok(Self {
-                child,
                 pid,
                 ready,
                 tail,
+                exit,
+                _owner: owner,
             }),
             Err(reason) => {
-                let reason = match reason {
-                    Some(reason) => reason,
-                    None => match child.wait().await {
-                        Ok(status) => format!("exited ({status}) before it was ready"),
-                        Err(e) => format!("closed its stdout before it was ready ({e})"),
-                    },
-                };
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                drop(owner); // kills it if it still runs
+                let _ = exit.wait_for(Option::is_some).await;
                 // Let the drain tasks pick up the last lines.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let last = tail
@@ -113,32 +174,51 @@ impl NodeProcess {
         self.pid
     }
 
-    /// Sends `signal` to the node (SIGSTOP, SIGCONT, SIGTERM, SIGKILL...).
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// A receiver that turns `Some` when the process exits (for supervisors).
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitStatus>> {
+        self.exit.clone()
+    }
+
+    /// Sends `signal` to the node (SIGSTOP, SIGCONT, SIGTERM, SIGKILL...), unless it has
+    /// already exited (its pid may then belong to someone else).
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        if let Some(status) = self.exit_status() {
+            bail!("pid {} already exited ({status})", self.pid);
+        }
         signal::kill(Pid::from_raw(self.pid as i32), signal)
             .with_context(|| format!("sending {signal} to pid {}", self.pid))
     }
 
-    /// SIGKILL, then reap.
+    /// SIGKILL, then wait until it is reaped.
     pub async fn kill(&mut self) -> anyhow::Result<ExitStatus> {
-        let _ = self.child.start_kill();
-        Ok(self.child.wait().await?)
+        let _ = self.signal(Signal::SIGKILL);
+        self.wait().await
     }
 
     /// SIGTERM; SIGKILL if the node is still running after `grace`.
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
         // SIGCONT first: a paused node cannot handle SIGTERM.
         let _ = self.signal(Signal::SIGCONT);
-        self.signal(Signal::SIGTERM)?;
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => Ok(status?),
+        let _ = self.signal(Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(status) => status,
             Err(_) => self.kill().await,
         }
     }
 
-    /// Waits for the node to exit on its own.
+    /// Waits for the node to exit.
     pub async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
-        Ok(self.child.wait().await?)
+        let status = self
+            .exit
+            .wait_for(Option::is_some)
+            .await
+            .context("the task watching the node is gone")?;
+        Ok(status.expect("waited for Some"))
     }
 
     /// The node's most recent output lines, oldest first.
@@ -149,12 +229,17 @@ impl NodeProcess {
 
 async fn drain(
     stream: impl AsyncRead + Unpin,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Tail,
+    log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     mut ready_tx: Option<oneshot::Sender<Ready>>,
     prefix: &'static str,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(log) = &log {
+            let mut file = log.lock().await;
+            let _ = file.write_all(format!("{prefix}{line}\n").as_bytes()).await;
+        }
         if ready_tx.is_some()
             && let Some(ready) = Ready::parse(&line)
             && let Some(tx) = ready_tx.take()
