@@ -7,3 +7,4 @@
 //!   linked in; the engine starts its nodes by running this same executable.
 
 pub mod engine;
+pub mod up;

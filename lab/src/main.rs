@@ -27,6 +27,23 @@ enum Command {
         #[command(subcommand)]
         service: ServiceNode,
     },
+    /// List the projects, their roles and default sizes.
+    List,
+    /// Start a project's cluster headless and keep it up until Ctrl-C: every node's addresses
+    /// are printed, so curl and the project CLIs can be pointed at it.
+    Up {
+        /// The project: proj0...
+        project: String,
+        /// Nodes in the cluster [default: the project's own]
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Where run directories go.
+        #[arg(long, default_value = "runs")]
+        runs_dir: std::path::PathBuf,
+        /// Seed for every random choice (link losses, jitter...).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Benchmark a project (starts its nodes, prints one line per figure).
     Bench {
         #[command(subcommand)]
@@ -52,6 +69,27 @@ enum ProjectBench {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::List => {
+            for project in lab::engine::project::PROJECTS {
+                let roles: Vec<_> = project.roles.iter().map(|r| r.name).collect();
+                println!(
+                    "{:<7} {:<60} roles: {}  default nodes: {}",
+                    project.name,
+                    project.title,
+                    roles.join(", "),
+                    project.default_nodes
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Up {
+            project,
+            nodes,
+            runs_dir,
+            seed,
+        } => distlab_runtime::node::run_cli("lab", "warn", || {
+            lab::up::run(project, nodes, runs_dir, seed)
+        }),
         Command::Node { service } => match service {
             ServiceNode::Kv(args) => {
                 let id = args.node.id.to_string();

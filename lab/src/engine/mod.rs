@@ -2,7 +2,16 @@
 //! engine knows and sends it commands; `lab scenario` drives the same engine headless.
 //!
 //! Built so far:
-//! - [`link`]: the link proxies through which every node-to-node and client-to-node byte
-//!   travels, and the faults applied to them.
+//! - [`project`]: each project's roles, sizes and node flags (the plug-in table).
+//! - [`supervisor`]: a cluster's node processes and the signal faults (pause, resume, kill,
+//!   terminate, restart); crashes recorded with the node's last lines.
+//! - [`network`], [`link`]: the link proxies every node-to-node and client-to-node byte goes
+//!   through, and the faults applied to them.
+//! - [`events`]: the run's timeline (`events.jsonl`). [`rundir`]: where a run leaves it all.
 
+pub mod events;
 pub mod link;
+pub mod network;
+pub mod project;
+pub mod rundir;
+pub mod supervisor;

@@ -171,13 +171,24 @@ impl RetryPolicy {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeout = self.attempt_timeout.min(remaining);
             metrics.attempts.inc();
-            let result = match tokio::time::timeout(timeout, op(Attempt { number, timeout })).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(Status::deadline_exceeded(format!(
+            let attempt_started = Instant::now();
+            let no_answer = || {
+                Status::deadline_exceeded(format!(
                     "attempt {number} got no answer within {}",
                     crate::duration::format(timeout)
-                ))),
+                ))
+            };
+            let result = match tokio::time::timeout(timeout, op(Attempt { number, timeout })).await
+            {
+                // tonic's own grpc-timeout timer may fire first and say CANCELLED: it means
+                // the same thing, and callers should see one code for it.
+                Ok(Err(status))
+                    if status.code() == Code::Cancelled && attempt_started.elapsed() >= timeout =>
+                {
+                    Err(no_answer())
+                }
+                Ok(result) => result,
+                Err(_) => Err(no_answer()),
             };
             let status = match result {
                 Ok(value) => return Ok(value),

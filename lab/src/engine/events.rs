@@ -1,0 +1,97 @@
+//! The run's timeline: faults applied, processes started and exited, node log events. Kept
+//! in memory for the console, appended to `events.jsonl` in the run dir, and broadcast to
+//! whoever follows the run live.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A node process was started (or restarted) and printed its ready line.
+    NodeUp,
+    /// A node process exited because the lab stopped it (kill, terminate).
+    NodeStopped,
+    /// A node process exited on its own: a crash.
+    NodeCrashed,
+    /// A fault was applied or removed (pause, resume, partition, link, heal...).
+    Fault,
+    /// Something a node logged with an `event` field (became_leader...).
+    NodeEvent,
+    /// A scenario step, a mark, a checker verdict.
+    Note,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Seconds since the run started.
+    pub t: f64,
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub what: String,
+}
+
+pub struct Timeline {
+    started: Instant,
+    events: Mutex<Vec<Event>>,
+    file: Option<Mutex<std::fs::File>>,
+    live: broadcast::Sender<Event>,
+}
+
+impl Timeline {
+    /// A timeline that also appends to `path` (one JSON object per line).
+    pub fn create(path: Option<&Path>) -> std::io::Result<Self> {
+        let file = match path {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            started: Instant::now(),
+            events: Mutex::new(Vec::new()),
+            file,
+            live: broadcast::channel(1024).0,
+        })
+    }
+
+    pub fn record(&self, kind: EventKind, node: Option<&str>, what: impl Into<String>) -> Event {
+        let event = Event {
+            t: self.started.elapsed().as_secs_f64(),
+            kind,
+            node: node.map(str::to_string),
+            what: what.into(),
+        };
+        if let Some(file) = &self.file
+            && let Ok(line) = serde_json::to_string(&event)
+        {
+            let _ = writeln!(file.lock().unwrap(), "{line}");
+        }
+        self.events.lock().unwrap().push(event.clone());
+        let _ = self.live.send(event.clone());
+        event
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}

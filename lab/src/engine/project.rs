@@ -1,0 +1,138 @@
+//! Projects as plug-ins: what the lab needs to know to run each project's cluster.
+//!
+//! Adding project N means one entry in [`PROJECTS`] (and its service crate linked into
+//! `lab node`); nothing else in the engine changes.
+
+/// How many nodes of a role a cluster has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Exactly this many, whatever `--nodes` says (one namenode, one controller...).
+    Fixed(usize),
+    /// The rest of `--nodes`.
+    Rest,
+}
+
+/// A kind of node in a project's cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    pub name: &'static str,
+    pub count: Count,
+    /// Node ids are this prefix and a number: `n1`, `broker2`...
+    pub id_prefix: &'static str,
+}
+
+/// How a project's nodes talk to each other (each link gets a proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLinks {
+    /// Nodes never call each other (Project 0).
+    None,
+    /// gRPC between every pair.
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Project {
+    /// `proj0`...
+    pub name: &'static str,
+    pub title: &'static str,
+    /// What `lab node <service>` runs.
+    pub service: &'static str,
+    pub roles: &'static [Role],
+    pub default_nodes: usize,
+    pub peer_links: PeerLinks,
+    /// Service flags added to every node's command line.
+    pub node_flags: &'static [&'static str],
+}
+
+pub const PROJECTS: &[Project] = &[Project {
+    name: "proj0",
+    title: "gRPC key-value service (retries, deadlines, idempotency, mTLS)",
+    service: "kv",
+    roles: &[Role {
+        name: "server",
+        count: Count::Rest,
+        id_prefix: "n",
+    }],
+    default_nodes: 1,
+    peer_links: PeerLinks::None,
+    node_flags: &["--store", "sled"],
+}];
+
+/// The project called `name`; the error lists the known ones.
+pub fn find(name: &str) -> Result<&'static Project, String> {
+    PROJECTS.iter().find(|p| p.name == name).ok_or_else(|| {
+        let known: Vec<_> = PROJECTS.iter().map(|p| p.name).collect();
+        format!(
+            "unknown project {name:?}; known projects: {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// A planned node: its id and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedNode {
+    pub id: String,
+    pub role: &'static str,
+}
+
+impl Project {
+    /// The nodes of a cluster of `nodes` nodes (fixed roles first, then the rest).
+    pub fn plan(&self, nodes: usize) -> Result<Vec<PlannedNode>, String> {
+        let fixed: usize = self
+            .roles
+            .iter()
+            .map(|r| match r.count {
+                Count::Fixed(n) => n,
+                Count::Rest => 0,
+            })
+            .sum();
+        if nodes < fixed.max(1) {
+            return Err(format!(
+                "{} needs at least {} node(s), got {nodes}",
+                self.name,
+                fixed.max(1)
+            ));
+        }
+        if nodes > 16 {
+            return Err(format!(
+                "{nodes} nodes is more than this 2-core machine can run usefully (at most 16)"
+            ));
+        }
+        let mut planned = Vec::new();
+        for role in self.roles {
+            let count = match role.count {
+                Count::Fixed(n) => n,
+                Count::Rest => nodes - fixed,
+            };
+            for i in 1..=count {
+                planned.push(PlannedNode {
+                    id: format!("{}{i}", role.id_prefix),
+                    role: role.name,
+                });
+            }
+        }
+        Ok(planned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_name_nodes_by_role() {
+        let proj0 = find("proj0").unwrap();
+        let plan = proj0.plan(3).unwrap();
+        assert_eq!(
+            plan.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["n1", "n2", "n3"]
+        );
+        assert!(proj0.plan(0).unwrap_err().contains("at least 1"));
+        assert!(
+            find("proj99")
+                .unwrap_err()
+                .contains("known projects: proj0")
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! The supervisor: a cluster's node processes, and the process-level faults.
+//!
+//! Each node is a child process (`lab node <service> ...`, run from this same executable) with
+//! its own folder in the run dir (data dir and `node.log`), its peers reached through the
+//! cluster's link proxies. The faults are signals: `pause` (SIGSTOP), `resume` (SIGCONT),
+//! `kill` (SIGKILL), `terminate` (SIGTERM, then SIGKILL after a grace period), and `restart`
+//! (same id, same data dir, same peer addresses; a new process and port, and the proxies follow
+//! it). An exit the lab did not cause is recorded as a crash, with the node's last lines.
+//!
+//! No orphans: children get `PR_SET_PDEATHSIG(SIGKILL)` and are killed when their handles are
+//! dropped (see `distlab_runtime::launch`), so they die with the lab however it ends.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use distlab_runtime::launch::{LaunchOptions, NodeProcess};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::process::Command;
+
+use super::events::{EventKind, Timeline};
+use super::network::{CLIENT, Network};
+use super::project::Project;
+use super::rundir::RunDir;
+
+/// How long `terminate` waits before SIGKILL.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+
+/// What a node's process is doing, as far as the lab knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Running,
+    Paused,
+    Down,
+}
+
+/// A node as the lab sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub role: &'static str,
+    pub state: ProcessState,
+    pub pid: Option<u32>,
+    /// The node's own gRPC address (changes on restart).
+    pub grpc: Option<SocketAddr>,
+    /// Where clients reach it: through the client link proxy (stable across restarts).
+    pub client: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub restarts: u32,
+}
+
+struct Slot {
+    role: &'static str,
+    dir: PathBuf,
+    process: Option<NodeProcess>,
+    state: ProcessState,
+    restarts: u32,
+    /// Set before the lab stops the process, so its exit is not reported as a crash.
+    stopping: Arc<AtomicBool>,
+}
+
+pub struct Supervisor {
+    project: &'static Project,
+    exe: PathBuf,
+    run: RunDir,
+    network: Network,
+    timeline: Arc<Timeline>,
+    slots: BTreeMap<String, tokio::sync::Mutex<Slot>>,
+}
+
+impl Supervisor {
+    /// Plans the cluster and creates its run dir and proxies; starts nothing yet.
+    /// `exe` is the program that runs `node <service> ...` (the lab itself).
+    pub async fn new(
+        project: &'static Project,
+        nodes: usize,
+        runs_root: &Path,
+        seed: u64,
+        exe: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let plan = project.plan(nodes).map_err(distlab_runtime::BadInput)?;
+        let run = RunDir::create(runs_root, project.name)?;
+        let timeline = Arc::new(Timeline::create(Some(&run.file("events.jsonl")))?);
+        let ids: Vec<String> = plan.iter().map(|n| n.id.clone()).collect();
+        let network = Network::build(&ids, project.peer_links, seed)
+            .await
+            .context("binding the link proxies")?;
+        let mut slots = BTreeMap::new();
+        for node in plan {
+            let dir = run.node_dir(&node.id)?;
+            slots.insert(
+                node.id,
+                tokio::sync::Mutex::new(Slot {
+                    role: node.role,
+                    dir,
+                    process: None,
+                    state: ProcessState::Down,
+                    restarts: 0,
+                    stopping: Arc::new(AtomicBool::new(false)),
+                }),
+            );
+        }
+        Ok(Self {
+            project,
+            exe,
+            run,
+            network,
+            timeline,
+            slots,
+        })
+    }
+
+    pub fn project(&self) -> &'static Project {
+        self.project
+    }
+
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        &self.timeline
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    fn slot(&self, id: &str) -> anyhow::Result<&tokio::sync::Mutex<Slot>> {
+        self.slots.get(id).ok_or_else(|| {
+            let known: Vec<_> = self.slots.keys().map(String::as_str).collect();
+            distlab_runtime::BadInput(format!("unknown node {id:?}; nodes: {}", known.join(", ")))
+                .into()
+        })
+    }
+
+    /// Starts every node that is down.
+    pub async fn start_all(&self) -> anyhow::Result<()> {
+        for id in self.slots.keys() {
+            if self.slot(id)?.lock().await.process.is_none() {
+                self.start(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` (it must be down) and waits until it is ready.
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        let mut slot = self.slot(id)?.lock().await;
+        if slot.process.is_some() {
+            bail!("node {id} is already running");
+        }
+        let mut command = Command::new(&self.exe);
+        command
+            .args(["node", self.project.service, "--id", id])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(slot.dir.join("data"))
+            .args(self.network.peer_flags(id))
+            .args(self.project.node_flags);
+        let options = LaunchOptions {
+            ready_timeout: Duration::from_secs(30),
+            log_file: Some(slot.dir.join("node.log")),
+        };
+        let process = NodeProcess::spawn_with(command, options)
+            .await
+            .with_context(|| format!("starting node {id}"))?;
+        self.network.node_ready(id, process.ready().grpc);
+        let stopping = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_exit(
+            id.to_string(),
+            process.exit_watch(),
+            stopping.clone(),
+            slot.dir.join("node.log"),
+            self.timeline.clone(),
+        ));
+        self.timeline.record(
+            EventKind::NodeUp,
+            Some(id),
+            format!("pid {} grpc {}", process.pid(), process.ready().grpc),
+        );
+        slot.process = Some(process);
+        slot.state = ProcessState::Running;
+        slot.stopping = stopping;
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
+        let mut slot = self.slot(id)?.lock().await;
+        let mut process = running(&mut slot, id)?;
+        slot.stopping.store(true, Ordering::SeqCst);
+        self.timeline
+            .record(EventKind::Fault, Some(id), "kill (SIGKILL)");
+        let status = process.kill().await?;
+        self.timeline.record(
+            EventKind::NodeStopped,
+            Some(id),
+            format!("exited: {status}"),
+        );
+        slot.state = ProcessState::Down;
+        Ok(())
+    }
+
+    /// SIGTERM: a graceful shutdown; SIGKILL if it takes longer than [`TERMINATE_GRACE`].
+    pub async fn terminate(&self, id: &str) -> anyhow::Result<()> {
+        let mut slot = self.slot(id)?.lock().await;
+        let mut process = running(&mut slot, id)?;
+        slot.stopping.store(true, Ordering::SeqCst);
+        self.timeline
+            .record(EventKind::Fault, Some(id), "terminate (SIGTERM)");
+        let status = process.terminate(TERMINATE_GRACE).await?;
+        self.timeline.record(
+            EventKind::NodeStopped,
+            Some(id),
+            format!("exited: {status}"),
+        );
+        slot.state = ProcessState::Down;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes; its sockets stay open, nobody answers.
+    pub async fn pause(&self, id: &str) -> anyhow::Result<()> {
+        let mut slot = self.slot(id)?.lock().await;
+        let process = slot
+            .process
+            .as_ref()
+            .with_context(|| format!("node {id} is down"))?;
+        process.signal(Signal::SIGSTOP)?;
+        slot.state = ProcessState::Paused;
+        self.timeline
+            .record(EventKind::Fault, Some(id), "pause (SIGSTOP)");
+        Ok(())
+    }
+
+    /// SIGCONT.
+    pub async fn resume(&self, id: &str) -> anyhow::Result<()> {
+        let mut slot = self.slot(id)?.lock().await;
+        let process = slot
+            .process
+            .as_ref()
+            .with_context(|| format!("node {id} is down"))?;
+        process.signal(Signal::SIGCONT)?;
+        slot.state = ProcessState::Running;
+        self.timeline
+            .record(EventKind::Fault, Some(id), "resume (SIGCONT)");
+        Ok(())
+    }
+
+    /// Kills node `id` if it runs, then starts it again on the same data dir and peers.
+    pub async fn restart(&self, id: &str) -> anyhow::Result<()> {
+        let was_up = self.slot(id)?.lock().await.process.is_some();
+        if was_up {
+            self.kill(id).await?;
+        }
+        self.timeline.record(EventKind::Fault, Some(id), "restart");
+        self.slot(id)?.lock().await.restarts += 1;
+        self.start(id).await
+    }
+
+    /// Terminates every node that runs (used at the end of a run).
+    pub async fn stop_all(&self) {
+        for id in self.slots.keys() {
+            let up = self.slots[id].lock().await.process.is_some();
+            if up {
+                let _ = self.terminate(id).await;
+            }
+        }
+    }
+
+    /// Every node as the lab sees it.
+    pub async fn nodes(&self) -> Vec<NodeInfo> {
+        let mut infos = Vec::new();
+        for (id, slot) in &self.slots {
+            let slot = slot.lock().await;
+            // A crash the watcher saw: the handle is still here, the process is not.
+            let alive = slot.process.as_ref().filter(|p| p.exit_status().is_none());
+            infos.push(NodeInfo {
+                id: id.clone(),
+                role: slot.role,
+                state: if alive.is_some() {
+                    slot.state
+                } else {
+                    ProcessState::Down
+                },
+                pid: alive.map(NodeProcess::pid),
+                grpc: alive.map(|p| p.ready().grpc),
+                client: self
+                    .network
+                    .addr(CLIENT, id)
+                    .expect("every node has a client link"),
+                admin: alive.map(|p| p.ready().admin),
+                restarts: slot.restarts,
+            });
+        }
+        infos
+    }
+}
+
+/// Takes the process out of its slot for stopping; the error names a node that is down.
+fn running(slot: &mut Slot, id: &str) -> anyhow::Result<NodeProcess> {
+    match slot.process.take() {
+        Some(process) if process.exit_status().is_none() => Ok(process),
+        _ => Err(anyhow::anyhow!("node {id} is down")),
+    }
+}
+
+/// Records a crash when a node exits without the lab having asked it to.
+async fn watch_exit(
+    id: String,
+    mut exit: tokio::sync::watch::Receiver<Option<std::process::ExitStatus>>,
+    stopping: Arc<AtomicBool>,
+    log: PathBuf,
+    timeline: Arc<Timeline>,
+) {
+    let Ok(status) = exit
+        .wait_for(Option::is_some)
+        .await
+        .map(|s| s.expect("Some"))
+    else {
+        return;
+    };
+    if stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    // Give the log a moment to receive the last lines.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let last: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    timeline.record(
+        EventKind::NodeCrashed,
+        Some(&id),
+        format!(
+            "exited on its own ({status}); last lines:\n{}",
+            last.join("\n")
+        ),
+    );
+}

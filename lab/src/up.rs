@@ -1,0 +1,79 @@
+//! `lab up PROJ`: a cluster with nobody watching. Starts it, prints where everything is, and
+//! keeps it up until Ctrl-C or SIGTERM, then stops every node gracefully.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::engine::project;
+use crate::engine::supervisor::Supervisor;
+
+pub async fn run(
+    project: String,
+    nodes: Option<usize>,
+    runs_dir: PathBuf,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let project = project::find(&project).map_err(distlab_runtime::BadInput)?;
+    let exe = std::env::current_exe().context("finding the lab executable")?;
+    let supervisor = Supervisor::new(
+        project,
+        nodes.unwrap_or(project.default_nodes),
+        &runs_dir,
+        seed,
+        exe,
+    )
+    .await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let started = tokio::select! {
+        started = supervisor.start_all() => started,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated while starting")),
+    };
+    if let Err(e) = started {
+        supervisor.stop_all().await;
+        return Err(e);
+    }
+
+    let nodes = supervisor.nodes().await;
+    println!(
+        "{} is up: {} node(s); run dir {}",
+        project.name,
+        nodes.len(),
+        supervisor.run_dir().path().display()
+    );
+    println!(
+        "{:<6} {:<8} {:>7}  {:<22} {:<22} {:<22}",
+        "node", "role", "pid", "clients use", "grpc (direct)", "admin"
+    );
+    for node in &nodes {
+        println!(
+            "{:<6} {:<8} {:>7}  {:<22} {:<22} {:<22}",
+            node.id,
+            node.role,
+            node.pid.map_or("-".into(), |p| p.to_string()),
+            node.client.to_string(),
+            node.grpc.map_or("-".into(), |a| a.to_string()),
+            node.admin.map_or("-".into(), |a| a.to_string()),
+        );
+    }
+    // One line for scripts and tests.
+    println!(
+        "{}",
+        serde_json::json!({"event": "cluster_up", "run_dir": supervisor.run_dir().path(), "nodes": nodes})
+    );
+    println!("Ctrl-C stops the cluster.");
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping...");
+    supervisor.stop_all().await;
+    println!(
+        "stopped; logs and events in {}",
+        supervisor.run_dir().path().display()
+    );
+    Ok(())
+}
