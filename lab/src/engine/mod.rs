@@ -12,6 +12,7 @@
 pub mod events;
 pub mod link;
 pub mod network;
+pub mod partition;
 pub mod project;
 pub mod rundir;
 pub mod supervisor;

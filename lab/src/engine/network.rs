@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::BTreeSet;
+
 use super::link::tcp::TcpLinkProxy;
-use super::link::{LinkId, Links};
+use super::link::{Cut, LinkFaults, LinkId, Links};
+use super::partition::CutLink;
 use super::project::PeerLinks;
 
 /// The endpoint name clients use in link ids (`client->n1`).
@@ -73,8 +76,118 @@ impl Network {
         }
     }
 
+    /// Cuts these node links (a partition), keeping whatever delay or loss they have.
+    pub fn cut(&self, cuts: &BTreeSet<CutLink>) {
+        for (from, to) in cuts {
+            let link = LinkId::new(from.clone(), to.clone());
+            let mut faults = self.links.get(&link);
+            faults.cut = Some(Cut::Blackhole);
+            self.links.set(&link, faults);
+        }
+    }
+
+    /// Sets the faults of every link from `from` to `to` (`*` matches any node; `client` is
+    /// the clients' side). Returns how many links matched.
+    pub fn set_faults(&self, from: &str, to: &str, faults: LinkFaults) -> usize {
+        let matches = |pattern: &str, name: &str| pattern == "*" || pattern == name;
+        let mut n = 0;
+        for link in self.proxies.keys() {
+            if matches(from, &link.from)
+                && matches(to, &link.to)
+                && !(from == "*" && link.from == CLIENT)
+            {
+                self.links.set(link, faults);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every link healthy again.
+    pub fn heal(&self) {
+        self.links.heal_all();
+    }
+
     /// Every node's links except the client ones: the pairs a partition can cut.
     pub fn node_links(&self) -> impl Iterator<Item = &LinkId> {
         self.proxies.keys().filter(|l| l.from != CLIENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::partition::Partition;
+    use rand::SeedableRng;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn talks(addr: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let mut b = [0u8; 2];
+        s.write_all(b"hi").await.is_ok()
+            && matches!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), s.read_exact(&mut b))
+                    .await,
+                Ok(Ok(_))
+            )
+    }
+
+    #[tokio::test]
+    async fn isolating_a_node_cuts_its_links_and_heal_restores_them() {
+        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let net = Network::build(&nodes, PeerLinks::Tcp, 1).await.unwrap();
+        for node in &nodes {
+            net.node_ready(node, echo().await);
+        }
+        assert_eq!(net.peer_flags("n1").len(), 4, "--peer for n2 and n3");
+        let cuts = Partition::parse("isolate n1")
+            .unwrap()
+            .cuts(&nodes, &mut rand::rngs::SmallRng::seed_from_u64(1))
+            .unwrap();
+        net.cut(&cuts);
+        assert!(!talks(net.addr("n1", "n2").unwrap()).await);
+        assert!(!talks(net.addr("n3", "n1").unwrap()).await);
+        assert!(
+            talks(net.addr("n2", "n3").unwrap()).await,
+            "the majority still talks"
+        );
+        assert!(
+            talks(net.addr(CLIENT, "n1").unwrap()).await,
+            "partitions are between nodes"
+        );
+        net.heal();
+        assert!(talks(net.addr("n1", "n2").unwrap()).await);
+    }
+
+    #[tokio::test]
+    async fn link_patterns_match_node_links() {
+        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let net = Network::build(&nodes, PeerLinks::Tcp, 1).await.unwrap();
+        let delay = LinkFaults::parse("delay 10ms").unwrap();
+        assert_eq!(net.set_faults("n1", "*", delay), 2);
+        assert_eq!(
+            net.set_faults("*", "n1", delay),
+            2,
+            "client links are not matched by *"
+        );
+        assert_eq!(net.set_faults("client", "n1", delay), 1);
+        assert_eq!(net.links().faulty().len(), 5);
     }
 }

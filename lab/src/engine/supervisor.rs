@@ -24,7 +24,9 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use super::events::{EventKind, Timeline};
+use super::link::LinkFaults;
 use super::network::{CLIENT, Network};
+use super::partition::Partition;
 use super::project::Project;
 use super::rundir::RunDir;
 
@@ -66,6 +68,8 @@ struct Slot {
 }
 
 pub struct Supervisor {
+    /// Every random choice of the run (random partitions, random nodes), from its seed.
+    rng: std::sync::Mutex<rand::rngs::SmallRng>,
     project: &'static Project,
     exe: PathBuf,
     run: RunDir,
@@ -106,7 +110,11 @@ impl Supervisor {
                 }),
             );
         }
+        let rng = std::sync::Mutex::new(
+            <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(seed),
+        );
         Ok(Self {
+            rng,
             project,
             exe,
             run,
@@ -271,6 +279,48 @@ impl Supervisor {
         self.timeline.record(EventKind::Fault, Some(id), "restart");
         self.slot(id)?.lock().await.restarts += 1;
         self.start(id).await
+    }
+
+    /// Applies a partition (`isolate n1`, `n1,n2 | n3,n4,n5`, `majority-minority`...).
+    pub fn partition(&self, spec: &str) -> anyhow::Result<()> {
+        let shape = Partition::parse(spec).map_err(distlab_runtime::BadInput)?;
+        let cuts = shape
+            .cuts(&self.ids(), &mut *self.rng.lock().unwrap())
+            .map_err(distlab_runtime::BadInput)?;
+        self.network.cut(&cuts);
+        let shown: Vec<String> = cuts.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+        self.timeline.record(
+            EventKind::Fault,
+            None,
+            format!("partition {spec}: cut {}", shown.join(" ")),
+        );
+        Ok(())
+    }
+
+    /// Sets link faults: `n1->*`, `*->n2`, `client->n1`, with a netem spec (`delay 100ms loss 5%`).
+    pub fn link(&self, links: &str, spec: &str) -> anyhow::Result<()> {
+        let (from, to) = links.split_once("->").ok_or_else(|| {
+            distlab_runtime::BadInput(format!(
+                "{links:?}: links are FROM->TO, e.g. n1->* or client->n2"
+            ))
+        })?;
+        let faults = LinkFaults::parse(spec).map_err(distlab_runtime::BadInput)?;
+        let matched = self.network.set_faults(from.trim(), to.trim(), faults);
+        if matched == 0 {
+            return Err(distlab_runtime::BadInput(format!("no link matches {links:?}")).into());
+        }
+        self.timeline.record(
+            EventKind::Fault,
+            None,
+            format!("link {links} {faults} ({matched} links)"),
+        );
+        Ok(())
+    }
+
+    /// Every link healthy again: partitions, delays, losses all removed.
+    pub fn heal(&self) {
+        self.network.heal();
+        self.timeline.record(EventKind::Fault, None, "heal");
     }
 
     /// Terminates every node that runs (used at the end of a run).
