@@ -6,5 +6,6 @@
 //! - `main.rs`: the `lab` command line. `lab node <service>` runs one node of any service
 //!   linked in; the engine starts its nodes by running this same executable.
 
+pub mod check;
 pub mod engine;
 pub mod up;

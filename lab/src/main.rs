@@ -44,11 +44,26 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a checker again on a saved run's history (RUN_DIR/history.jsonl, or a file).
+    /// Exit 0 if valid, 1 if not, 2 for bad input.
+    Check {
+        /// A run directory, or a history.jsonl file.
+        run: std::path::PathBuf,
+        /// Which checker.
+        #[arg(long, value_enum, default_value = "linearizable")]
+        checker: CheckerName,
+    },
     /// Benchmark a project (starts its nodes, prints one line per figure).
     Bench {
         #[command(subcommand)]
         project: ProjectBench,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CheckerName {
+    /// Registers: read, write, cas, delete per key.
+    Linearizable,
 }
 
 /// Every service a node can run. Adding a project adds one variant here.
@@ -65,6 +80,8 @@ enum ProjectBench {
     Proj0(distlab_kv::bench::BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
+    /// The linearizability checker on a synthetic 10,000-operation history.
+    Checker(lab::engine::check::bench::CheckerBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +99,10 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Check {
+            run,
+            checker: CheckerName::Linearizable,
+        } => lab::check::run(run),
         Command::Up {
             project,
             nodes,
@@ -108,6 +129,13 @@ fn main() -> ExitCode {
                     Ok(())
                 })
             }
+            ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             ProjectBench::Links(args) => {
                 distlab_runtime::node::run_cli("lab", "warn", || async move {
                     lab::engine::link::bench::run(&args).await

@@ -9,7 +9,9 @@
 //!   through, and the faults applied to them.
 //! - [`events`]: the run's timeline (`events.jsonl`). [`rundir`]: where a run leaves it all.
 
+pub mod check;
 pub mod events;
+pub mod history;
 pub mod link;
 pub mod network;
 pub mod partition;

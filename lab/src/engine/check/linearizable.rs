@@ -1,0 +1,674 @@
+//! Is a history of register operations linearizable?
+//!
+//! Linearizable means: there is one total order of the operations, consistent with real time
+//! (an operation that finished before another started comes first), in which every operation's
+//! result is what a single register would have returned. The search is Wing & Gong's, with
+//! Lowe's memoisation (the same one Porcupine uses): walk the history's call and return events
+//! in order; at a call, try to linearize that operation now (if the register allows its
+//! result) and go on; at a return whose operation is not linearized yet, backtrack. States
+//! already explored — (set of linearized operations, register value) — are never explored
+//! twice, which is what makes it fast enough for real histories.
+//!
+//! Keys are independent registers, so the history is split per key first: small searches
+//! instead of one huge one.
+//!
+//! Operations whose outcome is unknown (`info`: a timeout, a crash) may have happened at any
+//! time after their call, or never. They are given a return at the end of time; an unknown
+//! `cas` may also have failed. `fail` operations did not happen and are dropped, and so are
+//! reads whose result is unknown (a read changes nothing).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::Verdict;
+use crate::engine::history::{Op, OpType};
+
+/// A register's value: `None` when absent (never written, or deleted).
+pub type Value = Option<i64>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// A read that returned this value.
+    Read(Value),
+    Write(i64),
+    Cas {
+        expect: i64,
+        new: i64,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+struct Operation {
+    process: u64,
+    action: Action,
+    /// Its outcome is unknown: it may not have happened.
+    unknown: bool,
+    /// History index of its invocation.
+    call: u64,
+    /// History index of its completion; `None` for unknown outcomes.
+    ret: Option<u64>,
+}
+
+impl Operation {
+    /// The register after this operation, or `None` if the operation's result is impossible
+    /// from `state`.
+    fn step(&self, state: Value) -> Option<Value> {
+        match self.action {
+            Action::Read(seen) => (seen == state).then_some(state),
+            Action::Write(v) => Some(Some(v)),
+            Action::Delete => Some(None),
+            Action::Cas { expect, new } if state == Some(expect) => Some(Some(new)),
+            // An unknown cas that did not match simply failed: nothing changed.
+            Action::Cas { .. } if self.unknown => Some(state),
+            Action::Cas { .. } => None,
+        }
+    }
+
+    /// `read -> 3`, `write 5`, `cas 1 -> 2`, `delete`.
+    fn what(&self) -> String {
+        match self.action {
+            Action::Read(v) => format!("read -> {}", show(v)),
+            Action::Write(v) => format!("write {v}"),
+            Action::Cas { expect, new } => format!("cas {expect} -> {new}"),
+            Action::Delete => "delete".to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let what = self.what();
+        let end = match self.ret {
+            Some(r) => format!("ok at #{r}"),
+            None => "outcome unknown".to_string(),
+        };
+        format!(
+            "process {:>3}: {what:<16} called at #{}, {end}",
+            self.process, self.call
+        )
+    }
+}
+
+fn show(v: Value) -> String {
+    v.map_or("nil".to_string(), |v| v.to_string())
+}
+
+fn int(value: &serde_json::Value, op: &Op) -> Result<Option<i64>, String> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("#{}: {n} is not an integer", op.index)),
+        serde_json::Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("#{}: {s:?} is not an integer", op.index)),
+        other => Err(format!(
+            "#{}: register values are integers, got {other}",
+            op.index
+        )),
+    }
+}
+
+/// Pairs invocations with completions and groups the operations by key.
+fn operations(history: &[Op]) -> Result<BTreeMap<String, Vec<Operation>>, String> {
+    let mut pending: BTreeMap<u64, &Op> = BTreeMap::new();
+    let mut pairs: Vec<(&Op, Option<&Op>)> = Vec::new();
+    for op in history {
+        match op.kind {
+            OpType::Invoke => {
+                if let Some(previous) = pending.insert(op.process, op) {
+                    return Err(format!(
+                        "#{}: process {} invoked again before #{} completed",
+                        op.index, op.process, previous.index
+                    ));
+                }
+            }
+            _ => {
+                let invoke = pending.remove(&op.process).ok_or_else(|| {
+                    format!(
+                        "#{}: process {} completed an operation it never invoked",
+                        op.index, op.process
+                    )
+                })?;
+                pairs.push((invoke, Some(op)));
+            }
+        }
+    }
+    // Invocations that never completed: unknown outcome.
+    pairs.extend(pending.into_values().map(|invoke| (invoke, None)));
+
+    let mut by_key: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
+    for (invoke, completion) in pairs {
+        let kind = completion.map_or(OpType::Info, |c| c.kind);
+        if kind == OpType::Fail {
+            continue;
+        }
+        let unknown = kind == OpType::Info;
+        let action = match invoke.f.as_str() {
+            "read" if unknown => continue,
+            "read" => Action::Read(int(
+                &completion.expect("ok has a completion").value,
+                invoke,
+            )?),
+            "write" => Action::Write(
+                int(&invoke.value, invoke)?
+                    .ok_or_else(|| format!("#{}: write of nil", invoke.index))?,
+            ),
+            "delete" => Action::Delete,
+            "cas" => {
+                let pair = invoke
+                    .value
+                    .as_array()
+                    .filter(|a| a.len() == 2)
+                    .ok_or_else(|| {
+                        format!(
+                            "#{}: cas takes [expected, new], got {}",
+                            invoke.index, invoke.value
+                        )
+                    })?;
+                match (int(&pair[0], invoke)?, int(&pair[1], invoke)?) {
+                    (Some(expect), Some(new)) => Action::Cas { expect, new },
+                    _ => return Err(format!("#{}: cas of nil", invoke.index)),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "#{}: the register model has no operation {other:?}",
+                    invoke.index
+                ));
+            }
+        };
+        by_key
+            .entry(invoke.key.clone().unwrap_or_default())
+            .or_default()
+            .push(Operation {
+                process: invoke.process,
+                action,
+                unknown,
+                call: invoke.index,
+                ret: if unknown {
+                    None
+                } else {
+                    completion.map(|c| c.index)
+                },
+            });
+    }
+    Ok(by_key)
+}
+
+/// Why a key's history is not linearizable.
+#[derive(Debug)]
+struct Failure {
+    /// The operation no order could explain.
+    stuck: usize,
+    /// The register's value at the deepest point the search reached.
+    state: Value,
+    linearized: usize,
+}
+
+/// Wing–Gong–Lowe search over one key's operations.
+fn check_key(ops: &[Operation]) -> Result<(), Failure> {
+    let n = ops.len();
+    if n == 0 {
+        return Ok(());
+    }
+    // Events: (history position, op, is_call). Unknown returns go after everything.
+    let mut events: Vec<(u64, usize, bool)> = Vec::with_capacity(2 * n);
+    for (i, op) in ops.iter().enumerate() {
+        events.push((op.call, i, true));
+        events.push((op.ret.unwrap_or(u64::MAX - n as u64 + i as u64), i, false));
+    }
+    events.sort_unstable();
+    // A doubly linked list over the events, with a head sentinel at index len.
+    let len = events.len();
+    let head = len;
+    let mut next: Vec<usize> = (1..=len).collect();
+    next.push(0);
+    let mut prev: Vec<usize> = vec![0; len + 1];
+    next[head] = 0;
+    for i in 0..len {
+        prev[i] = if i == 0 { head } else { i - 1 };
+    }
+    next[len - 1] = usize::MAX;
+    let mut return_of = vec![0usize; n];
+    let mut call_of = vec![0usize; n];
+    for (e, &(_, op, is_call)) in events.iter().enumerate() {
+        if is_call {
+            call_of[op] = e;
+        } else {
+            return_of[op] = e;
+        }
+    }
+    let unlink = |e: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
+        let (p, nx) = (prev[e], next[e]);
+        next[p] = nx;
+        if nx != usize::MAX {
+            prev[nx] = p;
+        }
+    };
+    let relink = |e: usize, next: &mut Vec<usize>, prev: &mut Vec<usize>| {
+        let (p, nx) = (prev[e], next[e]);
+        next[p] = e;
+        if nx != usize::MAX {
+            prev[nx] = e;
+        }
+    };
+
+    let words = n.div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut count = 0usize;
+    let mut state: Value = None;
+    let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
+    let mut stack: Vec<(usize, Value)> = Vec::new();
+    let mut deepest = Failure {
+        stuck: events[0].1,
+        state: None,
+        linearized: 0,
+    };
+    let mut entry = next[head];
+    while next[head] != usize::MAX {
+        let (_, op, is_call) = events[entry];
+        if is_call {
+            if let Some(after) = ops[op].step(state) {
+                linearized[op / 64] |= 1 << (op % 64);
+                if seen.insert((linearized.clone(), after)) {
+                    stack.push((op, state));
+                    state = after;
+                    count += 1;
+                    unlink(call_of[op], &mut next, &mut prev);
+                    unlink(return_of[op], &mut next, &mut prev);
+                    entry = next[head];
+                    continue;
+                }
+                linearized[op / 64] &= !(1 << (op % 64));
+            }
+            entry = next[entry];
+        } else {
+            // A return whose operation is not linearized: this branch is dead.
+            if count >= deepest.linearized {
+                deepest = Failure {
+                    stuck: op,
+                    state,
+                    linearized: count,
+                };
+            }
+            let Some((undo, before)) = stack.pop() else {
+                return Err(deepest);
+            };
+            linearized[undo / 64] &= !(1 << (undo % 64));
+            count -= 1;
+            state = before;
+            relink(return_of[undo], &mut next, &mut prev);
+            relink(call_of[undo], &mut next, &mut prev);
+            entry = next[call_of[undo]];
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole history; invalid verdicts carry the offending window of the first key
+/// that fails, as readable lines.
+pub fn check(history: &[Op]) -> Verdict {
+    let checker = "linearizable".to_string();
+    let by_key = match operations(history) {
+        Ok(by_key) => by_key,
+        Err(e) => {
+            return Verdict {
+                checker,
+                valid: false,
+                summary: format!("malformed history: {e}"),
+                evidence: vec![],
+            };
+        }
+    };
+    let total: usize = by_key.values().map(Vec::len).sum();
+    for (key, ops) in &by_key {
+        if let Err(failure) = check_key(ops) {
+            let stuck = &ops[failure.stuck];
+            // The window: the last few operations that finished before the stuck one began
+            // (they fix what it should have seen), and everything concurrent with it.
+            const CONTEXT: usize = 3;
+            let end = stuck.ret.unwrap_or(u64::MAX);
+            let mut before: Vec<&Operation> = ops
+                .iter()
+                .filter(|o| o.ret.is_some_and(|r| r < stuck.call))
+                .collect();
+            before.sort_by_key(|o| o.ret);
+            let context_start = before
+                .iter()
+                .rev()
+                .take(CONTEXT)
+                .map(|o| o.call)
+                .min()
+                .unwrap_or(stuck.call);
+            let mut window: Vec<&Operation> = ops
+                .iter()
+                .filter(|o| o.call <= end && o.ret.is_none_or(|r| r >= stuck.call))
+                .chain(before.iter().rev().take(CONTEXT).copied())
+                .filter(|o| o.call >= context_start || o.ret.is_none_or(|r| r >= stuck.call))
+                .collect();
+            window.sort_by_key(|o| o.call);
+            window.dedup_by_key(|o| o.call);
+            let mut evidence = vec![format!(
+                "key {key:?}: no order of these {} operations explains `{}`; the register could be {} after the {} operations before them",
+                window.len(),
+                stuck.what(),
+                show(failure.state),
+                failure.linearized,
+            )];
+            evidence.extend(window.iter().map(|o| format!("  {}", o.describe())));
+            return Verdict {
+                checker,
+                valid: false,
+                summary: format!(
+                    "NOT linearizable: key {key:?}, at operation #{}",
+                    stuck.call
+                ),
+                evidence,
+            };
+        }
+    }
+    Verdict {
+        checker,
+        valid: true,
+        summary: format!(
+            "linearizable: {total} operations over {} keys",
+            by_key.len()
+        ),
+        evidence: vec![],
+    }
+}
+
+/// A linearizable history by construction: `clients` processes doing random reads, writes
+/// and cas on `keys` registers, each operation taking effect at a random instant between its
+/// call and its return. For tests and the checker's benchmark.
+pub fn synthetic_history(seed: u64, operations: usize, keys: usize, clients: usize) -> Vec<Op> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    // (time, sequence, process, is_call, f, key, value) events, then sorted by time.
+    struct Planned {
+        at: f64,
+        process: u64,
+        kind: OpType,
+        f: &'static str,
+        key: String,
+        value: serde_json::Value,
+    }
+    let mut registers: Vec<Value> = vec![None; keys];
+    let mut clock = vec![0.0f64; clients];
+    // Effects must be applied in time order: plan each op's call, effect and return times
+    // first, then apply effects in effect order.
+    struct Plan {
+        process: usize,
+        call: f64,
+        effect: f64,
+        ret: f64,
+        key: usize,
+        f: &'static str,
+        arg: (i64, i64),
+    }
+    let mut plans = Vec::with_capacity(operations);
+    for i in 0..operations {
+        let process = i % clients;
+        let call = clock[process] + rng.random_range(0.0..1.0);
+        let ret = call + rng.random_range(0.1..3.0);
+        clock[process] = ret;
+        let f = match rng.random_range(0..10) {
+            0..=3 => "read",
+            4..=7 => "write",
+            _ => "cas",
+        };
+        plans.push(Plan {
+            process,
+            call,
+            effect: rng.random_range(call..ret),
+            ret,
+            key: rng.random_range(0..keys),
+            f,
+            arg: (rng.random_range(0..5), rng.random_range(0..5)),
+        });
+    }
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by(|a, b| plans[*a].effect.total_cmp(&plans[*b].effect));
+    let mut results: Vec<(OpType, serde_json::Value)> =
+        vec![(OpType::Ok, serde_json::Value::Null); plans.len()];
+    for i in order {
+        let p = &plans[i];
+        let register = &mut registers[p.key];
+        results[i] = match p.f {
+            "read" => (
+                OpType::Ok,
+                register.map_or(serde_json::Value::Null, Into::into),
+            ),
+            "write" => {
+                *register = Some(p.arg.0);
+                (OpType::Ok, p.arg.0.into())
+            }
+            _ => {
+                if *register == Some(p.arg.0) {
+                    *register = Some(p.arg.1);
+                    (OpType::Ok, serde_json::json!([p.arg.0, p.arg.1]))
+                } else {
+                    (OpType::Fail, serde_json::json!([p.arg.0, p.arg.1]))
+                }
+            }
+        };
+    }
+    let mut planned = Vec::with_capacity(2 * plans.len());
+    for (i, p) in plans.iter().enumerate() {
+        let argument = match p.f {
+            "read" => serde_json::Value::Null,
+            "write" => p.arg.0.into(),
+            _ => serde_json::json!([p.arg.0, p.arg.1]),
+        };
+        let key = format!("k{}", p.key);
+        planned.push(Planned {
+            at: p.call,
+            process: p.process as u64,
+            kind: OpType::Invoke,
+            f: p.f,
+            key: key.clone(),
+            value: argument,
+        });
+        planned.push(Planned {
+            at: p.ret,
+            process: p.process as u64,
+            kind: results[i].0,
+            f: p.f,
+            key,
+            value: results[i].1.clone(),
+        });
+    }
+    planned.sort_by(|a, b| a.at.total_cmp(&b.at));
+    planned
+        .into_iter()
+        .enumerate()
+        .map(|(index, p)| Op {
+            index: index as u64,
+            time: p.at,
+            process: p.process,
+            kind: p.kind,
+            f: p.f.to_string(),
+            key: Some(p.key),
+            value: p.value,
+            error: None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Builds a history from `(process, type, f, value)` rows on one key.
+    fn history(rows: &[(u64, OpType, &str, serde_json::Value)]) -> Vec<Op> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, (p, t, f, v))| Op {
+                index: i as u64,
+                time: i as f64,
+                process: *p,
+                kind: *t,
+                f: f.to_string(),
+                key: Some("x".into()),
+                value: v.clone(),
+                error: None,
+            })
+            .collect()
+    }
+
+    use OpType::{Fail, Info, Invoke, Ok};
+
+    #[test]
+    fn sequential_and_concurrent_histories_that_are_fine() {
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(1)),
+        ]);
+        assert!(check(&h).valid);
+        // A read concurrent with a write may see either value.
+        for seen in [json!(null), json!(2)] {
+            let h = history(&[
+                (1, Invoke, "write", json!(2)),
+                (2, Invoke, "read", json!(null)),
+                (2, Ok, "read", seen),
+                (1, Ok, "write", json!(2)),
+            ]);
+            assert!(check(&h).valid);
+        }
+    }
+
+    #[test]
+    fn a_stale_read_is_caught() {
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (1, Invoke, "write", json!(2)),
+            (1, Ok, "write", json!(2)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(1)),
+        ]);
+        let verdict = check(&h);
+        assert!(!verdict.valid, "{verdict:?}");
+        assert!(
+            verdict.evidence[0].contains("explains `read -> 1`"),
+            "{:#?}",
+            verdict.evidence
+        );
+        assert!(
+            verdict.evidence.iter().any(|l| l.contains("write 2")),
+            "the window shows the write it missed"
+        );
+    }
+
+    #[test]
+    fn a_lost_write_is_caught() {
+        // Write 3 was acknowledged, but a later read sees the value from before it.
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "write", json!(3)),
+            (2, Ok, "write", json!(3)),
+            (1, Invoke, "read", json!(null)),
+            (1, Ok, "read", json!(1)),
+        ]);
+        assert!(!check(&h).valid);
+    }
+
+    #[test]
+    fn a_phantom_cas_is_caught() {
+        // The cas succeeded, but the register never held its expected value.
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "cas", json!([5, 6])),
+            (2, Ok, "cas", json!([5, 6])),
+        ]);
+        assert!(!check(&h).valid);
+        // The same cas reported as failed is fine: it did not happen.
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "cas", json!([5, 6])),
+            (2, Fail, "cas", json!([5, 6])),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(1)),
+        ]);
+        assert!(check(&h).valid);
+    }
+
+    #[test]
+    fn unknown_outcomes_may_or_may_not_have_happened() {
+        // A write that timed out, seen later: it happened.
+        let seen = history(&[
+            (1, Invoke, "write", json!(7)),
+            (1, Info, "write", json!(7)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(7)),
+        ]);
+        assert!(check(&seen).valid);
+        // ... never seen: it may not have happened.
+        let unseen = history(&[
+            (1, Invoke, "write", json!(7)),
+            (1, Info, "write", json!(7)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(null)),
+        ]);
+        assert!(check(&unseen).valid);
+        // ... but it cannot un-happen: seen, then gone without another write.
+        let flicker = history(&[
+            (1, Invoke, "write", json!(7)),
+            (1, Info, "write", json!(7)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(7)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(null)),
+        ]);
+        assert!(!check(&flicker).valid);
+    }
+
+    #[test]
+    fn keys_are_independent_registers() {
+        let mut h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(null)),
+        ]);
+        h[2].key = Some("y".into());
+        h[3].key = Some("y".into());
+        assert!(check(&h).valid);
+    }
+
+    #[test]
+    fn malformed_histories_are_reported_not_judged() {
+        let h = history(&[(1, Ok, "write", json!(1))]);
+        let verdict = check(&h);
+        assert!(
+            !verdict.valid && verdict.summary.contains("never invoked"),
+            "{verdict:?}"
+        );
+        let h = history(&[(1, Invoke, "append", json!(1)), (1, Ok, "append", json!(1))]);
+        assert!(check(&h).summary.contains("no operation \"append\""));
+    }
+
+    #[test]
+    fn synthetic_histories_are_linearizable_and_tampering_is_caught() {
+        for seed in 0..5 {
+            let h = synthetic_history(seed, 2000, 5, 10);
+            let verdict = check(&h);
+            assert!(verdict.valid, "seed {seed}: {verdict:?}");
+        }
+        // Change one read's result to a value never written: caught.
+        let mut h = synthetic_history(1, 2000, 5, 10);
+        let read = h
+            .iter()
+            .position(|o| o.kind == Ok && o.f == "read")
+            .unwrap();
+        h[read].value = json!(99);
+        assert!(!check(&h).valid);
+    }
+}
