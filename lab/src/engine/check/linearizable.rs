@@ -222,14 +222,11 @@ fn check_key(ops: &[Operation]) -> Result<(), Failure> {
     // A doubly linked list over the events, with a head sentinel at index len.
     let len = events.len();
     let head = len;
-    let mut next: Vec<usize> = (1..=len).collect();
-    next.push(0);
-    let mut prev: Vec<usize> = vec![0; len + 1];
-    next[head] = 0;
-    for i in 0..len {
-        prev[i] = if i == 0 { head } else { i - 1 };
-    }
-    next[len - 1] = usize::MAX;
+    // next[e] / prev[e] for event e; usize::MAX ends the list; the head comes first.
+    let mut next: Vec<usize> = (1..len).chain([usize::MAX, 0]).collect();
+    let mut prev: Vec<usize> = (0..=len)
+        .map(|e| if e == 0 { head } else { e - 1 })
+        .collect();
     let mut return_of = vec![0usize; n];
     let mut call_of = vec![0usize; n];
     for (e, &(_, op, is_call)) in events.iter().enumerate() {
