@@ -8,4 +8,5 @@
 
 pub mod check;
 pub mod engine;
+pub mod headless;
 pub mod up;

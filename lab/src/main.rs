@@ -44,6 +44,21 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a scenario headless: a cluster, a workload, faults, checks. Exit 0 only if every
+    /// check passed (1 if one failed, 2 for bad input).
+    Scenario {
+        /// The scenario file (see scenarios/README.md).
+        file: std::path::PathBuf,
+        /// Seed for every random choice [default: the scenario's, or 1]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where run directories go.
+        #[arg(long, default_value = "runs")]
+        runs_dir: std::path::PathBuf,
+        /// Print the report as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a checker again on a saved run's history (RUN_DIR/history.jsonl, or a file).
     /// Exit 0 if valid, 1 if not, 2 for bad input.
     Check {
@@ -99,6 +114,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Scenario {
+            file,
+            seed,
+            runs_dir,
+            json,
+        } => lab::headless::run(file, seed, runs_dir, json),
         Command::Check {
             run,
             checker: CheckerName::Linearizable,

@@ -46,6 +46,9 @@ pub struct Op {
     pub value: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What else the service reported (Project 0: the key's version after a write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 /// A history being recorded: appended to in memory and to `history.jsonl`.
@@ -79,6 +82,21 @@ impl Recorder {
         value: serde_json::Value,
         error: Option<String>,
     ) -> Op {
+        self.record_with(process, kind, f, key, value, error, None)
+    }
+
+    /// [`Recorder::record`] with service-specific `meta`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_with(
+        &self,
+        process: u64,
+        kind: OpType,
+        f: &str,
+        key: Option<&str>,
+        value: serde_json::Value,
+        error: Option<String>,
+        meta: Option<serde_json::Value>,
+    ) -> Op {
         let mut inner = self.inner.lock().unwrap();
         let op = Op {
             index: inner.0.len() as u64,
@@ -89,6 +107,7 @@ impl Recorder {
             key: key.map(str::to_string),
             value,
             error,
+            meta,
         };
         if let Some(file) = inner.1.as_mut()
             && let Ok(line) = serde_json::to_string(&op)

@@ -17,4 +17,7 @@ pub mod network;
 pub mod partition;
 pub mod project;
 pub mod rundir;
+pub mod runner;
+pub mod scenario;
 pub mod supervisor;
+pub mod workload;

@@ -86,17 +86,21 @@ impl Network {
         }
     }
 
-    /// Sets the faults of every link from `from` to `to` (`*` matches any node; `client` is
-    /// the clients' side). Returns how many links matched.
+    /// Sets the faults of every link from `from` to `to`. `*` matches any node (never the
+    /// clients: name `client` to fault their side). Both directions of a proxied link are
+    /// links: `n1->client` is the replies n1 sends its clients. Returns how many matched.
     pub fn set_faults(&self, from: &str, to: &str, faults: LinkFaults) -> usize {
-        let matches = |pattern: &str, name: &str| pattern == "*" || pattern == name;
+        let matches =
+            |pattern: &str, name: &str| pattern == name || (pattern == "*" && name != CLIENT);
+        let candidates: BTreeSet<LinkId> = self
+            .proxies
+            .keys()
+            .flat_map(|l| [l.clone(), l.reverse()])
+            .collect();
         let mut n = 0;
-        for link in self.proxies.keys() {
-            if matches(from, &link.from)
-                && matches(to, &link.to)
-                && !(from == "*" && link.from == CLIENT)
-            {
-                self.links.set(link, faults);
+        for link in candidates {
+            if matches(from, &link.from) && matches(to, &link.to) {
+                self.links.set(&link, faults);
                 n += 1;
             }
         }
@@ -188,6 +192,12 @@ mod tests {
             "client links are not matched by *"
         );
         assert_eq!(net.set_faults("client", "n1", delay), 1);
-        assert_eq!(net.links().faulty().len(), 5);
+        assert_eq!(
+            net.set_faults("n1", "client", delay),
+            1,
+            "the replies to clients"
+        );
+        assert_eq!(net.set_faults("n9", "*", delay), 0);
+        assert_eq!(net.links().faulty().len(), 6);
     }
 }

@@ -33,6 +33,17 @@ use super::rundir::RunDir;
 /// How long `terminate` waits before SIGKILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 
+/// The process-level faults, by the names scenarios and the console use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessFault {
+    Kill,
+    Terminate,
+    Pause,
+    Resume,
+    Restart,
+    Start,
+}
+
 /// What a node's process is doing, as far as the lab knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,6 +219,18 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Applies a process fault to node `id`.
+    pub async fn apply(&self, fault: ProcessFault, id: &str) -> anyhow::Result<()> {
+        match fault {
+            ProcessFault::Kill => self.kill(id).await,
+            ProcessFault::Terminate => self.terminate(id).await,
+            ProcessFault::Pause => self.pause(id).await,
+            ProcessFault::Resume => self.resume(id).await,
+            ProcessFault::Restart => self.restart(id).await,
+            ProcessFault::Start => self.start(id).await,
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
         let mut slot = self.slot(id)?.lock().await;
@@ -227,11 +250,15 @@ impl Supervisor {
 
     /// SIGTERM: a graceful shutdown; SIGKILL if it takes longer than [`TERMINATE_GRACE`].
     pub async fn terminate(&self, id: &str) -> anyhow::Result<()> {
+        self.stop(id, EventKind::Fault).await
+    }
+
+    /// Terminates node `id`, recording it as `kind` (a fault, or the end of the run).
+    async fn stop(&self, id: &str, kind: EventKind) -> anyhow::Result<()> {
         let mut slot = self.slot(id)?.lock().await;
         let mut process = running(&mut slot, id)?;
         slot.stopping.store(true, Ordering::SeqCst);
-        self.timeline
-            .record(EventKind::Fault, Some(id), "terminate (SIGTERM)");
+        self.timeline.record(kind, Some(id), "terminate (SIGTERM)");
         let status = process.terminate(TERMINATE_GRACE).await?;
         self.timeline.record(
             EventKind::NodeStopped,
@@ -281,6 +308,16 @@ impl Supervisor {
         self.start(id).await
     }
 
+    /// `count` distinct nodes chosen with the run's seeded RNG.
+    pub fn random_nodes(&self, count: usize) -> Vec<String> {
+        use rand::seq::SliceRandom;
+        let mut ids = self.ids();
+        ids.shuffle(&mut *self.rng.lock().unwrap());
+        ids.truncate(count);
+        ids.sort();
+        ids
+    }
+
     /// Applies a partition (`isolate n1`, `n1,n2 | n3,n4,n5`, `majority-minority`...).
     pub fn partition(&self, spec: &str) -> anyhow::Result<()> {
         let shape = Partition::parse(spec).map_err(distlab_runtime::BadInput)?;
@@ -328,7 +365,7 @@ impl Supervisor {
         for id in self.slots.keys() {
             let up = self.slots[id].lock().await.process.is_some();
             if up {
-                let _ = self.terminate(id).await;
+                let _ = self.stop(id, EventKind::Note).await;
             }
         }
     }

@@ -489,6 +489,7 @@ pub fn synthetic_history(seed: u64, operations: usize, keys: usize, clients: usi
             key: Some(p.key),
             value: p.value,
             error: None,
+            meta: None,
         })
         .collect()
 }
@@ -511,6 +512,7 @@ mod tests {
                 key: Some("x".into()),
                 value: v.clone(),
                 error: None,
+                meta: None,
             })
             .collect()
     }

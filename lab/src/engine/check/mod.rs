@@ -5,6 +5,7 @@
 //!   with memoisation, as Knossos and Porcupine do. Used by Projects 1-3.
 
 pub mod bench;
+pub mod kv;
 pub mod linearizable;
 
 use serde::Serialize;

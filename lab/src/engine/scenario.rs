@@ -1,0 +1,418 @@
+//! Scenario files: a cluster, a workload, fault steps, checks. `lab scenario FILE` runs one
+//! headless and ends with a verdict; the format is documented in `scenarios/README.md`.
+//!
+//! A file is parsed and validated whole before anything starts: unknown fields, unknown
+//! steps, unknown nodes, bad durations and bad fault specs are reported as `FILE:LINE:COL:
+//! what was expected`, and the exit code is 2.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::link::LinkFaults;
+use super::partition::Partition;
+use super::project::{self, Project};
+use super::workload::{WorkloadSpec, duration_text};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario demonstrates, and what would fail if the system were wrong.
+    #[serde(default)]
+    pub description: String,
+    pub project: String,
+    #[serde(default)]
+    pub nodes: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub workload: Option<WorkloadSpec>,
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    pub steps: Vec<Step>,
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    pub check: Vec<CheckSpec>,
+}
+
+/// A duration written as text: `500ms`, `2s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Span(#[serde(with = "duration_text")] pub Duration);
+
+/// Which nodes a step acts on: `n1`, `[n1, n3]`, `all`, `random`, `minority`, `majority`,
+/// `down` (every node that is down).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Selector {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// `- sleep: 2s`
+    Sleep(Span),
+    /// `- wait: all_up` or `- wait: {until: all_up, timeout: 20s}`
+    Wait(WaitStep),
+    /// `- kill: n1` (SIGKILL)
+    Kill(Selector),
+    /// `- terminate: n1` (SIGTERM, SIGKILL after a grace period)
+    Terminate(Selector),
+    /// `- pause: n1` (SIGSTOP)
+    Pause(Selector),
+    /// `- resume: n1` (SIGCONT)
+    Resume(Selector),
+    /// `- restart: n1` (kill if up, start on the same data dir)
+    Restart(Selector),
+    /// `- start: n1` (start a node that is down)
+    Start(Selector),
+    /// `- partition: isolate n1` (any shape of `lab::engine::partition`)
+    Partition(String),
+    /// `- heal` (every link healthy again)
+    Heal,
+    /// `- link: "client->n1 delay 100ms 20ms loss 5%"`
+    Link(String),
+    /// `- load: stop`, `- load: start`, `- load: {rate: 50}`
+    Load(LoadStep),
+    /// `- mark: before the storm` (a labelled moment on the timeline)
+    Mark(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum WaitStep {
+    Condition(Condition),
+    Full {
+        until: Condition,
+        #[serde(default)]
+        timeout: Option<Span>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Every node's process runs and answers `/healthz`.
+    AllUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LoadStep {
+    Switch(LoadSwitch),
+    Rate { rate: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadSwitch {
+    Start,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CheckSpec {
+    /// The history is linearizable (register model).
+    Linearizable,
+    /// No write was applied twice (versions).
+    AppliedOnce,
+    /// `- availability: {min: 0.8}` or just `- availability`.
+    Availability {
+        #[serde(default)]
+        min: Option<f64>,
+    },
+}
+
+impl WaitStep {
+    pub fn condition(&self) -> Condition {
+        match self {
+            WaitStep::Condition(c) => *c,
+            WaitStep::Full { until, .. } => *until,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        match self {
+            WaitStep::Full {
+                timeout: Some(t), ..
+            } => t.0,
+            _ => Duration::from_secs(30),
+        }
+    }
+}
+
+impl Step {
+    /// How the step reads on the timeline and in the report.
+    pub fn describe(&self) -> String {
+        let sel = |s: &Selector| match s {
+            Selector::One(x) => x.clone(),
+            Selector::Many(xs) => format!("[{}]", xs.join(",")),
+        };
+        match self {
+            Step::Sleep(d) => format!("sleep {}", distlab_runtime::duration::format(d.0)),
+            Step::Wait(w) => format!("wait {:?}", w.condition()),
+            Step::Kill(s) => format!("kill {}", sel(s)),
+            Step::Terminate(s) => format!("terminate {}", sel(s)),
+            Step::Pause(s) => format!("pause {}", sel(s)),
+            Step::Resume(s) => format!("resume {}", sel(s)),
+            Step::Restart(s) => format!("restart {}", sel(s)),
+            Step::Start(s) => format!("start {}", sel(s)),
+            Step::Partition(p) => format!("partition {p}"),
+            Step::Heal => "heal".to_string(),
+            Step::Link(l) => format!("link {l}"),
+            Step::Load(LoadStep::Switch(LoadSwitch::Start)) => "load start".to_string(),
+            Step::Load(LoadStep::Switch(LoadSwitch::Stop)) => "load stop".to_string(),
+            Step::Load(LoadStep::Rate { rate }) => format!("load rate {rate}"),
+            Step::Mark(m) => format!("mark {m}"),
+        }
+    }
+}
+
+/// The selector names a step may use besides node ids.
+pub const SELECTORS: &[&str] = &["all", "random", "minority", "majority", "down"];
+
+/// A scenario checked against its project: ready to run.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub scenario: Scenario,
+    pub project: &'static Project,
+    pub nodes: Vec<String>,
+}
+
+/// Reads and validates a scenario file; errors are `FILE:LINE[:COL]: message`.
+pub fn load(path: &Path) -> Result<Validated, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// [`load`] for text already read; `name` is what errors call the file.
+pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
+    let scenario: Scenario = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(at) => {
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            format!("{name}:{}:{}: {message}", at.line(), at.column())
+        }
+        None => format!("{name}: {e}"),
+    })?;
+    let top = |key: &str| line_of_key(text, key).map_or(String::new(), |l| format!(":{l}"));
+    let project =
+        project::find(&scenario.project).map_err(|e| format!("{name}{}: {e}", top("project")))?;
+    let nodes: Vec<String> = project
+        .plan(scenario.nodes.unwrap_or(project.default_nodes))
+        .map_err(|e| format!("{name}{}: {e}", top("nodes")))?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    if let Some(w) = &scenario.workload
+        && (w.clients == 0 || w.keys == 0 || !(0.0..=1.0).contains(&w.reads) || w.rate < 0.0)
+    {
+        return Err(format!(
+            "{name}{}: workload needs clients >= 1, keys >= 1, reads between 0 and 1, rate >= 0",
+            top("workload")
+        ));
+    }
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let at = step_line(text, i).map_or(String::new(), |l| format!(":{l}"));
+        validate_step(step, &nodes)
+            .map_err(|e| format!("{name}{at}: step {} ({}): {e}", i + 1, step.describe()))?;
+    }
+    for check in &scenario.check {
+        if let CheckSpec::Availability { min: Some(m) } = check
+            && !(0.0..=1.0).contains(m)
+        {
+            return Err(format!(
+                "{name}{}: availability min must be between 0 and 1, got {m}",
+                top("check")
+            ));
+        }
+    }
+    Ok(Validated {
+        scenario,
+        project,
+        nodes,
+    })
+}
+
+fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
+    let check_selector = |s: &Selector| -> Result<(), String> {
+        let names = match s {
+            Selector::One(x) => vec![x.clone()],
+            Selector::Many(xs) => xs.clone(),
+        };
+        for n in names {
+            if !nodes.contains(&n) && !SELECTORS.contains(&n.as_str()) {
+                return Err(format!(
+                    "unknown node {n:?}; expected a node ({}) or one of {}",
+                    nodes.join(", "),
+                    SELECTORS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    };
+    match step {
+        Step::Kill(s)
+        | Step::Terminate(s)
+        | Step::Pause(s)
+        | Step::Resume(s)
+        | Step::Restart(s)
+        | Step::Start(s) => check_selector(s),
+        Step::Partition(spec) => {
+            let shape = Partition::parse(spec)?;
+            // Fixed shapes name nodes: check them now. Random shapes are checked for size.
+            let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
+            shape.cuts(nodes, &mut rng).map(|_| ())
+        }
+        Step::Link(spec) => {
+            let (links, faults) = spec.split_once(char::is_whitespace).ok_or_else(|| {
+                format!("{spec:?}: expected FROM->TO then faults, e.g. \"client->n1 delay 100ms\"")
+            })?;
+            let (from, to) = links.split_once("->").ok_or_else(|| {
+                format!("{links:?}: links are FROM->TO, e.g. n1->* or client->n2")
+            })?;
+            for end in [from, to] {
+                if end != "*" && end != "client" && !nodes.iter().any(|n| n == end) {
+                    return Err(format!(
+                        "unknown link end {end:?}; expected a node ({}), client or *",
+                        nodes.join(", ")
+                    ));
+                }
+            }
+            LinkFaults::parse(faults).map(|_| ())
+        }
+        Step::Load(LoadStep::Rate { rate }) if *rate < 0.0 => Err("rate must be >= 0".into()),
+        Step::Sleep(_) | Step::Wait(_) | Step::Heal | Step::Load(_) | Step::Mark(_) => Ok(()),
+    }
+}
+
+/// The line (1-based) of a top-level `key:`.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.starts_with(&format!("{key}:")))
+        .map(|i| i + 1)
+}
+
+/// The line of the `index`-th item of the top-level `steps:` list.
+fn step_line(text: &str, index: usize) -> Option<usize> {
+    let start = line_of_key(text, "steps")?;
+    let mut indent = None;
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate().skip(start) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - trimmed.len();
+        if depth == 0 && !trimmed.starts_with('-') {
+            return None; // the next top-level key
+        }
+        if trimmed.starts_with('-') && *indent.get_or_insert(depth) == depth {
+            if seen == index {
+                return Some(i + 1);
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: demo
+project: proj0
+nodes: 1
+workload: {clients: 2, rate: 50, keys: 4, timeout: 500ms}
+steps:
+  - sleep: 1s
+  - kill: n1
+  - restart: [n1]
+  - wait: all_up
+  - wait: {until: all_up, timeout: 5s}
+  - link: client->n1 delay 10ms loss 5%
+  - heal
+  - load: {rate: 20}
+  - load: stop
+  - mark: done
+check:
+  - linearizable
+  - applied_once
+  - availability: {min: 0.5}
+";
+
+    #[test]
+    fn a_good_scenario_parses() {
+        let v = parse(GOOD, "demo.yaml").unwrap();
+        assert_eq!(v.nodes, ["n1"]);
+        assert_eq!(v.scenario.steps.len(), 10);
+        assert_eq!(v.scenario.steps[1], Step::Kill(Selector::One("n1".into())));
+        assert_eq!(v.scenario.steps[6], Step::Heal);
+        assert_eq!(
+            v.scenario.check[2],
+            CheckSpec::Availability { min: Some(0.5) }
+        );
+    }
+
+    fn error(text: &str) -> String {
+        parse(text, "bad.yaml").unwrap_err()
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_place() {
+        let unknown_field = GOOD.replace("nodes: 1", "nodez: 1");
+        let e = error(&unknown_field);
+        assert!(
+            e.starts_with("bad.yaml:3:") && e.contains("unknown field `nodez`"),
+            "{e}"
+        );
+
+        let unknown_step = GOOD.replace("- kill: n1", "- explode: n1");
+        let e = error(&unknown_step);
+        assert!(
+            e.starts_with("bad.yaml:") && e.contains("unknown variant `explode`"),
+            "{e}"
+        );
+
+        let unknown_node = GOOD.replace("- kill: n1", "- kill: n7");
+        let e = error(&unknown_node);
+        assert!(
+            e.starts_with("bad.yaml:7: step 2 (kill n7): unknown node \"n7\""),
+            "{e}"
+        );
+
+        let bad_duration = GOOD.replace("- sleep: 1s", "- sleep: soon");
+        assert!(
+            error(&bad_duration).contains("expected a duration"),
+            "{}",
+            error(&bad_duration)
+        );
+
+        let bad_link = GOOD.replace("delay 10ms", "delay fast");
+        assert!(
+            error(&bad_link).contains("bad.yaml:11: step 6"),
+            "{}",
+            error(&bad_link)
+        );
+
+        let bad_project = GOOD.replace("project: proj0", "project: proj42");
+        assert!(
+            error(&bad_project).starts_with("bad.yaml:2: unknown project"),
+            "{}",
+            error(&bad_project)
+        );
+
+        let bad_partition = GOOD.replace("- heal", "- partition: ring");
+        assert!(error(&bad_partition).contains("ring needs at least 5 nodes"));
+    }
+}

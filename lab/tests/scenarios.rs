@@ -1,0 +1,104 @@
+//! Every shipped scenario runs headless and passes; broken scenario files are refused before
+//! anything starts, with the file and line named.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// One after the other, not in parallel: each scenario measures availability, and two
+/// clusters fighting for two cores would measure the machine instead.
+#[test]
+fn every_shipped_scenario_passes() {
+    let files = scenarios();
+    assert!(
+        files.len() >= 3,
+        "the proj0 scenarios are shipped: {files:?}"
+    );
+    for file in files {
+        let runs = tempfile::tempdir().unwrap();
+        let out = Command::new(LAB)
+            .arg("scenario")
+            .arg(&file)
+            .arg("--runs-dir")
+            .arg(runs.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{} failed:\n{stdout}\n{stderr}",
+            file.display()
+        );
+        assert!(stdout.contains(": PASS"), "{stdout}");
+        // The run left its traces.
+        let run = std::fs::read_dir(runs.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        for name in [
+            "history.jsonl",
+            "events.jsonl",
+            "report.json",
+            "scenario.yaml",
+            "n1/node.log",
+        ] {
+            assert!(run.join(name).exists(), "{} has no {name}", file.display());
+        }
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["passed"], true);
+        assert!(
+            report["ops"]["ok"].as_u64().unwrap() > 50,
+            "the workload ran: {report}"
+        );
+        // `lab check` agrees with the run on the saved history.
+        let check = Command::new(LAB).arg("check").arg(&run).output().unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_broken_scenario_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        "name: broken\nproject: proj0\nsteps:\n  - sleep: 1s\n  - kill: n5\n",
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let out = Command::new(LAB)
+        .arg("scenario")
+        .arg(&file)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("broken.yaml:5: step 2 (kill n5): unknown node \"n5\""),
+        "{stderr}"
+    );
+    assert!(!runs.exists(), "nothing was started");
+}
