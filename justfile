@@ -11,7 +11,15 @@ test:
 ci:
     bash .ci/run
 
-# Benchmark a project; prints one parseable line per figure (e.g. `just bench proj0 --clients 64`)
+# Run a scenario headless and print its verdict (e.g. `just scenario scenarios/proj0-pause.yaml`)
+scenario FILE *ARGS:
+    cargo run --release -p lab -- scenario {{FILE}} {{ARGS}}
+
+# Start a project's cluster and keep it up until Ctrl-C (e.g. `just up proj0 --nodes 3`)
+up PROJ *ARGS:
+    cargo run --release -p lab -- up {{PROJ}} {{ARGS}}
+
+# Benchmark: proj0, links or checker; one parseable line per figure (e.g. `just bench proj0 --clients 64`)
 bench PROJ *ARGS:
     cargo run --release -p lab -- bench {{PROJ}} {{ARGS}}
 

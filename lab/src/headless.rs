@@ -30,3 +30,33 @@ pub fn run(file: PathBuf, seed: Option<u64>, runs_dir: PathBuf, json: bool) -> E
         Ok(())
     })
 }
+
+/// Where the shipped scenarios are: `./scenarios` when run from the repository, else the
+/// copy beside the sources this binary was built from.
+pub fn scenarios_dir() -> PathBuf {
+    let here = PathBuf::from("scenarios");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+/// Prints the shipped scenarios with their descriptions (for `lab list`).
+pub fn list_scenarios() {
+    let dir = scenarios_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    println!("\nscenarios ({}):", dir.display());
+    for file in files {
+        match scenario::load(&file) {
+            Ok(v) => println!("  {:<28} {}", v.scenario.name, v.scenario.description),
+            Err(e) => println!("  {:<28} (invalid: {e})", file.display()),
+        }
+    }
+}

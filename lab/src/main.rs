@@ -112,6 +112,7 @@ fn main() -> ExitCode {
                     project.default_nodes
                 );
             }
+            lab::headless::list_scenarios();
             ExitCode::SUCCESS
         }
         Command::Scenario {
