@@ -168,3 +168,45 @@ fn sigkill_the_lab_and_no_node_survives() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The model shows a paused node as unresponsive within a few polls, while the others stay
+/// responsive: polling one node never waits on another.
+#[tokio::test]
+async fn the_model_sees_a_paused_node_as_unresponsive() {
+    use lab::engine::model::{Health, spawn_poller};
+    let runs = tempfile::tempdir().unwrap();
+    let supervisor = std::sync::Arc::new(cluster(2, runs.path()).await);
+    let model = spawn_poller(supervisor.clone());
+    let wait_for = |want: [Health; 2]| {
+        let mut model = model.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    model.changed().await.unwrap();
+                    let m = model.borrow_and_update().clone();
+                    if m.nodes.iter().map(|n| n.health).collect::<Vec<_>>() == want {
+                        return m;
+                    }
+                }
+            })
+            .await
+            .expect("the model reached the expected health")
+        }
+    };
+    let up = wait_for([Health::Responsive, Health::Responsive]).await;
+    assert_eq!(up.nodes[0].role.as_deref(), Some("server"));
+    assert_eq!(up.nodes[0].detail["config"]["store"], "sled");
+
+    supervisor.pause("n2").await.unwrap();
+    let paused = wait_for([Health::Responsive, Health::Unresponsive]).await;
+    assert_eq!(
+        paused.nodes[1].role.as_deref(),
+        Some("server"),
+        "last known role kept"
+    );
+    supervisor.resume("n2").await.unwrap();
+    wait_for([Health::Responsive, Health::Responsive]).await;
+    supervisor.kill("n1").await.unwrap();
+    wait_for([Health::Down, Health::Responsive]).await;
+    supervisor.stop_all().await;
+}

@@ -13,6 +13,7 @@ pub mod check;
 pub mod events;
 pub mod history;
 pub mod link;
+pub mod model;
 pub mod network;
 pub mod partition;
 pub mod project;

@@ -87,6 +87,14 @@ pub struct Supervisor {
     network: Network,
     timeline: Arc<Timeline>,
     slots: BTreeMap<String, tokio::sync::Mutex<Slot>>,
+    /// What [`Supervisor::nodes`] reports, updated after every change: reading it never
+    /// waits for a slot that a slow operation (a start, a terminate) holds.
+    published: std::sync::Mutex<BTreeMap<String, Published>>,
+}
+
+struct Published {
+    info: NodeInfo,
+    exit: Option<tokio::sync::watch::Receiver<Option<std::process::ExitStatus>>>,
 }
 
 impl Supervisor {
@@ -124,7 +132,7 @@ impl Supervisor {
         let rng = std::sync::Mutex::new(
             <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(seed),
         );
-        Ok(Self {
+        let supervisor = Self {
             rng,
             project,
             exe,
@@ -132,7 +140,13 @@ impl Supervisor {
             network,
             timeline,
             slots,
-        })
+            published: std::sync::Mutex::new(BTreeMap::new()),
+        };
+        for (id, slot) in &supervisor.slots {
+            let slot = slot.try_lock().expect("nobody else has the slots yet");
+            supervisor.publish(id, &slot);
+        }
+        Ok(supervisor)
     }
 
     pub fn project(&self) -> &'static Project {
@@ -195,6 +209,7 @@ impl Supervisor {
         let options = LaunchOptions {
             ready_timeout: Duration::from_secs(30),
             log_file: Some(slot.dir.join("node.log")),
+            on_line: Some(node_events(id, self.timeline.clone())),
         };
         let process = NodeProcess::spawn_with(command, options)
             .await
@@ -215,6 +230,7 @@ impl Supervisor {
         );
         slot.process = Some(process);
         slot.state = ProcessState::Running;
+        self.publish(id, &slot);
         slot.stopping = stopping;
         Ok(())
     }
@@ -245,6 +261,7 @@ impl Supervisor {
             format!("exited: {status}"),
         );
         slot.state = ProcessState::Down;
+        self.publish(id, &slot);
         Ok(())
     }
 
@@ -266,6 +283,7 @@ impl Supervisor {
             format!("exited: {status}"),
         );
         slot.state = ProcessState::Down;
+        self.publish(id, &slot);
         Ok(())
     }
 
@@ -278,6 +296,7 @@ impl Supervisor {
             .with_context(|| format!("node {id} is down"))?;
         process.signal(Signal::SIGSTOP)?;
         slot.state = ProcessState::Paused;
+        self.publish(id, &slot);
         self.timeline
             .record(EventKind::Fault, Some(id), "pause (SIGSTOP)");
         Ok(())
@@ -292,6 +311,7 @@ impl Supervisor {
             .with_context(|| format!("node {id} is down"))?;
         process.signal(Signal::SIGCONT)?;
         slot.state = ProcessState::Running;
+        self.publish(id, &slot);
         self.timeline
             .record(EventKind::Fault, Some(id), "resume (SIGCONT)");
         Ok(())
@@ -304,7 +324,11 @@ impl Supervisor {
             self.kill(id).await?;
         }
         self.timeline.record(EventKind::Fault, Some(id), "restart");
-        self.slot(id)?.lock().await.restarts += 1;
+        {
+            let mut slot = self.slot(id)?.lock().await;
+            slot.restarts += 1;
+            self.publish(id, &slot);
+        }
         self.start(id).await
     }
 
@@ -370,32 +394,50 @@ impl Supervisor {
         }
     }
 
-    /// Every node as the lab sees it.
+    /// Every node as the lab sees it. Never waits: safe to call from a poller or a UI.
     pub async fn nodes(&self) -> Vec<NodeInfo> {
-        let mut infos = Vec::new();
-        for (id, slot) in &self.slots {
-            let slot = slot.lock().await;
-            // A crash the watcher saw: the handle is still here, the process is not.
-            let alive = slot.process.as_ref().filter(|p| p.exit_status().is_none());
-            infos.push(NodeInfo {
-                id: id.clone(),
-                role: slot.role,
-                state: if alive.is_some() {
-                    slot.state
-                } else {
-                    ProcessState::Down
-                },
-                pid: alive.map(NodeProcess::pid),
-                grpc: alive.map(|p| p.ready().grpc),
-                client: self
-                    .network
-                    .addr(CLIENT, id)
-                    .expect("every node has a client link"),
-                admin: alive.map(|p| p.ready().admin),
-                restarts: slot.restarts,
-            });
-        }
-        infos
+        self.published
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| {
+                let mut info = p.info.clone();
+                // A crash the watcher saw: published as running, but the process is gone.
+                if p.exit.as_ref().is_some_and(|e| e.borrow().is_some()) {
+                    info.state = ProcessState::Down;
+                    info.pid = None;
+                    info.grpc = None;
+                    info.admin = None;
+                }
+                info
+            })
+            .collect()
+    }
+
+    fn publish(&self, id: &str, slot: &Slot) {
+        let alive = slot.process.as_ref().filter(|p| p.exit_status().is_none());
+        let info = NodeInfo {
+            id: id.to_string(),
+            role: slot.role,
+            state: if alive.is_some() {
+                slot.state
+            } else {
+                ProcessState::Down
+            },
+            pid: alive.map(NodeProcess::pid),
+            grpc: alive.map(|p| p.ready().grpc),
+            client: self
+                .network
+                .addr(CLIENT, id)
+                .expect("every node has a client link"),
+            admin: alive.map(|p| p.ready().admin),
+            restarts: slot.restarts,
+        };
+        let exit = slot.process.as_ref().map(NodeProcess::exit_watch);
+        self.published
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), Published { info, exit });
     }
 }
 
@@ -405,6 +447,37 @@ fn running(slot: &mut Slot, id: &str) -> anyhow::Result<NodeProcess> {
         Some(process) if process.exit_status().is_none() => Ok(process),
         _ => Err(anyhow::anyhow!("node {id} is down")),
     }
+}
+
+/// Puts the node's state changes on the timeline: JSON log lines with a stable `event` field
+/// (`became_leader`, `member_suspected`, `node_stopped`...), by the contract every service
+/// follows. The ready line is the lab's own business and is left out.
+fn node_events(id: &str, timeline: Arc<Timeline>) -> distlab_runtime::launch::LineHook {
+    let id = id.to_string();
+    Arc::new(move |line: &str| {
+        if !line.contains("\"event\"") {
+            return;
+        }
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line)
+        else {
+            return;
+        };
+        let Some(event) = fields.get("event").and_then(|e| e.as_str()) else {
+            return;
+        };
+        if event == distlab_runtime::ready::Ready::EVENT {
+            return;
+        }
+        let message = fields
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        timeline.record(
+            EventKind::NodeEvent,
+            Some(&id),
+            format!("{event}: {message}"),
+        );
+    })
 }
 
 /// Records a crash when a node exits without the lab having asked it to.

@@ -34,13 +34,18 @@ use crate::ready::Ready;
 /// How many recent output lines a [`NodeProcess`] keeps.
 pub const TAIL_LINES: usize = 200;
 
+/// Called with every line a node prints on stdout (the lab puts `event` lines on its timeline).
+pub type LineHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How to start a node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LaunchOptions {
     /// How long the node may take to print its ready line.
     pub ready_timeout: Duration,
     /// Where to append everything the node prints (stdout and stderr), if anywhere.
     pub log_file: Option<PathBuf>,
+    /// Sees every stdout line as it arrives.
+    pub on_line: Option<LineHook>,
 }
 
 impl Default for LaunchOptions {
@@ -48,6 +53,7 @@ impl Default for LaunchOptions {
         Self {
             ready_timeout: Duration::from_secs(20),
             log_file: None,
+            on_line: None,
         }
     }
 }
@@ -72,7 +78,7 @@ impl NodeProcess {
             command,
             LaunchOptions {
                 ready_timeout,
-                log_file: None,
+                ..LaunchOptions::default()
             },
         )
         .await
@@ -110,8 +116,16 @@ impl NodeProcess {
         let (ready_tx, ready_rx) = oneshot::channel();
         let stdout = child.stdout.take().context("child stdout was not piped")?;
         let stderr = child.stderr.take().context("child stderr was not piped")?;
-        tokio::spawn(drain(stdout, tail.clone(), log.clone(), Some(ready_tx), ""));
-        tokio::spawn(drain(stderr, tail.clone(), log, None, "stderr: "));
+        let hook = options.on_line.clone();
+        tokio::spawn(drain(
+            stdout,
+            tail.clone(),
+            log.clone(),
+            Some(ready_tx),
+            hook,
+            "",
+        ));
+        tokio::spawn(drain(stderr, tail.clone(), log, None, None, "stderr: "));
 
         // One task owns the child: it reaps it when it exits, or kills it when asked to
         // (the handle is dropped), so an exit is noticed even if nobody is waiting for it.
@@ -232,10 +246,14 @@ async fn drain(
     tail: Tail,
     log: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     mut ready_tx: Option<oneshot::Sender<Ready>>,
+    on_line: Option<LineHook>,
     prefix: &'static str,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(hook) = &on_line {
+            hook(&line);
+        }
         if let Some(log) = &log {
             let mut file = log.lock().await;
             let _ = file.write_all(format!("{prefix}{line}\n").as_bytes()).await;
