@@ -14,6 +14,7 @@ pub mod events;
 pub mod history;
 pub mod link;
 pub mod model;
+pub mod nemesis;
 pub mod network;
 pub mod partition;
 pub mod project;

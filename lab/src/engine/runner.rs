@@ -204,6 +204,7 @@ async fn drive(
                     spec = Some(next);
                 }
             }
+            Step::Nemesis(nemesis) => super::nemesis::run(supervisor, nemesis).await?,
             Step::Mark(label) => {
                 timeline.record(EventKind::Note, None, format!("mark: {label}"));
             }

@@ -78,6 +78,41 @@ pub enum Step {
     Load(LoadStep),
     /// `- mark: before the storm` (a labelled moment on the timeline)
     Mark(String),
+    /// `- nemesis: {faults: [kill, pause, partition], every: 2s, jitter: 1s, for: 20s}`
+    Nemesis(NemesisStep),
+}
+
+/// Random faults, one at a time: apply one, wait `every ± jitter`, undo it, wait again,
+/// until `for` has passed. Which fault and which node come from the run's seed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NemesisStep {
+    pub faults: Vec<NemesisFault>,
+    pub every: Span,
+    #[serde(default)]
+    pub jitter: Option<Span>,
+    #[serde(rename = "for")]
+    pub duration: Span,
+}
+
+/// What the nemesis may do, and how it undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NemesisFault {
+    /// SIGKILL a random running node; undo: start it.
+    Kill,
+    /// SIGTERM a random running node; undo: start it.
+    Terminate,
+    /// SIGSTOP a random running node; undo: SIGCONT.
+    Pause,
+    /// A random majority/minority partition; undo: heal.
+    Partition,
+    /// Cut one random node from the others; undo: heal.
+    Isolate,
+    /// 100 ms ± 50 ms on every link of a random node, both ways; undo: heal.
+    Delay,
+    /// 20% loss on every link of a random node, both ways; undo: heal.
+    Loss,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -167,6 +202,12 @@ impl Step {
             Step::Load(LoadStep::Switch(LoadSwitch::Stop)) => "load stop".to_string(),
             Step::Load(LoadStep::Rate { rate }) => format!("load rate {rate}"),
             Step::Mark(m) => format!("mark {m}"),
+            Step::Nemesis(n) => format!(
+                "nemesis {:?} every {} for {}",
+                n.faults,
+                distlab_runtime::duration::format(n.every.0),
+                distlab_runtime::duration::format(n.duration.0)
+            ),
         }
     }
 }
@@ -290,6 +331,18 @@ fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
             LinkFaults::parse(faults).map(|_| ())
         }
         Step::Load(LoadStep::Rate { rate }) if *rate < 0.0 => Err("rate must be >= 0".into()),
+        Step::Nemesis(n) => {
+            if n.faults.is_empty() {
+                return Err("nemesis needs at least one fault: kill, terminate, pause, partition, isolate, delay, loss".into());
+            }
+            if n.every.0.is_zero() || n.duration.0.is_zero() {
+                return Err("nemesis `every` and `for` must be greater than zero".into());
+            }
+            if n.jitter.is_some_and(|j| j.0 >= n.every.0) {
+                return Err("nemesis `jitter` must be smaller than `every`".into());
+            }
+            Ok(())
+        }
         Step::Sleep(_) | Step::Wait(_) | Step::Heal | Step::Load(_) | Step::Mark(_) => Ok(()),
     }
 }
@@ -345,6 +398,7 @@ steps:
   - load: {rate: 20}
   - load: stop
   - mark: done
+  - nemesis: {faults: [kill, pause], every: 1s, jitter: 200ms, for: 3s}
 check:
   - linearizable
   - applied_once
@@ -355,7 +409,7 @@ check:
     fn a_good_scenario_parses() {
         let v = parse(GOOD, "demo.yaml").unwrap();
         assert_eq!(v.nodes, ["n1"]);
-        assert_eq!(v.scenario.steps.len(), 10);
+        assert_eq!(v.scenario.steps.len(), 11);
         assert_eq!(v.scenario.steps[1], Step::Kill(Selector::One("n1".into())));
         assert_eq!(v.scenario.steps[6], Step::Heal);
         assert_eq!(
@@ -410,6 +464,19 @@ check:
             error(&bad_project).starts_with("bad.yaml:2: unknown project"),
             "{}",
             error(&bad_project)
+        );
+
+        let bad_nemesis = GOOD.replace("faults: [kill, pause]", "faults: [kill, explode]");
+        let e = error(&bad_nemesis);
+        assert!(
+            e.contains("unknown variant `explode`") && e.contains("`kill`"),
+            "{e}"
+        );
+        let slow = GOOD.replace("jitter: 200ms", "jitter: 2s");
+        assert!(
+            error(&slow).contains("bad.yaml:16: step 11"),
+            "{}",
+            error(&slow)
         );
 
         let bad_partition = GOOD.replace("- heal", "- partition: ring");

@@ -332,6 +332,11 @@ impl Supervisor {
         self.start(id).await
     }
 
+    /// Runs `f` with the run's seeded RNG (every random choice of a run goes through it).
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut rand::rngs::SmallRng) -> T) -> T {
+        f(&mut self.rng.lock().unwrap())
+    }
+
     /// `count` distinct nodes chosen with the run's seeded RNG.
     pub fn random_nodes(&self, count: usize) -> Vec<String> {
         use rand::seq::SliceRandom;
