@@ -17,6 +17,7 @@ pub mod model;
 pub mod nemesis;
 pub mod network;
 pub mod partition;
+pub mod plot;
 pub mod project;
 pub mod rundir;
 pub mod runner;

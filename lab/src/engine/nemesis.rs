@@ -103,8 +103,8 @@ async fn apply(supervisor: &Supervisor, fault: NemesisFault) -> anyhow::Result<U
 
 async fn undo_fault(supervisor: &Supervisor, undo: Undo) -> anyhow::Result<()> {
     match undo {
-        Undo::Start(id) => supervisor.start(&id).await,
-        Undo::Resume(id) => supervisor.resume(&id).await,
+        Undo::Start(id) => supervisor.apply(ProcessFault::Start, &id).await,
+        Undo::Resume(id) => supervisor.apply(ProcessFault::Resume, &id).await,
         Undo::Heal => {
             supervisor.heal();
             Ok(())

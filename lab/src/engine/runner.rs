@@ -103,6 +103,12 @@ pub async fn run(
             ),
         );
     }
+    // The graph helps a reader; a failure to draw it must not fail the run.
+    if let Err(e) =
+        super::plot::latency_svg(&history, &timeline.events(), &run_dir.join("latency.svg"))
+    {
+        tracing::warn!(error = %e, "could not draw latency.svg");
+    }
     let (ops, latency) = measure(&history);
     let duration_secs = timeline.elapsed().as_secs_f64();
     let report = Report {

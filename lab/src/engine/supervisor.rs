@@ -243,7 +243,10 @@ impl Supervisor {
             ProcessFault::Pause => self.pause(id).await,
             ProcessFault::Resume => self.resume(id).await,
             ProcessFault::Restart => self.restart(id).await,
-            ProcessFault::Start => self.start(id).await,
+            ProcessFault::Start => {
+                self.timeline.record(EventKind::Fault, Some(id), "start");
+                self.start(id).await
+            }
         }
     }
 
