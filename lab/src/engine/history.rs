@@ -140,13 +140,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Op>> {
             continue;
         }
         let op: Op = serde_json::from_str(&line).map_err(|e| {
-            // serde's message ends with its own "at line 1 column N"; the prefix says it better.
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_string();
+            let message = super::serde_message(&e);
             distlab_runtime::BadInput(format!(
                 "{}:{}:{}: {message}",
                 path.display(),

@@ -24,3 +24,13 @@ pub mod runner;
 pub mod scenario;
 pub mod supervisor;
 pub mod workload;
+
+/// serde's error messages end with their own "at line L column C"; ours put the place first
+/// (`FILE:LINE:COL: message`), so the tail is dropped.
+pub(crate) fn serde_message(error: &impl std::fmt::Display) -> String {
+    let message = error.to_string();
+    match message.split_once(" at line ") {
+        Some((head, _)) => head.to_string(),
+        None => message,
+    }
+}

@@ -52,7 +52,7 @@ impl Network {
     pub fn addr(&self, from: &str, to: &str) -> Option<SocketAddr> {
         self.proxies
             .get(&LinkId::new(from, to))
-            .map(TcpLinkProxy::local_addr)
+            .map(|proxy| proxy.local_addr())
     }
 
     /// The `--peer` flags of node `id`: every other node, through the proxies.

@@ -234,12 +234,7 @@ pub fn load(path: &Path) -> Result<Validated, String> {
 pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
     let scenario: Scenario = serde_yaml::from_str(text).map_err(|e| match e.location() {
         Some(at) => {
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_string();
+            let message = super::serde_message(&e);
             format!("{name}:{}:{}: {message}", at.line(), at.column())
         }
         None => format!("{name}: {e}"),

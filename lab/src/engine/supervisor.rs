@@ -44,6 +44,13 @@ pub enum ProcessFault {
     Start,
 }
 
+/// How the lab stops a process.
+#[derive(Debug, Clone, Copy)]
+enum Halt {
+    Kill,
+    Terminate,
+}
+
 /// What a node's process is doing, as far as the lab knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,34 +259,29 @@ impl Supervisor {
 
     /// SIGKILL: no chance to flush anything.
     pub async fn kill(&self, id: &str) -> anyhow::Result<()> {
-        let mut slot = self.slot(id)?.lock().await;
-        let mut process = running(&mut slot, id)?;
-        slot.stopping.store(true, Ordering::SeqCst);
-        self.timeline
-            .record(EventKind::Fault, Some(id), "kill (SIGKILL)");
-        let status = process.kill().await?;
-        self.timeline.record(
-            EventKind::NodeStopped,
-            Some(id),
-            format!("exited: {status}"),
-        );
-        slot.state = ProcessState::Down;
-        self.publish(id, &slot);
-        Ok(())
+        self.stop(id, Halt::Kill, EventKind::Fault).await
     }
 
     /// SIGTERM: a graceful shutdown; SIGKILL if it takes longer than [`TERMINATE_GRACE`].
     pub async fn terminate(&self, id: &str) -> anyhow::Result<()> {
-        self.stop(id, EventKind::Fault).await
+        self.stop(id, Halt::Terminate, EventKind::Fault).await
     }
 
-    /// Terminates node `id`, recording it as `kind` (a fault, or the end of the run).
-    async fn stop(&self, id: &str, kind: EventKind) -> anyhow::Result<()> {
+    /// Stops node `id` and records it as `kind` (a fault, or the end of the run).
+    async fn stop(&self, id: &str, halt: Halt, kind: EventKind) -> anyhow::Result<()> {
         let mut slot = self.slot(id)?.lock().await;
         let mut process = running(&mut slot, id)?;
         slot.stopping.store(true, Ordering::SeqCst);
-        self.timeline.record(kind, Some(id), "terminate (SIGTERM)");
-        let status = process.terminate(TERMINATE_GRACE).await?;
+        let status = match halt {
+            Halt::Kill => {
+                self.timeline.record(kind, Some(id), "kill (SIGKILL)");
+                process.kill().await?
+            }
+            Halt::Terminate => {
+                self.timeline.record(kind, Some(id), "terminate (SIGTERM)");
+                process.terminate(TERMINATE_GRACE).await?
+            }
+        };
         self.timeline.record(
             EventKind::NodeStopped,
             Some(id),
@@ -292,31 +294,38 @@ impl Supervisor {
 
     /// SIGSTOP: the process freezes; its sockets stay open, nobody answers.
     pub async fn pause(&self, id: &str) -> anyhow::Result<()> {
-        let mut slot = self.slot(id)?.lock().await;
-        let process = slot
-            .process
-            .as_ref()
-            .with_context(|| format!("node {id} is down"))?;
-        process.signal(Signal::SIGSTOP)?;
-        slot.state = ProcessState::Paused;
-        self.publish(id, &slot);
-        self.timeline
-            .record(EventKind::Fault, Some(id), "pause (SIGSTOP)");
-        Ok(())
+        self.signal_state(id, Signal::SIGSTOP, ProcessState::Paused, "pause (SIGSTOP)")
+            .await
     }
 
     /// SIGCONT.
     pub async fn resume(&self, id: &str) -> anyhow::Result<()> {
+        self.signal_state(
+            id,
+            Signal::SIGCONT,
+            ProcessState::Running,
+            "resume (SIGCONT)",
+        )
+        .await
+    }
+
+    /// Sends `signal` to a running node and records the state it leaves it in.
+    async fn signal_state(
+        &self,
+        id: &str,
+        signal: Signal,
+        state: ProcessState,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let mut slot = self.slot(id)?.lock().await;
         let process = slot
             .process
             .as_ref()
             .with_context(|| format!("node {id} is down"))?;
-        process.signal(Signal::SIGCONT)?;
-        slot.state = ProcessState::Running;
+        process.signal(signal)?;
+        slot.state = state;
         self.publish(id, &slot);
-        self.timeline
-            .record(EventKind::Fault, Some(id), "resume (SIGCONT)");
+        self.timeline.record(EventKind::Fault, Some(id), what);
         Ok(())
     }
 
@@ -397,7 +406,7 @@ impl Supervisor {
         for id in self.slots.keys() {
             let up = self.slots[id].lock().await.process.is_some();
             if up {
-                let _ = self.stop(id, EventKind::Note).await;
+                let _ = self.stop(id, Halt::Terminate, EventKind::Note).await;
             }
         }
     }

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+use super::check::kv::FINAL_PROCESS;
 use super::history::{OpType, Recorder};
 
 /// The workload section of a scenario.
@@ -151,34 +152,7 @@ impl Workload {
                     let key = format!("k{}", rng.random_range(0..spec.keys.max(1)));
                     let p = process as u64;
                     if rng.random_bool(spec.reads.clamp(0.0, 1.0)) {
-                        recorder.record(p, OpType::Invoke, "read", Some(&key), json!(null), None);
-                        match client.get(key.clone()).await {
-                            Ok(found) => {
-                                let value = found.as_ref().and_then(|v| {
-                                    String::from_utf8_lossy(&v.value).parse::<i64>().ok()
-                                });
-                                let meta = found.map(|v| json!({"version": v.version}));
-                                recorder.record_with(
-                                    p,
-                                    OpType::Ok,
-                                    "read",
-                                    Some(&key),
-                                    json!(value),
-                                    None,
-                                    meta,
-                                );
-                            }
-                            Err(status) => {
-                                recorder.record(
-                                    p,
-                                    OpType::Fail,
-                                    "read",
-                                    Some(&key),
-                                    json!(null),
-                                    Some(distlab_runtime::rpc::describe(&status)),
-                                );
-                            }
-                        }
+                        recorded_read(&client, &recorder, p, &key, false).await;
                     } else {
                         next_value += 1;
                         let value = (p as i64) * 1_000_000 + next_value;
@@ -247,44 +221,54 @@ pub async fn final_reads(
         ..RetryPolicy::default()
     };
     let client = KvClient::connect_lazy(target, ClientOptions { policy, tls: None })?;
-    let process = 1_000_000;
     for k in 0..spec.keys.max(1) {
-        let key = format!("k{k}");
-        recorder.record(
-            process,
-            OpType::Invoke,
-            "read",
-            Some(&key),
-            json!(null),
-            None,
-        );
-        match client.get(key.clone()).await {
-            Ok(found) => {
-                let value = found
-                    .as_ref()
-                    .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
-                let meta = found.map(|v| json!({"version": v.version, "final": true}));
-                recorder.record_with(
-                    process,
-                    OpType::Ok,
-                    "read",
-                    Some(&key),
-                    json!(value),
-                    None,
-                    meta,
-                );
-            }
-            Err(status) => {
-                recorder.record(
-                    process,
-                    OpType::Fail,
-                    "read",
-                    Some(&key),
-                    json!(null),
-                    Some(distlab_runtime::rpc::describe(&status)),
-                );
-            }
-        }
+        recorded_read(&client, recorder, FINAL_PROCESS, &format!("k{k}"), true).await;
     }
     Ok(())
+}
+
+/// Reads `key` and records it: `invoke`, then `ok` with the value and the key's version (and
+/// `final` for the final reads), or `fail` (a read that failed changed nothing).
+async fn recorded_read(
+    client: &KvClient,
+    recorder: &Recorder,
+    process: u64,
+    key: &str,
+    final_read: bool,
+) {
+    recorder.record(
+        process,
+        OpType::Invoke,
+        "read",
+        Some(key),
+        json!(null),
+        None,
+    );
+    match client.get(key.to_string()).await {
+        Ok(found) => {
+            let value = found
+                .as_ref()
+                .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
+            let meta = found.map(|v| {
+                if final_read {
+                    json!({"version": v.version, "final": true})
+                } else {
+                    json!({"version": v.version})
+                }
+            });
+            recorder.record_with(
+                process,
+                OpType::Ok,
+                "read",
+                Some(key),
+                json!(value),
+                None,
+                meta,
+            );
+        }
+        Err(status) => {
+            let error = Some(distlab_runtime::rpc::describe(&status));
+            recorder.record(process, OpType::Fail, "read", Some(key), json!(null), error);
+        }
+    }
 }

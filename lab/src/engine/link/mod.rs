@@ -21,11 +21,13 @@ pub mod udp;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use faults::{Chance, Cut, Delay, LinkFaults};
 
@@ -66,6 +68,58 @@ impl LinkId {
 impl fmt::Display for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{}", self.from, self.to)
+    }
+}
+
+/// What every link proxy is to its owner, whatever the transport: the link it carries, the
+/// address `from` sends to, where it forwards (changed when `to` restarts on another port), and
+/// the switch that stops it. Dropping the handle stops the proxy and its connections.
+pub struct ProxyHandle {
+    link: LinkId,
+    addr: SocketAddr,
+    target: watch::Sender<Option<SocketAddr>>,
+    stop: CancellationToken,
+}
+
+impl ProxyHandle {
+    /// A handle for a proxy listening at `addr`; the proxy's tasks get the target to follow
+    /// and the token to stop on.
+    fn new(
+        link: LinkId,
+        addr: SocketAddr,
+    ) -> (Self, watch::Receiver<Option<SocketAddr>>, CancellationToken) {
+        let (target, target_rx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        (
+            Self {
+                link,
+                addr,
+                target,
+                stop: stop.clone(),
+            },
+            target_rx,
+            stop,
+        )
+    }
+
+    /// The address to give `from` as its way to reach `to`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn link(&self) -> &LinkId {
+        &self.link
+    }
+
+    /// Where `to` listens now. Traffic waits (TCP) or is dropped (UDP) until it is known.
+    pub fn set_target(&self, target: SocketAddr) {
+        self.target.send_replace(Some(target));
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Cut, LinkFaults, TCP_RETRANSMIT_STALL};
-use super::{Dice, LinkId, Links};
+use super::{Dice, LinkId, Links, ProxyHandle};
 
 /// Bytes read per chunk.
 const CHUNK: usize = 64 * 1024;
@@ -42,20 +42,15 @@ pub struct ProxyStats {
 
 /// A TCP proxy for one directed link. Dropping it closes its listener and every connection.
 pub struct TcpLinkProxy {
-    link: LinkId,
-    addr: SocketAddr,
-    target: watch::Sender<Option<SocketAddr>>,
+    handle: ProxyHandle,
     stats: Arc<ProxyStats>,
-    stop: CancellationToken,
 }
 
 impl TcpLinkProxy {
-    /// Listens on a free loopback port. Connections wait until [`Self::set_target`] is called.
     pub async fn bind(link: LinkId, links: Arc<Links>, seed: u64) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (target, target_rx) = watch::channel(None);
-        let stop = CancellationToken::new();
+        let (handle, target_rx, stop) = ProxyHandle::new(link.clone(), addr);
         let stats = Arc::new(ProxyStats::default());
         tokio::spawn(accept_loop(
             listener,
@@ -63,30 +58,10 @@ impl TcpLinkProxy {
             links,
             target_rx,
             stats.clone(),
-            stop.clone(),
+            stop,
             seed,
         ));
-        Ok(Self {
-            link,
-            addr,
-            target,
-            stats,
-            stop,
-        })
-    }
-
-    /// The address to give `from` as its way to reach `to`.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn link(&self) -> &LinkId {
-        &self.link
-    }
-
-    /// Where `to` listens now (set again after `to` restarts on another port).
-    pub fn set_target(&self, target: SocketAddr) {
-        self.target.send_replace(Some(target));
+        Ok(Self { handle, stats })
     }
 
     pub fn stats(&self) -> &ProxyStats {
@@ -94,9 +69,12 @@ impl TcpLinkProxy {
     }
 }
 
-impl Drop for TcpLinkProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
+/// The handle's `local_addr`, `link` and `set_target`.
+impl std::ops::Deref for TcpLinkProxy {
+    type Target = ProxyHandle;
+
+    fn deref(&self) -> &ProxyHandle {
+        &self.handle
     }
 }
 

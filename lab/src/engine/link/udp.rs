@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::LinkFaults;
-use super::{Dice, LinkId, Links};
+use super::{Dice, LinkId, Links, ProxyHandle};
 
 /// How long a reordered datagram is held back when the link has no longer delay.
 pub const REORDER_HOLD: Duration = Duration::from_millis(5);
@@ -36,19 +36,15 @@ pub struct UdpStats {
 }
 
 pub struct UdpLinkProxy {
-    link: LinkId,
-    addr: SocketAddr,
-    target: watch::Sender<Option<SocketAddr>>,
+    handle: ProxyHandle,
     stats: Arc<UdpStats>,
-    stop: CancellationToken,
 }
 
 impl UdpLinkProxy {
     pub async fn bind(link: LinkId, links: Arc<Links>, seed: u64) -> std::io::Result<Self> {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = socket.local_addr()?;
-        let (target, target_rx) = watch::channel(None);
-        let stop = CancellationToken::new();
+        let (handle, target_rx, stop) = ProxyHandle::new(link.clone(), addr);
         let stats = Arc::new(UdpStats::default());
         tokio::spawn(forward_loop(
             socket,
@@ -56,28 +52,10 @@ impl UdpLinkProxy {
             links,
             target_rx,
             stats.clone(),
-            stop.clone(),
+            stop,
             seed,
         ));
-        Ok(Self {
-            link,
-            addr,
-            target,
-            stats,
-            stop,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn link(&self) -> &LinkId {
-        &self.link
-    }
-
-    pub fn set_target(&self, target: SocketAddr) {
-        self.target.send_replace(Some(target));
+        Ok(Self { handle, stats })
     }
 
     pub fn stats(&self) -> &UdpStats {
@@ -85,9 +63,12 @@ impl UdpLinkProxy {
     }
 }
 
-impl Drop for UdpLinkProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
+/// The handle's `local_addr`, `link` and `set_target`.
+impl std::ops::Deref for UdpLinkProxy {
+    type Target = ProxyHandle;
+
+    fn deref(&self) -> &ProxyHandle {
+        &self.handle
     }
 }
 
