@@ -18,6 +18,7 @@ pub mod nemesis;
 pub mod network;
 pub mod partition;
 pub mod plot;
+pub mod predicate;
 pub mod project;
 pub mod rundir;
 pub mod runner;

@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::check::{self, Verdict};
 use super::events::{Event, EventKind};
 use super::history::{Op, OpType, Recorder};
-use super::scenario::{CheckSpec, Condition, LoadStep, LoadSwitch, Selector, Step, Validated};
+use super::model::{ClusterModel, Health, spawn_poller};
+use super::predicate::StatusPredicate;
+use super::scenario::{
+    CheckSpec, Condition, LoadStep, LoadSwitch, Selector, Step, Validated, WaitStep,
+};
 use super::supervisor::{ProcessFault, ProcessState, Supervisor};
 use super::workload::{self, Workload, WorkloadSpec};
 
@@ -62,20 +67,22 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let scenario = &validated.scenario;
     let seed = seed.or(scenario.seed).unwrap_or(1);
-    let supervisor = Supervisor::new(
-        validated.project,
-        validated.nodes.len(),
-        runs_root,
-        seed,
-        exe,
-    )
-    .await?;
+    let supervisor = Arc::new(
+        Supervisor::new(
+            validated.project,
+            validated.nodes.len(),
+            runs_root,
+            seed,
+            exe,
+        )
+        .await?,
+    );
     let run_dir = supervisor.run_dir().path().to_path_buf();
     let _ = std::fs::copy(source, run_dir.join("scenario.yaml"));
     let timeline = supervisor.timeline().clone();
     let recorder = Arc::new(Recorder::create(Some(&run_dir.join("history.jsonl")))?);
 
-    let outcome = drive(validated, &supervisor, recorder.clone(), seed).await;
+    let outcome = drive(validated, supervisor.clone(), recorder.clone(), seed).await;
     let _ = recorder.flush();
     supervisor.stop_all().await;
     outcome?;
@@ -139,12 +146,15 @@ pub async fn run(
 
 async fn drive(
     validated: &Validated,
-    supervisor: &Supervisor,
+    supervisor: Arc<Supervisor>,
     recorder: Arc<Recorder>,
     seed: u64,
 ) -> anyhow::Result<()> {
     let scenario = &validated.scenario;
     supervisor.start_all().await?;
+    // The model `wait` steps read; it polls until this run ends (its receiver is dropped).
+    let model = spawn_poller(supervisor.clone());
+    let supervisor = &*supervisor;
     let timeline = supervisor.timeline();
     // Project 0's nodes are independent stores: the workload talks to the first one.
     let target = supervisor
@@ -172,9 +182,7 @@ async fn drive(
         );
         match step {
             Step::Sleep(d) => tokio::time::sleep(d.0).await,
-            Step::Wait(w) => match w.condition() {
-                Condition::AllUp => wait_all_up(supervisor, w.timeout()).await?,
-            },
+            Step::Wait(w) => wait(supervisor, model.clone(), w).await?,
             Step::Kill(s) => apply(supervisor, s, ProcessFault::Kill).await?,
             Step::Terminate(s) => apply(supervisor, s, ProcessFault::Terminate).await?,
             Step::Pause(s) => apply(supervisor, s, ProcessFault::Pause).await?,
@@ -279,6 +287,66 @@ async fn apply(
     for id in resolve(supervisor, selector).await {
         supervisor.apply(fault, &id).await?;
     }
+    Ok(())
+}
+
+/// Waits until the `wait` step's condition holds, or fails after its timeout.
+async fn wait(
+    supervisor: &Supervisor,
+    mut model: watch::Receiver<ClusterModel>,
+    step: &WaitStep,
+) -> anyhow::Result<()> {
+    let timeout = step.timeout();
+    let (predicate, on) = match step {
+        WaitStep::Condition(Condition::AllUp)
+        | WaitStep::Full {
+            until: Condition::AllUp,
+            ..
+        } => {
+            return wait_all_up(supervisor, timeout).await;
+        }
+        WaitStep::Condition(Condition::Leader)
+        | WaitStep::Full {
+            until: Condition::Leader,
+            ..
+        } => (None, Vec::new()),
+        WaitStep::Status { status, on, .. } => {
+            let predicate = StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
+            let all = Selector::One("all".into());
+            (
+                Some(predicate),
+                resolve(supervisor, on.as_ref().unwrap_or(&all)).await,
+            )
+        }
+    };
+    let holds = |m: &ClusterModel| match &predicate {
+        Some(predicate) => on.iter().all(|id| {
+            m.nodes.iter().any(|n| {
+                n.node.id == *id
+                    && n.health == Health::Responsive
+                    && predicate.holds(&serde_json::json!({"role": n.role, "detail": n.detail}))
+            })
+        }),
+        None => m
+            .nodes
+            .iter()
+            .any(|n| n.health == Health::Responsive && n.role.as_deref() == Some("leader")),
+    };
+    let reached = tokio::time::timeout(timeout, async {
+        while !holds(&model.borrow_and_update()) {
+            if model.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    anyhow::ensure!(
+        reached == Ok(true),
+        "wait {}: not true after {}",
+        step.describe(),
+        distlab_runtime::duration::format(timeout)
+    );
     Ok(())
 }
 

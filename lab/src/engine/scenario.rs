@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::link::LinkFaults;
 use super::partition::Partition;
+use super::predicate::StatusPredicate;
 use super::project::{self, Project};
 use super::workload::{WorkloadSpec, duration_text};
 
@@ -54,7 +55,8 @@ pub enum Selector {
 pub enum Step {
     /// `- sleep: 2s`
     Sleep(Span),
-    /// `- wait: all_up` or `- wait: {until: all_up, timeout: 20s}`
+    /// `- wait: all_up`, `- wait: leader`, `- wait: {until: all_up, timeout: 20s}`, or
+    /// `- wait: {status: "detail.keys >= 8", on: n1, timeout: 10s}`
     Wait(WaitStep),
     /// `- kill: n1` (SIGKILL)
     Kill(Selector),
@@ -124,6 +126,15 @@ pub enum WaitStep {
         #[serde(default)]
         timeout: Option<Span>,
     },
+    /// Until every selected node (default: all) is responsive and its status satisfies the
+    /// predicate (see [`super::predicate`]).
+    Status {
+        status: String,
+        #[serde(default)]
+        on: Option<Selector>,
+        #[serde(default)]
+        timeout: Option<Span>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,6 +142,8 @@ pub enum WaitStep {
 pub enum Condition {
     /// Every node's process runs and answers `/healthz`.
     AllUp,
+    /// Some responsive node reports the role `leader`.
+    Leader,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -162,19 +175,22 @@ pub enum CheckSpec {
 }
 
 impl WaitStep {
-    pub fn condition(&self) -> Condition {
-        match self {
-            WaitStep::Condition(c) => *c,
-            WaitStep::Full { until, .. } => *until,
-        }
-    }
-
     pub fn timeout(&self) -> Duration {
         match self {
             WaitStep::Full {
                 timeout: Some(t), ..
+            }
+            | WaitStep::Status {
+                timeout: Some(t), ..
             } => t.0,
             _ => Duration::from_secs(30),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            WaitStep::Condition(c) | WaitStep::Full { until: c, .. } => format!("{c:?}"),
+            WaitStep::Status { status, .. } => format!("status {status}"),
         }
     }
 }
@@ -188,7 +204,7 @@ impl Step {
         };
         match self {
             Step::Sleep(d) => format!("sleep {}", distlab_runtime::duration::format(d.0)),
-            Step::Wait(w) => format!("wait {:?}", w.condition()),
+            Step::Wait(w) => format!("wait {}", w.describe()),
             Step::Kill(s) => format!("kill {}", sel(s)),
             Step::Terminate(s) => format!("terminate {}", sel(s)),
             Step::Pause(s) => format!("pause {}", sel(s)),
@@ -338,6 +354,10 @@ fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
+        Step::Wait(WaitStep::Status { status, on, .. }) => {
+            StatusPredicate::parse(status)?;
+            on.as_ref().map_or(Ok(()), check_selector)
+        }
         Step::Sleep(_) | Step::Wait(_) | Step::Heal | Step::Load(_) | Step::Mark(_) => Ok(()),
     }
 }
@@ -388,6 +408,7 @@ steps:
   - restart: [n1]
   - wait: all_up
   - wait: {until: all_up, timeout: 5s}
+  - wait: {status: 'detail.keys >= 0', on: n1, timeout: 5s}
   - link: client->n1 delay 10ms loss 5%
   - heal
   - load: {rate: 20}
@@ -404,9 +425,9 @@ check:
     fn a_good_scenario_parses() {
         let v = parse(GOOD, "demo.yaml").unwrap();
         assert_eq!(v.nodes, ["n1"]);
-        assert_eq!(v.scenario.steps.len(), 11);
+        assert_eq!(v.scenario.steps.len(), 12);
         assert_eq!(v.scenario.steps[1], Step::Kill(Selector::One("n1".into())));
-        assert_eq!(v.scenario.steps[6], Step::Heal);
+        assert_eq!(v.scenario.steps[7], Step::Heal);
         assert_eq!(
             v.scenario.check[2],
             CheckSpec::Availability { min: Some(0.5) }
@@ -449,7 +470,7 @@ check:
 
         let bad_link = GOOD.replace("delay 10ms", "delay fast");
         assert!(
-            error(&bad_link).contains("bad.yaml:11: step 6"),
+            error(&bad_link).contains("bad.yaml:12: step 7"),
             "{}",
             error(&bad_link)
         );
@@ -469,9 +490,16 @@ check:
         );
         let slow = GOOD.replace("jitter: 200ms", "jitter: 2s");
         assert!(
-            error(&slow).contains("bad.yaml:16: step 11"),
+            error(&slow).contains("bad.yaml:17: step 12"),
             "{}",
             error(&slow)
+        );
+
+        let bad_wait = GOOD.replace("detail.keys >= 0", "detail.keys");
+        let e = error(&bad_wait);
+        assert!(
+            e.contains("bad.yaml:11: step 6") && e.contains("PATH OP VALUE"),
+            "{e}"
         );
 
         let bad_partition = GOOD.replace("- heal", "- partition: ring");
