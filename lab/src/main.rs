@@ -23,9 +23,14 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Run one node of a service (this is how the lab starts its nodes).
+    #[command(disable_help_flag = true)]
     Node {
-        #[command(subcommand)]
-        service: ServiceNode,
+        /// The service (kv...) or its project (proj0...); `lab list` shows them.
+        service: String,
+        /// The node's flags (--id, --listen, --admin, --data-dir, --peer, and the service's
+        /// own); `lab node kv --help` lists them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// List the projects, their roles and default sizes.
     List,
@@ -81,14 +86,6 @@ enum CheckerName {
     Linearizable,
 }
 
-/// Every service a node can run. Adding a project adds one variant here.
-#[derive(Debug, clap::Subcommand)]
-enum ServiceNode {
-    /// Project 0: the gRPC key-value service.
-    #[command(alias = "proj0")]
-    Kv(distlab_kv::node::KvNodeArgs),
-}
-
 #[derive(Debug, clap::Subcommand)]
 enum ProjectBench {
     /// Project 0: closed-loop PUT and GET load against one kv node.
@@ -133,10 +130,11 @@ fn main() -> ExitCode {
         } => distlab_runtime::node::run_cli("lab", "warn", || {
             lab::up::run(project, nodes, runs_dir, seed)
         }),
-        Command::Node { service } => match service {
-            ServiceNode::Kv(args) => {
-                let id = args.node.id.to_string();
-                distlab_runtime::node::run_main("kv", &id, || distlab_kv::node::run(args))
+        Command::Node { service, args } => match lab::engine::project::find_service(&service) {
+            Ok(project) => (project.node_main)(&format!("lab node {}", project.service), args),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
             }
         },
         Command::Bench { project } => match project {

@@ -42,6 +42,8 @@ pub struct Project {
     pub peer_links: PeerLinks,
     /// Service flags added to every node's command line.
     pub node_flags: &'static [&'static str],
+    /// Runs one node: `lab node <service> ARGS...` calls it with the usage name and ARGS.
+    pub node_main: fn(&str, Vec<std::ffi::OsString>) -> std::process::ExitCode,
 }
 
 pub const PROJECTS: &[Project] = &[Project {
@@ -56,6 +58,7 @@ pub const PROJECTS: &[Project] = &[Project {
     default_nodes: 1,
     peer_links: PeerLinks::None,
     node_flags: &["--store", "sled"],
+    node_main: distlab_kv::node::main,
 }];
 
 /// The project called `name`; the error lists the known ones.
@@ -67,6 +70,23 @@ pub fn find(name: &str) -> Result<&'static Project, String> {
             known.join(", ")
         )
     })
+}
+
+/// The project whose service is called `name` (or the project called `name`).
+pub fn find_service(name: &str) -> Result<&'static Project, String> {
+    PROJECTS
+        .iter()
+        .find(|p| p.service == name || p.name == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = PROJECTS
+                .iter()
+                .map(|p| format!("{} ({})", p.service, p.name))
+                .collect();
+            format!(
+                "unknown service {name:?}; known services: {}",
+                known.join(", ")
+            )
+        })
 }
 
 /// A planned node: its id and role.

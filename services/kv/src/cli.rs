@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::TlsArgs;
-use distlab_runtime::node::{run_cli, run_main};
+use distlab_runtime::node::run_cli;
 use distlab_runtime::retry::RetryPolicy;
 use tracing::Instrument;
 
@@ -102,10 +102,7 @@ impl ClientArgs {
 /// Runs the parsed command; `this_binary` is how `bench` starts a node (`kv serve`).
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => {
-            let id = args.node.id.to_string();
-            run_main("kv", &id, || node::run(args))
-        }
+        Command::Serve(args) => node::run_blocking(args),
         Command::Bench(args) => run_cli("kv", "warn", || async move {
             let program = std::env::current_exe().context("finding the kv binary")?;
             bench::run(

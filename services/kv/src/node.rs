@@ -55,6 +55,27 @@ pub struct KvNodeArgs {
     pub token_capacity: usize,
 }
 
+/// `lab node kv ARGS...`: parses the node's flags (a mistake prints usage and exits 2) and
+/// runs it. `program` is what usage messages call the command.
+pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: KvNodeArgs,
+    }
+    let argv = std::iter::once(std::ffi::OsString::from(program)).chain(args);
+    match <Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(cli) => run_blocking(cli.args),
+        Err(e) => e.exit(),
+    }
+}
+
+/// Runs a node with its telemetry and runtime until it stops; the process's exit code.
+pub fn run_blocking(args: KvNodeArgs) -> std::process::ExitCode {
+    let id = args.node.id.to_string();
+    distlab_runtime::node::run_main("kv", &id, || run(args))
+}
+
 /// How often expired idempotency tokens are swept.
 const TOKEN_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
