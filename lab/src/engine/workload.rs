@@ -1,8 +1,8 @@
 //! Workloads: in-process clients that load the cluster through the client link proxies and
 //! record every operation in the run's history.
 //!
-//! Project 0's workload is a register workload over the kv service: each client reads or
-//! writes keys of a small key set (contention on purpose), with unique integer values so a
+//! Project 0's workload is a register workload over the kv service: each client reads, writes
+//! or deletes keys of a small key set (contention on purpose), with unique integer values so a
 //! read names the write it saw. Writes go through the real client library: idempotency token,
 //! retries within the operation's timeout. An operation that fails with a code meaning "not
 //! applied" is recorded `fail`; any other failure (timeout, unavailable) is `info`: it may
@@ -45,6 +45,9 @@ pub struct WorkloadSpec {
     /// Fraction of reads (the rest are writes).
     #[serde(default = "default_reads")]
     pub reads: f64,
+    /// Fraction of the mutations that are deletes (the rest are writes).
+    #[serde(default = "default_deletes")]
+    pub deletes: f64,
 }
 
 fn default_clients() -> usize {
@@ -62,6 +65,9 @@ fn default_timeout() -> Duration {
 fn default_reads() -> f64 {
     0.5
 }
+fn default_deletes() -> f64 {
+    0.1
+}
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
@@ -71,6 +77,7 @@ impl Default for WorkloadSpec {
             keys: default_keys(),
             timeout: default_timeout(),
             reads: default_reads(),
+            deletes: default_deletes(),
         }
     }
 }
@@ -153,6 +160,31 @@ impl Workload {
                     let p = process as u64;
                     if rng.random_bool(spec.reads.clamp(0.0, 1.0)) {
                         recorded_read(&client, &recorder, p, &key, false).await;
+                    } else if rng.random_bool(spec.deletes.clamp(0.0, 1.0)) {
+                        recorder.record(p, OpType::Invoke, "delete", Some(&key), json!(null), None);
+                        match client.delete(key.clone()).await {
+                            Ok(existed) => {
+                                let meta = Some(json!({ "existed": existed }));
+                                recorder.record_with(
+                                    p,
+                                    OpType::Ok,
+                                    "delete",
+                                    Some(&key),
+                                    json!(null),
+                                    None,
+                                    meta,
+                                );
+                            }
+                            Err(status) => {
+                                let kind = if not_applied(status.code()) {
+                                    OpType::Fail
+                                } else {
+                                    OpType::Info
+                                };
+                                let error = Some(distlab_runtime::rpc::describe(&status));
+                                recorder.record(p, kind, "delete", Some(&key), json!(null), error);
+                            }
+                        }
                     } else {
                         next_value += 1;
                         let value = (p as i64) * 1_000_000 + next_value;

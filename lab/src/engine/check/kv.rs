@@ -3,7 +3,8 @@
 //! - [`applied_once`]: no write was applied twice. Every application of a PUT bumps the key's
 //!   version by one, so a key's final version can be at most the number of writes to it that
 //!   may have happened (acknowledged or unknown). A retry applied again would push it past.
-//!   Acknowledged writes must also report distinct versions.
+//!   Acknowledged writes must also report distinct versions, on keys never deleted (a delete
+//!   starts a key's versions again at 1).
 //! - [`availability`]: the share of operations that succeeded, overall and in each window
 //!   between two faults, so a reader sees what each fault cost.
 
@@ -23,7 +24,8 @@ fn version(op: &Op) -> Option<u64> {
 pub fn applied_once(history: &[Op]) -> Verdict {
     let checker = "applied_once".to_string();
     let mut possible: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut acknowledged: BTreeMap<&str, BTreeMap<u64, i64>> = BTreeMap::new();
+    let mut acknowledged: BTreeMap<&str, Vec<(u64, i64)>> = BTreeMap::new();
+    let mut deleted: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     let mut final_version: BTreeMap<&str, u64> = BTreeMap::new();
     let mut evidence = Vec::new();
     for op in history {
@@ -34,17 +36,31 @@ pub fn applied_once(history: &[Op]) -> Verdict {
             ("write", OpType::Ok) => {
                 *possible.entry(key).or_default() += 1;
                 if let Some(v) = version(op) {
-                    let value = op.value.as_i64().unwrap_or_default();
-                    if let Some(other) = acknowledged.entry(key).or_default().insert(v, value) {
-                        evidence.push(format!("key {key:?}: writes of {other} and {value} both acknowledged as version {v}"));
-                    }
+                    acknowledged
+                        .entry(key)
+                        .or_default()
+                        .push((v, op.value.as_i64().unwrap_or_default()));
                 }
             }
             ("write", OpType::Info) => *possible.entry(key).or_default() += 1,
+            ("delete", _) => {
+                deleted.insert(key);
+            }
             ("read", OpType::Ok) if op.process >= FINAL_PROCESS => {
                 final_version.insert(key, version(op).unwrap_or(0));
             }
             _ => {}
+        }
+    }
+    // A delete starts a key's versions again, so only never-deleted keys must have distinct ones.
+    for (key, writes) in acknowledged.iter().filter(|(k, _)| !deleted.contains(*k)) {
+        let mut by_version: BTreeMap<u64, i64> = BTreeMap::new();
+        for (v, value) in writes {
+            if let Some(other) = by_version.insert(*v, *value) {
+                evidence.push(format!(
+                    "key {key:?}: writes of {other} and {value} both acknowledged as version {v}"
+                ));
+            }
         }
     }
     for (key, v) in &final_version {
@@ -184,6 +200,23 @@ mod tests {
             verdict.evidence[0].contains("final version 2"),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn versions_restart_after_a_delete_without_a_false_alarm() {
+        let mut delete = op(1, 2, OpType::Ok, "delete", 0, None);
+        delete.value = json!(null);
+        let history = vec![
+            op(0, 1, OpType::Ok, "write", 1, Some(1)),
+            delete,
+            op(2, 1, OpType::Ok, "write", 2, Some(1)),
+            op(3, FINAL_PROCESS, OpType::Ok, "read", 2, Some(1)),
+        ];
+        assert!(applied_once(&history).valid);
+        // Without the delete, two writes acknowledged as version 1 are a real problem.
+        let mut without = history.clone();
+        without.remove(1);
+        assert!(!applied_once(&without).valid);
     }
 
     #[test]
