@@ -51,6 +51,24 @@ pub struct Op {
     pub meta: Option<serde_json::Value>,
 }
 
+/// Processes at or above this number are the runner's final reads, not the workload.
+pub const FINAL_PROCESS: u64 = 1_000_000;
+
+/// The workload's completed operations (final reads left out), in completion order, each with
+/// the time it was invoked: what latency and throughput figures are made of.
+pub fn completions(history: &[Op]) -> Vec<(f64, &Op)> {
+    let mut invoked = std::collections::HashMap::new();
+    let mut done = Vec::new();
+    for op in history.iter().filter(|op| op.process < FINAL_PROCESS) {
+        if op.kind == OpType::Invoke {
+            invoked.insert(op.process, op.time);
+        } else if let Some(start) = invoked.remove(&op.process) {
+            done.push((start, op));
+        }
+    }
+    done
+}
+
 /// A history being recorded: appended to in memory and to `history.jsonl`.
 pub struct Recorder {
     started: Instant,

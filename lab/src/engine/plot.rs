@@ -7,9 +7,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::check::kv::FINAL_PROCESS;
 use super::events::{Event, EventKind};
-use super::history::{Op, OpType};
+use super::history::{Op, OpType, completions};
 
 const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 620;
@@ -23,20 +22,14 @@ struct Point {
 }
 
 fn points(history: &[Op]) -> Vec<Point> {
-    let mut invoked = std::collections::HashMap::new();
-    let mut points = Vec::new();
-    for op in history.iter().filter(|op| op.process < FINAL_PROCESS) {
-        if op.kind == OpType::Invoke {
-            invoked.insert(op.process, op.time);
-        } else if let Some(start) = invoked.remove(&op.process) {
-            points.push(Point {
-                t: op.time,
-                ms: (op.time - start) * 1000.0,
-                kind: op.kind,
-            });
-        }
-    }
-    points
+    completions(history)
+        .into_iter()
+        .map(|(start, op)| Point {
+            t: op.time,
+            ms: (op.time - start) * 1000.0,
+            kind: op.kind,
+        })
+        .collect()
 }
 
 /// Draws the graph into `path`.

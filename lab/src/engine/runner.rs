@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use super::check::{self, Verdict};
 use super::events::{Event, EventKind};
-use super::history::{Op, OpType, Recorder};
-use super::model::{ClusterModel, Health, spawn_poller};
+use super::history::{Op, OpType, Recorder, completions};
+use super::model::{ClusterModel, Health, NodeView, spawn_poller};
 use super::predicate::StatusPredicate;
 use super::scenario::{
     CheckSpec, Condition, LoadStep, LoadSwitch, Selector, Step, Validated, WaitStep,
@@ -242,8 +242,15 @@ async fn drive(
             ProcessState::Running => {}
         }
     }
-    wait_all_up(supervisor, Duration::from_secs(30)).await?;
-    if let Some(spec) = &spec.or(scenario.workload.clone()) {
+    wait_until(
+        supervisor,
+        model,
+        Until::AllUp,
+        Duration::from_secs(30),
+        "all_up (recovery)",
+    )
+    .await?;
+    if let Some(spec) = &spec {
         workload::final_reads(spec, target, &recorder, Duration::from_secs(20)).await?;
     }
     Ok(())
@@ -290,127 +297,106 @@ async fn apply(
     Ok(())
 }
 
+/// What a `wait` step waits for.
+enum Until {
+    AllUp,
+    Leader,
+    Status(StatusPredicate, Vec<String>),
+}
+
 /// Waits until the `wait` step's condition holds, or fails after its timeout.
 async fn wait(
     supervisor: &Supervisor,
-    mut model: watch::Receiver<ClusterModel>,
+    model: watch::Receiver<ClusterModel>,
     step: &WaitStep,
 ) -> anyhow::Result<()> {
-    let timeout = step.timeout();
-    let (predicate, on) = match step {
+    let until = match step {
         WaitStep::Condition(Condition::AllUp)
         | WaitStep::Full {
             until: Condition::AllUp,
             ..
-        } => {
-            return wait_all_up(supervisor, timeout).await;
-        }
+        } => Until::AllUp,
         WaitStep::Condition(Condition::Leader)
         | WaitStep::Full {
             until: Condition::Leader,
             ..
-        } => (None, Vec::new()),
+        } => Until::Leader,
         WaitStep::Status { status, on, .. } => {
             let predicate = StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
             let all = Selector::One("all".into());
-            (
-                Some(predicate),
+            Until::Status(
+                predicate,
                 resolve(supervisor, on.as_ref().unwrap_or(&all)).await,
             )
         }
     };
-    let holds = |m: &ClusterModel| match &predicate {
-        Some(predicate) => on.iter().all(|id| {
-            m.nodes.iter().any(|n| {
-                n.node.id == *id
-                    && n.health == Health::Responsive
-                    && predicate.holds(&serde_json::json!({"role": n.role, "detail": n.detail}))
-            })
-        }),
-        None => m
-            .nodes
-            .iter()
-            .any(|n| n.health == Health::Responsive && n.role.as_deref() == Some("leader")),
-    };
-    let reached = tokio::time::timeout(timeout, async {
-        while !holds(&model.borrow_and_update()) {
-            if model.changed().await.is_err() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    anyhow::ensure!(
-        reached == Ok(true),
-        "wait {}: not true after {}",
-        step.describe(),
-        distlab_runtime::duration::format(timeout)
-    );
-    Ok(())
+    wait_until(supervisor, model, until, step.timeout(), &step.describe()).await
 }
 
-/// Every node's process runs and answers `/healthz`.
-async fn wait_all_up(supervisor: &Supervisor, timeout: Duration) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()?;
+/// Waits, on the cluster model, until `until` holds. A node counts only through a view of its
+/// *current* process (same pid as the supervisor reports now) that answered `/status`, so a
+/// snapshot taken before a kill or a restart can never satisfy a wait that follows it.
+async fn wait_until(
+    supervisor: &Supervisor,
+    mut model: watch::Receiver<ClusterModel>,
+    until: Until,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let nodes = supervisor.nodes().await;
-        let mut up = 0;
-        for node in &nodes {
-            if node.state == ProcessState::Running
-                && let Some(admin) = node.admin
-                && http
-                    .get(format!("http://{admin}/healthz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            {
-                up += 1;
-            }
-        }
-        if up == nodes.len() {
+        let current = supervisor.nodes().await;
+        let snapshot = model.borrow_and_update().clone();
+        let up: Vec<&NodeView> = current
+            .iter()
+            .filter(|node| node.state == ProcessState::Running)
+            .filter_map(|node| {
+                snapshot.nodes.iter().find(|view| {
+                    view.node.id == node.id
+                        && view.node.pid == node.pid
+                        && view.health == Health::Responsive
+                })
+            })
+            .collect();
+        let holds = match &until {
+            Until::AllUp => up.len() == current.len(),
+            Until::Leader => up.iter().any(|view| view.role.as_deref() == Some("leader")),
+            Until::Status(predicate, on) => on.iter().all(|id| {
+                up.iter().any(|view| {
+                    view.node.id == *id
+                        && predicate
+                            .holds(&serde_json::json!({"role": view.role, "detail": view.detail}))
+                })
+            }),
+        };
+        if holds {
             return Ok(());
         }
+        let changed = tokio::time::timeout_at(deadline, model.changed()).await;
         anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "wait all_up: {up} of {} nodes up after {}",
-            nodes.len(),
-            distlab_runtime::duration::format(timeout)
+            matches!(changed, Ok(Ok(()))),
+            "wait {what}: not true after {} ({} of {} nodes up)",
+            distlab_runtime::duration::format(timeout),
+            up.len(),
+            current.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Counts and latencies of the workload's operations (final reads excluded).
 fn measure(history: &[Op]) -> (OpCounts, Latency) {
     let mut counts = OpCounts::default();
-    let mut invoked: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
     let mut micros =
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
-    for op in history
-        .iter()
-        .filter(|op| op.process < check::kv::FINAL_PROCESS)
-    {
+    for (start, op) in completions(history) {
+        counts.total += 1;
         match op.kind {
-            OpType::Invoke => {
-                invoked.insert(op.process, op.time);
+            OpType::Ok => {
+                counts.ok += 1;
+                micros.saturating_record(((op.time - start) * 1e6) as u64);
             }
-            kind => {
-                counts.total += 1;
-                match kind {
-                    OpType::Ok => counts.ok += 1,
-                    OpType::Fail => counts.fail += 1,
-                    _ => counts.info += 1,
-                }
-                if kind == OpType::Ok
-                    && let Some(start) = invoked.remove(&op.process)
-                {
-                    micros.saturating_record(((op.time - start) * 1e6) as u64);
-                }
-            }
+            OpType::Fail => counts.fail += 1,
+            _ => counts.info += 1,
         }
     }
     let ms = |q: f64| micros.value_at_quantile(q) as f64 / 1000.0;

@@ -23,8 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use super::check::kv::FINAL_PROCESS;
-use super::history::{OpType, Recorder};
+use super::history::{FINAL_PROCESS, OpType, Recorder};
 
 /// The workload section of a scenario.
 #[derive(Debug, Clone, Deserialize)]

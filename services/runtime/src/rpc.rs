@@ -80,8 +80,8 @@ impl RpcMetrics {
         metrics
     }
 
-    fn observe(&self, method: &str, code: &'static str, started: Instant) {
-        let method = method.to_string();
+    /// Takes the method name the request already allocated (one clone for the second label set).
+    fn observe(&self, method: String, code: &'static str, started: Instant) {
         self.duration
             .get_or_create(&MethodLabels {
                 method: method.clone(),
@@ -188,13 +188,14 @@ struct Observation {
 impl Observation {
     fn finish(&mut self, code: &'static str) {
         self.finished = true;
-        self.metrics.observe(&self.method, code, self.started);
         tracing::debug!(
             method = %self.method,
             code,
             micros = self.started.elapsed().as_micros() as u64,
             "rpc finished"
         );
+        self.metrics
+            .observe(std::mem::take(&mut self.method), code, self.started);
     }
 }
 
@@ -202,7 +203,7 @@ impl Drop for Observation {
     fn drop(&mut self) {
         if !self.finished {
             self.metrics
-                .observe(&self.method, "CANCELLED", self.started);
+                .observe(std::mem::take(&mut self.method), "CANCELLED", self.started);
         }
         self.metrics.in_flight.dec();
     }

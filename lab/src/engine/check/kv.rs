@@ -14,8 +14,7 @@ use super::Verdict;
 use crate::engine::events::{Event, EventKind};
 use crate::engine::history::{Op, OpType};
 
-/// Processes at or above this number are the runner's final reads, not the workload.
-pub const FINAL_PROCESS: u64 = 1_000_000;
+pub use crate::engine::history::FINAL_PROCESS;
 
 fn version(op: &Op) -> Option<u64> {
     op.meta.as_ref()?.get("version")?.as_u64()

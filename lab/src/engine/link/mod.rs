@@ -123,6 +123,27 @@ impl Drop for ProxyHandle {
     }
 }
 
+/// A link proxy of some transport: its handle (address, target, stop switch; reached through
+/// `Deref`) and its transport's counters. `TcpLinkProxy` and `UdpLinkProxy` are the two kinds.
+pub struct LinkProxy<Stats> {
+    handle: ProxyHandle,
+    stats: std::sync::Arc<Stats>,
+}
+
+impl<Stats> LinkProxy<Stats> {
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl<Stats> std::ops::Deref for LinkProxy<Stats> {
+    type Target = ProxyHandle;
+
+    fn deref(&self) -> &ProxyHandle {
+        &self.handle
+    }
+}
+
 /// The faults of every directed link, each behind a watch channel.
 #[derive(Default)]
 pub struct Links {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Cut, LinkFaults, TCP_RETRANSMIT_STALL};
-use super::{Dice, LinkId, Links, ProxyHandle};
+use super::{Dice, LinkId, LinkProxy, Links, ProxyHandle};
 
 /// Bytes read per chunk.
 const CHUNK: usize = 64 * 1024;
@@ -41,10 +41,8 @@ pub struct ProxyStats {
 }
 
 /// A TCP proxy for one directed link. Dropping it closes its listener and every connection.
-pub struct TcpLinkProxy {
-    handle: ProxyHandle,
-    stats: Arc<ProxyStats>,
-}
+/// A proxy for one directed link; dropping it stops it.
+pub type TcpLinkProxy = LinkProxy<ProxyStats>;
 
 impl TcpLinkProxy {
     pub async fn bind(link: LinkId, links: Arc<Links>, seed: u64) -> std::io::Result<Self> {
@@ -62,19 +60,6 @@ impl TcpLinkProxy {
             seed,
         ));
         Ok(Self { handle, stats })
-    }
-
-    pub fn stats(&self) -> &ProxyStats {
-        &self.stats
-    }
-}
-
-/// The handle's `local_addr`, `link` and `set_target`.
-impl std::ops::Deref for TcpLinkProxy {
-    type Target = ProxyHandle;
-
-    fn deref(&self) -> &ProxyHandle {
-        &self.handle
     }
 }
 

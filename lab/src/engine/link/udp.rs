@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::LinkFaults;
-use super::{Dice, LinkId, Links, ProxyHandle};
+use super::{Dice, LinkId, LinkProxy, Links, ProxyHandle};
 
 /// How long a reordered datagram is held back when the link has no longer delay.
 pub const REORDER_HOLD: Duration = Duration::from_millis(5);
@@ -35,10 +35,8 @@ pub struct UdpStats {
     pub duplicated: AtomicU64,
 }
 
-pub struct UdpLinkProxy {
-    handle: ProxyHandle,
-    stats: Arc<UdpStats>,
-}
+/// A proxy for one directed link; dropping it stops it.
+pub type UdpLinkProxy = LinkProxy<UdpStats>;
 
 impl UdpLinkProxy {
     pub async fn bind(link: LinkId, links: Arc<Links>, seed: u64) -> std::io::Result<Self> {
@@ -56,19 +54,6 @@ impl UdpLinkProxy {
             seed,
         ));
         Ok(Self { handle, stats })
-    }
-
-    pub fn stats(&self) -> &UdpStats {
-        &self.stats
-    }
-}
-
-/// The handle's `local_addr`, `link` and `set_target`.
-impl std::ops::Deref for UdpLinkProxy {
-    type Target = ProxyHandle;
-
-    fn deref(&self) -> &ProxyHandle {
-        &self.handle
     }
 }
 
