@@ -140,7 +140,7 @@ pub enum WaitStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
-    /// Every node's process runs and answers `/healthz`.
+    /// Every node's current process runs and answers `/status`.
     AllUp,
     /// Some responsive node reports the role `leader`.
     Leader,
