@@ -23,6 +23,7 @@ pub mod project;
 pub mod rundir;
 pub mod runner;
 pub mod scenario;
+pub mod session;
 pub mod supervisor;
 pub mod workload;
 

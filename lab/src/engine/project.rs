@@ -30,6 +30,13 @@ pub enum PeerLinks {
     Tcp,
 }
 
+/// The workload a project's clusters are loaded with (see [`super::workload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// Reads, writes and deletes of integer registers over the kv API (Project 0).
+    KvRegisters,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Project {
     /// `proj0`...
@@ -42,6 +49,7 @@ pub struct Project {
     pub peer_links: PeerLinks,
     /// Service flags added to every node's command line.
     pub node_flags: &'static [&'static str],
+    pub workload: WorkloadKind,
     /// Runs one node: `lab node <service> ARGS...` calls it with the usage name and ARGS.
     pub node_main: fn(&str, Vec<std::ffi::OsString>) -> std::process::ExitCode,
 }
@@ -58,6 +66,7 @@ pub const PROJECTS: &[Project] = &[Project {
     default_nodes: 1,
     peer_links: PeerLinks::None,
     node_flags: &["--store", "sled"],
+    workload: WorkloadKind::KvRegisters,
     node_main: distlab_kv::node::main,
 }];
 

@@ -7,8 +7,6 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -16,14 +14,9 @@ use tokio::sync::watch;
 
 use super::check::{self, Verdict};
 use super::events::{Event, EventKind};
-use super::history::{Op, OpType, Recorder, completions};
-use super::model::{ClusterModel, Health, NodeView, spawn_poller};
-use super::predicate::StatusPredicate;
-use super::scenario::{
-    CheckSpec, Condition, LoadStep, LoadSwitch, Selector, Step, Validated, WaitStep,
-};
-use super::supervisor::{ProcessFault, ProcessState, Supervisor};
-use super::workload::{self, Workload, WorkloadSpec};
+use super::history::{Op, OpType, completions};
+use super::scenario::{CheckSpec, Validated};
+use super::session::Session;
 
 /// What the run measured and concluded; written to `report.json`.
 #[derive(Debug, Serialize)]
@@ -57,6 +50,21 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// Where a scenario being played is: the console shows it, the headless runner ignores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Carrying out step `index` (0-based).
+    Step(usize),
+    /// After the steps: heal, resume, restart, final reads.
+    Recovery,
+    /// Running the checkers.
+    Checking,
+    /// Finished: whether every check passed.
+    Done { passed: bool },
+    /// The run stopped on an error (a wait that timed out, a node that would not start).
+    Failed(String),
+}
+
 /// Runs `validated`, leaving everything in a fresh run dir under `runs_root`.
 pub async fn run(
     validated: &Validated,
@@ -65,29 +73,62 @@ pub async fn run(
     runs_root: &Path,
     exe: PathBuf,
 ) -> anyhow::Result<Report> {
-    let scenario = &validated.scenario;
-    let seed = seed.or(scenario.seed).unwrap_or(1);
-    let supervisor = Arc::new(
-        Supervisor::new(
-            validated.project,
-            validated.nodes.len(),
-            runs_root,
-            seed,
-            exe,
-        )
-        .await?,
-    );
-    let run_dir = supervisor.run_dir().path().to_path_buf();
-    let _ = std::fs::copy(source, run_dir.join("scenario.yaml"));
-    let timeline = supervisor.timeline().clone();
-    let recorder = Arc::new(Recorder::create(Some(&run_dir.join("history.jsonl")))?);
-
-    let outcome = drive(validated, supervisor.clone(), recorder.clone(), seed).await;
-    let _ = recorder.flush();
-    supervisor.stop_all().await;
+    let seed = seed.or(validated.scenario.seed).unwrap_or(1);
+    let session = Session::start(
+        validated.project,
+        validated.nodes.len(),
+        runs_root,
+        seed,
+        exe,
+    )
+    .await?;
+    let (progress, _) = watch::channel(Progress::Step(0));
+    let outcome = play(&session, validated, source, &progress).await;
+    session.stop().await;
     outcome?;
+    conclude(&session, validated)
+}
 
-    let history = recorder.ops();
+/// Plays the scenario on a started session: its workload, every step in order, then
+/// recovery and the final reads. Reports where it is on `progress`.
+pub async fn play(
+    session: &Session,
+    validated: &Validated,
+    source: &Path,
+    progress: &watch::Sender<Progress>,
+) -> anyhow::Result<()> {
+    let scenario = &validated.scenario;
+    let _ = std::fs::copy(source, session.run_dir().join("scenario.yaml"));
+    let timeline = session.supervisor().timeline();
+    if let Some(spec) = &scenario.workload {
+        session.start_load(spec.clone()).await?;
+    }
+    for (i, step) in scenario.steps.iter().enumerate() {
+        progress.send_replace(Progress::Step(i));
+        timeline.record(
+            EventKind::Note,
+            None,
+            format!("step {}: {}", i + 1, step.describe()),
+        );
+        session
+            .step(step)
+            .await
+            .with_context(|| format!("step {} ({})", i + 1, step.describe()))?;
+    }
+    session.stop_load().await;
+    progress.send_replace(Progress::Recovery);
+    session.recover().await?;
+    session.final_reads().await?;
+    let _ = session.recorder().flush();
+    Ok(())
+}
+
+/// Checks the session's history, draws the latency graph and writes `report.json`.
+pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Report> {
+    let scenario = &validated.scenario;
+    let timeline = session.supervisor().timeline();
+    let run_dir = session.run_dir().to_path_buf();
+    let history = session.recorder().ops();
     let checks: Vec<Verdict> = scenario
         .check
         .iter()
@@ -122,7 +163,7 @@ pub async fn run(
         scenario: scenario.name.clone(),
         description: scenario.description.trim().to_string(),
         project: validated.project.name.to_string(),
-        seed,
+        seed: session.seed(),
         run_dir: run_dir.clone(),
         duration_secs,
         ok_per_sec: ops.ok as f64 / duration_secs.max(1e-9),
@@ -142,245 +183,6 @@ pub async fn run(
     )
     .with_context(|| format!("writing {}", run_dir.join("report.json").display()))?;
     Ok(report)
-}
-
-async fn drive(
-    validated: &Validated,
-    supervisor: Arc<Supervisor>,
-    recorder: Arc<Recorder>,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let scenario = &validated.scenario;
-    supervisor.start_all().await?;
-    // The model `wait` steps read; it polls until this run ends (its receiver is dropped).
-    let model = spawn_poller(supervisor.clone());
-    let supervisor = &*supervisor;
-    let timeline = supervisor.timeline();
-    // Project 0's nodes are independent stores: the workload talks to the first one.
-    let target = supervisor
-        .nodes()
-        .await
-        .first()
-        .map(|n| n.client)
-        .context("no nodes")?;
-    let mut spec = scenario.workload.clone();
-    let mut load = match &spec {
-        Some(spec) => Some(Workload::start_registers(
-            spec,
-            &[target],
-            recorder.clone(),
-            seed,
-        )?),
-        None => None,
-    };
-
-    for (i, step) in scenario.steps.iter().enumerate() {
-        timeline.record(
-            EventKind::Note,
-            None,
-            format!("step {}: {}", i + 1, step.describe()),
-        );
-        match step {
-            Step::Sleep(d) => tokio::time::sleep(d.0).await,
-            Step::Wait(w) => wait(supervisor, model.clone(), w).await?,
-            Step::Kill(s) => apply(supervisor, s, ProcessFault::Kill).await?,
-            Step::Terminate(s) => apply(supervisor, s, ProcessFault::Terminate).await?,
-            Step::Pause(s) => apply(supervisor, s, ProcessFault::Pause).await?,
-            Step::Resume(s) => apply(supervisor, s, ProcessFault::Resume).await?,
-            Step::Restart(s) => apply(supervisor, s, ProcessFault::Restart).await?,
-            Step::Start(s) => apply(supervisor, s, ProcessFault::Start).await?,
-            Step::Partition(shape) => supervisor.partition(shape)?,
-            Step::Heal => supervisor.heal(),
-            Step::Link(spec) => {
-                let (links, faults) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
-                supervisor.link(links, faults)?;
-            }
-            Step::Load(change) => {
-                if let Some(running) = load.take() {
-                    running.stop().await;
-                }
-                let base = spec.clone().unwrap_or_default();
-                let next = match change {
-                    LoadStep::Switch(LoadSwitch::Stop) => None,
-                    LoadStep::Switch(LoadSwitch::Start) => Some(base),
-                    LoadStep::Rate { rate } => Some(WorkloadSpec {
-                        rate: *rate,
-                        ..base
-                    }),
-                };
-                if let Some(next) = next {
-                    load = Some(Workload::start_registers(
-                        &next,
-                        &[target],
-                        recorder.clone(),
-                        seed.wrapping_add(i as u64),
-                    )?);
-                    spec = Some(next);
-                }
-            }
-            Step::Nemesis(nemesis) => super::nemesis::run(supervisor, nemesis).await?,
-            Step::Mark(label) => {
-                timeline.record(EventKind::Note, None, format!("mark: {label}"));
-            }
-        }
-    }
-    if let Some(running) = load.take() {
-        running.stop().await;
-    }
-
-    // Recovery, then the final reads: what survived the faults.
-    timeline.record(
-        EventKind::Note,
-        None,
-        "recovery: heal, resume, start what is down",
-    );
-    supervisor.heal();
-    for node in supervisor.nodes().await {
-        match node.state {
-            ProcessState::Paused => supervisor.resume(&node.id).await?,
-            ProcessState::Down => supervisor.start(&node.id).await?,
-            ProcessState::Running => {}
-        }
-    }
-    wait_until(
-        supervisor,
-        model,
-        Until::AllUp,
-        Duration::from_secs(30),
-        "all_up (recovery)",
-    )
-    .await?;
-    if let Some(spec) = &spec {
-        workload::final_reads(spec, target, &recorder, Duration::from_secs(20)).await?;
-    }
-    Ok(())
-}
-
-/// Resolves a selector to node ids, now (so `down` means down at this moment).
-async fn resolve(supervisor: &Supervisor, selector: &Selector) -> Vec<String> {
-    let names = match selector {
-        Selector::One(x) => vec![x.clone()],
-        Selector::Many(xs) => xs.clone(),
-    };
-    let n = supervisor.ids().len();
-    let mut ids = Vec::new();
-    for name in names {
-        match name.as_str() {
-            "all" => ids.extend(supervisor.ids()),
-            "random" => ids.extend(supervisor.random_nodes(1)),
-            "minority" => ids.extend(supervisor.random_nodes(n / 2)),
-            "majority" => ids.extend(supervisor.random_nodes(n / 2 + 1)),
-            "down" => ids.extend(
-                supervisor
-                    .nodes()
-                    .await
-                    .into_iter()
-                    .filter(|x| x.state == ProcessState::Down)
-                    .map(|x| x.id),
-            ),
-            id => ids.push(id.to_string()),
-        }
-    }
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-async fn apply(
-    supervisor: &Supervisor,
-    selector: &Selector,
-    fault: ProcessFault,
-) -> anyhow::Result<()> {
-    for id in resolve(supervisor, selector).await {
-        supervisor.apply(fault, &id).await?;
-    }
-    Ok(())
-}
-
-/// What a `wait` step waits for.
-enum Until {
-    AllUp,
-    Leader,
-    Status(StatusPredicate, Vec<String>),
-}
-
-/// Waits until the `wait` step's condition holds, or fails after its timeout.
-async fn wait(
-    supervisor: &Supervisor,
-    model: watch::Receiver<ClusterModel>,
-    step: &WaitStep,
-) -> anyhow::Result<()> {
-    let until = match step {
-        WaitStep::Condition(Condition::AllUp)
-        | WaitStep::Full {
-            until: Condition::AllUp,
-            ..
-        } => Until::AllUp,
-        WaitStep::Condition(Condition::Leader)
-        | WaitStep::Full {
-            until: Condition::Leader,
-            ..
-        } => Until::Leader,
-        WaitStep::Status { status, on, .. } => {
-            let predicate = StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
-            let all = Selector::One("all".into());
-            Until::Status(
-                predicate,
-                resolve(supervisor, on.as_ref().unwrap_or(&all)).await,
-            )
-        }
-    };
-    wait_until(supervisor, model, until, step.timeout(), &step.describe()).await
-}
-
-/// Waits, on the cluster model, until `until` holds. A node counts only through a view of its
-/// *current* process (same pid as the supervisor reports now) that answered `/status`, so a
-/// snapshot taken before a kill or a restart can never satisfy a wait that follows it.
-async fn wait_until(
-    supervisor: &Supervisor,
-    mut model: watch::Receiver<ClusterModel>,
-    until: Until,
-    timeout: Duration,
-    what: &str,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let current = supervisor.nodes().await;
-        let snapshot = model.borrow_and_update().clone();
-        let up: Vec<&NodeView> = current
-            .iter()
-            .filter(|node| node.state == ProcessState::Running)
-            .filter_map(|node| {
-                snapshot.nodes.iter().find(|view| {
-                    view.node.id == node.id
-                        && view.node.pid == node.pid
-                        && view.health == Health::Responsive
-                })
-            })
-            .collect();
-        let holds = match &until {
-            Until::AllUp => up.len() == current.len(),
-            Until::Leader => up.iter().any(|view| view.role.as_deref() == Some("leader")),
-            Until::Status(predicate, on) => on.iter().all(|id| {
-                up.iter().any(|view| {
-                    view.node.id == *id
-                        && predicate
-                            .holds(&serde_json::json!({"role": view.role, "detail": view.detail}))
-                })
-            }),
-        };
-        if holds {
-            return Ok(());
-        }
-        let changed = tokio::time::timeout_at(deadline, model.changed()).await;
-        anyhow::ensure!(
-            matches!(changed, Ok(Ok(()))),
-            "wait {what}: not true after {} ({} of {} nodes up)",
-            distlab_runtime::duration::format(timeout),
-            up.len(),
-            current.len()
-        );
-    }
 }
 
 /// Counts and latencies of the workload's operations (final reads excluded).

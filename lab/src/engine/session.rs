@@ -1,0 +1,362 @@
+//! A live session: a started cluster, its cluster model, its workload and its history, and
+//! the one place where a scenario step is carried out. `lab scenario` plays a file's steps
+//! through it; the console sends it the steps its keys and its command palette make, so a key
+//! press and a YAML step do exactly the same thing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::events::EventKind;
+use super::history::Recorder;
+use super::model::{ClusterModel, Health, NodeView, spawn_poller};
+use super::predicate::StatusPredicate;
+use super::project::{Project, WorkloadKind};
+use super::scenario::{Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
+use super::supervisor::{ProcessFault, ProcessState, Supervisor};
+use super::workload::{self, LoadStats, Target, Workload, WorkloadSpec};
+
+/// Whether the workload runs, and how fast; readable at any time without waiting.
+#[derive(Debug, Clone)]
+pub struct LoadInfo {
+    pub running: bool,
+    /// The spec the workload runs (or would run when started again).
+    pub spec: Option<WorkloadSpec>,
+}
+
+pub struct Session {
+    supervisor: Arc<Supervisor>,
+    model: watch::Receiver<ClusterModel>,
+    recorder: Arc<Recorder>,
+    stats: Arc<LoadStats>,
+    seed: u64,
+    load: tokio::sync::Mutex<Option<Workload>>,
+    /// What [`Session::load_info`] reports.
+    load_info: Mutex<LoadInfo>,
+    /// How many times a workload was started (each start gets its own seed).
+    starts: Mutex<u64>,
+}
+
+impl Session {
+    /// Plans the cluster, creates its run dir, starts every node and the status poller.
+    /// `exe` is the program that runs `node <service> ...` (the lab itself).
+    pub async fn start(
+        project: &'static Project,
+        nodes: usize,
+        runs_root: &Path,
+        seed: u64,
+        exe: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let supervisor = Arc::new(Supervisor::new(project, nodes, runs_root, seed, exe).await?);
+        let recorder = Arc::new(Recorder::create(Some(
+            &supervisor.run_dir().file("history.jsonl"),
+        ))?);
+        supervisor.start_all().await?;
+        let model = spawn_poller(supervisor.clone());
+        Ok(Self {
+            supervisor,
+            model,
+            recorder,
+            stats: Arc::new(LoadStats::default()),
+            seed,
+            load: tokio::sync::Mutex::new(None),
+            load_info: Mutex::new(LoadInfo {
+                running: false,
+                spec: None,
+            }),
+            starts: Mutex::new(0),
+        })
+    }
+
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
+    /// The cluster model stream (a fresh receiver).
+    pub fn model(&self) -> watch::Receiver<ClusterModel> {
+        self.model.clone()
+    }
+
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    pub fn stats(&self) -> &Arc<LoadStats> {
+        &self.stats
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.supervisor.run_dir().path()
+    }
+
+    pub fn load_info(&self) -> LoadInfo {
+        self.load_info.lock().unwrap().clone()
+    }
+
+    /// Where the workload's clients reach every node (the client link proxies).
+    async fn targets(&self) -> Vec<Target> {
+        self.supervisor
+            .nodes()
+            .await
+            .into_iter()
+            .map(|n| Target {
+                node: n.id,
+                addr: n.client,
+            })
+            .collect()
+    }
+
+    /// Starts the project's workload with `spec`, replacing the one that runs.
+    pub async fn start_load(&self, spec: WorkloadSpec) -> anyhow::Result<()> {
+        let mut load = self.load.lock().await;
+        if let Some(running) = load.take() {
+            running.stop().await;
+        }
+        let seed = {
+            let mut starts = self.starts.lock().unwrap();
+            *starts += 1;
+            self.seed.wrapping_add(*starts * 1000)
+        };
+        let targets = self.targets().await;
+        let started = match self.supervisor.project().workload {
+            WorkloadKind::KvRegisters => Workload::start_registers(
+                &spec,
+                &targets,
+                self.recorder.clone(),
+                self.stats.clone(),
+                seed,
+            )?,
+        };
+        *load = Some(started);
+        *self.load_info.lock().unwrap() = LoadInfo {
+            running: true,
+            spec: Some(spec),
+        };
+        Ok(())
+    }
+
+    /// Stops the workload (its clients finish their current operation).
+    pub async fn stop_load(&self) {
+        if let Some(running) = self.load.lock().await.take() {
+            running.stop().await;
+        }
+        self.load_info.lock().unwrap().running = false;
+    }
+
+    /// Carries out one scenario step (a palette command is one too).
+    pub async fn step(&self, step: &Step) -> anyhow::Result<()> {
+        let supervisor = &*self.supervisor;
+        match step {
+            Step::Sleep(d) => tokio::time::sleep(d.0).await,
+            Step::Wait(w) => self.wait(w).await?,
+            Step::Kill(s) => self.apply(s, ProcessFault::Kill).await?,
+            Step::Terminate(s) => self.apply(s, ProcessFault::Terminate).await?,
+            Step::Pause(s) => self.apply(s, ProcessFault::Pause).await?,
+            Step::Resume(s) => self.apply(s, ProcessFault::Resume).await?,
+            Step::Restart(s) => self.apply(s, ProcessFault::Restart).await?,
+            Step::Start(s) => self.apply(s, ProcessFault::Start).await?,
+            Step::Partition(shape) => supervisor.partition(shape)?,
+            Step::Heal => supervisor.heal(),
+            Step::Link(spec) => {
+                let (links, faults) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
+                supervisor.link(links, faults)?;
+            }
+            Step::Load(change) => {
+                let base = self.load_info().spec.unwrap_or_default();
+                match change {
+                    LoadStep::Switch(LoadSwitch::Stop) => self.stop_load().await,
+                    LoadStep::Switch(LoadSwitch::Start) => self.start_load(base).await?,
+                    LoadStep::Rate { rate } => {
+                        let spec = WorkloadSpec {
+                            rate: *rate,
+                            ..base
+                        };
+                        self.start_load(spec).await?;
+                    }
+                }
+                let info = self.load_info();
+                let rate = info.spec.map_or(0.0, |s| s.rate);
+                supervisor.timeline().record(
+                    EventKind::Note,
+                    None,
+                    if info.running {
+                        format!("load: {rate} ops/s")
+                    } else {
+                        "load: stopped".to_string()
+                    },
+                );
+            }
+            Step::Nemesis(nemesis) => super::nemesis::run(supervisor, nemesis).await?,
+            Step::Mark(label) => {
+                supervisor
+                    .timeline()
+                    .record(EventKind::Note, None, format!("mark: {label}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the faults: heal every link, resume paused nodes, start the ones that are down,
+    /// and wait until all of them answer.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let supervisor = &*self.supervisor;
+        supervisor.timeline().record(
+            EventKind::Note,
+            None,
+            "recovery: heal, resume, start what is down",
+        );
+        supervisor.heal();
+        for node in supervisor.nodes().await {
+            match node.state {
+                ProcessState::Paused => supervisor.resume(&node.id).await?,
+                ProcessState::Down => supervisor.start(&node.id).await?,
+                ProcessState::Running => {}
+            }
+        }
+        self.wait_until(Until::AllUp, Duration::from_secs(30), "all_up (recovery)")
+            .await
+    }
+
+    /// Reads every key of the workload once more (if a workload ran): what survived.
+    pub async fn final_reads(&self) -> anyhow::Result<()> {
+        let Some(spec) = self.load_info().spec else {
+            return Ok(());
+        };
+        let targets = self.targets().await;
+        match self.supervisor.project().workload {
+            WorkloadKind::KvRegisters => {
+                workload::final_reads(&spec, &targets, &self.recorder, Duration::from_secs(20))
+                    .await
+            }
+        }
+    }
+
+    /// Stops the workload and every node; flushes the history.
+    pub async fn stop(&self) {
+        self.stop_load().await;
+        let _ = self.recorder.flush();
+        self.supervisor.stop_all().await;
+    }
+
+    /// Resolves a selector to node ids, now (so `down` means down at this moment).
+    pub async fn resolve(&self, selector: &Selector) -> Vec<String> {
+        let supervisor = &*self.supervisor;
+        let names = match selector {
+            Selector::One(x) => vec![x.clone()],
+            Selector::Many(xs) => xs.clone(),
+        };
+        let n = supervisor.ids().len();
+        let mut ids = Vec::new();
+        for name in names {
+            match name.as_str() {
+                "all" => ids.extend(supervisor.ids()),
+                "random" => ids.extend(supervisor.random_nodes(1)),
+                "minority" => ids.extend(supervisor.random_nodes(n / 2)),
+                "majority" => ids.extend(supervisor.random_nodes(n / 2 + 1)),
+                "down" => ids.extend(
+                    supervisor
+                        .nodes()
+                        .await
+                        .into_iter()
+                        .filter(|x| x.state == ProcessState::Down)
+                        .map(|x| x.id),
+                ),
+                id => ids.push(id.to_string()),
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    async fn apply(&self, selector: &Selector, fault: ProcessFault) -> anyhow::Result<()> {
+        for id in self.resolve(selector).await {
+            self.supervisor.apply(fault, &id).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the `wait` step's condition holds, or fails after its timeout.
+    async fn wait(&self, step: &WaitStep) -> anyhow::Result<()> {
+        let until = match step {
+            WaitStep::Condition(Condition::AllUp)
+            | WaitStep::Full {
+                until: Condition::AllUp,
+                ..
+            } => Until::AllUp,
+            WaitStep::Condition(Condition::Leader)
+            | WaitStep::Full {
+                until: Condition::Leader,
+                ..
+            } => Until::Leader,
+            WaitStep::Status { status, on, .. } => {
+                let predicate =
+                    StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
+                let all = Selector::One("all".into());
+                Until::Status(predicate, self.resolve(on.as_ref().unwrap_or(&all)).await)
+            }
+        };
+        self.wait_until(until, step.timeout(), &step.describe())
+            .await
+    }
+
+    /// Waits, on the cluster model, until `until` holds. A node counts only through a view of
+    /// its *current* process (same pid as the supervisor reports now) that answered
+    /// `/status`, so a snapshot taken before a kill or a restart can never satisfy a wait that
+    /// follows it.
+    async fn wait_until(&self, until: Until, timeout: Duration, what: &str) -> anyhow::Result<()> {
+        let mut model = self.model.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = self.supervisor.nodes().await;
+            let snapshot = model.borrow_and_update().clone();
+            let up: Vec<&NodeView> = current
+                .iter()
+                .filter(|node| node.state == ProcessState::Running)
+                .filter_map(|node| {
+                    snapshot.nodes.iter().find(|view| {
+                        view.node.id == node.id
+                            && view.node.pid == node.pid
+                            && view.health == Health::Responsive
+                    })
+                })
+                .collect();
+            let holds = match &until {
+                Until::AllUp => up.len() == current.len(),
+                Until::Leader => up.iter().any(|view| view.role.as_deref() == Some("leader")),
+                Until::Status(predicate, on) => on.iter().all(|id| {
+                    up.iter().any(|view| {
+                        view.node.id == *id
+                            && predicate.holds(
+                                &serde_json::json!({"role": view.role, "detail": view.detail}),
+                            )
+                    })
+                }),
+            };
+            if holds {
+                return Ok(());
+            }
+            let changed = tokio::time::timeout_at(deadline, model.changed()).await;
+            anyhow::ensure!(
+                matches!(changed, Ok(Ok(()))),
+                "wait {what}: not true after {} ({} of {} nodes up)",
+                distlab_runtime::duration::format(timeout),
+                up.len(),
+                current.len()
+            );
+        }
+    }
+}
+
+/// What a `wait` step waits for.
+enum Until {
+    AllUp,
+    Leader,
+    Status(StatusPredicate, Vec<String>),
+}
