@@ -8,9 +8,20 @@ use anyhow::Context;
 
 use crate::engine::{runner, scenario};
 
-pub fn run(file: PathBuf, seed: Option<u64>, runs_dir: PathBuf, json: bool) -> ExitCode {
+/// `lab scenario`'s arguments.
+#[derive(Debug, Clone)]
+pub struct ScenarioArgs {
+    pub file: PathBuf,
+    pub seed: Option<u64>,
+    pub runs_dir: PathBuf,
+    pub json: bool,
+    /// Draw the console into this asciicast, at this size.
+    pub record: Option<(PathBuf, (u16, u16))>,
+}
+
+pub fn run(args: ScenarioArgs) -> ExitCode {
     // Validate the whole file before starting anything.
-    let validated = match scenario::load(&file) {
+    let validated = match scenario::load(&args.file) {
         Ok(validated) => validated,
         Err(e) => {
             eprintln!("error: {e}");
@@ -18,9 +29,24 @@ pub fn run(file: PathBuf, seed: Option<u64>, runs_dir: PathBuf, json: bool) -> E
         }
     };
     distlab_runtime::node::run_cli("lab", "warn", || async move {
-        let exe = std::env::current_exe().context("finding the lab executable")?;
-        let report = runner::run(&validated, &file, seed, &runs_dir, exe).await?;
-        if json {
+        let report = match &args.record {
+            None => {
+                let exe = std::env::current_exe().context("finding the lab executable")?;
+                runner::run(&validated, &args.file, args.seed, &args.runs_dir, exe).await?
+            }
+            Some((cast, size)) => {
+                crate::console::record_scenario(
+                    &validated,
+                    &args.file,
+                    args.seed,
+                    &args.runs_dir,
+                    cast,
+                    *size,
+                )
+                .await?
+            }
+        };
+        if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", runner::summary(&report));

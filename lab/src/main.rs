@@ -32,6 +32,27 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Open the console on a new cluster of PROJ: live views, keys that inject faults, the
+    /// command palette (`:`). `?` lists the keys; `q` quits and stops the cluster.
+    Run {
+        /// The project: proj0...
+        project: String,
+        /// Nodes in the cluster [default: the project's own, at least 3; a scenario's own]
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Play this scenario live (its project must be PROJ); the cluster stays up after.
+        #[arg(long)]
+        scenario: Option<std::path::PathBuf>,
+        /// Seed for every random choice [default: the scenario's, or 1]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Record what the console draws into this asciicast v2 file.
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// Where run directories go.
+        #[arg(long, default_value = "runs")]
+        runs_dir: std::path::PathBuf,
+    },
     /// List the projects, their roles and default sizes.
     List,
     /// Start a project's cluster headless and keep it up until Ctrl-C: every node's addresses
@@ -63,6 +84,12 @@ enum Command {
         /// Print the report as JSON instead of the summary.
         #[arg(long)]
         json: bool,
+        /// Also draw the console, with no terminal attached, into this asciicast v2 file.
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// The recorded console's size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "120x36", value_parser = parse_size)]
+        size: (u16, u16),
     },
     /// Run a checker again on a saved run's history (RUN_DIR/history.jsonl, or a file).
     /// Exit 0 if valid, 1 if not, 2 for bad input.
@@ -96,6 +123,23 @@ enum ProjectBench {
     Checker(lab::engine::check::bench::CheckerBenchArgs),
 }
 
+/// `120x36` -> (120, 36); the console needs at least 80x24.
+fn parse_size(text: &str) -> Result<(u16, u16), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text:?}: expected WIDTHxHEIGHT, e.g. 120x36"))?;
+    let w: u16 = w.parse().map_err(|_| format!("{w:?} is not a width"))?;
+    let h: u16 = h.parse().map_err(|_| format!("{h:?} is not a height"))?;
+    if w < lab::console::ui::MIN_WIDTH || h < lab::console::ui::MIN_HEIGHT {
+        return Err(format!(
+            "{w}x{h} is smaller than the console's minimum, {}x{}",
+            lab::console::ui::MIN_WIDTH,
+            lab::console::ui::MIN_HEIGHT
+        ));
+    }
+    Ok((w, h))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::List => {
@@ -112,12 +156,35 @@ fn main() -> ExitCode {
             lab::headless::list_scenarios();
             ExitCode::SUCCESS
         }
+        Command::Run {
+            project,
+            nodes,
+            scenario,
+            seed,
+            record,
+            runs_dir,
+        } => lab::console::run(lab::console::RunArgs {
+            project,
+            nodes,
+            scenario,
+            seed,
+            record,
+            runs_dir,
+        }),
         Command::Scenario {
             file,
             seed,
             runs_dir,
             json,
-        } => lab::headless::run(file, seed, runs_dir, json),
+            record,
+            size,
+        } => lab::headless::run(lab::headless::ScenarioArgs {
+            file,
+            seed,
+            runs_dir,
+            json,
+            record: record.map(|path| (path, size)),
+        }),
         Command::Check {
             run,
             checker: CheckerName::Linearizable,

@@ -43,6 +43,8 @@ pub struct NodeView {
     pub detail: serde_json::Value,
     /// Seconds since role and detail were fresh.
     pub status_age_secs: Option<f64>,
+    /// The node's uptime as of its last answer.
+    pub uptime_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +53,14 @@ pub struct ClusterModel {
     /// Seconds since the run started.
     pub elapsed_secs: f64,
     pub nodes: Vec<NodeView>,
+}
+
+/// What a node last said about itself, and when.
+struct Known {
+    role: Option<String>,
+    detail: serde_json::Value,
+    uptime_secs: Option<f64>,
+    at: Instant,
 }
 
 /// Starts polling; the receiver always holds the latest snapshot. Stops when every receiver
@@ -66,8 +76,7 @@ pub fn spawn_poller(supervisor: Arc<Supervisor>) -> watch::Receiver<ClusterModel
             .timeout(POLL_EVERY * 3 / 4)
             .build()
             .expect("a plain HTTP client builds");
-        let mut known: BTreeMap<String, (Option<String>, serde_json::Value, Instant)> =
-            BTreeMap::new();
+        let mut known: BTreeMap<String, Known> = BTreeMap::new();
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -112,7 +121,7 @@ pub fn spawn_poller(supervisor: Arc<Supervisor>) -> watch::Receiver<ClusterModel
                         .get("role")
                         .and_then(|r| r.as_str())
                         .map(str::to_string);
-                    let before = known.get(&node.id).and_then(|k| k.0.clone());
+                    let before = known.get(&node.id).and_then(|k| k.role.clone());
                     if let (Some(old), Some(new)) = (&before, &role)
                         && old != new
                     {
@@ -122,15 +131,21 @@ pub fn spawn_poller(supervisor: Arc<Supervisor>) -> watch::Receiver<ClusterModel
                             format!("role: {old} -> {new}"),
                         );
                     }
-                    let detail = status.get("detail").cloned().unwrap_or_default();
-                    known.insert(node.id.clone(), (role, detail, Instant::now()));
+                    let known_now = Known {
+                        role,
+                        detail: status.get("detail").cloned().unwrap_or_default(),
+                        uptime_secs: status.get("uptime_secs").and_then(|u| u.as_f64()),
+                        at: Instant::now(),
+                    };
+                    known.insert(node.id.clone(), known_now);
                 }
                 let last = known.get(&node.id);
                 views.push(NodeView {
                     health,
-                    role: last.and_then(|k| k.0.clone()),
-                    detail: last.map(|k| k.1.clone()).unwrap_or_default(),
-                    status_age_secs: last.map(|k| k.2.elapsed().as_secs_f64()),
+                    role: last.and_then(|k| k.role.clone()),
+                    detail: last.map(|k| k.detail.clone()).unwrap_or_default(),
+                    status_age_secs: last.map(|k| k.at.elapsed().as_secs_f64()),
+                    uptime_secs: last.and_then(|k| k.uptime_secs),
                     node,
                 });
             }

@@ -294,7 +294,9 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
     })
 }
 
-fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
+/// Checks one step against the cluster's nodes: selectors, shapes, link specs, predicates. The
+/// console's command palette checks its lines with it too.
+pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
     let check_selector = |s: &Selector| -> Result<(), String> {
         let names = match s {
             Selector::One(x) => vec![x.clone()],

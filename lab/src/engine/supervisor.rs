@@ -279,6 +279,10 @@ impl Supervisor {
             }
             Halt::Terminate => {
                 self.timeline.record(kind, Some(id), "terminate (SIGTERM)");
+                if slot.state == ProcessState::Paused {
+                    // A stopped process would sit on the SIGTERM for the whole grace period.
+                    process.signal(Signal::SIGCONT)?;
+                }
                 process.terminate(TERMINATE_GRACE).await?
             }
         };

@@ -1,0 +1,650 @@
+//! The console's state and what keys do to it. Nothing here draws or talks to the engine: a
+//! key either changes what is shown (selection, view, filter, help) or becomes an [`Action`]
+//! for the engine, the same steps a scenario file would take. So the key map is tested
+//! without a terminal and without a cluster.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ratatui_crossterm::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::palette::{self, Command};
+use crate::engine::events::Event;
+use crate::engine::model::{ClusterModel, Health, NodeView};
+use crate::engine::project::Project;
+use crate::engine::runner::Progress;
+use crate::engine::scenario::{LoadStep, LoadSwitch, Selector, Step};
+use crate::engine::supervisor::ProcessState;
+use crate::engine::workload::LoadSample;
+
+/// How many seconds of history the sparklines and state strips keep.
+pub const HISTORY_SECS: usize = 60;
+/// How many timeline events are kept for display.
+const EVENTS_KEPT: usize = 300;
+/// The workload rates `+` and `-` step through (ops/s).
+pub const RATES: &[f64] = &[5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+
+/// What the console asks the engine to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Run(Command),
+    Quit,
+}
+
+/// What the keyboard is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Typing a `:` command.
+    Palette(String),
+    /// Typing a `/` log filter.
+    Filter(String),
+    Help,
+    /// `q` was pressed: `y` quits, anything else goes back.
+    ConfirmQuit,
+}
+
+/// A node's state as the console shows it: what the process does, and whether it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Running,
+    Paused,
+    Down,
+    /// Its process runs but it did not answer `/status` in time.
+    Unresponsive,
+}
+
+impl NodeState {
+    pub fn of(view: &NodeView) -> Self {
+        match (view.node.state, view.health) {
+            (ProcessState::Down, _) => NodeState::Down,
+            (ProcessState::Paused, _) => NodeState::Paused,
+            (ProcessState::Running, Health::Responsive) => NodeState::Running,
+            (ProcessState::Running, _) => NodeState::Unresponsive,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Running => "running",
+            NodeState::Paused => "paused",
+            NodeState::Down => "down",
+            NodeState::Unresponsive => "unresponsive",
+        }
+    }
+}
+
+/// One node's recent figures, a point per second.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSeries {
+    /// Successful operations per second.
+    pub ok_rate: VecDeque<u64>,
+    /// Failed or timed-out operations per second.
+    pub err_rate: VecDeque<u64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The node's state at each second (oldest first).
+    pub states: VecDeque<NodeState>,
+    totals: Option<(u64, u64)>,
+}
+
+/// A message under the footer: what the last command did, or why it could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub error: bool,
+}
+
+/// The scenario being played, for the scenario pane.
+#[derive(Debug, Clone)]
+pub struct ScenarioPane {
+    pub name: String,
+    pub steps: Vec<String>,
+    pub progress: Progress,
+    /// Each check's verdict line, once known.
+    pub verdicts: Vec<(String, bool)>,
+}
+
+/// The workload as the header shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadFigures {
+    pub running: bool,
+    /// The configured rate (ops/s; 0 = as fast as possible).
+    pub rate: f64,
+    pub ok_per_sec: u64,
+    pub err_per_sec: u64,
+}
+
+pub struct App {
+    pub project: &'static Project,
+    pub model: ClusterModel,
+    /// Newest last.
+    pub events: VecDeque<Event>,
+    pub series: BTreeMap<String, NodeSeries>,
+    pub load: LoadFigures,
+    pub selected: usize,
+    /// Index into the project's views.
+    pub view: usize,
+    pub view_count: usize,
+    pub mode: Mode,
+    pub log_filter: String,
+    /// The selected node's last log lines, raw.
+    pub logs: Vec<String>,
+    pub message: Option<Message>,
+    pub scenario: Option<ScenarioPane>,
+    /// The cast file being recorded, if any.
+    pub recording: Option<String>,
+    /// Set while the cluster is being stopped.
+    pub stopping: bool,
+}
+
+impl App {
+    pub fn new(project: &'static Project, view_count: usize) -> Self {
+        Self {
+            project,
+            model: ClusterModel {
+                project: project.name,
+                elapsed_secs: 0.0,
+                nodes: Vec::new(),
+            },
+            events: VecDeque::new(),
+            series: BTreeMap::new(),
+            load: LoadFigures::default(),
+            selected: 0,
+            view: 0,
+            view_count: view_count.max(1),
+            mode: Mode::Normal,
+            log_filter: String::new(),
+            logs: Vec::new(),
+            message: None,
+            scenario: None,
+            recording: None,
+            stopping: false,
+        }
+    }
+
+    /// A new cluster model snapshot.
+    pub fn observe(&mut self, model: ClusterModel) {
+        self.model = model;
+        self.selected = self.selected.min(self.model.nodes.len().saturating_sub(1));
+    }
+
+    pub fn push_event(&mut self, event: Event) {
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Once a second: the workload's per-node totals, turned into rates, and every node's
+    /// state for the state strips.
+    pub fn sample(&mut self, samples: &[LoadSample]) {
+        let (mut ok_sum, mut err_sum) = (0, 0);
+        for view in &self.model.nodes {
+            let series = self.series.entry(view.node.id.clone()).or_default();
+            push_capped(&mut series.states, NodeState::of(view));
+            let sample = samples.iter().find(|s| s.node == view.node.id);
+            let totals = sample.map_or((0, 0), |s| (s.ok, s.errors));
+            let (ok, err) = match series.totals {
+                Some((ok0, err0)) => (totals.0.saturating_sub(ok0), totals.1.saturating_sub(err0)),
+                None => (0, 0),
+            };
+            series.totals = Some(totals);
+            push_capped(&mut series.ok_rate, ok);
+            push_capped(&mut series.err_rate, err);
+            if let Some(sample) = sample {
+                series.p50_ms = sample.p50_ms.or(series.p50_ms.filter(|_| ok == 0));
+                series.p99_ms = sample.p99_ms.or(series.p99_ms.filter(|_| ok == 0));
+            }
+            ok_sum += ok;
+            err_sum += err;
+        }
+        self.load.ok_per_sec = ok_sum;
+        self.load.err_per_sec = err_sum;
+    }
+
+    pub fn selected_node(&self) -> Option<&NodeView> {
+        self.model.nodes.get(self.selected)
+    }
+
+    /// Log lines of the selected node that pass the filter.
+    pub fn visible_logs(&self) -> Vec<&str> {
+        let filter = match &self.mode {
+            Mode::Filter(typing) => typing.as_str(),
+            _ => self.log_filter.as_str(),
+        };
+        self.logs
+            .iter()
+            .map(String::as_str)
+            .filter(|l| filter.is_empty() || l.contains(filter))
+            .collect()
+    }
+
+    /// What a key does: changes the state, and maybe asks the engine for something.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Quit);
+        }
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => self.normal_key(key),
+            Mode::Help => None,
+            Mode::ConfirmQuit => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('q') | KeyCode::Enter => Some(Action::Quit),
+                _ => None,
+            },
+            Mode::Palette(line) => self.palette_key(line, key),
+            Mode::Filter(mut typing) => {
+                match key.code {
+                    KeyCode::Enter => self.log_filter = typing,
+                    KeyCode::Esc => {}
+                    KeyCode::Backspace => {
+                        typing.pop();
+                        self.mode = Mode::Filter(typing);
+                    }
+                    KeyCode::Char(c) => {
+                        typing.push(c);
+                        self.mode = Mode::Filter(typing);
+                    }
+                    _ => self.mode = Mode::Filter(typing),
+                }
+                None
+            }
+        }
+    }
+
+    fn palette_key(&mut self, mut line: String, key: KeyEvent) -> Option<Action> {
+        match key.code {
+            KeyCode::Esc => None,
+            KeyCode::Enter => {
+                let ids: Vec<String> = self.model.nodes.iter().map(|n| n.node.id.clone()).collect();
+                match palette::parse(&line, &ids) {
+                    Ok(command) => Some(Action::Run(command)),
+                    Err(e) => {
+                        self.message = Some(Message {
+                            text: e,
+                            error: true,
+                        });
+                        self.mode = Mode::Palette(line);
+                        None
+                    }
+                }
+            }
+            KeyCode::Tab => {
+                match palette::complete_line(&line) {
+                    Some(done) => line = done,
+                    None if !line.contains(' ') => {
+                        let options = palette::complete(&line);
+                        self.message = Some(Message {
+                            text: format!("commands: {}", options.join(" ")),
+                            error: false,
+                        });
+                    }
+                    None => {}
+                }
+                self.mode = Mode::Palette(line);
+                None
+            }
+            KeyCode::Backspace => {
+                line.pop();
+                self.mode = Mode::Palette(line);
+                None
+            }
+            KeyCode::Char(c) => {
+                line.push(c);
+                self.mode = Mode::Palette(line);
+                None
+            }
+            _ => {
+                self.mode = Mode::Palette(line);
+                None
+            }
+        }
+    }
+
+    fn normal_key(&mut self, key: KeyEvent) -> Option<Action> {
+        let count = self.model.nodes.len();
+        let step = |step: Step| Some(Action::Run(Command::Step(step)));
+        let selected = self.selected_node().map(|n| n.node.id.clone());
+        let on_selected = |make: fn(Selector) -> Step| match &selected {
+            Some(id) => step(make(Selector::One(id.clone()))),
+            None => None,
+        };
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down if count > 0 => {
+                self.selected = (self.selected + 1) % count;
+                None
+            }
+            KeyCode::Char('k') | KeyCode::Up if count > 0 => {
+                self.selected = (self.selected + count - 1) % count;
+                None
+            }
+            KeyCode::Char('K') => on_selected(Step::Kill),
+            KeyCode::Char('t') => on_selected(Step::Terminate),
+            KeyCode::Char('r') => on_selected(Step::Restart),
+            KeyCode::Char('p') => match self.selected_node().map(|n| n.node.state) {
+                Some(ProcessState::Paused) => on_selected(Step::Resume),
+                Some(ProcessState::Running) => on_selected(Step::Pause),
+                Some(ProcessState::Down) => {
+                    self.message = Some(Message {
+                        text: "the node is down: r restarts it".into(),
+                        error: true,
+                    });
+                    None
+                }
+                None => None,
+            },
+            KeyCode::Char('i') => {
+                selected.and_then(|id| step(Step::Partition(format!("isolate {id}"))))
+            }
+            KeyCode::Char('h') => step(Step::Heal),
+            KeyCode::Char('L') => {
+                match self
+                    .model
+                    .nodes
+                    .iter()
+                    .position(|n| n.role.as_deref() == Some("leader"))
+                {
+                    Some(i) => self.selected = i,
+                    None => {
+                        self.message = Some(Message {
+                            text: format!("no node of {} reports itself leader", self.project.name),
+                            error: true,
+                        })
+                    }
+                }
+                None
+            }
+            KeyCode::Char('l') => step(Step::Load(LoadStep::Switch(if self.load.running {
+                LoadSwitch::Stop
+            } else {
+                LoadSwitch::Start
+            }))),
+            KeyCode::Char('+') | KeyCode::Char('=') => {
+                let next = RATES
+                    .iter()
+                    .find(|r| **r > self.load.rate)
+                    .copied()
+                    .unwrap_or(self.load.rate);
+                step(Step::Load(LoadStep::Rate { rate: next }))
+            }
+            KeyCode::Char('-') => {
+                let next = RATES
+                    .iter()
+                    .rev()
+                    .find(|r| **r < self.load.rate)
+                    .copied()
+                    .unwrap_or(RATES[0]);
+                step(Step::Load(LoadStep::Rate { rate: next }))
+            }
+            KeyCode::Char(':') => {
+                self.mode = Mode::Palette(String::new());
+                None
+            }
+            KeyCode::Char('/') => {
+                self.mode = Mode::Filter(self.log_filter.clone());
+                None
+            }
+            KeyCode::Tab => {
+                self.view = (self.view + 1) % self.view_count;
+                None
+            }
+            KeyCode::Char('?') => {
+                self.mode = Mode::Help;
+                None
+            }
+            KeyCode::Esc => {
+                self.log_filter.clear();
+                self.message = None;
+                None
+            }
+            KeyCode::Char('q') => {
+                self.mode = Mode::ConfirmQuit;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The keys that do something now, for the footer.
+    pub fn footer_keys(&self) -> &'static [(&'static str, &'static str)] {
+        match self.mode {
+            Mode::Normal => &[
+                ("?", "help"),
+                ("q", "quit"),
+                ("j/k", "select"),
+                ("K", "kill"),
+                ("p", "pause/resume"),
+                ("r", "restart"),
+                ("t", "terminate"),
+                ("i", "isolate"),
+                ("h", "heal"),
+                ("l", "load on/off"),
+                ("+/-", "rate"),
+                (":", "command"),
+                ("/", "filter"),
+                ("Tab", "view"),
+            ],
+            Mode::Palette(_) => &[("Enter", "run"), ("Tab", "complete"), ("esc", "cancel")],
+            Mode::Filter(_) => &[("Enter", "apply"), ("esc", "cancel")],
+            Mode::Help => &[("any key", "back")],
+            Mode::ConfirmQuit => &[
+                ("y", "quit and stop the cluster"),
+                ("any other key", "stay"),
+            ],
+        }
+    }
+}
+
+fn push_capped<T>(queue: &mut VecDeque<T>, value: T) {
+    if queue.len() == HISTORY_SECS {
+        queue.pop_front();
+    }
+    queue.push_back(value);
+}
+
+/// Every key, for `?`.
+pub const HELP: &[(&str, &str)] = &[
+    ("j / k, ↓ / ↑", "select a node"),
+    ("K", "kill the selected node (SIGKILL)"),
+    ("p", "pause (SIGSTOP) or resume (SIGCONT) it"),
+    ("r", "restart it on the same data dir"),
+    ("t", "terminate it (SIGTERM, SIGKILL after a grace period)"),
+    ("i", "isolate it (partition it from every other node)"),
+    ("h", "heal every link (partitions, delays, losses)"),
+    ("L", "select the leader"),
+    ("l", "workload on / off"),
+    ("+ / -", "workload rate up / down"),
+    (":", "command palette: any scenario step, one line"),
+    ("/", "filter the log pane"),
+    ("Tab", "next view"),
+    ("esc", "clear the filter and the message"),
+    ("q", "quit (stops the cluster)"),
+    ("Ctrl-C", "quit now"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::fixture::node;
+    use crate::engine::project;
+
+    fn app() -> App {
+        let mut app = App::new(project::find("proj0").unwrap(), 1);
+        app.observe(ClusterModel {
+            project: "proj0",
+            elapsed_secs: 1.0,
+            nodes: vec![
+                node("n1", ProcessState::Running, Health::Responsive),
+                node("n2", ProcessState::Paused, Health::Unresponsive),
+                node("n3", ProcessState::Down, Health::Down),
+            ],
+        });
+        app
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Option<Action> {
+        app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn typed(app: &mut App, text: &str) {
+        for c in text.chars() {
+            assert_eq!(press(app, KeyCode::Char(c)), None);
+        }
+    }
+
+    fn one(id: &str) -> Selector {
+        Selector::One(id.into())
+    }
+
+    fn step(s: Step) -> Option<Action> {
+        Some(Action::Run(Command::Step(s)))
+    }
+
+    #[test]
+    fn fault_keys_act_on_the_selected_node() {
+        let mut app = app();
+        assert_eq!(
+            press(&mut app, KeyCode::Char('K')),
+            step(Step::Kill(one("n1")))
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('p')),
+            step(Step::Pause(one("n1")))
+        );
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('p')),
+            step(Step::Resume(one("n2"))),
+            "p on a paused node resumes it"
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('t')),
+            step(Step::Terminate(one("n2")))
+        );
+        press(&mut app, KeyCode::Down);
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            step(Step::Restart(one("n3")))
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('p')),
+            None,
+            "a down node cannot pause"
+        );
+        assert!(app.message.as_ref().unwrap().error);
+        assert_eq!(
+            press(&mut app, KeyCode::Char('i')),
+            step(Step::Partition("isolate n3".into()))
+        );
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(app.selected, 0, "selection wraps around");
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(app.selected, 2);
+        assert_eq!(press(&mut app, KeyCode::Char('h')), step(Step::Heal));
+    }
+
+    #[test]
+    fn load_keys_switch_and_step_the_rate() {
+        let mut app = app();
+        app.load = LoadFigures {
+            running: true,
+            rate: 20.0,
+            ..LoadFigures::default()
+        };
+        assert_eq!(
+            press(&mut app, KeyCode::Char('l')),
+            step(Step::Load(LoadStep::Switch(LoadSwitch::Stop)))
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('+')),
+            step(Step::Load(LoadStep::Rate { rate: 50.0 }))
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('-')),
+            step(Step::Load(LoadStep::Rate { rate: 10.0 }))
+        );
+        app.load.running = false;
+        assert_eq!(
+            press(&mut app, KeyCode::Char('l')),
+            step(Step::Load(LoadStep::Switch(LoadSwitch::Start)))
+        );
+    }
+
+    #[test]
+    fn the_palette_runs_a_step_or_says_what_is_wrong() {
+        let mut app = app();
+        press(&mut app, KeyCode::Char(':'));
+        typed(&mut app, "part");
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(app.mode, Mode::Palette("partition ".into()));
+        typed(&mut app, "n1 | n2,n3");
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            step(Step::Partition("n1 | n2,n3".into()))
+        );
+        assert_eq!(app.mode, Mode::Normal);
+
+        press(&mut app, KeyCode::Char(':'));
+        typed(&mut app, "kill n7");
+        assert_eq!(press(&mut app, KeyCode::Enter), None);
+        assert!(app.message.as_ref().unwrap().text.contains("unknown node"));
+        assert_eq!(
+            app.mode,
+            Mode::Palette("kill n7".into()),
+            "the line stays to fix"
+        );
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.mode, Mode::Normal);
+    }
+
+    #[test]
+    fn quitting_asks_first_and_filters_apply_to_logs() {
+        let mut app = app();
+        assert_eq!(press(&mut app, KeyCode::Char('q')), None);
+        assert_eq!(app.mode, Mode::ConfirmQuit);
+        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+        assert_eq!(app.mode, Mode::Normal);
+        press(&mut app, KeyCode::Char('q'));
+        assert_eq!(press(&mut app, KeyCode::Char('y')), Some(Action::Quit));
+        assert_eq!(
+            app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+
+        app.logs = vec!["alpha".into(), "beta".into(), "alphabet".into()];
+        press(&mut app, KeyCode::Char('/'));
+        typed(&mut app, "alph");
+        assert_eq!(
+            app.visible_logs(),
+            ["alpha", "alphabet"],
+            "filters as you type"
+        );
+        press(&mut app, KeyCode::Enter);
+        assert_eq!(app.log_filter, "alph");
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.visible_logs().len(), 3);
+    }
+
+    #[test]
+    fn samples_become_per_second_rates_and_state_strips() {
+        let mut app = app();
+        let sample = |ok, errors| LoadSample {
+            node: "n1".into(),
+            ok,
+            errors,
+            p50_ms: Some(1.0),
+            p99_ms: Some(4.0),
+        };
+        app.sample(&[sample(10, 1)]);
+        app.sample(&[sample(25, 3)]);
+        let n1 = &app.series["n1"];
+        assert_eq!(n1.ok_rate, [0, 15]);
+        assert_eq!(n1.err_rate, [0, 2]);
+        assert_eq!(n1.p99_ms, Some(4.0));
+        assert_eq!(app.load.ok_per_sec, 15);
+        assert_eq!(
+            app.series["n2"].states,
+            [NodeState::Paused, NodeState::Paused]
+        );
+        assert_eq!(app.series["n3"].states.back(), Some(&NodeState::Down));
+    }
+}

@@ -1,0 +1,103 @@
+//! Fixed, fake cluster states for the console's tests: no processes, no clocks, so a
+//! rendering is the same on every run.
+
+use super::app::{App, LoadFigures};
+use crate::engine::events::{Event, EventKind};
+use crate::engine::model::{ClusterModel, Health, NodeView};
+use crate::engine::project;
+use crate::engine::supervisor::{NodeInfo, ProcessState};
+use crate::engine::workload::LoadSample;
+
+pub fn node(id: &str, state: ProcessState, health: Health) -> NodeView {
+    let number: u32 = id.trim_start_matches('n').parse().unwrap_or(0);
+    NodeView {
+        node: NodeInfo {
+            id: id.into(),
+            role: "server",
+            state,
+            pid: (state != ProcessState::Down).then_some(4000 + number),
+            grpc: None,
+            client: "127.0.0.1:1".parse().unwrap(),
+            admin: None,
+            restarts: u32::from(state == ProcessState::Down),
+        },
+        health,
+        role: Some("server".into()),
+        detail: serde_json::json!({"keys": 8 + number, "tokens": 40 * number, "replays": number - 1}),
+        status_age_secs: Some(0.1),
+        uptime_secs: Some(60.0 + f64::from(number)),
+    }
+}
+
+/// A Project 0 cluster of four nodes: running, paused, down, unresponsive; a workload with
+/// a few seconds of figures; a timeline; a log.
+pub fn app() -> App {
+    let mut app = App::new(project::find("proj0").unwrap(), 1);
+    app.observe(ClusterModel {
+        project: "proj0",
+        elapsed_secs: 83.0,
+        nodes: vec![
+            node("n1", ProcessState::Running, Health::Responsive),
+            node("n2", ProcessState::Paused, Health::Unresponsive),
+            node("n3", ProcessState::Down, Health::Down),
+            node("n4", ProcessState::Running, Health::Unresponsive),
+        ],
+    });
+    let sample = |node: &str, ok: u64, errors: u64| LoadSample {
+        node: node.into(),
+        ok,
+        errors,
+        p50_ms: Some(1.5),
+        p99_ms: Some(7.25),
+    };
+    for second in 0..12u64 {
+        app.sample(&[
+            sample("n1", second * second * 3, second / 4),
+            sample("n2", second * 10, second * 2),
+            sample("n4", second * 5, 0),
+        ]);
+    }
+    app.load = LoadFigures {
+        running: true,
+        rate: 20.0,
+        ..app.load
+    };
+    let events = [
+        (
+            0.1,
+            EventKind::NodeUp,
+            Some("n1"),
+            "pid 4001 grpc 127.0.0.1:5001",
+        ),
+        (12.5, EventKind::Fault, Some("n3"), "kill (SIGKILL)"),
+        (
+            12.5,
+            EventKind::NodeStopped,
+            Some("n3"),
+            "exited: signal: 9 (SIGKILL)",
+        ),
+        (30.0, EventKind::Fault, Some("n2"), "pause (SIGSTOP)"),
+        (
+            41.0,
+            EventKind::NodeEvent,
+            Some("n1"),
+            "store_opened: sled store opened",
+        ),
+        (50.0, EventKind::Note, None, "mark: storm"),
+    ];
+    for (t, kind, node, what) in events {
+        app.push_event(Event {
+            t,
+            kind,
+            node: node.map(str::to_string),
+            what: what.into(),
+        });
+    }
+    app.logs = vec![
+        r#"{"timestamp":"2026-11-24T03:02:19.223892Z","level":"INFO","message":"sled store opened","event":"store_opened","keys":0,"target":"distlab_kv::store"}"#.into(),
+        r#"{"event":"ready","id":"n1","grpc":"127.0.0.1:5001","admin":"127.0.0.1:6001","pid":4001}"#.into(),
+        r#"{"timestamp":"2026-11-24T03:02:19.225057Z","level":"WARN","message":"slow fsync","millis":41,"target":"distlab_kv::store"}"#.into(),
+        "not json at all".into(),
+    ];
+    app
+}

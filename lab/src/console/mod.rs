@@ -1,0 +1,499 @@
+//! The console: `lab run PROJ` starts a cluster and its workload and opens a k9s-style screen
+//! on it; keys and the command palette inject faults. It renders only the engine's cluster
+//! model, timeline and workload figures, and sends the engine steps; it never talks to a node
+//! itself, so a paused node cannot freeze the screen.
+//!
+//! - [`app`]: the state and the key map (no drawing, no engine): tested without a terminal.
+//! - [`ui`] draws the state; [`views`] is where projects add their key figures and views.
+//! - [`palette`]: `:` commands in the scenario step grammar.
+//! - [`cast`]: recording what is drawn as an asciicast.
+//! - [`terminal`]: raw mode and the alternate screen, restored however the console ends.
+//!
+//! The loop redraws when something changed, at most 20 times a second; with nothing
+//! happening it wakes 4 times a second (the clock, the rates, the log tail).
+
+pub mod app;
+pub mod cast;
+#[cfg(test)]
+pub mod fixture;
+pub mod palette;
+pub mod terminal;
+pub mod ui;
+pub mod views;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use ratatui_core::layout::Rect;
+use ratatui_core::terminal::{Terminal, TerminalOptions, Viewport};
+use ratatui_crossterm::CrosstermBackend;
+use ratatui_crossterm::crossterm::event::Event as TermEvent;
+use tokio::sync::{mpsc, watch};
+
+use self::app::{Action, App, LoadFigures, Message, ScenarioPane};
+use self::cast::{Cast, Tee};
+use self::palette::Command;
+use crate::engine::project::{self, Project};
+use crate::engine::runner::{self, Progress, Report};
+use crate::engine::scenario::{self, Validated};
+use crate::engine::session::Session;
+use crate::engine::workload::WorkloadSpec;
+
+/// The workload `lab run` starts with: slow enough to leave the machine to the cluster, fast
+/// enough that something moves.
+pub const CONSOLE_RATE: f64 = 20.0;
+
+/// `lab run`'s arguments.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub project: String,
+    pub nodes: Option<usize>,
+    pub scenario: Option<PathBuf>,
+    pub seed: Option<u64>,
+    pub record: Option<PathBuf>,
+    pub runs_dir: PathBuf,
+}
+
+/// `lab run PROJ`: the interactive console.
+pub fn run(args: RunArgs) -> ExitCode {
+    let (project, validated) = match plan(&args) {
+        Ok(planned) => planned,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        eprintln!(
+            "error: lab run needs a terminal; to run a scenario without one use `lab scenario FILE`"
+        );
+        return ExitCode::from(2);
+    }
+    // The lab's own log lines would scribble over the screen: off unless RUST_LOG asks.
+    distlab_runtime::node::run_cli("lab", "off", || async move {
+        let nodes = args.nodes.unwrap_or(match &validated {
+            Some(v) => v.nodes.len(),
+            None => project.default_nodes.max(3),
+        });
+        let seed = args
+            .seed
+            .or(validated.as_ref().and_then(|v| v.scenario.seed))
+            .unwrap_or(1);
+        eprintln!("starting {} ({nodes} nodes)…", project.name);
+        let exe = std::env::current_exe().context("finding the lab executable")?;
+        let session = Arc::new(Session::start(project, nodes, &args.runs_dir, seed, exe).await?);
+        let outcome = interactive(&session, &args, validated).await;
+        eprintln!("stopping the cluster…");
+        session.stop().await;
+        eprintln!("run dir: {}", session.run_dir().display());
+        outcome
+    })
+}
+
+/// The project, and the scenario if one was given (it must be for that project).
+fn plan(args: &RunArgs) -> Result<(&'static Project, Option<Validated>), String> {
+    let project = project::find(&args.project)?;
+    let validated = match &args.scenario {
+        Some(file) => {
+            let validated = scenario::load(file)?;
+            if validated.project.name != project.name {
+                return Err(format!(
+                    "{}: the scenario is for {}, not {}",
+                    file.display(),
+                    validated.project.name,
+                    project.name
+                ));
+            }
+            Some(validated)
+        }
+        None => None,
+    };
+    if let Some(nodes) = args.nodes {
+        project.plan(nodes)?;
+    }
+    if let (Some(v), Some(n)) = (&validated, args.nodes)
+        && v.nodes.len() != n
+    {
+        return Err(format!(
+            "the scenario is written for {} nodes; leave out --nodes",
+            v.nodes.len()
+        ));
+    }
+    Ok((project, validated))
+}
+
+async fn interactive(
+    session: &Arc<Session>,
+    args: &RunArgs,
+    validated: Option<Validated>,
+) -> anyhow::Result<()> {
+    let guard = terminal::Guard::enter()?;
+    let (width, height) = ratatui_crossterm::crossterm::terminal::size()?;
+    let cast = match &args.record {
+        Some(path) => Some(Arc::new(Mutex::new(Cast::create(
+            path,
+            width,
+            height,
+            &format!("distlab {}", session.supervisor().project().name),
+        )?))),
+        None => None,
+    };
+    let backend = CrosstermBackend::new(Tee::new(Some(std::io::stdout()), cast.clone()));
+    // (Not `terminal.clear()`: it asks the terminal where the cursor is, and waits for it.)
+    let mut terminal = Terminal::new(backend)?;
+    let input = terminal::spawn_input();
+    let scenario = match validated {
+        Some(v) => Some(play_scenario(
+            session.clone(),
+            v,
+            args.scenario.clone().unwrap_or_default(),
+        )),
+        None => {
+            session
+                .start_load(WorkloadSpec {
+                    rate: CONSOLE_RATE,
+                    ..WorkloadSpec::default()
+                })
+                .await?;
+            None
+        }
+    };
+    let mut console = Console::new(session.clone(), cast, args.record.clone(), scenario);
+    let outcome = console.run(&mut terminal, Some(input), false).await;
+    if outcome.is_ok() {
+        console.app.stopping = true;
+        let _ = terminal.draw(|frame| ui::draw(frame, &console.app, &console.ui));
+    }
+    drop(terminal);
+    drop(guard);
+    outcome
+}
+
+/// `lab scenario FILE --record FILE.cast --size WxH`: plays the scenario with the console
+/// drawn into the cast (no terminal needed) and returns its report.
+pub async fn record_scenario(
+    validated: &Validated,
+    file: &Path,
+    seed: Option<u64>,
+    runs_dir: &Path,
+    record: &Path,
+    (width, height): (u16, u16),
+) -> anyhow::Result<Report> {
+    let seed = seed.or(validated.scenario.seed).unwrap_or(1);
+    let exe = std::env::current_exe().context("finding the lab executable")?;
+    let session = Arc::new(
+        Session::start(
+            validated.project,
+            validated.nodes.len(),
+            runs_dir,
+            seed,
+            exe,
+        )
+        .await?,
+    );
+    let cast = Arc::new(Mutex::new(Cast::create(
+        record,
+        width,
+        height,
+        &format!("distlab: {}", validated.scenario.name),
+    )?));
+    let backend = CrosstermBackend::new(Tee::<std::io::Stdout>::new(None, Some(cast.clone())));
+    let area = Rect::new(0, 0, width, height);
+    let mut terminal = Terminal::with_options(
+        backend,
+        TerminalOptions {
+            viewport: Viewport::Fixed(area),
+        },
+    )?;
+    let scenario = play_scenario(session.clone(), validated.clone(), file.to_path_buf());
+    let mut console = Console::new(
+        session.clone(),
+        Some(cast.clone()),
+        Some(record.display().to_string().into()),
+        Some(scenario),
+    );
+    let outcome = console.run(&mut terminal, None, true).await;
+    cast.lock().unwrap().flush()?;
+    session.stop().await;
+    outcome?;
+    console
+        .report
+        .take()
+        .context("the scenario ended without a report")
+}
+
+/// A scenario played in the background while the console shows it.
+struct ScenarioRun {
+    name: String,
+    steps: Vec<String>,
+    progress: watch::Receiver<Progress>,
+    report: tokio::sync::oneshot::Receiver<Report>,
+}
+
+fn play_scenario(session: Arc<Session>, validated: Validated, file: PathBuf) -> ScenarioRun {
+    let (progress_tx, progress) = watch::channel(Progress::Step(0));
+    let (report_tx, report) = tokio::sync::oneshot::channel();
+    let name = validated.scenario.name.clone();
+    let steps = validated
+        .scenario
+        .steps
+        .iter()
+        .map(|s| s.describe())
+        .collect();
+    tokio::spawn(async move {
+        if let Err(e) = runner::play(&session, &validated, &file, &progress_tx).await {
+            progress_tx.send_replace(Progress::Failed(format!("{e:#}")));
+            return;
+        }
+        progress_tx.send_replace(Progress::Checking);
+        let concluded = {
+            let session = session.clone();
+            tokio::task::spawn_blocking(move || runner::conclude(&session, &validated)).await
+        };
+        match concluded {
+            Ok(Ok(report)) => {
+                progress_tx.send_replace(Progress::Done {
+                    passed: report.passed,
+                });
+                let _ = report_tx.send(report);
+            }
+            Ok(Err(e)) => {
+                progress_tx.send_replace(Progress::Failed(format!("{e:#}")));
+            }
+            Err(e) => {
+                progress_tx.send_replace(Progress::Failed(format!("checking: {e}")));
+            }
+        }
+    });
+    ScenarioRun {
+        name,
+        steps,
+        progress,
+        report,
+    }
+}
+
+/// The console's loop: engine updates and keys in, frames out.
+struct Console {
+    session: Arc<Session>,
+    app: App,
+    ui: views::ProjectUi,
+    cast: Option<Arc<Mutex<Cast>>>,
+    scenario: Option<ScenarioRun>,
+    report: Option<Report>,
+}
+
+impl Console {
+    fn new(
+        session: Arc<Session>,
+        cast: Option<Arc<Mutex<Cast>>>,
+        recording: Option<PathBuf>,
+        scenario: Option<ScenarioRun>,
+    ) -> Self {
+        let project = session.supervisor().project();
+        let ui = views::for_project(project);
+        let mut app = App::new(project, ui.views.len());
+        app.recording = recording.map(|p| p.display().to_string());
+        app.scenario = scenario.as_ref().map(|s| ScenarioPane {
+            name: s.name.clone(),
+            steps: s.steps.clone(),
+            progress: s.progress.borrow().clone(),
+            verdicts: Vec::new(),
+        });
+        for event in session.supervisor().timeline().events() {
+            app.push_event(event);
+        }
+        Self {
+            session,
+            app,
+            ui,
+            cast,
+            scenario,
+            report: None,
+        }
+    }
+
+    /// Runs until the user quits (or, `headless`, until the scenario is over).
+    async fn run<W: Write>(
+        &mut self,
+        terminal: &mut Terminal<CrosstermBackend<W>>,
+        mut input: Option<mpsc::UnboundedReceiver<TermEvent>>,
+        headless: bool,
+    ) -> anyhow::Result<()> {
+        let mut model = self.session.model();
+        let mut timeline = self.session.supervisor().timeline().subscribe();
+        let (done_tx, mut done) = mpsc::unbounded_channel::<Message>();
+        let mut signals = terminal::quit_signals()?;
+        let mut frame = tokio::time::interval(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticks = 0u64;
+        let mut dirty = true;
+        let mut finished_at: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = frame.tick() => {
+                    if dirty {
+                        terminal.draw(|f| ui::draw(f, &self.app, &self.ui))?;
+                        dirty = false;
+                    }
+                    if let Some(at) = finished_at
+                        && at.elapsed() > Duration::from_secs(2)
+                    {
+                        if let Some(pane) = &self.app.scenario
+                            && let Progress::Failed(e) = &pane.progress
+                        {
+                            anyhow::bail!("{e}");
+                        }
+                        return Ok(());
+                    }
+                    continue;
+                }
+                changed = model.changed() => {
+                    if changed.is_ok() {
+                        self.app.observe(model.borrow_and_update().clone());
+                    }
+                }
+                event = timeline.recv() => {
+                    if let Ok(event) = event {
+                        if let Some(cast) = &self.cast
+                            && event.what.starts_with("step ")
+                        {
+                            let _ = cast.lock().unwrap().marker(&event.what);
+                        }
+                        self.app.push_event(event);
+                    }
+                }
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(4) {
+                        self.app.sample(&self.session.stats().sample());
+                    }
+                    self.refresh();
+                }
+                Some(message) = done.recv() => self.app.message = Some(message),
+                Some(event) = recv(&mut input) => {
+                    match event {
+                        TermEvent::Key(key) if key.kind != ratatui_crossterm::crossterm::event::KeyEventKind::Release => {
+                            match self.app.on_key(key) {
+                                Some(Action::Quit) => return Ok(()),
+                                Some(Action::Run(command)) => self.execute(command, done_tx.clone()),
+                                None => {}
+                            }
+                        }
+                        TermEvent::Resize(..) => terminal.autoresize()?,
+                        _ => {}
+                    }
+                }
+                _ = signals.recv() => return Ok(()),
+            }
+            dirty = true;
+            if let Some(scenario) = &mut self.scenario {
+                let progress = scenario.progress.borrow().clone();
+                if let Some(pane) = &mut self.app.scenario {
+                    pane.progress = progress.clone();
+                }
+                if let Ok(report) = scenario.report.try_recv() {
+                    if let Some(pane) = &mut self.app.scenario {
+                        pane.verdicts = report
+                            .checks
+                            .iter()
+                            .map(|c| (format!("{}: {}", c.checker, c.summary), c.valid))
+                            .collect();
+                    }
+                    self.report = Some(report);
+                }
+                let over = matches!(progress, Progress::Failed(_))
+                    || (matches!(progress, Progress::Done { .. }) && self.report.is_some());
+                if headless && over && finished_at.is_none() {
+                    finished_at = Some(tokio::time::Instant::now());
+                }
+            }
+        }
+    }
+
+    /// The figures that are read rather than pushed: the workload's state, the log tail.
+    fn refresh(&mut self) {
+        let info = self.session.load_info();
+        self.app.load = LoadFigures {
+            running: info.running,
+            rate: info.spec.map_or(CONSOLE_RATE, |s| s.rate),
+            ..self.app.load
+        };
+        if let Some(node) = self.app.selected_node() {
+            let log = self.session.run_dir().join(&node.node.id).join("node.log");
+            self.app.logs = tail(&log, 200);
+        }
+    }
+
+    /// Hands a command to the engine; its outcome comes back as a message.
+    fn execute(&mut self, command: Command, done: mpsc::UnboundedSender<Message>) {
+        match command {
+            Command::Step(step) => {
+                let session = self.session.clone();
+                let what = step.describe();
+                self.app.message = Some(Message {
+                    text: format!("{what}…"),
+                    error: false,
+                });
+                tokio::spawn(async move {
+                    let message = match session.step(&step).await {
+                        Ok(()) => Message {
+                            text: format!("done: {what}"),
+                            error: false,
+                        },
+                        Err(e) => Message {
+                            text: format!("{what}: {e:#}"),
+                            error: true,
+                        },
+                    };
+                    let _ = done.send(message);
+                });
+            }
+            Command::AddNode => {
+                self.app.message = Some(Message {
+                    text: "add-node: membership growth is not built yet; it comes with the projects whose nodes have membership (Project 2's change_membership)".into(),
+                    error: true,
+                });
+            }
+        }
+    }
+}
+
+async fn recv<T>(input: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match input {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The last `lines` lines of a file (reading at most its last 64 KiB).
+fn tail(path: &Path, lines: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(64 * 1024);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<&str> = text.lines().collect();
+    if start > 0 && !all.is_empty() {
+        all.remove(0); // a partial line
+    }
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! The console's extension point: what each project adds to the screen. A project gives the
+//! node table its key figures (term, ring share, ISR count, lag...) and one or more views for
+//! the view pane, switched with Tab. The cluster view comes first for every project.
+//!
+//! Adding a project's view: write a [`View`] in a module of its own (a widget drawing from the
+//! [`App`] state, never from a node), and list it in [`for_project`].
+
+use ratatui_core::layout::{Constraint, Layout, Rect};
+use ratatui_core::style::{Color, Modifier, Style};
+use ratatui_core::terminal::Frame;
+use ratatui_core::text::{Line, Span};
+use ratatui_widgets::block::Block;
+use ratatui_widgets::borders::Borders;
+use ratatui_widgets::paragraph::Paragraph;
+use ratatui_widgets::sparkline::Sparkline;
+
+use super::app::{App, HISTORY_SECS, NodeState};
+use super::ui::state_style;
+use crate::engine::model::NodeView;
+use crate::engine::project::Project;
+
+/// A pane of the console that shows one aspect of the cluster.
+pub trait View {
+    fn title(&self) -> &'static str;
+    fn render(&self, app: &App, frame: &mut Frame, area: Rect);
+}
+
+/// What a project adds to the console.
+pub struct ProjectUi {
+    /// The node table's extra columns: a header and a value per node.
+    pub figures: &'static [Figure],
+    pub views: Vec<Box<dyn View>>,
+}
+
+/// One column of the node table: its header and how to read it from a node's `/status`.
+pub struct Figure {
+    pub header: &'static str,
+    pub value: fn(&NodeView) -> String,
+}
+
+/// The console parts of `project`.
+pub fn for_project(project: &Project) -> ProjectUi {
+    match project.name {
+        "proj0" => ProjectUi {
+            figures: &[
+                Figure {
+                    header: "keys",
+                    value: |n| detail_number(n, "keys"),
+                },
+                Figure {
+                    header: "tokens",
+                    value: |n| detail_number(n, "tokens"),
+                },
+                Figure {
+                    header: "replays",
+                    value: |n| detail_number(n, "replays"),
+                },
+            ],
+            views: vec![Box::new(ClusterView)],
+        },
+        _ => ProjectUi {
+            figures: &[],
+            views: vec![Box::new(ClusterView)],
+        },
+    }
+}
+
+/// A number from the node's `/status` detail, or `-`.
+fn detail_number(node: &NodeView, field: &str) -> String {
+    node.detail
+        .get(field)
+        .and_then(|v| v.as_u64())
+        .map_or("-".into(), |n| n.to_string())
+}
+
+/// Every project's first view: per node, the workload's request and error rates as
+/// sparklines, latency p50/p99, and a strip of the node's state, a mark per second over the
+/// last minute (as much of it as the width allows), so a fault is visible in time.
+pub struct ClusterView;
+
+impl View for ClusterView {
+    fn title(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let block = Block::default()
+            .borders(Borders::ALL)
+            .title(" cluster: workload ok/s, errors/s, latency; state over time ");
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        if app.model.nodes.is_empty() || inner.height == 0 {
+            return;
+        }
+        let rows = Layout::vertical(
+            app.model
+                .nodes
+                .iter()
+                .map(|_| Constraint::Length(2))
+                .chain([Constraint::Min(0)]),
+        )
+        .split(inner);
+        let strip_width = (HISTORY_SECS as u16).min(inner.width * 2 / 5);
+        for (view, row) in app.model.nodes.iter().zip(rows.iter()) {
+            if row.height == 0 {
+                break;
+            }
+            let series = app.series.get(&view.node.id).cloned().unwrap_or_default();
+            let [name, rates, latency, strip] = Layout::horizontal([
+                Constraint::Length(4),
+                Constraint::Fill(1),
+                Constraint::Length(13),
+                Constraint::Length(strip_width + 1),
+            ])
+            .areas(*row);
+            let line = |r: Rect, i: u16| Rect {
+                y: r.y + i,
+                height: u16::from(r.height > i),
+                ..r
+            };
+            frame.render_widget(
+                Paragraph::new(view.node.id.as_str()).style(bold()),
+                line(name, 0),
+            );
+            let now_ok = series.ok_rate.back().copied().unwrap_or(0);
+            let now_err = series.err_rate.back().copied().unwrap_or(0);
+            for (i, label, data, color) in [
+                (0, format!("ok {now_ok}/s"), &series.ok_rate, Color::Green),
+                (1, format!("err {now_err}/s"), &series.err_rate, Color::Red),
+            ] {
+                let [text, spark] =
+                    Layout::horizontal([Constraint::Length(10), Constraint::Fill(1)])
+                        .areas(line(rates, i));
+                frame.render_widget(Paragraph::new(label), text);
+                frame.render_widget(
+                    Sparkline::default()
+                        .data(last(data, spark.width))
+                        .style(Style::default().fg(color)),
+                    spark,
+                );
+            }
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+            frame.render_widget(
+                Paragraph::new(vec![
+                    Line::from(format!(" p50 {}", ms(series.p50_ms))),
+                    Line::from(format!(" p99 {}", ms(series.p99_ms))),
+                ]),
+                latency,
+            );
+            let states: Vec<NodeState> = series.states.iter().copied().collect();
+            let shown = &states[states.len().saturating_sub(strip_width as usize)..];
+            let mut spans = vec![Span::raw(" ")];
+            spans.extend(
+                shown
+                    .iter()
+                    .map(|s| Span::styled(strip_glyph(*s), state_style(*s))),
+            );
+            frame.render_widget(Paragraph::new(Line::from(spans)), line(strip, 0));
+            let state = NodeState::of(view);
+            frame.render_widget(
+                Paragraph::new(format!(" {}", state.name())).style(state_style(state)),
+                line(strip, 1),
+            );
+        }
+    }
+}
+
+/// A state in the strip: a glyph per state, so it reads without color too.
+pub fn strip_glyph(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Running => "█",
+        NodeState::Paused => "▒",
+        NodeState::Unresponsive => "░",
+        NodeState::Down => "×",
+    }
+}
+
+fn bold() -> Style {
+    Style::default().add_modifier(Modifier::BOLD)
+}
+
+/// The last `width` points of a series.
+fn last(series: &std::collections::VecDeque<u64>, width: u16) -> Vec<u64> {
+    let skip = series.len().saturating_sub(width as usize);
+    series.iter().skip(skip).copied().collect()
+}
