@@ -3,6 +3,10 @@
 default:
     @just --list
 
+# Open the console on a new cluster (e.g. `just lab proj0 --nodes 5`)
+lab PROJ *ARGS:
+    cargo run --release -p lab -- run {{PROJ}} {{ARGS}}
+
 # Run every test (the README's test command; CI also checks fmt and clippy)
 test:
     cargo test --workspace
@@ -26,3 +30,12 @@ bench PROJ *ARGS:
 # Run one node of a project in the foreground (e.g. `just node proj0 --id n1`)
 node PROJ *ARGS:
     cargo run --release -p lab -- node {{PROJ}} {{ARGS}}
+
+# Record the console playing scenarios/NAME.yaml into assets/demos/NAME.cast (no terminal needed)
+demo NAME:
+    cargo run --release -p lab -- scenario scenarios/{{NAME}}.yaml --record assets/demos/{{NAME}}.cast --size 120x36
+
+# Record every shipped scenario (play one with `asciinema play assets/demos/NAME.cast`)
+demos:
+    cargo build --release -p lab
+    for f in scenarios/*.yaml; do just demo "$(basename "$f" .yaml)"; done

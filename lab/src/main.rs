@@ -34,25 +34,7 @@ enum Command {
     },
     /// Open the console on a new cluster of PROJ: live views, keys that inject faults, the
     /// command palette (`:`). `?` lists the keys; `q` quits and stops the cluster.
-    Run {
-        /// The project: proj0...
-        project: String,
-        /// Nodes in the cluster [default: the project's own, at least 3; a scenario's own]
-        #[arg(long)]
-        nodes: Option<usize>,
-        /// Play this scenario live (its project must be PROJ); the cluster stays up after.
-        #[arg(long)]
-        scenario: Option<std::path::PathBuf>,
-        /// Seed for every random choice [default: the scenario's, or 1]
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Record what the console draws into this asciicast v2 file.
-        #[arg(long)]
-        record: Option<std::path::PathBuf>,
-        /// Where run directories go.
-        #[arg(long, default_value = "runs")]
-        runs_dir: std::path::PathBuf,
-    },
+    Run(lab::console::RunArgs),
     /// List the projects, their roles and default sizes.
     List,
     /// Start a project's cluster headless and keep it up until Ctrl-C: every node's addresses
@@ -121,6 +103,8 @@ enum ProjectBench {
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
     Checker(lab::engine::check::bench::CheckerBenchArgs),
+    /// The console's own CPU use, with a 5-node Project 0 cluster under load.
+    Console(lab::console::ConsoleBenchArgs),
 }
 
 /// `120x36` -> (120, 36); the console needs at least 80x24.
@@ -156,21 +140,7 @@ fn main() -> ExitCode {
             lab::headless::list_scenarios();
             ExitCode::SUCCESS
         }
-        Command::Run {
-            project,
-            nodes,
-            scenario,
-            seed,
-            record,
-            runs_dir,
-        } => lab::console::run(lab::console::RunArgs {
-            project,
-            nodes,
-            scenario,
-            seed,
-            record,
-            runs_dir,
-        }),
+        Command::Run(args) => lab::console::run(args),
         Command::Scenario {
             file,
             seed,
@@ -223,6 +193,12 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            ProjectBench::Console(args) => {
+                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                    let runs = std::env::temp_dir().join("distlab-bench-runs");
+                    lab::console::bench(&args, &runs).await
+                })
+            }
             ProjectBench::Links(args) => {
                 distlab_runtime::node::run_cli("lab", "warn", || async move {
                     lab::engine::link::bench::run(&args).await

@@ -192,3 +192,65 @@ fn lab_run_refuses_what_it_cannot_do() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_scenario_recorded_headless_makes_a_cast_with_a_marker_per_step() {
+    let runs = tempfile::tempdir().unwrap();
+    let cast = runs.path().join("demo.cast");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/proj0-pause.yaml");
+    let out = Command::new(LAB)
+        .args(["scenario", scenario, "--size", "100x30", "--runs-dir"])
+        .arg(runs.path())
+        .arg("--record")
+        .arg(&cast)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASS"), "the usual summary: {stdout}");
+
+    let text = std::fs::read_to_string(&cast).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert_eq!(lines[0]["version"], 2);
+    assert_eq!(
+        (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
+        (Some(100), Some(30))
+    );
+    let frames: Vec<&str> = lines[1..]
+        .iter()
+        .filter(|e| e[1] == "o")
+        .map(|e| e[2].as_str().unwrap())
+        .collect();
+    let markers = lines[1..].iter().filter(|e| e[1] == "m").count();
+    let steps = std::fs::read_to_string(scenario)
+        .unwrap()
+        .lines()
+        .skip_while(|l| !l.starts_with("steps:"))
+        .take_while(|l| !l.starts_with("check:"))
+        .filter(|l| l.trim_start().starts_with("- "))
+        .count();
+    assert_eq!(markers, steps, "a marker per step");
+    assert!(frames.len() > 5, "the console was drawn as it went");
+    let mut screen = vt100::Parser::new(30, 100, 0);
+    for frame in &frames {
+        screen.process(frame.as_bytes());
+    }
+    let last = screen.screen().contents();
+    assert!(
+        last.contains("scenario PASS"),
+        "the verdict on screen:\n{last}"
+    );
+    let times: Vec<f64> = lines[1..].iter().map(|e| e[0].as_f64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "times never go back"
+    );
+}

@@ -464,21 +464,14 @@ pub const HELP: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::fixture::node;
-    use crate::engine::project;
+    use crate::console::fixture::{node, with_nodes};
 
     fn app() -> App {
-        let mut app = App::new(project::find("proj0").unwrap(), 1);
-        app.observe(ClusterModel {
-            project: "proj0",
-            elapsed_secs: 1.0,
-            nodes: vec![
-                node("n1", ProcessState::Running, Health::Responsive),
-                node("n2", ProcessState::Paused, Health::Unresponsive),
-                node("n3", ProcessState::Down, Health::Down),
-            ],
-        });
-        app
+        with_nodes(vec![
+            node("n1", ProcessState::Running, Health::Responsive),
+            node("n2", ProcessState::Paused, Health::Unresponsive),
+            node("n3", ProcessState::Down, Health::Down),
+        ])
     }
 
     fn press(app: &mut App, code: KeyCode) -> Option<Action> {

@@ -29,20 +29,27 @@ pub fn node(id: &str, state: ProcessState, health: Health) -> NodeView {
     }
 }
 
-/// A Project 0 cluster of four nodes: running, paused, down, unresponsive; a workload with
-/// a few seconds of figures; a timeline; a log.
-pub fn app() -> App {
+/// A Project 0 console showing these nodes, and nothing else yet.
+pub fn with_nodes(nodes: Vec<NodeView>) -> App {
     let mut app = App::new(project::find("proj0").unwrap(), 1);
     app.observe(ClusterModel {
         project: "proj0",
-        elapsed_secs: 83.0,
-        nodes: vec![
-            node("n1", ProcessState::Running, Health::Responsive),
-            node("n2", ProcessState::Paused, Health::Unresponsive),
-            node("n3", ProcessState::Down, Health::Down),
-            node("n4", ProcessState::Running, Health::Unresponsive),
-        ],
+        elapsed_secs: 1.0,
+        nodes,
     });
+    app
+}
+
+/// A Project 0 cluster of four nodes: running, paused, down, unresponsive; a workload with
+/// a few seconds of figures; a timeline; a log.
+pub fn app() -> App {
+    let mut app = with_nodes(vec![
+        node("n1", ProcessState::Running, Health::Responsive),
+        node("n2", ProcessState::Paused, Health::Unresponsive),
+        node("n3", ProcessState::Down, Health::Down),
+        node("n4", ProcessState::Running, Health::Unresponsive),
+    ]);
+    app.model.elapsed_secs = 83.0;
     let sample = |node: &str, ok: u64, errors: u64| LoadSample {
         node: node.into(),
         ok,

@@ -48,13 +48,24 @@ use crate::engine::workload::WorkloadSpec;
 pub const CONSOLE_RATE: f64 = 20.0;
 
 /// `lab run`'s arguments.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    /// The project: proj0...
     pub project: String,
+    /// Nodes in the cluster [default: the project's own, at least 3; a scenario's own]
+    #[arg(long)]
     pub nodes: Option<usize>,
+    /// Play this scenario live (its project must be PROJ); the cluster stays up after.
+    #[arg(long)]
     pub scenario: Option<PathBuf>,
+    /// Seed for every random choice [default: the scenario's, or 1]
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Record what the console draws into this asciicast v2 file.
+    #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Where run directories go.
+    #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
 }
 
@@ -163,7 +174,7 @@ async fn interactive(
         }
     };
     let mut console = Console::new(session.clone(), cast, args.record.clone(), scenario);
-    let outcome = console.run(&mut terminal, Some(input), false).await;
+    let outcome = console.run(&mut terminal, Some(input), false, None).await;
     if outcome.is_ok() {
         console.app.stopping = true;
         let _ = terminal.draw(|frame| ui::draw(frame, &console.app, &console.ui));
@@ -216,7 +227,7 @@ pub async fn record_scenario(
         Some(record.display().to_string().into()),
         Some(scenario),
     );
-    let outcome = console.run(&mut terminal, None, true).await;
+    let outcome = console.run(&mut terminal, None, true, None).await;
     cast.lock().unwrap().flush()?;
     session.stop().await;
     outcome?;
@@ -224,6 +235,83 @@ pub async fn record_scenario(
         .report
         .take()
         .context("the scenario ended without a report")
+}
+
+/// `lab bench console`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleBenchArgs {
+    /// Nodes in the Project 0 cluster.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Seconds measured without the console, then as many with it.
+    #[arg(long, default_value_t = 15)]
+    pub secs: u64,
+    /// Workload rate (ops/s).
+    #[arg(long, default_value_t = CONSOLE_RATE)]
+    pub rate: f64,
+}
+
+/// The console's own CPU cost: the lab process's CPU time (getrusage) with a Project 0
+/// cluster and its workload on, first with nobody watching, then with the console drawing a
+/// 120x36 screen (into a sink: the cost of a real terminal's output is the terminal's). The
+/// difference is the UI's. One line per figure.
+pub async fn bench(args: &ConsoleBenchArgs, runs_root: &Path) -> anyhow::Result<()> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let cpu = || -> anyhow::Result<Duration> {
+        let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+        let secs = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        Ok(secs(usage.user_time()) + secs(usage.system_time()))
+    };
+    let exe = std::env::current_exe().context("finding the lab executable")?;
+    let project = project::find("proj0").map_err(distlab_runtime::BadInput)?;
+    let session = Arc::new(Session::start(project, args.nodes, runs_root, 1, exe).await?);
+    session
+        .start_load(WorkloadSpec {
+            rate: args.rate,
+            ..WorkloadSpec::default()
+        })
+        .await?;
+    let window = Duration::from_secs(args.secs.max(1));
+    // Let the cluster settle first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (cpu0, wall0) = (cpu()?, std::time::Instant::now());
+    tokio::time::sleep(window).await;
+    let engine = (cpu()? - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+
+    let backend = CrosstermBackend::new(Tee::new(Some(std::io::sink()), None));
+    let mut terminal = Terminal::with_options(
+        backend,
+        TerminalOptions {
+            viewport: Viewport::Fixed(Rect::new(0, 0, 120, 36)),
+        },
+    )?;
+    let mut console = Console::new(session.clone(), None, None, None);
+    let (cpu1, wall1) = (cpu()?, std::time::Instant::now());
+    console
+        .run(
+            &mut terminal,
+            None,
+            false,
+            Some(tokio::time::Instant::now() + window),
+        )
+        .await?;
+    let with_ui = (cpu()? - cpu1).as_secs_f64() / wall1.elapsed().as_secs_f64();
+    session.stop().await;
+    let figure = |name: &str, value: f64| {
+        println!(
+            "bench=console figure={name} nodes={} rate={} seconds={} percent_of_one_core={value:.2}",
+            args.nodes,
+            args.rate,
+            window.as_secs()
+        );
+    };
+    figure("lab_cpu_without_console", engine * 100.0);
+    figure("lab_cpu_with_console", with_ui * 100.0);
+    figure("console_ui_cpu", (with_ui - engine).max(0.0) * 100.0);
+    Ok(())
 }
 
 /// A scenario played in the background while the console shows it.
@@ -317,12 +405,14 @@ impl Console {
         }
     }
 
-    /// Runs until the user quits (or, `headless`, until the scenario is over).
+    /// Runs until the user quits (or, `headless`, until the scenario is over), or until
+    /// `deadline`.
     async fn run<W: Write>(
         &mut self,
         terminal: &mut Terminal<CrosstermBackend<W>>,
         mut input: Option<mpsc::UnboundedReceiver<TermEvent>>,
         headless: bool,
+        deadline: Option<tokio::time::Instant>,
     ) -> anyhow::Result<()> {
         let mut model = self.session.model();
         let mut timeline = self.session.supervisor().timeline().subscribe();
@@ -350,6 +440,9 @@ impl Console {
                         {
                             anyhow::bail!("{e}");
                         }
+                        return Ok(());
+                    }
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         return Ok(());
                     }
                     continue;

@@ -86,7 +86,7 @@ impl View for ClusterView {
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let block = Block::default()
             .borders(Borders::ALL)
-            .title(" cluster: workload ok/s, errors/s, latency; state over time ");
+            .title(" cluster: ok/s, err/s, latency, state ");
         let inner = block.inner(area);
         frame.render_widget(block, area);
         if app.model.nodes.is_empty() || inner.height == 0 {
