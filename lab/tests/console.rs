@@ -1,7 +1,7 @@
 //! The console end to end, as a user meets it: `lab run proj0` in a pseudo-terminal, keys
 //! typed, the screen read back through a terminal emulator (vt100). Kill a node with `K`, see
-//! it down; restart it with `r`, see it running again; quit with `q y`: the terminal is back
-//! on the main screen and no node process survives.
+//! it down; restart it with `r`, see it running again; add a node from the palette; quit with
+//! `q y`: the terminal is back on the main screen and no node process survives.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -147,6 +147,12 @@ fn kill_and_restart_from_the_keyboard_then_quit_cleanly() {
         s.contains("kill (SIGKILL)") && s.contains("restart")
     });
 
+    lab.press(":add-node\r");
+    let screen = lab.wait_for("n3, added from the palette, running", up, |s| {
+        row(s, "n3").is_some_and(|r| r.contains("running"))
+    });
+    let added = pid_in(row(&screen, "n3").unwrap()).unwrap();
+
     lab.press("q");
     lab.wait_for("the quit question", up, |s| s.contains("quit?"));
     lab.press("y");
@@ -159,7 +165,7 @@ fn kill_and_restart_from_the_keyboard_then_quit_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "lab run exited with {status}");
-    for pid in [pids[1], restarted] {
+    for pid in [pids[1], restarted, added] {
         assert!(!alive(pid), "node process {pid} outlived the console");
     }
     let screen = lab.screen.lock().unwrap();
@@ -172,6 +178,68 @@ fn kill_and_restart_from_the_keyboard_then_quit_cleanly() {
         "{}",
         screen.screen().contents()
     );
+}
+
+#[test]
+fn sigterm_stops_the_cluster_and_restores_the_terminal() {
+    let runs = tempfile::tempdir().unwrap();
+    let lab = Pty::spawn(
+        &["run", "proj0", "--nodes", "1", "--runs-dir", "runs"],
+        runs.path(),
+    );
+    let up = Duration::from_secs(60);
+    let screen = lab.wait_for("n1 running", up, |s| {
+        row(s, "n1").is_some_and(|r| r.contains("running"))
+    });
+    let node = pid_in(row(&screen, "n1").unwrap()).unwrap();
+    // `setsid` execs the lab in place: the child's pid is the lab's.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lab.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + up;
+    let mut lab = lab;
+    let status = loop {
+        if let Some(status) = lab.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "lab did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a clean stop: {status}");
+    assert!(!alive(node), "the node went with the console");
+    let parser = lab.screen.lock().unwrap();
+    assert!(!parser.screen().alternate_screen());
+    assert!(!parser.screen().hide_cursor(), "the cursor is shown again");
+}
+
+#[test]
+fn a_scenario_plays_live_and_the_cluster_stays_up_for_inspection() {
+    let runs = tempfile::tempdir().unwrap();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/proj0-pause.yaml");
+    let mut lab = Pty::spawn(
+        &["run", "proj0", "--scenario", scenario, "--runs-dir", "runs"],
+        runs.path(),
+    );
+    let up = Duration::from_secs(60);
+    lab.wait_for("the scenario pane", up, |s| {
+        s.contains("scenario proj0-pause")
+    });
+    let screen = lab.wait_for("the verdict", up, |s| s.contains("scenario PASS"));
+    assert!(screen.contains("PASS linearizable"), "{screen}");
+    let screen = lab.wait_for("n1 running after the scenario", up, |s| {
+        row(s, "n1").is_some_and(|r| r.contains("running"))
+    });
+    let node = pid_in(row(&screen, "n1").unwrap()).unwrap();
+    assert!(alive(node), "the cluster stays up until q");
+    lab.press("qy");
+    let deadline = Instant::now() + up;
+    while lab.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "lab did not exit after q y");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(node));
 }
 
 #[test]

@@ -210,3 +210,34 @@ async fn the_model_sees_a_paused_node_as_unresponsive() {
     wait_for([Health::Down, Health::Responsive]).await;
     supervisor.stop_all().await;
 }
+
+#[tokio::test]
+async fn a_cluster_grows_by_its_spares_and_no_further() {
+    let runs = tempfile::tempdir().unwrap();
+    let supervisor = cluster(1, runs.path()).await;
+    assert_eq!(supervisor.ids(), ["n1"], "spares are not members");
+    assert_eq!(supervisor.nodes().await.len(), 1);
+    assert!(
+        supervisor.kill("n2").await.is_err(),
+        "a spare cannot be faulted before it is added"
+    );
+
+    assert_eq!(supervisor.add_node().await.unwrap(), "n2");
+    let nodes = supervisor.nodes().await;
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[1].state, ProcessState::Running);
+    let n2 = client(nodes[1].client);
+    n2.put("k", "v").await.unwrap();
+    assert!(
+        supervisor
+            .timeline()
+            .events()
+            .iter()
+            .any(|e| e.what == "add-node" && e.node.as_deref() == Some("n2"))
+    );
+
+    assert_eq!(supervisor.add_node().await.unwrap(), "n3");
+    let e = supervisor.add_node().await.unwrap_err().to_string();
+    assert!(e.contains("cannot grow beyond 3 nodes"), "{e}");
+    supervisor.stop_all().await;
+}

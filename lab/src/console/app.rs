@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ratatui_crossterm::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::palette::{self, Command};
+use super::palette;
 use crate::engine::events::Event;
 use crate::engine::model::{ClusterModel, Health, NodeView};
 use crate::engine::project::Project;
@@ -26,7 +26,8 @@ pub const RATES: &[f64] = &[5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 
 /// What the console asks the engine to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Run(Command),
+    /// Carry out a scenario step (every fault key and palette line is one).
+    Run(Step),
     Quit,
 }
 
@@ -257,7 +258,7 @@ impl App {
             KeyCode::Enter => {
                 let ids: Vec<String> = self.model.nodes.iter().map(|n| n.node.id.clone()).collect();
                 match palette::parse(&line, &ids) {
-                    Ok(command) => Some(Action::Run(command)),
+                    Ok(step) => Some(Action::Run(step)),
                     Err(e) => {
                         self.message = Some(Message {
                             text: e,
@@ -302,7 +303,7 @@ impl App {
 
     fn normal_key(&mut self, key: KeyEvent) -> Option<Action> {
         let count = self.model.nodes.len();
-        let step = |step: Step| Some(Action::Run(Command::Step(step)));
+        let step = |step: Step| Some(Action::Run(step));
         let selected = self.selected_node().map(|n| n.node.id.clone());
         let on_selected = |make: fn(Selector) -> Step| match &selected {
             Some(id) => step(make(Selector::One(id.clone()))),
@@ -489,7 +490,7 @@ mod tests {
     }
 
     fn step(s: Step) -> Option<Action> {
-        Some(Action::Run(Command::Step(s)))
+        Some(Action::Run(s))
     }
 
     #[test]

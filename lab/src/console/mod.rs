@@ -36,10 +36,9 @@ use tokio::sync::{mpsc, watch};
 
 use self::app::{Action, App, LoadFigures, Message, ScenarioPane};
 use self::cast::{Cast, Tee};
-use self::palette::Command;
 use crate::engine::project::{self, Project};
 use crate::engine::runner::{self, Progress, Report};
-use crate::engine::scenario::{self, Validated};
+use crate::engine::scenario::{self, Step, Validated};
 use crate::engine::session::Session;
 use crate::engine::workload::WorkloadSpec;
 
@@ -157,12 +156,9 @@ async fn interactive(
     // (Not `terminal.clear()`: it asks the terminal where the cursor is, and waits for it.)
     let mut terminal = Terminal::new(backend)?;
     let input = terminal::spawn_input();
-    let scenario = match validated {
-        Some(v) => Some(play_scenario(
-            session.clone(),
-            v,
-            args.scenario.clone().unwrap_or_default(),
-        )),
+    let mut console = Console::new(session.clone(), cast, args.record.clone());
+    match validated {
+        Some(v) => console.play(v, args.scenario.clone().unwrap_or_default()),
         None => {
             session
                 .start_load(WorkloadSpec {
@@ -170,10 +166,8 @@ async fn interactive(
                     ..WorkloadSpec::default()
                 })
                 .await?;
-            None
         }
-    };
-    let mut console = Console::new(session.clone(), cast, args.record.clone(), scenario);
+    }
     let outcome = console.run(&mut terminal, Some(input), false, None).await;
     if outcome.is_ok() {
         console.app.stopping = true;
@@ -220,13 +214,12 @@ pub async fn record_scenario(
             viewport: Viewport::Fixed(area),
         },
     )?;
-    let scenario = play_scenario(session.clone(), validated.clone(), file.to_path_buf());
     let mut console = Console::new(
         session.clone(),
         Some(cast.clone()),
         Some(record.display().to_string().into()),
-        Some(scenario),
     );
+    console.play(validated.clone(), file.to_path_buf());
     let outcome = console.run(&mut terminal, None, true, None).await;
     cast.lock().unwrap().flush()?;
     session.stop().await;
@@ -288,7 +281,7 @@ pub async fn bench(args: &ConsoleBenchArgs, runs_root: &Path) -> anyhow::Result<
             viewport: Viewport::Fixed(Rect::new(0, 0, 120, 36)),
         },
     )?;
-    let mut console = Console::new(session.clone(), None, None, None);
+    let mut console = Console::new(session.clone(), None, None);
     let (cpu1, wall1) = (cpu()?, std::time::Instant::now());
     console
         .run(
@@ -368,6 +361,8 @@ fn play_scenario(session: Arc<Session>, validated: Validated, file: PathBuf) -> 
 /// The console's loop: engine updates and keys in, frames out.
 struct Console {
     session: Arc<Session>,
+    /// The timeline's events after those `app` got at the start.
+    timeline: tokio::sync::broadcast::Receiver<crate::engine::events::Event>,
     app: App,
     ui: views::ProjectUi,
     cast: Option<Arc<Mutex<Cast>>>,
@@ -380,29 +375,36 @@ impl Console {
         session: Arc<Session>,
         cast: Option<Arc<Mutex<Cast>>>,
         recording: Option<PathBuf>,
-        scenario: Option<ScenarioRun>,
     ) -> Self {
         let project = session.supervisor().project();
         let ui = views::for_project(project);
         let mut app = App::new(project, ui.views.len());
         app.recording = recording.map(|p| p.display().to_string());
-        app.scenario = scenario.as_ref().map(|s| ScenarioPane {
-            name: s.name.clone(),
-            steps: s.steps.clone(),
-            progress: s.progress.borrow().clone(),
-            verdicts: Vec::new(),
-        });
-        for event in session.supervisor().timeline().events() {
+        let (past, timeline) = session.supervisor().timeline().follow();
+        for event in past {
             app.push_event(event);
         }
         Self {
             session,
+            timeline,
             app,
             ui,
             cast,
-            scenario,
+            scenario: None,
             report: None,
         }
+    }
+
+    /// Starts playing a scenario, shown in the scenario pane.
+    fn play(&mut self, validated: Validated, file: PathBuf) {
+        let scenario = play_scenario(self.session.clone(), validated, file);
+        self.app.scenario = Some(ScenarioPane {
+            name: scenario.name.clone(),
+            steps: scenario.steps.clone(),
+            progress: scenario.progress.borrow().clone(),
+            verdicts: Vec::new(),
+        });
+        self.scenario = Some(scenario);
     }
 
     /// Runs until the user quits (or, `headless`, until the scenario is over), or until
@@ -415,7 +417,6 @@ impl Console {
         deadline: Option<tokio::time::Instant>,
     ) -> anyhow::Result<()> {
         let mut model = self.session.model();
-        let mut timeline = self.session.supervisor().timeline().subscribe();
         let (done_tx, mut done) = mpsc::unbounded_channel::<Message>();
         let mut signals = terminal::quit_signals()?;
         let mut frame = tokio::time::interval(Duration::from_millis(50));
@@ -452,7 +453,7 @@ impl Console {
                         self.app.observe(model.borrow_and_update().clone());
                     }
                 }
-                event = timeline.recv() => {
+                event = self.timeline.recv() => {
                     if let Ok(event) = event {
                         if let Some(cast) = &self.cast
                             && event.what.starts_with("step ")
@@ -475,7 +476,7 @@ impl Console {
                         TermEvent::Key(key) if key.kind != ratatui_crossterm::crossterm::event::KeyEventKind::Release => {
                             match self.app.on_key(key) {
                                 Some(Action::Quit) => return Ok(()),
-                                Some(Action::Run(command)) => self.execute(command, done_tx.clone()),
+                                Some(Action::Run(step)) => self.execute(step, done_tx.clone()),
                                 None => {}
                             }
                         }
@@ -524,37 +525,27 @@ impl Console {
         }
     }
 
-    /// Hands a command to the engine; its outcome comes back as a message.
-    fn execute(&mut self, command: Command, done: mpsc::UnboundedSender<Message>) {
-        match command {
-            Command::Step(step) => {
-                let session = self.session.clone();
-                let what = step.describe();
-                self.app.message = Some(Message {
-                    text: format!("{what}…"),
+    /// Hands a step to the engine; its outcome comes back as a message.
+    fn execute(&mut self, step: Step, done: mpsc::UnboundedSender<Message>) {
+        let session = self.session.clone();
+        let what = step.describe();
+        self.app.message = Some(Message {
+            text: format!("{what}…"),
+            error: false,
+        });
+        tokio::spawn(async move {
+            let message = match session.step(&step).await {
+                Ok(()) => Message {
+                    text: format!("done: {what}"),
                     error: false,
-                });
-                tokio::spawn(async move {
-                    let message = match session.step(&step).await {
-                        Ok(()) => Message {
-                            text: format!("done: {what}"),
-                            error: false,
-                        },
-                        Err(e) => Message {
-                            text: format!("{what}: {e:#}"),
-                            error: true,
-                        },
-                    };
-                    let _ = done.send(message);
-                });
-            }
-            Command::AddNode => {
-                self.app.message = Some(Message {
-                    text: "add-node: membership growth is not built yet; it comes with the projects whose nodes have membership (Project 2's change_membership)".into(),
+                },
+                Err(e) => Message {
+                    text: format!("{what}: {e:#}"),
                     error: true,
-                });
-            }
-        }
+                },
+            };
+            let _ = done.send(message);
+        });
     }
 }
 

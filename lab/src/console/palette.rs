@@ -9,15 +9,6 @@ use crate::engine::scenario::{
     self, LoadStep, LoadSwitch, NemesisFault, NemesisStep, Selector, Span, Step,
 };
 
-/// What a palette line asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// A scenario step, carried out by the session.
-    Step(Step),
-    /// Start one more node (membership growth).
-    AddNode,
-}
-
 /// Every command word, with the shape of its arguments (shown when a line is wrong).
 pub const COMMANDS: &[(&str, &str)] = &[
     ("kill", "kill NODES"),
@@ -44,8 +35,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("add-node", "add-node"),
 ];
 
-/// Parses one palette line against the cluster's node ids.
-pub fn parse(line: &str, nodes: &[String]) -> Result<Command, String> {
+/// Parses one palette line against the cluster's node ids: the step it asks for.
+pub fn parse(line: &str, nodes: &[String]) -> Result<Step, String> {
     let line = line.trim().trim_start_matches(':').trim();
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim();
@@ -102,7 +93,7 @@ pub fn parse(line: &str, nodes: &[String]) -> Result<Command, String> {
         "nemesis" => {
             Step::Nemesis(parse_nemesis(rest).map_err(|e| format!("{e}; {}", usage("nemesis")))?)
         }
-        "add-node" => return Ok(Command::AddNode),
+        "add-node" => Step::AddNode,
         other => {
             let close = complete(other);
             return Err(if close.is_empty() {
@@ -123,7 +114,7 @@ pub fn parse(line: &str, nodes: &[String]) -> Result<Command, String> {
         }
     };
     scenario::validate_step(&step, nodes)?;
-    Ok(Command::Step(step))
+    Ok(step)
 }
 
 fn parse_load(rest: &str) -> Result<LoadStep, String> {
@@ -218,27 +209,22 @@ mod tests {
     fn lines_become_the_steps_a_scenario_would_have() {
         assert_eq!(
             parse(":partition n1,n2 | n3,n4,n5", &nodes()),
-            Ok(Command::Step(Step::Partition("n1,n2 | n3,n4,n5".into())))
+            Ok(Step::Partition("n1,n2 | n3,n4,n5".into()))
         );
         assert_eq!(
             parse("link n1->* delay 100ms 20ms loss 5%", &nodes()),
-            Ok(Command::Step(Step::Link(
-                "n1->* delay 100ms 20ms loss 5%".into()
-            )))
+            Ok(Step::Link("n1->* delay 100ms 20ms loss 5%".into()))
         );
         assert_eq!(
             parse("kill n1,n3", &nodes()),
-            Ok(Command::Step(Step::Kill(Selector::Many(vec![
-                "n1".into(),
-                "n3".into()
-            ]))))
+            Ok(Step::Kill(Selector::Many(vec!["n1".into(), "n3".into()])))
         );
         assert_eq!(
             parse("load rate 500", &nodes()),
-            Ok(Command::Step(Step::Load(LoadStep::Rate { rate: 500.0 })))
+            Ok(Step::Load(LoadStep::Rate { rate: 500.0 }))
         );
-        assert_eq!(parse("add-node", &nodes()), Ok(Command::AddNode));
-        let Ok(Command::Step(Step::Nemesis(n))) = parse("nemesis kill,pause 30s", &nodes()) else {
+        assert_eq!(parse("add-node", &nodes()), Ok(Step::AddNode));
+        let Ok(Step::Nemesis(n)) = parse("nemesis kill,pause 30s", &nodes()) else {
             panic!("nemesis parses");
         };
         assert_eq!(n.faults, [NemesisFault::Kill, NemesisFault::Pause]);

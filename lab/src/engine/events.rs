@@ -77,8 +77,11 @@ impl Timeline {
         {
             let _ = writeln!(file.lock().unwrap(), "{line}");
         }
-        self.events.lock().unwrap().push(event.clone());
+        // Sent while the history is locked, so `follow` sees every event exactly once.
+        let mut events = self.events.lock().unwrap();
+        events.push(event.clone());
         let _ = self.live.send(event.clone());
+        drop(events);
         event
     }
 
@@ -89,6 +92,12 @@ impl Timeline {
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.live.subscribe()
+    }
+
+    /// Every event so far, and the ones after it: none missed, none twice.
+    pub fn follow(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let events = self.events.lock().unwrap();
+        (events.clone(), self.live.subscribe())
     }
 
     pub fn elapsed(&self) -> std::time::Duration {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::collections::BTreeSet;
 
 use super::link::tcp::TcpLinkProxy;
+use super::link::udp::UdpLinkProxy;
 use super::link::{Cut, LinkFaults, LinkId, Links};
 use super::partition::CutLink;
 use super::project::PeerLinks;
@@ -19,7 +20,12 @@ pub const CLIENT: &str = "client";
 pub struct Network {
     links: Arc<Links>,
     proxies: BTreeMap<LinkId, TcpLinkProxy>,
+    /// For projects that gossip: a UDP proxy per node link, on its TCP proxy's port number.
+    datagrams: BTreeMap<LinkId, UdpLinkProxy>,
 }
+
+/// How many times a TCP proxy's port is tried for its UDP twin before giving up.
+const UDP_TWIN_ATTEMPTS: usize = 50;
 
 impl Network {
     pub async fn build(
@@ -29,18 +35,31 @@ impl Network {
     ) -> std::io::Result<Self> {
         let links = Arc::new(Links::new());
         let mut proxies = BTreeMap::new();
+        let mut datagrams = BTreeMap::new();
         for to in nodes {
-            let mut froms = vec![CLIENT.to_string()];
-            if peer_links == PeerLinks::Tcp {
-                froms.extend(nodes.iter().filter(|n| *n != to).cloned());
+            let link = LinkId::new(CLIENT.to_string(), to.clone());
+            let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
+            proxies.insert(link, proxy);
+            if peer_links == PeerLinks::None {
+                continue;
             }
-            for from in froms {
-                let link = LinkId::new(from, to.clone());
-                let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
-                proxies.insert(link, proxy);
+            for from in nodes.iter().filter(|n| *n != to) {
+                let link = LinkId::new(from.clone(), to.clone());
+                if peer_links == PeerLinks::TcpAndUdp {
+                    let (tcp, udp) = bind_twins(&link, &links, seed).await?;
+                    proxies.insert(link.clone(), tcp);
+                    datagrams.insert(link, udp);
+                } else {
+                    let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
+                    proxies.insert(link, proxy);
+                }
             }
         }
-        Ok(Self { links, proxies })
+        Ok(Self {
+            links,
+            proxies,
+            datagrams,
+        })
     }
 
     /// The faults of every link (the engine's knob for partitions, delay, loss...).
@@ -69,9 +88,13 @@ impl Network {
             .collect()
     }
 
-    /// Node `id` now listens at `grpc`: point every link into it there.
+    /// Node `id` now listens at `grpc` (and, if it gossips, on UDP at the same port): point
+    /// every link into it there.
     pub fn node_ready(&self, id: &str, grpc: SocketAddr) {
         for proxy in self.proxies.values().filter(|p| p.link().to == id) {
+            proxy.set_target(grpc);
+        }
+        for proxy in self.datagrams.values().filter(|p| p.link().to == id) {
             proxy.set_target(grpc);
         }
     }
@@ -116,6 +139,24 @@ impl Network {
     pub fn node_links(&self) -> impl Iterator<Item = &LinkId> {
         self.proxies.keys().filter(|l| l.from != CLIENT)
     }
+}
+
+/// A TCP proxy and a UDP proxy for `link` on the same port number.
+async fn bind_twins(
+    link: &LinkId,
+    links: &Arc<Links>,
+    seed: u64,
+) -> std::io::Result<(TcpLinkProxy, UdpLinkProxy)> {
+    let mut last_error = None;
+    for _ in 0..UDP_TWIN_ATTEMPTS {
+        let tcp = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
+        match UdpLinkProxy::bind_at(tcp.local_addr(), link.clone(), links.clone(), seed).await {
+            Ok(udp) => return Ok((tcp, udp)),
+            // That port number is taken in UDP's space: try another.
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
 }
 
 #[cfg(test)]
@@ -178,6 +219,72 @@ mod tests {
         );
         net.heal();
         assert!(talks(net.addr("n1", "n2").unwrap()).await);
+    }
+
+    /// A node that speaks TCP and UDP on one port number, echoing both.
+    async fn echo_both() -> SocketAddr {
+        loop {
+            let tcp_addr = echo().await;
+            let Ok(udp) = tokio::net::UdpSocket::bind(tcp_addr).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                    let _ = udp.send_to(&buf[..n], from).await;
+                }
+            });
+            return tcp_addr;
+        }
+    }
+
+    async fn gossips(addr: SocketAddr) -> bool {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 8];
+        for _ in 0..3 {
+            socket.send_to(b"ping", addr).await.unwrap();
+            let reply = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                socket.recv_from(&mut buf),
+            )
+            .await;
+            if matches!(reply, Ok(Ok((4, _)))) {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn gossip_goes_through_udp_proxies_on_the_peer_address() {
+        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let net = Network::build(&nodes, PeerLinks::TcpAndUdp, 1)
+            .await
+            .unwrap();
+        for node in &nodes {
+            net.node_ready(node, echo_both().await);
+        }
+        let n1_to_n2 = net.addr("n1", "n2").unwrap();
+        assert!(talks(n1_to_n2).await, "gRPC still goes through");
+        assert!(
+            gossips(n1_to_n2).await,
+            "datagrams to the same --peer address"
+        );
+        assert!(
+            net.datagrams.keys().all(|l| l.from != CLIENT),
+            "clients do not gossip"
+        );
+        assert_eq!(net.datagrams.len(), 6);
+
+        let cuts = Partition::parse("isolate n1")
+            .unwrap()
+            .cuts(&nodes, &mut rand::rngs::SmallRng::seed_from_u64(1))
+            .unwrap();
+        net.cut(&cuts);
+        assert!(!gossips(n1_to_n2).await, "a partition drops datagrams too");
+        assert!(gossips(net.addr("n2", "n3").unwrap()).await);
+        net.heal();
+        assert!(gossips(n1_to_n2).await);
     }
 
     #[tokio::test]

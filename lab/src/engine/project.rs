@@ -28,6 +28,10 @@ pub enum PeerLinks {
     None,
     /// gRPC between every pair.
     Tcp,
+    /// gRPC between every pair, and UDP datagrams (gossip) to the same port numbers: a node
+    /// that speaks UDP listens on its gRPC port number, and each link's UDP proxy sits on its
+    /// TCP proxy's port number, so one `--peer` address serves both.
+    TcpAndUdp,
 }
 
 /// The workload a project's clusters are loaded with (see [`super::workload`]).

@@ -44,13 +44,10 @@ impl RunDir {
         &self.path
     }
 
-    /// The folder of node `id` (created if needed): its data dir lives in `data/`, its
-    /// output in `node.log`.
-    pub fn node_dir(&self, id: &str) -> anyhow::Result<PathBuf> {
-        let dir = self.path.join(id);
-        std::fs::create_dir_all(dir.join("data"))
-            .with_context(|| format!("creating {}", dir.display()))?;
-        Ok(dir)
+    /// The folder of node `id` (the supervisor creates it when the node first starts): its
+    /// data dir lives in `data/`, its output in `node.log`.
+    pub fn node_path(&self, id: &str) -> PathBuf {
+        self.path.join(id)
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -73,6 +70,6 @@ mod tests {
             name.ends_with("-proj0") && name.len() == "20261124-020800-proj0".len(),
             "{name}"
         );
-        assert!(a.node_dir("n1").unwrap().join("data").is_dir());
+        assert_eq!(a.node_path("n1"), a.path().join("n1"));
     }
 }

@@ -14,6 +14,7 @@ use super::link::LinkFaults;
 use super::partition::Partition;
 use super::predicate::StatusPredicate;
 use super::project::{self, Project};
+use super::supervisor::SPARE_NODES;
 use super::workload::{WorkloadSpec, duration_text};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +83,9 @@ pub enum Step {
     Mark(String),
     /// `- nemesis: {faults: [kill, pause, partition], every: 2s, jitter: 1s, for: 20s}`
     Nemesis(NemesisStep),
+    /// `- add-node` (membership growth: the next node, `n4` in a 3-node cluster, starts)
+    #[serde(rename = "add-node")]
+    AddNode,
 }
 
 /// Random faults, one at a time: apply one, wait `every ± jitter`, undo it, wait again,
@@ -213,6 +217,7 @@ impl Step {
             Step::Start(s) => format!("start {}", sel(s)),
             Step::Partition(p) => format!("partition {p}"),
             Step::Heal => "heal".to_string(),
+            Step::AddNode => "add-node".to_string(),
             Step::Link(l) => format!("link {l}"),
             Step::Load(LoadStep::Switch(LoadSwitch::Start)) => "load start".to_string(),
             Step::Load(LoadStep::Switch(LoadSwitch::Stop)) => "load stop".to_string(),
@@ -272,10 +277,25 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
             top("workload")
         ));
     }
+    // Steps may name the nodes that earlier `add-node` steps add.
+    let mut grown = nodes.clone();
     for (i, step) in scenario.steps.iter().enumerate() {
         let at = step_line(text, i).map_or(String::new(), |l| format!(":{l}"));
-        validate_step(step, &nodes)
-            .map_err(|e| format!("{name}{at}: step {} ({}): {e}", i + 1, step.describe()))?;
+        let describe = |e: String| format!("{name}{at}: step {} ({}): {e}", i + 1, step.describe());
+        if *step == Step::AddNode {
+            grown = project
+                .plan(grown.len() + 1)
+                .map_err(describe)?
+                .into_iter()
+                .map(|n| n.id)
+                .collect();
+            if grown.len() > nodes.len() + SPARE_NODES {
+                return Err(describe(format!(
+                    "a cluster grows by at most {SPARE_NODES} nodes"
+                )));
+            }
+        }
+        validate_step(step, &grown).map_err(describe)?;
     }
     for check in &scenario.check {
         if let CheckSpec::Availability { min: Some(m) } = check
@@ -360,7 +380,12 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
             StatusPredicate::parse(status)?;
             on.as_ref().map_or(Ok(()), check_selector)
         }
-        Step::Sleep(_) | Step::Wait(_) | Step::Heal | Step::Load(_) | Step::Mark(_) => Ok(()),
+        Step::Sleep(_)
+        | Step::Wait(_)
+        | Step::Heal
+        | Step::Load(_)
+        | Step::Mark(_)
+        | Step::AddNode => Ok(()),
     }
 }
 
@@ -438,6 +463,24 @@ check:
 
     fn error(text: &str) -> String {
         parse(text, "bad.yaml").unwrap_err()
+    }
+
+    #[test]
+    fn steps_may_name_the_nodes_added_before_them() {
+        let grows = GOOD.replace("- kill: n1", "- add-node\n  - kill: n2");
+        let v = parse(&grows, "grow.yaml").unwrap();
+        assert_eq!(v.scenario.steps[2], Step::Kill(Selector::One("n2".into())));
+        assert_eq!(v.nodes, ["n1"], "the cluster starts with its own size");
+
+        let too_early = GOOD.replace("- kill: n1", "- kill: n2\n  - add-node");
+        assert!(error(&too_early).contains("unknown node \"n2\""));
+
+        let too_many = GOOD.replace("- kill: n1", "- add-node\n  - add-node\n  - add-node");
+        assert!(
+            error(&too_many).contains("grows by at most 2 nodes"),
+            "{}",
+            error(&too_many)
+        );
     }
 
     #[test]

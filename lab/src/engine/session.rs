@@ -163,6 +163,7 @@ impl Session {
             Step::Start(s) => self.apply(s, ProcessFault::Start).await?,
             Step::Partition(shape) => supervisor.partition(shape)?,
             Step::Heal => supervisor.heal(),
+            Step::AddNode => self.add_node().await?,
             Step::Link(spec) => {
                 let (links, faults) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
                 supervisor.link(links, faults)?;
@@ -198,6 +199,17 @@ impl Session {
                     .timeline()
                     .record(EventKind::Note, None, format!("mark: {label}"));
             }
+        }
+        Ok(())
+    }
+
+    /// Membership growth: starts the next node; a running workload is restarted so its
+    /// clients reach the new node too.
+    async fn add_node(&self) -> anyhow::Result<()> {
+        self.supervisor.add_node().await?;
+        let info = self.load_info();
+        if let (true, Some(spec)) = (info.running, info.spec) {
+            self.start_load(spec).await?;
         }
         Ok(())
     }

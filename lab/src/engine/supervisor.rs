@@ -7,6 +7,12 @@
 //! (same id, same data dir, same peer addresses; a new process and port, and the proxies follow
 //! it). An exit the lab did not cause is recorded as a crash, with the node's last lines.
 //!
+//! Membership growth (`add_node`): the cluster is planned with a few spare nodes beyond its
+//! size. Spares have their folders and link proxies from the start, and every node's `--peer`
+//! table names them (the address book; who is a *member* is the service's business), but they
+//! are not started and not shown until `add_node` starts the next one. Until then a spare's
+//! address behaves like a host that is off: connections to it wait, datagrams are dropped.
+//!
 //! No orphans: children get `PR_SET_PDEATHSIG(SIGKILL)` and are killed when their handles are
 //! dropped (see `distlab_runtime::launch`), so they die with the lab however it ends.
 
@@ -32,6 +38,9 @@ use super::rundir::RunDir;
 
 /// How long `terminate` waits before SIGKILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+
+/// How many nodes a cluster can grow by (`add_node`), within the plan's limit.
+pub const SPARE_NODES: usize = 2;
 
 /// The process-level faults, by the names scenarios and the console use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +103,10 @@ pub struct Supervisor {
     network: Network,
     timeline: Arc<Timeline>,
     slots: BTreeMap<String, tokio::sync::Mutex<Slot>>,
+    /// Every planned node (members, then spares), in plan order.
+    planned: Vec<String>,
+    /// The nodes in the cluster (the first of `planned`): grows with `add_node`.
+    members: std::sync::Mutex<usize>,
     /// What [`Supervisor::nodes`] reports, updated after every change: reading it never
     /// waits for a slot that a slow operation (a start, a terminate) holds.
     published: std::sync::Mutex<BTreeMap<String, Published>>,
@@ -114,7 +127,14 @@ impl Supervisor {
         seed: u64,
         exe: PathBuf,
     ) -> anyhow::Result<Self> {
-        let plan = project.plan(nodes).map_err(distlab_runtime::BadInput)?;
+        project.plan(nodes).map_err(distlab_runtime::BadInput)?;
+        let spares = (1..=SPARE_NODES)
+            .rev()
+            .find(|extra| project.plan(nodes + extra).is_ok())
+            .unwrap_or(0);
+        let plan = project
+            .plan(nodes + spares)
+            .map_err(distlab_runtime::BadInput)?;
         let run = RunDir::create(runs_root, project.name)?;
         let timeline = Arc::new(Timeline::create(Some(&run.file("events.jsonl")))?);
         let ids: Vec<String> = plan.iter().map(|n| n.id.clone()).collect();
@@ -123,7 +143,7 @@ impl Supervisor {
             .context("binding the link proxies")?;
         let mut slots = BTreeMap::new();
         for node in plan {
-            let dir = run.node_dir(&node.id)?;
+            let dir = run.node_path(&node.id);
             slots.insert(
                 node.id,
                 tokio::sync::Mutex::new(Slot {
@@ -147,11 +167,15 @@ impl Supervisor {
             network,
             timeline,
             slots,
+            planned: ids,
+            members: std::sync::Mutex::new(nodes),
             published: std::sync::Mutex::new(BTreeMap::new()),
         };
-        for (id, slot) in &supervisor.slots {
-            let slot = slot.try_lock().expect("nobody else has the slots yet");
-            supervisor.publish(id, &slot);
+        for id in supervisor.ids() {
+            let slot = supervisor.slots[&id]
+                .try_lock()
+                .expect("nobody else has the slots yet");
+            supervisor.publish(&id, &slot);
         }
         Ok(supervisor)
     }
@@ -172,26 +196,57 @@ impl Supervisor {
         &self.timeline
     }
 
+    /// The cluster's nodes (spares not yet added are not among them).
     pub fn ids(&self) -> Vec<String> {
-        self.slots.keys().cloned().collect()
+        let members = *self.members.lock().unwrap();
+        self.planned[..members].to_vec()
     }
 
     fn slot(&self, id: &str) -> anyhow::Result<&tokio::sync::Mutex<Slot>> {
-        self.slots.get(id).ok_or_else(|| {
-            let known: Vec<_> = self.slots.keys().map(String::as_str).collect();
-            distlab_runtime::BadInput(format!("unknown node {id:?}; nodes: {}", known.join(", ")))
-                .into()
-        })
+        let ids = self.ids();
+        match self.slots.get(id) {
+            Some(slot) if ids.iter().any(|m| m == id) => Ok(slot),
+            _ => Err(distlab_runtime::BadInput(format!(
+                "unknown node {id:?}; nodes: {}",
+                ids.join(", ")
+            ))
+            .into()),
+        }
     }
 
     /// Starts every node that is down.
     pub async fn start_all(&self) -> anyhow::Result<()> {
-        for id in self.slots.keys() {
-            if self.slot(id)?.lock().await.process.is_none() {
-                self.start(id).await?;
+        for id in self.ids() {
+            if self.slot(&id)?.lock().await.process.is_none() {
+                self.start(&id).await?;
             }
         }
         Ok(())
+    }
+
+    /// Membership growth: starts the next spare node and makes it one of the cluster's.
+    /// Returns its id.
+    pub async fn add_node(&self) -> anyhow::Result<String> {
+        let id = {
+            let mut members = self.members.lock().unwrap();
+            let Some(id) = self.planned.get(*members).cloned() else {
+                return Err(distlab_runtime::BadInput(format!(
+                    "the cluster cannot grow beyond {} nodes (it was planned with {} spares)",
+                    self.planned.len(),
+                    self.planned.len() - (*members).min(self.planned.len())
+                ))
+                .into());
+            };
+            *members += 1;
+            id
+        };
+        self.timeline
+            .record(EventKind::Fault, Some(&id), "add-node");
+        let slot = self.slots[&id].lock().await;
+        self.publish(&id, &slot);
+        drop(slot);
+        self.start(&id).await?;
+        Ok(id)
     }
 
     /// Starts node `id` (it must be down) and waits until it is ready.
@@ -200,6 +255,8 @@ impl Supervisor {
         if slot.process.is_some() {
             bail!("node {id} is already running");
         }
+        std::fs::create_dir_all(slot.dir.join("data"))
+            .with_context(|| format!("creating {}", slot.dir.display()))?;
         let mut command = Command::new(&self.exe);
         command
             .args(["node", self.project.service, "--id", id])
@@ -407,20 +464,20 @@ impl Supervisor {
 
     /// Terminates every node that runs (used at the end of a run).
     pub async fn stop_all(&self) {
-        for id in self.slots.keys() {
-            let up = self.slots[id].lock().await.process.is_some();
+        for id in self.ids() {
+            let up = self.slots[&id].lock().await.process.is_some();
             if up {
-                let _ = self.stop(id, Halt::Terminate, EventKind::Note).await;
+                let _ = self.stop(&id, Halt::Terminate, EventKind::Note).await;
             }
         }
     }
 
     /// Every node as the lab sees it. Never waits: safe to call from a poller or a UI.
     pub async fn nodes(&self) -> Vec<NodeInfo> {
-        self.published
-            .lock()
-            .unwrap()
-            .values()
+        let published = self.published.lock().unwrap();
+        self.ids()
+            .iter()
+            .filter_map(|id| published.get(id))
             .map(|p| {
                 let mut info = p.info.clone();
                 // A crash the watcher saw: published as running, but the process is gone.

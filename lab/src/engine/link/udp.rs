@@ -40,7 +40,24 @@ pub type UdpLinkProxy = LinkProxy<UdpStats>;
 
 impl UdpLinkProxy {
     pub async fn bind(link: LinkId, links: Arc<Links>, seed: u64) -> std::io::Result<Self> {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        Self::bind_at(
+            "127.0.0.1:0".parse().expect("an address"),
+            link,
+            links,
+            seed,
+        )
+        .await
+    }
+
+    /// A proxy listening at `addr` (a cluster puts a link's UDP proxy on the same port number
+    /// as its TCP proxy, so one `--peer` address serves both).
+    pub async fn bind_at(
+        addr: SocketAddr,
+        link: LinkId,
+        links: Arc<Links>,
+        seed: u64,
+    ) -> std::io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
         let addr = socket.local_addr()?;
         let (handle, target_rx, stop) = ProxyHandle::new(link.clone(), addr);
         let stats = Arc::new(UdpStats::default());
