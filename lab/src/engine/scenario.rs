@@ -148,6 +148,9 @@ pub enum Condition {
     AllUp,
     /// Some responsive node reports the role `leader`.
     Leader,
+    /// Every node is up and its `/status` detail says `"converged": true` (what that means is
+    /// the service's: a gossip ring that agrees on its members, replicas with equal state).
+    Converged,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -234,7 +237,77 @@ impl Step {
 }
 
 /// The selector names a step may use besides node ids.
-pub const SELECTORS: &[&str] = &["all", "random", "minority", "majority", "down"];
+pub const SELECTORS: &[&str] = &[
+    "all", "random", "minority", "majority", "down", "leader", "follower",
+];
+
+/// What selectors are resolved against: the cluster at the moment a step runs.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterNow {
+    /// Every node of the cluster.
+    pub ids: Vec<String>,
+    /// The nodes whose process is down.
+    pub down: Vec<String>,
+    /// The role each responsive node reports (`leader`, `follower`, `server`...).
+    pub roles: std::collections::BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// The node ids this selector names now, sorted; random picks come from `rng`.
+    pub fn resolve(
+        &self,
+        now: &ClusterNow,
+        rng: &mut rand::rngs::SmallRng,
+    ) -> Result<Vec<String>, String> {
+        use rand::seq::SliceRandom;
+        let names = match self {
+            Selector::One(x) => vec![x.clone()],
+            Selector::Many(xs) => xs.clone(),
+        };
+        let mut pick = |count: usize| {
+            let mut ids = now.ids.clone();
+            ids.shuffle(rng);
+            ids.truncate(count);
+            ids
+        };
+        let with_role = |role: &str| -> Result<Vec<String>, String> {
+            let ids: Vec<String> = now
+                .roles
+                .iter()
+                .filter(|(_, r)| r.as_str() == role)
+                .map(|(id, _)| id.clone())
+                .collect();
+            if ids.is_empty() {
+                Err(format!("no responsive node reports the role {role:?} now"))
+            } else {
+                Ok(ids)
+            }
+        };
+        let n = now.ids.len();
+        let mut ids = Vec::new();
+        for name in names {
+            match name.as_str() {
+                "all" => ids.extend(now.ids.iter().cloned()),
+                "random" => ids.extend(pick(1)),
+                "minority" => ids.extend(pick(n / 2)),
+                "majority" => ids.extend(pick(n / 2 + 1)),
+                "down" => ids.extend(now.down.iter().cloned()),
+                "leader" => ids.extend(with_role("leader")?),
+                "follower" => ids.extend(with_role("follower")?),
+                id if now.ids.iter().any(|known| known == id) => ids.push(id.to_string()),
+                id => {
+                    return Err(format!(
+                        "unknown node {id:?}; nodes: {}",
+                        now.ids.join(", ")
+                    ));
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
 
 /// A scenario checked against its project: ready to run.
 #[derive(Debug, Clone)]
@@ -463,6 +536,56 @@ check:
 
     fn error(text: &str) -> String {
         parse(text, "bad.yaml").unwrap_err()
+    }
+
+    #[test]
+    fn selectors_name_nodes_by_id_state_role_and_chance() {
+        use rand::SeedableRng;
+        let now = ClusterNow {
+            ids: ["n1", "n2", "n3", "n4", "n5"].map(String::from).to_vec(),
+            down: vec!["n4".into()],
+            roles: [("n1", "follower"), ("n2", "leader"), ("n3", "follower")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .into(),
+        };
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let mut pick = |s: Selector| s.resolve(&now, &mut rng);
+        let one = |x: &str| Selector::One(x.into());
+        assert_eq!(pick(one("n3")).unwrap(), ["n3"]);
+        assert_eq!(
+            pick(Selector::Many(vec!["n5".into(), "n1".into(), "n5".into()])).unwrap(),
+            ["n1", "n5"],
+            "sorted, once each"
+        );
+        assert_eq!(pick(one("all")).unwrap().len(), 5);
+        assert_eq!(pick(one("down")).unwrap(), ["n4"]);
+        assert_eq!(pick(one("leader")).unwrap(), ["n2"]);
+        assert_eq!(pick(one("follower")).unwrap(), ["n1", "n3"]);
+        assert_eq!(pick(one("minority")).unwrap().len(), 2);
+        assert_eq!(pick(one("majority")).unwrap().len(), 3);
+        assert_eq!(pick(one("random")).unwrap().len(), 1);
+        assert!(pick(one("n9")).unwrap_err().contains("unknown node \"n9\""));
+
+        let leaderless = ClusterNow {
+            roles: Default::default(),
+            ..now.clone()
+        };
+        let e = one("leader")
+            .resolve(&leaderless, &mut rand::rngs::SmallRng::seed_from_u64(1))
+            .unwrap_err();
+        assert!(
+            e.contains("no responsive node reports the role \"leader\""),
+            "{e}"
+        );
+
+        // The same seed, the same random picks.
+        let picks = |seed| {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            (0..5)
+                .map(|_| one("minority").resolve(&now, &mut rng).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(picks(3), picks(3));
     }
 
     #[test]

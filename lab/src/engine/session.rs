@@ -14,8 +14,8 @@ use super::history::Recorder;
 use super::model::{ClusterModel, Health, NodeView, spawn_poller};
 use super::predicate::StatusPredicate;
 use super::project::{Project, WorkloadKind};
-use super::scenario::{Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
-use super::supervisor::{ProcessFault, ProcessState, Supervisor};
+use super::scenario::{ClusterNow, Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
+use super::supervisor::{NodeInfo, ProcessFault, ProcessState, Supervisor};
 use super::workload::{self, LoadStats, Target, Workload, WorkloadSpec};
 
 /// Whether the workload runs, and how fast; readable at any time without waiting.
@@ -256,39 +256,30 @@ impl Session {
         self.supervisor.stop_all().await;
     }
 
-    /// Resolves a selector to node ids, now (so `down` means down at this moment).
-    pub async fn resolve(&self, selector: &Selector) -> Vec<String> {
-        let supervisor = &*self.supervisor;
-        let names = match selector {
-            Selector::One(x) => vec![x.clone()],
-            Selector::Many(xs) => xs.clone(),
+    /// Resolves a selector to node ids, now (so `down` means down at this moment, `leader`
+    /// the node that reports itself leader now).
+    pub async fn resolve(&self, selector: &Selector) -> anyhow::Result<Vec<String>> {
+        let current = self.supervisor.nodes().await;
+        let snapshot = self.model.borrow().clone();
+        let now = ClusterNow {
+            ids: current.iter().map(|n| n.id.clone()).collect(),
+            down: current
+                .iter()
+                .filter(|n| n.state == ProcessState::Down)
+                .map(|n| n.id.clone())
+                .collect(),
+            roles: fresh_views(&current, &snapshot)
+                .into_iter()
+                .filter_map(|v| Some((v.node.id.clone(), v.role.clone()?)))
+                .collect(),
         };
-        let n = supervisor.ids().len();
-        let mut ids = Vec::new();
-        for name in names {
-            match name.as_str() {
-                "all" => ids.extend(supervisor.ids()),
-                "random" => ids.extend(supervisor.random_nodes(1)),
-                "minority" => ids.extend(supervisor.random_nodes(n / 2)),
-                "majority" => ids.extend(supervisor.random_nodes(n / 2 + 1)),
-                "down" => ids.extend(
-                    supervisor
-                        .nodes()
-                        .await
-                        .into_iter()
-                        .filter(|x| x.state == ProcessState::Down)
-                        .map(|x| x.id),
-                ),
-                id => ids.push(id.to_string()),
-            }
-        }
-        ids.sort();
-        ids.dedup();
-        ids
+        self.supervisor
+            .with_rng(|rng| selector.resolve(&now, rng))
+            .map_err(|e| distlab_runtime::BadInput(e).into())
     }
 
     async fn apply(&self, selector: &Selector, fault: ProcessFault) -> anyhow::Result<()> {
-        for id in self.resolve(selector).await {
+        for id in self.resolve(selector).await? {
             self.supervisor.apply(fault, &id).await?;
         }
         Ok(())
@@ -307,11 +298,16 @@ impl Session {
                 until: Condition::Leader,
                 ..
             } => Until::Leader,
+            WaitStep::Condition(Condition::Converged)
+            | WaitStep::Full {
+                until: Condition::Converged,
+                ..
+            } => Until::Converged,
             WaitStep::Status { status, on, .. } => {
                 let predicate =
                     StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
                 let all = Selector::One("all".into());
-                Until::Status(predicate, self.resolve(on.as_ref().unwrap_or(&all)).await)
+                Until::Status(predicate, self.resolve(on.as_ref().unwrap_or(&all)).await?)
             }
         };
         self.wait_until(until, step.timeout(), &step.describe())
@@ -328,20 +324,16 @@ impl Session {
         loop {
             let current = self.supervisor.nodes().await;
             let snapshot = model.borrow_and_update().clone();
-            let up: Vec<&NodeView> = current
-                .iter()
-                .filter(|node| node.state == ProcessState::Running)
-                .filter_map(|node| {
-                    snapshot.nodes.iter().find(|view| {
-                        view.node.id == node.id
-                            && view.node.pid == node.pid
-                            && view.health == Health::Responsive
-                    })
-                })
-                .collect();
+            let up = fresh_views(&current, &snapshot);
             let holds = match &until {
                 Until::AllUp => up.len() == current.len(),
                 Until::Leader => up.iter().any(|view| view.role.as_deref() == Some("leader")),
+                Until::Converged => {
+                    up.len() == current.len()
+                        && up
+                            .iter()
+                            .all(|view| view.detail.get("converged") == Some(&true.into()))
+                }
                 Until::Status(predicate, on) => on.iter().all(|id| {
                     up.iter().any(|view| {
                         view.node.id == *id
@@ -366,9 +358,27 @@ impl Session {
     }
 }
 
+/// The views of the nodes that run now and answered `/status` from their *current* process
+/// (same pid as the supervisor reports now): a snapshot taken before a kill or a restart never
+/// counts.
+fn fresh_views<'a>(current: &[NodeInfo], snapshot: &'a ClusterModel) -> Vec<&'a NodeView> {
+    current
+        .iter()
+        .filter(|node| node.state == ProcessState::Running)
+        .filter_map(|node| {
+            snapshot.nodes.iter().find(|view| {
+                view.node.id == node.id
+                    && view.node.pid == node.pid
+                    && view.health == Health::Responsive
+            })
+        })
+        .collect()
+}
+
 /// What a `wait` step waits for.
 enum Until {
     AllUp,
     Leader,
+    Converged,
     Status(StatusPredicate, Vec<String>),
 }

@@ -410,16 +410,6 @@ impl Supervisor {
         f(&mut self.rng.lock().unwrap())
     }
 
-    /// `count` distinct nodes chosen with the run's seeded RNG.
-    pub fn random_nodes(&self, count: usize) -> Vec<String> {
-        use rand::seq::SliceRandom;
-        let mut ids = self.ids();
-        ids.shuffle(&mut *self.rng.lock().unwrap());
-        ids.truncate(count);
-        ids.sort();
-        ids
-    }
-
     /// Applies a partition (`isolate n1`, `n1,n2 | n3,n4,n5`, `majority-minority`...).
     pub fn partition(&self, spec: &str) -> anyhow::Result<()> {
         let shape = Partition::parse(spec).map_err(distlab_runtime::BadInput)?;
