@@ -5,6 +5,7 @@
 //!   workloads, histories, scenarios, checkers, reports. The console and `lab scenario` both
 //!   drive it through a [`engine::session::Session`].
 //! - [`console`]: `lab run PROJ`, the interactive screen on a live cluster.
+//! - [`projects`]: one module per project: its cluster, workload, checks and console parts.
 //! - [`headless`]: `lab scenario FILE`; [`up`]: `lab up PROJ`; [`check`]: `lab check RUN`.
 //! - `main.rs`: the `lab` command line. `lab node <service>` runs one node of any service
 //!   linked in; the engine starts its nodes by running this same executable.
@@ -13,4 +14,5 @@ pub mod check;
 pub mod console;
 pub mod engine;
 pub mod headless;
+pub mod projects;
 pub mod up;

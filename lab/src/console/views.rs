@@ -2,8 +2,8 @@
 //! node table its key figures (term, ring share, ISR count, lag...) and one or more views for
 //! the view pane, switched with Tab. The cluster view comes first for every project.
 //!
-//! Adding a project's view: write a [`View`] in a module of its own (a widget drawing from the
-//! [`App`] state, never from a node), and list it in [`for_project`].
+//! Adding a project's view: write a [`View`] (a widget drawing from the [`App`] state, never
+//! from a node) and list it in the project's `console()` (in `crate::projects`).
 
 use ratatui_core::layout::{Constraint, Layout, Rect};
 use ratatui_core::style::{Color, Modifier, Style};
@@ -38,26 +38,10 @@ pub struct Figure {
     pub value: fn(&NodeView) -> String,
 }
 
-/// The console parts of `project`.
+/// The console parts of `project` (each project's module says what they are).
 pub fn for_project(project: &Project) -> ProjectUi {
     match project.name {
-        "proj0" => ProjectUi {
-            figures: &[
-                Figure {
-                    header: "keys",
-                    value: |n| detail_number(n, "keys"),
-                },
-                Figure {
-                    header: "tokens",
-                    value: |n| detail_number(n, "tokens"),
-                },
-                Figure {
-                    header: "replays",
-                    value: |n| detail_number(n, "replays"),
-                },
-            ],
-            views: vec![Box::new(ClusterView)],
-        },
+        "proj0" => crate::projects::proj0::console(),
         _ => ProjectUi {
             figures: &[],
             views: vec![Box::new(ClusterView)],
@@ -66,7 +50,7 @@ pub fn for_project(project: &Project) -> ProjectUi {
 }
 
 /// A number from the node's `/status` detail, or `-`.
-fn detail_number(node: &NodeView, field: &str) -> String {
+pub fn detail_number(node: &NodeView, field: &str) -> String {
     node.detail
         .get(field)
         .and_then(|v| v.as_u64())

@@ -1,7 +1,10 @@
-//! Projects as plug-ins: what the lab needs to know to run each project's cluster.
+//! Projects as plug-ins: what the engine needs to know to run each project's cluster.
 //!
-//! Adding project N means one entry in [`PROJECTS`] (and its service crate linked into
-//! `lab node`); nothing else in the engine changes.
+//! Each project is defined in its own module of `crate::projects` (roles, node flags, workload
+//! driver, checks) and listed once in [`PROJECTS`]; nothing else in the engine changes.
+
+use super::scenario::CheckSpec;
+use super::workload::Driver;
 
 /// How many nodes of a role a cluster has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +37,7 @@ pub enum PeerLinks {
     TcpAndUdp,
 }
 
-/// The workload a project's clusters are loaded with (see [`super::workload`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkloadKind {
-    /// Reads, writes and deletes of integer registers over the kv API (Project 0).
-    KvRegisters,
-}
-
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Project {
     /// `proj0`...
     pub name: &'static str,
@@ -53,26 +49,22 @@ pub struct Project {
     pub peer_links: PeerLinks,
     /// Service flags added to every node's command line.
     pub node_flags: &'static [&'static str],
-    pub workload: WorkloadKind,
+    /// How its clusters are loaded (see [`super::workload`]).
+    pub workload: &'static dyn Driver,
+    /// The checks its scenarios may ask for.
+    pub checks: &'static [CheckSpec],
     /// Runs one node: `lab node <service> ARGS...` calls it with the usage name and ARGS.
     pub node_main: fn(&str, Vec<std::ffi::OsString>) -> std::process::ExitCode,
 }
 
-pub const PROJECTS: &[Project] = &[Project {
-    name: "proj0",
-    title: "gRPC key-value service (retries, deadlines, idempotency, mTLS)",
-    service: "kv",
-    roles: &[Role {
-        name: "server",
-        count: Count::Rest,
-        id_prefix: "n",
-    }],
-    default_nodes: 1,
-    peer_links: PeerLinks::None,
-    node_flags: &["--store", "sled"],
-    workload: WorkloadKind::KvRegisters,
-    node_main: distlab_kv::node::main,
-}];
+/// Every project the lab can run.
+pub const PROJECTS: &[Project] = &[crate::projects::proj0::PROJECT];
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project").field("name", &self.name).finish()
+    }
+}
 
 /// The project called `name`; the error lists the known ones.
 pub fn find(name: &str) -> Result<&'static Project, String> {

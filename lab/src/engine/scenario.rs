@@ -181,6 +181,18 @@ pub enum CheckSpec {
     },
 }
 
+impl CheckSpec {
+    /// The name a scenario's `check:` list uses.
+    pub fn name(&self) -> String {
+        match self {
+            CheckSpec::Linearizable => "linearizable",
+            CheckSpec::AppliedOnce => "applied_once",
+            CheckSpec::Availability { .. } => "availability",
+        }
+        .to_string()
+    }
+}
+
 impl WaitStep {
     pub fn timeout(&self) -> Duration {
         match self {
@@ -371,6 +383,20 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
         validate_step(step, &grown).map_err(describe)?;
     }
     for check in &scenario.check {
+        let offered = project
+            .checks
+            .iter()
+            .any(|c| std::mem::discriminant(c) == std::mem::discriminant(check));
+        if !offered {
+            let names: Vec<String> = project.checks.iter().map(CheckSpec::name).collect();
+            return Err(format!(
+                "{name}{}: {} has no check {:?}; its checks: {}",
+                top("check"),
+                project.name,
+                check.name(),
+                names.join(", ")
+            ));
+        }
         if let CheckSpec::Availability { min: Some(m) } = check
             && !(0.0..=1.0).contains(m)
         {

@@ -13,10 +13,10 @@ use super::events::EventKind;
 use super::history::Recorder;
 use super::model::{ClusterModel, Health, NodeView, spawn_poller};
 use super::predicate::StatusPredicate;
-use super::project::{Project, WorkloadKind};
+use super::project::Project;
 use super::scenario::{ClusterNow, Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
 use super::supervisor::{NodeInfo, ProcessFault, ProcessState, Supervisor};
-use super::workload::{self, LoadStats, Target, Workload, WorkloadSpec};
+use super::workload::{LoadStats, Target, Workload, WorkloadSpec};
 
 /// Whether the workload runs, and how fast; readable at any time without waiting.
 #[derive(Debug, Clone)]
@@ -124,15 +124,12 @@ impl Session {
             self.seed.wrapping_add(*starts * 1000)
         };
         let targets = self.targets().await;
-        let started = match self.supervisor.project().workload {
-            WorkloadKind::KvRegisters => Workload::start_registers(
-                &spec,
-                &targets,
-                self.recorder.clone(),
-                self.stats.clone(),
-                seed,
-            )?,
-        };
+        let clients =
+            self.supervisor
+                .project()
+                .workload
+                .clients(&spec, &targets, &self.recorder)?;
+        let started = Workload::start(&spec, clients, self.stats.clone(), seed);
         *load = Some(started);
         *self.load_info.lock().unwrap() = LoadInfo {
             running: true,
@@ -241,12 +238,11 @@ impl Session {
             return Ok(());
         };
         let targets = self.targets().await;
-        match self.supervisor.project().workload {
-            WorkloadKind::KvRegisters => {
-                workload::final_reads(&spec, &targets, &self.recorder, Duration::from_secs(20))
-                    .await
-            }
-        }
+        self.supervisor
+            .project()
+            .workload
+            .final_reads(&spec, &targets, &self.recorder, Duration::from_secs(20))
+            .await
     }
 
     /// Stops the workload and every node; flushes the history.

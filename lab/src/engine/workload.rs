@@ -1,13 +1,11 @@
 //! Workloads: in-process clients that load the cluster through the client link proxies and
 //! record every operation in the run's history.
 //!
-//! Project 0's workload is a register workload over the kv service: each client reads, writes
-//! or deletes keys of a small key set (contention on purpose), with unique integer values so a
-//! read names the write it saw. Project 0's nodes are independent stores, so the key set is
-//! per node (`n2:k3` lives on n2 only) and each operation picks a node, then a key. Writes go through the real client library: idempotency token,
-//! retries within the operation's timeout. An operation that fails with a code meaning "not
-//! applied" is recorded `fail`; any other failure (timeout, unavailable) is `info`: it may
-//! have happened.
+//! The engine owns what every workload shares: the scenario's `workload:` section
+//! ([`WorkloadSpec`]), the client loop (one operation at a time per client, paced to the rate,
+//! stopped on demand), and the live per-node figures ([`LoadStats`]). A project supplies the
+//! operations: a [`Driver`] that makes its [`Client`]s and does the final reads (Project 0's is
+//! in `crate::projects::proj0`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,17 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use distlab_kv::client::{ClientOptions, KvClient};
-use distlab_runtime::retry::RetryPolicy;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use super::history::{FINAL_PROCESS, OpType, Recorder};
+use super::history::{OpType, Recorder};
 
 /// The workload section of a scenario.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +89,16 @@ pub mod duration_text {
     }
 }
 
+/// How a failed gRPC mutation is recorded: `fail` when the code says it certainly did not
+/// happen, else `info` (it may have).
+pub fn failure_kind(code: Code) -> OpType {
+    if not_applied(code) {
+        OpType::Fail
+    } else {
+        OpType::Info
+    }
+}
+
 /// Codes after which a write certainly did not happen.
 fn not_applied(code: Code) -> bool {
     matches!(
@@ -112,13 +117,6 @@ fn not_applied(code: Code) -> bool {
 pub struct Target {
     pub node: String,
     pub addr: SocketAddr,
-}
-
-impl Target {
-    /// The name of key `index` of this node's key set.
-    fn key(&self, index: usize) -> String {
-        format!("{}:k{index}", self.node)
-    }
 }
 
 /// What the workload did on each node, for live figures (the console's sparklines): counts
@@ -192,6 +190,40 @@ impl LoadStats {
     }
 }
 
+/// One workload client: the project's operations, one at a time.
+pub trait Client: Send + 'static {
+    /// Does one operation as process `process` (recording it in the history) and says on
+    /// which node and how it ended.
+    fn operate<'a>(
+        &'a mut self,
+        process: u64,
+        rng: &'a mut SmallRng,
+    ) -> BoxFuture<'a, (String, OpType)>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A project's workload: how its clients are made, and how the run's last reads are done.
+pub trait Driver: Sync {
+    /// The clients of a workload with `spec` against `targets`.
+    fn clients(
+        &self,
+        spec: &WorkloadSpec,
+        targets: &[Target],
+        recorder: &Arc<Recorder>,
+    ) -> anyhow::Result<Vec<Box<dyn Client>>>;
+
+    /// Reads what survived, after the faults: ordinary reads of the `FINAL_PROCESS` process,
+    /// so the checkers see them. Retries patiently, up to `deadline`.
+    fn final_reads<'a>(
+        &'a self,
+        spec: &'a WorkloadSpec,
+        targets: &'a [Target],
+        recorder: &'a Recorder,
+        deadline: Duration,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
 /// A running workload. Stops when [`Workload::stop`] is awaited or when dropped.
 pub struct Workload {
     stop: CancellationToken,
@@ -200,51 +232,23 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts the register workload against `targets`: each operation picks a node, then a
-    /// key of that node's key set.
-    pub fn start_registers(
+    /// Starts one task per client, each running its operations one at a time, paced so all
+    /// clients together make `spec.rate` operations a second (0: as fast as they can).
+    pub fn start(
         spec: &WorkloadSpec,
-        targets: &[Target],
-        recorder: Arc<Recorder>,
+        clients: Vec<Box<dyn Client>>,
         stats: Arc<LoadStats>,
         seed: u64,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(!targets.is_empty(), "a workload needs at least one node");
+    ) -> Self {
         let stop = CancellationToken::new();
         let ops = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
-        let policy = RetryPolicy {
-            attempt_timeout: (spec.timeout / 2).max(Duration::from_millis(50)),
-            deadline: spec.timeout,
-            initial_backoff: Duration::from_millis(10),
-            ..RetryPolicy::default()
-        };
-        let interval =
-            (spec.rate > 0.0).then(|| Duration::from_secs_f64(spec.clients as f64 / spec.rate));
-        for process in 0..spec.clients {
-            let clients = targets
-                .iter()
-                .map(|target| {
-                    let options = ClientOptions {
-                        policy: policy.clone(),
-                        tls: None,
-                    };
-                    Ok((
-                        target.clone(),
-                        KvClient::connect_lazy(target.addr, options)?,
-                    ))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let (stop, recorder, stats, ops, spec) = (
-                stop.clone(),
-                recorder.clone(),
-                stats.clone(),
-                ops.clone(),
-                spec.clone(),
-            );
+        let interval = (spec.rate > 0.0)
+            .then(|| Duration::from_secs_f64(clients.len().max(1) as f64 / spec.rate));
+        for (process, mut client) in clients.into_iter().enumerate() {
+            let (stop, stats, ops) = (stop.clone(), stats.clone(), ops.clone());
             tasks.spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(process as u64));
-                let mut next_value = 0i64;
                 let mut tick = interval.map(tokio::time::interval);
                 loop {
                     if let Some(tick) = tick.as_mut() {
@@ -255,25 +259,14 @@ impl Workload {
                     } else if stop.is_cancelled() {
                         return;
                     }
-                    let (target, client) = &clients[rng.random_range(0..clients.len())];
-                    let key = target.key(rng.random_range(0..spec.keys.max(1)));
-                    let p = process as u64;
                     let started = Instant::now();
-                    let outcome = if rng.random_bool(spec.reads.clamp(0.0, 1.0)) {
-                        recorded_read(client, &recorder, p, &key, false).await
-                    } else if rng.random_bool(spec.deletes.clamp(0.0, 1.0)) {
-                        recorded_delete(client, &recorder, p, &key).await
-                    } else {
-                        next_value += 1;
-                        let value = (p as i64) * 1_000_000 + next_value;
-                        recorded_write(client, &recorder, p, &key, value).await
-                    };
-                    stats.record(&target.node, outcome, started.elapsed());
+                    let (node, outcome) = client.operate(process as u64, &mut rng).await;
+                    stats.record(&node, outcome, started.elapsed());
                     ops.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
-        Ok(Self { stop, tasks, ops })
+        Self { stop, tasks, ops }
     }
 
     /// Stops every client after its current operation.
@@ -286,132 +279,5 @@ impl Workload {
 impl Drop for Workload {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-/// Reads every key once more after the faults are over, recording them as ordinary reads of
-/// extra processes: the checkers then see what survived. Retries patiently (`deadline`).
-pub async fn final_reads(
-    spec: &WorkloadSpec,
-    targets: &[Target],
-    recorder: &Recorder,
-    deadline: Duration,
-) -> anyhow::Result<()> {
-    let policy = RetryPolicy {
-        max_attempts: 50,
-        attempt_timeout: Duration::from_secs(1),
-        deadline,
-        ..RetryPolicy::default()
-    };
-    for target in targets {
-        let options = ClientOptions {
-            policy: policy.clone(),
-            tls: None,
-        };
-        let client = KvClient::connect_lazy(target.addr, options)?;
-        for k in 0..spec.keys.max(1) {
-            recorded_read(&client, recorder, FINAL_PROCESS, &target.key(k), true).await;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes `key` and records it: `ok` with whether it existed, `fail` if the code says it
-/// was not applied, `info` otherwise.
-async fn recorded_delete(client: &KvClient, recorder: &Recorder, p: u64, key: &str) -> OpType {
-    recorder.record(p, OpType::Invoke, "delete", Some(key), json!(null), None);
-    match client.delete(key.to_string()).await {
-        Ok(existed) => {
-            let meta = Some(json!({ "existed": existed }));
-            recorder.record_with(p, OpType::Ok, "delete", Some(key), json!(null), None, meta);
-            OpType::Ok
-        }
-        Err(status) => {
-            let kind = failure_kind(status.code());
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(p, kind, "delete", Some(key), json!(null), error);
-            kind
-        }
-    }
-}
-
-/// Writes `value` to `key` and records it, with the key's new version.
-async fn recorded_write(
-    client: &KvClient,
-    recorder: &Recorder,
-    p: u64,
-    key: &str,
-    value: i64,
-) -> OpType {
-    recorder.record(p, OpType::Invoke, "write", Some(key), json!(value), None);
-    match client.put(key.to_string(), value.to_string()).await {
-        Ok(outcome) => {
-            let meta = Some(json!({"version": outcome.version}));
-            recorder.record_with(p, OpType::Ok, "write", Some(key), json!(value), None, meta);
-            OpType::Ok
-        }
-        Err(status) => {
-            let kind = failure_kind(status.code());
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(p, kind, "write", Some(key), json!(value), error);
-            kind
-        }
-    }
-}
-
-/// `fail` when the code says a mutation was certainly not applied, else `info`.
-fn failure_kind(code: Code) -> OpType {
-    if not_applied(code) {
-        OpType::Fail
-    } else {
-        OpType::Info
-    }
-}
-
-/// Reads `key` and records it: `invoke`, then `ok` with the value and the key's version (and
-/// `final` for the final reads), or `fail` (a read that failed changed nothing).
-async fn recorded_read(
-    client: &KvClient,
-    recorder: &Recorder,
-    process: u64,
-    key: &str,
-    final_read: bool,
-) -> OpType {
-    recorder.record(
-        process,
-        OpType::Invoke,
-        "read",
-        Some(key),
-        json!(null),
-        None,
-    );
-    match client.get(key.to_string()).await {
-        Ok(found) => {
-            let value = found
-                .as_ref()
-                .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
-            let meta = found.map(|v| {
-                if final_read {
-                    json!({"version": v.version, "final": true})
-                } else {
-                    json!({"version": v.version})
-                }
-            });
-            recorder.record_with(
-                process,
-                OpType::Ok,
-                "read",
-                Some(key),
-                json!(value),
-                None,
-                meta,
-            );
-            OpType::Ok
-        }
-        Err(status) => {
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(process, OpType::Fail, "read", Some(key), json!(null), error);
-            OpType::Fail
-        }
     }
 }

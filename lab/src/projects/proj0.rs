@@ -1,0 +1,267 @@
+//! Project 0 in the lab: a cluster of independent kv nodes (`services/kv`), its register
+//! workload, and what the console shows of it. Everything the lab knows about Project 0 is in
+//! this module; the engine's project table and the console's view registry each name it once.
+//!
+//! The workload: each client reads, writes or deletes keys of a small key set (contention on
+//! purpose), with unique integer values so a read names the write it saw. The nodes are
+//! independent stores, so the key set is per node (`n2:k3` lives on n2 only) and each
+//! operation picks a node, then a key. Writes go through the real client library
+//! (idempotency token, retries within the operation's timeout). A write that fails with a code
+//! meaning "not applied" is recorded `fail`; any other failure (timeout, unavailable) is
+//! `info`: it may have happened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlab_kv::client::{ClientOptions, KvClient};
+use distlab_runtime::retry::RetryPolicy;
+use rand::Rng;
+use rand::rngs::SmallRng;
+use serde_json::json;
+
+use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number};
+use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
+use crate::engine::project::{Count, PeerLinks, Project, Role};
+use crate::engine::scenario::CheckSpec;
+use crate::engine::workload::{BoxFuture, Client, Driver, Target, WorkloadSpec, failure_kind};
+
+pub const PROJECT: Project = Project {
+    name: "proj0",
+    title: "gRPC key-value service (retries, deadlines, idempotency, mTLS)",
+    service: "kv",
+    roles: &[Role {
+        name: "server",
+        count: Count::Rest,
+        id_prefix: "n",
+    }],
+    default_nodes: 1,
+    peer_links: PeerLinks::None,
+    node_flags: &["--store", "sled"],
+    node_main: distlab_kv::node::main,
+    workload: &Registers,
+    checks: &[
+        CheckSpec::Linearizable,
+        CheckSpec::AppliedOnce,
+        CheckSpec::Availability { min: None },
+    ],
+};
+
+/// The node table's figures and the views of a Project 0 console.
+pub fn console() -> ProjectUi {
+    ProjectUi {
+        figures: &[
+            Figure {
+                header: "keys",
+                value: |n| detail_number(n, "keys"),
+            },
+            Figure {
+                header: "tokens",
+                value: |n| detail_number(n, "tokens"),
+            },
+            Figure {
+                header: "replays",
+                value: |n| detail_number(n, "replays"),
+            },
+        ],
+        views: vec![Box::new(ClusterView)],
+    }
+}
+
+/// The name of key `index` of `target`'s key set.
+fn key(target: &Target, index: usize) -> String {
+    format!("{}:k{index}", target.node)
+}
+
+/// The register workload over the kv API.
+pub struct Registers;
+
+impl Driver for Registers {
+    fn clients(
+        &self,
+        spec: &WorkloadSpec,
+        targets: &[Target],
+        recorder: &Arc<Recorder>,
+    ) -> anyhow::Result<Vec<Box<dyn Client>>> {
+        anyhow::ensure!(!targets.is_empty(), "a workload needs at least one node");
+        let policy = RetryPolicy {
+            attempt_timeout: (spec.timeout / 2).max(Duration::from_millis(50)),
+            deadline: spec.timeout,
+            initial_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        };
+        (0..spec.clients)
+            .map(|_| {
+                let nodes = targets
+                    .iter()
+                    .map(|target| {
+                        let options = ClientOptions {
+                            policy: policy.clone(),
+                            tls: None,
+                        };
+                        Ok((
+                            target.clone(),
+                            KvClient::connect_lazy(target.addr, options)?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(Box::new(RegisterClient {
+                    nodes,
+                    recorder: recorder.clone(),
+                    spec: spec.clone(),
+                    next_value: 0,
+                }) as Box<dyn Client>)
+            })
+            .collect()
+    }
+
+    fn final_reads<'a>(
+        &'a self,
+        spec: &'a WorkloadSpec,
+        targets: &'a [Target],
+        recorder: &'a Recorder,
+        deadline: Duration,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let policy = RetryPolicy {
+                max_attempts: 50,
+                attempt_timeout: Duration::from_secs(1),
+                deadline,
+                ..RetryPolicy::default()
+            };
+            for target in targets {
+                let options = ClientOptions {
+                    policy: policy.clone(),
+                    tls: None,
+                };
+                let client = KvClient::connect_lazy(target.addr, options)?;
+                for k in 0..spec.keys.max(1) {
+                    recorded_read(&client, recorder, FINAL_PROCESS, &key(target, k), true).await;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// One client of the register workload: a kv client per node.
+struct RegisterClient {
+    nodes: Vec<(Target, KvClient)>,
+    recorder: Arc<Recorder>,
+    spec: WorkloadSpec,
+    next_value: i64,
+}
+
+impl Client for RegisterClient {
+    fn operate<'a>(
+        &'a mut self,
+        process: u64,
+        rng: &'a mut SmallRng,
+    ) -> BoxFuture<'a, (String, OpType)> {
+        Box::pin(async move {
+            let (target, client) = &self.nodes[rng.random_range(0..self.nodes.len())];
+            let key = key(target, rng.random_range(0..self.spec.keys.max(1)));
+            let recorder = &self.recorder;
+            let outcome = if rng.random_bool(self.spec.reads.clamp(0.0, 1.0)) {
+                recorded_read(client, recorder, process, &key, false).await
+            } else if rng.random_bool(self.spec.deletes.clamp(0.0, 1.0)) {
+                recorded_delete(client, recorder, process, &key).await
+            } else {
+                self.next_value += 1;
+                let value = (process as i64) * 1_000_000 + self.next_value;
+                recorded_write(client, recorder, process, &key, value).await
+            };
+            (target.node.clone(), outcome)
+        })
+    }
+}
+
+/// Deletes `key` and records it: `ok` with whether it existed, `fail` if the code says it
+/// was not applied, `info` otherwise.
+async fn recorded_delete(client: &KvClient, recorder: &Recorder, p: u64, key: &str) -> OpType {
+    recorder.record(p, OpType::Invoke, "delete", Some(key), json!(null), None);
+    match client.delete(key.to_string()).await {
+        Ok(existed) => {
+            let meta = Some(json!({ "existed": existed }));
+            recorder.record_with(p, OpType::Ok, "delete", Some(key), json!(null), None, meta);
+            OpType::Ok
+        }
+        Err(status) => {
+            let kind = failure_kind(status.code());
+            let error = Some(distlab_runtime::rpc::describe(&status));
+            recorder.record(p, kind, "delete", Some(key), json!(null), error);
+            kind
+        }
+    }
+}
+
+/// Writes `value` to `key` and records it, with the key's new version.
+async fn recorded_write(
+    client: &KvClient,
+    recorder: &Recorder,
+    p: u64,
+    key: &str,
+    value: i64,
+) -> OpType {
+    recorder.record(p, OpType::Invoke, "write", Some(key), json!(value), None);
+    match client.put(key.to_string(), value.to_string()).await {
+        Ok(outcome) => {
+            let meta = Some(json!({"version": outcome.version}));
+            recorder.record_with(p, OpType::Ok, "write", Some(key), json!(value), None, meta);
+            OpType::Ok
+        }
+        Err(status) => {
+            let kind = failure_kind(status.code());
+            let error = Some(distlab_runtime::rpc::describe(&status));
+            recorder.record(p, kind, "write", Some(key), json!(value), error);
+            kind
+        }
+    }
+}
+
+/// Reads `key` and records it: `invoke`, then `ok` with the value and the key's version (and
+/// `final` for the final reads), or `fail` (a read that failed changed nothing).
+async fn recorded_read(
+    client: &KvClient,
+    recorder: &Recorder,
+    process: u64,
+    key: &str,
+    final_read: bool,
+) -> OpType {
+    recorder.record(
+        process,
+        OpType::Invoke,
+        "read",
+        Some(key),
+        json!(null),
+        None,
+    );
+    match client.get(key.to_string()).await {
+        Ok(found) => {
+            let value = found
+                .as_ref()
+                .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
+            let meta = found.map(|v| {
+                if final_read {
+                    json!({"version": v.version, "final": true})
+                } else {
+                    json!({"version": v.version})
+                }
+            });
+            recorder.record_with(
+                process,
+                OpType::Ok,
+                "read",
+                Some(key),
+                json!(value),
+                None,
+                meta,
+            );
+            OpType::Ok
+        }
+        Err(status) => {
+            let error = Some(distlab_runtime::rpc::describe(&status));
+            recorder.record(process, OpType::Fail, "read", Some(key), json!(null), error);
+            OpType::Fail
+        }
+    }
+}
