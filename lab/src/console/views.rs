@@ -58,8 +58,8 @@ pub fn detail_number(node: &NodeView, field: &str) -> String {
 }
 
 /// Every project's first view: per node, the workload's request and error rates as
-/// sparklines, latency p50/p99, and a strip of the node's state, a mark per second over the
-/// last minute (as much of it as the width allows), so a fault is visible in time.
+/// sparklines, latency p50/p99, and a strip of the node's state over the last minute (a mark
+/// per second, or per few seconds on a narrow screen), so a fault is visible in time.
 pub struct ClusterView;
 
 impl View for ClusterView {
@@ -90,7 +90,7 @@ impl View for ClusterView {
                 break;
             }
             let series = app.series.get(&view.node.id).cloned().unwrap_or_default();
-            let [name, rates, latency, strip] = Layout::horizontal([
+            let [name, rates, latency, strip_area] = Layout::horizontal([
                 Constraint::Length(4),
                 Constraint::Fill(1),
                 Constraint::Length(13),
@@ -132,20 +132,53 @@ impl View for ClusterView {
                 latency,
             );
             let states: Vec<NodeState> = series.states.iter().copied().collect();
-            let shown = &states[states.len().saturating_sub(strip_width as usize)..];
             let mut spans = vec![Span::raw(" ")];
             spans.extend(
-                shown
-                    .iter()
-                    .map(|s| Span::styled(strip_glyph(*s), state_style(*s))),
+                strip(&states, strip_width as usize)
+                    .into_iter()
+                    .map(|s| Span::styled(strip_glyph(s), state_style(s))),
             );
-            frame.render_widget(Paragraph::new(Line::from(spans)), line(strip, 0));
+            frame.render_widget(Paragraph::new(Line::from(spans)), line(strip_area, 0));
             let state = NodeState::of(view);
             frame.render_widget(
                 Paragraph::new(format!(" {}", state.name())).style(state_style(state)),
-                line(strip, 1),
+                line(strip_area, 1),
             );
         }
+    }
+}
+
+/// The last minute of a node's states (a state per second, oldest first) in at most `width`
+/// marks: when the width is short of a minute, each mark covers several seconds and shows the
+/// worst state among them, so a short outage is never squeezed out.
+pub fn strip(states: &[NodeState], width: usize) -> Vec<NodeState> {
+    if width == 0 {
+        return Vec::new();
+    }
+    let per_mark = HISTORY_SECS.div_ceil(width);
+    // Whole buckets counted back from the newest second, so marks do not shift each second.
+    states
+        .rchunks(per_mark)
+        .map(|bucket| {
+            *bucket
+                .iter()
+                .max_by_key(|s| severity(**s))
+                .expect("chunks are not empty")
+        })
+        .take(width)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+/// How bad a state is, for summing up several seconds in one mark.
+fn severity(state: NodeState) -> u8 {
+    match state {
+        NodeState::Running => 0,
+        NodeState::Paused => 1,
+        NodeState::Unresponsive => 2,
+        NodeState::Down => 3,
     }
 }
 
@@ -167,4 +200,32 @@ fn bold() -> Style {
 fn last(series: &std::collections::VecDeque<u64>, width: u16) -> Vec<u64> {
     let skip = series.len().saturating_sub(width as usize);
     series.iter().skip(skip).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NodeState::*;
+
+    #[test]
+    fn a_narrow_strip_still_covers_the_minute_and_keeps_short_outages() {
+        let mut minute = vec![Running; 60];
+        minute[30] = Down;
+        minute[50] = Paused;
+        assert_eq!(
+            strip(&minute, 60),
+            minute,
+            "a mark per second when there is room"
+        );
+        let narrow = strip(&minute, 20);
+        assert_eq!(narrow.len(), 20, "three seconds a mark");
+        assert_eq!(narrow.iter().filter(|s| **s == Down).count(), 1);
+        assert_eq!(narrow.iter().filter(|s| **s == Paused).count(), 1);
+        assert_eq!(
+            strip(&[Running, Down], 20),
+            [Down],
+            "a young strip: fewer marks, the worst state kept"
+        );
+        assert!(strip(&minute, 0).is_empty());
+    }
 }
