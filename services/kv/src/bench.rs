@@ -51,6 +51,13 @@ pub struct BenchArgs {
     /// Backend of the node started for the run (ignored with --addr).
     #[arg(long, value_enum, default_value = "mem")]
     pub store: StoreKind,
+    /// Worker threads of the node started for the run (its TOKIO_WORKER_THREADS). Client and
+    /// node share this machine's cores: one each keeps them from preempting each other.
+    #[arg(long, default_value_t = 1)]
+    pub node_threads: usize,
+    /// Worker threads of the benchmark's own client runtime.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
 }
 
 /// How to start a kv node: the program and the arguments before the node flags
@@ -93,9 +100,15 @@ impl Figure {
 
 /// Runs the benchmark and prints one line per figure; returns the figures.
 pub async fn run(args: &BenchArgs, node_command: NodeCommand) -> anyhow::Result<Vec<Figure>> {
-    if args.clients == 0 || args.connections == 0 || args.keys == 0 || args.duration.is_zero() {
+    if args.clients == 0
+        || args.connections == 0
+        || args.keys == 0
+        || args.duration.is_zero()
+        || args.node_threads == 0
+        || args.client_threads == 0
+    {
         return Err(BadInput::new(
-            "--clients, --connections, --keys and --duration must be greater than zero",
+            "--clients, --connections, --keys, --duration, --node-threads and --client-threads must be greater than zero",
         )
         .into());
     }
@@ -104,14 +117,17 @@ pub async fn run(args: &BenchArgs, node_command: NodeCommand) -> anyhow::Result<
         Some(addr) => (addr, None, "remote"),
         None => {
             let mut command = Command::new(&node_command.program);
-            command.args(&node_command.args).args([
-                "--id",
-                "bench",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ]);
+            command
+                .env("TOKIO_WORKER_THREADS", args.node_threads.to_string())
+                .args(&node_command.args)
+                .args([
+                    "--id",
+                    "bench",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin",
+                    "127.0.0.1:0",
+                ]);
             let store = match args.store {
                 StoreKind::Mem => {
                     command.args(["--store", "mem"]);
@@ -129,6 +145,27 @@ pub async fn run(args: &BenchArgs, node_command: NodeCommand) -> anyhow::Result<
         }
     };
 
+    // The load runs on a runtime of its own, sized by --client-threads.
+    let load_args = args.clone();
+    let figures = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(load_args.client_threads)
+            .enable_all()
+            .build()
+            .context("starting the benchmark's client runtime")?
+            .block_on(load(&load_args, addr, store))
+    })
+    .await
+    .context("the benchmark's client runtime panicked")??;
+    if let Some(node) = node.as_mut() {
+        node.terminate(Duration::from_secs(10)).await?;
+    }
+    Ok(figures)
+}
+
+/// The measured part: fills the key space, then a PUT phase and a GET phase; prints a line
+/// per figure.
+async fn load(args: &BenchArgs, addr: SocketAddr, store: &str) -> anyhow::Result<Vec<Figure>> {
     let clients = (0..args.connections)
         .map(|_| {
             KvClient::connect_lazy(
@@ -152,10 +189,12 @@ pub async fn run(args: &BenchArgs, node_command: NodeCommand) -> anyhow::Result<
     for op in [Op::Put, Op::Get] {
         let figure = phase(op, &clients, &keys, &value, args).await;
         println!(
-            "bench=proj0 op={} store={store} clients={} connections={} value_bytes={} seconds={:.3} ops={} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} errors={}",
+            "bench=proj0 op={} store={store} clients={} connections={} node_threads={} client_threads={} value_bytes={} seconds={:.3} ops={} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} errors={}",
             figure.op,
             args.clients,
             args.connections,
+            args.node_threads,
+            args.client_threads,
             args.value_size,
             figure.seconds,
             figure.ops,
@@ -171,9 +210,6 @@ pub async fn run(args: &BenchArgs, node_command: NodeCommand) -> anyhow::Result<
         (a + c.metrics().attempts(), r + c.metrics().retries())
     });
     println!("bench=proj0 op=client attempts={attempts} retries={retries}");
-    if let Some(node) = node.as_mut() {
-        node.terminate(Duration::from_secs(10)).await?;
-    }
     Ok(figures)
 }
 
