@@ -14,6 +14,7 @@
 //! lost if the process is killed within that window. That is the trade-off to demonstrate.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
@@ -45,20 +46,53 @@ pub struct SledStore {
     sync: SyncMode,
     keys: AtomicU64,
     token_count: AtomicU64,
-    commits: GroupCommit,
+    commits: Arc<GroupCommit>,
 }
 
 /// Group commit: writes are numbered; a flush records the highest number it covers.
+///
+/// One flush runs at a time, and it keeps its turn until sled is done, even when every
+/// writer waiting on it gave up (a client deadline drops the request mid-wait). Flushes left
+/// running by abandoned waiters would otherwise pile up, and sled 0.34 deadlocks when enough
+/// of them do: its I/O threads all wait inside a flush for a log write queued behind them.
+/// For the same reason the flush is sled's blocking `flush` on a tokio blocking thread, not
+/// `flush_async` on sled's own small pool (whose async flush can also lose its wake-up:
+/// sled issues #1241, #1308).
 #[derive(Default)]
 struct GroupCommit {
     /// Mutations applied so far.
     written: AtomicU64,
     /// Every mutation numbered up to this is on disk.
     flushed: AtomicU64,
-    /// One flush at a time; waiters queue here and usually find their write already covered.
-    flushing: tokio::sync::Mutex<()>,
+    /// The turn to flush; its guard travels with the flush, not with the waiter.
+    flushing: Arc<tokio::sync::Mutex<()>>,
     /// Flushes done, to see the grouping at work.
     flushes: AtomicU64,
+    /// Flushes running now, and the most ever seen at once (1, or the turn is broken).
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+impl GroupCommit {
+    /// Flushes `db` under `turn`, recording what the flush covers. Runs to the end whether or
+    /// not anyone still waits for it.
+    fn flush_with_turn(
+        &self,
+        db: &sled::Db,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<(), StoreError> {
+        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        self.most_at_once.fetch_max(now, Ordering::AcqRel);
+        let covers = self.written.load(Ordering::Acquire);
+        let flushed = db.flush().map_err(storage);
+        if flushed.is_ok() {
+            self.flushed.fetch_max(covers, Ordering::AcqRel);
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        drop(turn);
+        flushed.map(drop)
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -89,7 +123,7 @@ impl SledStore {
             order,
             policy,
             sync,
-            commits: GroupCommit::default(),
+            commits: Arc::default(),
         };
         tracing::info!(
             event = "store_opened",
@@ -346,15 +380,14 @@ impl Store for SledStore {
             if self.commits.flushed.load(Ordering::Acquire) >= mine {
                 return Ok(());
             }
-            let _turn = self.commits.flushing.lock().await;
+            let turn = self.commits.flushing.clone().lock_owned().await;
             if self.commits.flushed.load(Ordering::Acquire) >= mine {
                 return Ok(()); // a flush that started after our write finished while we queued
             }
-            let covers = self.commits.written.load(Ordering::Acquire);
-            self.db.flush_async().await.map_err(storage)?;
-            self.commits.flushed.fetch_max(covers, Ordering::AcqRel);
-            self.commits.flushes.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            let (db, commits) = (self.db.clone(), self.commits.clone());
+            tokio::task::spawn_blocking(move || commits.flush_with_turn(&db, turn))
+                .await
+                .map_err(|e| StoreError::Storage(format!("the flush thread failed: {e}")))?
         })
     }
 
@@ -451,6 +484,51 @@ mod tests {
         assert!(
             (1..64).contains(&flushes),
             "{flushes} flushes for 64 writers"
+        );
+    }
+
+    /// Writers that give up waiting for durability (a client deadline dropping the request,
+    /// as happens in bulk when a paused node resumes) must not leave flushes behind that run
+    /// alongside the next ones: enough of those at once deadlock sled 0.34. Thousands of
+    /// abandoned waits; flushes never overlap, and a last write still becomes durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_flushes_never_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path(), TokenPolicy::default()));
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..32u32 {
+            let store = store.clone();
+            writers.spawn(async move {
+                for i in 0..100u32 {
+                    store
+                        .put(
+                            &w.to_be_bytes(),
+                            &i.to_be_bytes(),
+                            Some(&Token::random()),
+                            1,
+                        )
+                        .unwrap();
+                    let patience = Duration::from_micros(u64::from((w * 7 + i * 13) % 500));
+                    let _ = tokio::time::timeout(patience, store.persist()).await;
+                }
+            });
+        }
+        let all = async {
+            while let Some(done) = writers.join_next().await {
+                done.unwrap();
+            }
+            store.put(b"last", b"v", None, 1).unwrap();
+            store.persist().await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("the store wedged: writes stopped becoming durable");
+        let commits = &store.commits;
+        assert_eq!(commits.most_at_once.load(Ordering::Acquire), 1);
+        assert!(commits.flushes.load(Ordering::Relaxed) > 1);
+        assert_eq!(
+            commits.flushed.load(Ordering::Acquire),
+            commits.written.load(Ordering::Acquire)
         );
     }
 
