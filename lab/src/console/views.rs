@@ -42,11 +42,20 @@ pub struct Figure {
 pub fn for_project(project: &Project) -> ProjectUi {
     match project.name {
         "proj0" => crate::projects::proj0::console(),
+        "proj2" => crate::projects::proj2::console(),
         _ => ProjectUi {
             figures: &[],
             views: vec![Box::new(ClusterView)],
         },
     }
+}
+
+/// A string from the node's `/status` detail, or `-`.
+pub fn detail_text(node: &NodeView, field: &str) -> String {
+    node.detail
+        .get(field)
+        .and_then(|v| v.as_str())
+        .map_or("-".into(), str::to_string)
 }
 
 /// A number from the node's `/status` detail, or `-`.

@@ -49,6 +49,9 @@ pub struct Project {
     pub peer_links: PeerLinks,
     /// Service flags added to every node's command line.
     pub node_flags: &'static [&'static str],
+    /// The flag that tells every node which nodes form the first cluster (the rest, the
+    /// spares added later, join it), for projects whose nodes must agree on that (Raft).
+    pub initial_members_flag: Option<&'static str>,
     /// How its clusters are loaded (see [`super::workload`]).
     pub workload: &'static dyn Driver,
     /// The checks its scenarios may ask for.
@@ -58,7 +61,10 @@ pub struct Project {
 }
 
 /// Every project the lab can run.
-pub const PROJECTS: &[Project] = &[crate::projects::proj0::PROJECT];
+pub const PROJECTS: &[Project] = &[
+    crate::projects::proj0::PROJECT,
+    crate::projects::proj2::PROJECT,
+];
 
 impl std::fmt::Debug for Project {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

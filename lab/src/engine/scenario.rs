@@ -43,7 +43,8 @@ pub struct Scenario {
 pub struct Span(#[serde(with = "duration_text")] pub Duration);
 
 /// Which nodes a step acts on: `n1`, `[n1, n3]`, `all`, `random`, `minority`, `majority`,
-/// `down` (every node that is down).
+/// `down` (every node that is down), `paused` (every node that is SIGSTOPped), `leader`,
+/// `follower` (by the role nodes report).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Selector {
@@ -250,7 +251,7 @@ impl Step {
 
 /// The selector names a step may use besides node ids.
 pub const SELECTORS: &[&str] = &[
-    "all", "random", "minority", "majority", "down", "leader", "follower",
+    "all", "random", "minority", "majority", "down", "paused", "leader", "follower",
 ];
 
 /// What selectors are resolved against: the cluster at the moment a step runs.
@@ -260,6 +261,8 @@ pub struct ClusterNow {
     pub ids: Vec<String>,
     /// The nodes whose process is down.
     pub down: Vec<String>,
+    /// The nodes whose process is stopped (SIGSTOP).
+    pub paused: Vec<String>,
     /// The role each responsive node reports (`leader`, `follower`, `server`...).
     pub roles: std::collections::BTreeMap<String, String>,
 }
@@ -304,6 +307,7 @@ impl Selector {
                 "minority" => ids.extend(pick(n / 2)),
                 "majority" => ids.extend(pick(n / 2 + 1)),
                 "down" => ids.extend(now.down.iter().cloned()),
+                "paused" => ids.extend(now.paused.iter().cloned()),
                 "leader" => ids.extend(with_role("leader")?),
                 "follower" => ids.extend(with_role("follower")?),
                 id if now.ids.iter().any(|known| known == id) => ids.push(id.to_string()),
@@ -570,6 +574,7 @@ check:
         let now = ClusterNow {
             ids: ["n1", "n2", "n3", "n4", "n5"].map(String::from).to_vec(),
             down: vec!["n4".into()],
+            paused: vec!["n5".into()],
             roles: [("n1", "follower"), ("n2", "leader"), ("n3", "follower")]
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .into(),
@@ -585,6 +590,7 @@ check:
         );
         assert_eq!(pick(one("all")).unwrap().len(), 5);
         assert_eq!(pick(one("down")).unwrap(), ["n4"]);
+        assert_eq!(pick(one("paused")).unwrap(), ["n5"]);
         assert_eq!(pick(one("leader")).unwrap(), ["n2"]);
         assert_eq!(pick(one("follower")).unwrap(), ["n1", "n3"]);
         assert_eq!(pick(one("minority")).unwrap().len(), 2);

@@ -264,6 +264,11 @@ impl Session {
                 .filter(|n| n.state == ProcessState::Down)
                 .map(|n| n.id.clone())
                 .collect(),
+            paused: current
+                .iter()
+                .filter(|n| n.state == ProcessState::Paused)
+                .map(|n| n.id.clone())
+                .collect(),
             roles: fresh_views(&current, &snapshot)
                 .into_iter()
                 .filter_map(|v| Some((v.node.id.clone(), v.role.clone()?)))

@@ -107,6 +107,8 @@ pub struct Supervisor {
     planned: Vec<String>,
     /// The nodes in the cluster (the first of `planned`): grows with `add_node`.
     members: std::sync::Mutex<usize>,
+    /// How many of `planned` formed the first cluster.
+    initial: usize,
     /// What [`Supervisor::nodes`] reports, updated after every change: reading it never
     /// waits for a slot that a slow operation (a start, a terminate) holds.
     published: std::sync::Mutex<BTreeMap<String, Published>>,
@@ -169,6 +171,7 @@ impl Supervisor {
             slots,
             planned: ids,
             members: std::sync::Mutex::new(nodes),
+            initial: nodes,
             published: std::sync::Mutex::new(BTreeMap::new()),
         };
         for id in supervisor.ids() {
@@ -270,6 +273,11 @@ impl Supervisor {
             .arg(slot.dir.join("data"))
             .args(self.network.peer_flags(id))
             .args(self.project.node_flags);
+        if let Some(flag) = self.project.initial_members_flag {
+            command
+                .arg(flag)
+                .arg(self.planned[..self.initial].join(","));
+        }
         let options = LaunchOptions {
             ready_timeout: Duration::from_secs(30),
             log_file: Some(slot.dir.join("node.log")),

@@ -44,6 +44,10 @@ pub struct WorkloadSpec {
     /// Fraction of the mutations that are deletes (the rest are writes).
     #[serde(default = "default_deletes")]
     pub deletes: f64,
+    /// Fraction of the writes that are compare-and-set instead (projects whose API has one;
+    /// a client sets a key it has seen a value of, expecting that value).
+    #[serde(default = "default_cas")]
+    pub cas: f64,
 }
 
 fn default_clients() -> usize {
@@ -64,6 +68,9 @@ fn default_reads() -> f64 {
 fn default_deletes() -> f64 {
     0.1
 }
+fn default_cas() -> f64 {
+    0.3
+}
 
 impl Default for WorkloadSpec {
     fn default() -> Self {
@@ -74,6 +81,7 @@ impl Default for WorkloadSpec {
             timeout: default_timeout(),
             reads: default_reads(),
             deletes: default_deletes(),
+            cas: default_cas(),
         }
     }
 }

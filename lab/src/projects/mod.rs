@@ -5,3 +5,4 @@
 //! its service crate.
 
 pub mod proj0;
+pub mod proj2;

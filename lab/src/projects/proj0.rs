@@ -37,6 +37,7 @@ pub const PROJECT: Project = Project {
     default_nodes: 1,
     peer_links: PeerLinks::None,
     node_flags: &["--store", "sled"],
+    initial_members_flag: None,
     node_main: distlab_kv::node::main,
     workload: &Registers,
     checks: &[

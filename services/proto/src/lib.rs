@@ -9,3 +9,9 @@ pub mod kv {
         tonic::include_proto!("kv.v1");
     }
 }
+
+pub mod raftkv {
+    pub mod v1 {
+        tonic::include_proto!("raftkv.v1");
+    }
+}

@@ -1,0 +1,258 @@
+//! The Project 2 client library: talks to a cluster, not a node.
+//!
+//! It knows every node's address and guesses which is the leader. A follower's answer names
+//! the leader (`raft-leader` metadata) and the next attempt goes there; a node that does not
+//! answer makes it try the next one. Every call runs under the shared [`RetryPolicy`].
+//! Mutations carry a session (this client's random id, a sequence number per logical call,
+//! the same on every retry), so a retry of a write that did commit is answered from the state
+//! machine's memory, not applied twice: that is what makes retrying writes, and cas, safe.
+//! One client handle is one session: run one mutation at a time on it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use distlab_proto::raftkv::v1 as pb;
+use distlab_runtime::retry::{Attempt, ClientMetrics, Idempotence, RetryPolicy};
+use distlab_runtime::telemetry::PropagateTrace;
+use prost::bytes::Bytes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::server::LEADER_HINT;
+
+type Rpc = pb::raft_kv_client::RaftKvClient<InterceptedService<Channel, PropagateTrace>>;
+
+/// Outcome of a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub swapped: bool,
+    /// The value before the operation, if the key existed.
+    pub current: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub struct RaftKvClient {
+    nodes: Arc<Vec<(String, Rpc)>>,
+    /// Index in `nodes` of the node believed to lead.
+    leader: Arc<AtomicUsize>,
+    policy: RetryPolicy,
+    metrics: ClientMetrics,
+    session: u64,
+    seq: Arc<AtomicU64>,
+}
+
+impl RaftKvClient {
+    /// A client of the cluster whose nodes are `nodes` (name, address). Connects lazily.
+    pub fn connect_lazy(
+        nodes: &[(String, SocketAddr)],
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !nodes.is_empty(),
+            "a client needs at least one node address"
+        );
+        policy
+            .validate()
+            .map_err(|e| anyhow::anyhow!("retry policy: {e}"))?;
+        let rpcs = nodes
+            .iter()
+            .map(|(name, addr)| {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .with_context(|| format!("{addr} is not a usable address"))?
+                    .connect_timeout(policy.attempt_timeout.min(Duration::from_secs(2)))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                let rpc =
+                    pb::raft_kv_client::RaftKvClient::with_interceptor(channel, PropagateTrace);
+                Ok((name.clone(), rpc))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            nodes: Arc::new(rpcs),
+            leader: Arc::new(AtomicUsize::new(0)),
+            policy,
+            metrics: ClientMetrics::default(),
+            session: rand::random(),
+            seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.metrics
+    }
+
+    /// The node this client currently sends to.
+    pub fn leader_guess(&self) -> String {
+        self.nodes[self.leader.load(Ordering::Relaxed) % self.nodes.len()]
+            .0
+            .clone()
+    }
+
+    fn next_session(&self) -> Option<pb::Session> {
+        Some(pb::Session {
+            client: self.session,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        })
+    }
+
+    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<u64, Status> {
+        let request = pb::PutRequest {
+            key: key.to_string(),
+            value: value.into(),
+            session: self.next_session(),
+        };
+        let reply = self
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.put(request).await }
+            })
+            .await?;
+        Ok(reply.index)
+    }
+
+    /// The value of `key`, as the cluster's read mode reads it.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Status> {
+        let request = pb::GetRequest {
+            key: key.to_string(),
+        };
+        let reply = self
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.get(request).await }
+            })
+            .await?;
+        Ok(reply.found.then(|| reply.value.to_vec()))
+    }
+
+    /// Removes `key`; whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, Status> {
+        let request = pb::DeleteRequest {
+            key: key.to_string(),
+            session: self.next_session(),
+        };
+        let reply = self
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.delete(request).await }
+            })
+            .await?;
+        Ok(reply.existed)
+    }
+
+    /// Sets `key` to `new` if its value is `expected` (`None`: if it is absent).
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: impl Into<Bytes>,
+    ) -> Result<CasOutcome, Status> {
+        let request = pb::CompareAndSetRequest {
+            key: key.to_string(),
+            expected: expected.map(Bytes::from),
+            new_value: new.into(),
+            session: self.next_session(),
+        };
+        let reply = self
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.compare_and_set(request).await }
+            })
+            .await?;
+        Ok(CasOutcome {
+            swapped: reply.swapped,
+            current: reply.current.map(|c| c.to_vec()),
+        })
+    }
+
+    /// Adds node `id` to the cluster (learner, catch-up, voter).
+    pub async fn add_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
+        let request = pb::MemberRequest { id: id.to_string() };
+        self.call(|mut rpc, attempt| {
+            let request = with_timeout(request.clone(), attempt);
+            async move { rpc.add_member(request).await }
+        })
+        .await
+    }
+
+    /// Removes node `id` from the voters.
+    pub async fn remove_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
+        let request = pb::MemberRequest { id: id.to_string() };
+        self.call(|mut rpc, attempt| {
+            let request = with_timeout(request.clone(), attempt);
+            async move { rpc.remove_member(request).await }
+        })
+        .await
+    }
+
+    /// Node `name`'s own view of the cluster.
+    pub async fn status_of(&self, name: &str) -> Result<pb::StatusResponse, Status> {
+        let Some((_, rpc)) = self.nodes.iter().find(|(n, _)| n == name) else {
+            return Err(Status::invalid_argument(format!("no node called {name}")));
+        };
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(self.policy.attempt_timeout);
+        Ok(rpc.clone().status(request).await?.into_inner())
+    }
+
+    /// Runs one call under the retry policy, at the node believed to lead, following leader
+    /// hints and moving on from nodes that do not answer.
+    async fn call<T, F, Fut>(&self, mut attempt_fn: F) -> Result<T, Status>
+    where
+        F: FnMut(Rpc, Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.nodes.len();
+        self.policy
+            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                let index = self.leader.load(Ordering::Relaxed) % n;
+                let (name, rpc) = &self.nodes[index];
+                let fut = attempt_fn(rpc.clone(), attempt);
+                async move {
+                    match fut.await {
+                        Ok(reply) => Ok(reply.into_inner()),
+                        Err(status) => Err(self.redirect(index, name, status)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// After a failed attempt at node `index`: where to go next, and whether to retry (a
+    /// redirect is retried: the answer was "not here", not "failed").
+    fn redirect(&self, index: usize, name: &str, status: Status) -> Status {
+        let n = self.nodes.len();
+        let hint = status
+            .metadata()
+            .get(LEADER_HINT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|leader| self.nodes.iter().position(|(n, _)| n == leader));
+        let not_leader = status.code() == Code::FailedPrecondition
+            && status.message().starts_with("not the leader");
+        let next = match hint {
+            Some(leader) if leader != index => leader,
+            _ if not_leader || distlab_runtime::retry::is_retryable(status.code()) => {
+                (index + 1) % n
+            }
+            _ => return status,
+        };
+        let _ = self
+            .leader
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        if not_leader {
+            Status::unavailable(format!("{name}: {}", status.message()))
+        } else {
+            status
+        }
+    }
+}
+
+fn with_timeout<T>(message: T, attempt: Attempt) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(attempt.timeout);
+    request
+}

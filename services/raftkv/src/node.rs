@@ -1,0 +1,353 @@
+//! Running a raftkv node: `raftkv serve ...` and `lab node raftkv ...` both end up in [`run`].
+//!
+//! Bootstrapping: the nodes named by `--initial-members` (default: this node and all its
+//! peers) form the first cluster; each of them calls openraft's `initialize` with that
+//! membership when its log is empty (doing it on every member is allowed: they all propose the
+//! same first entry). A node outside that list joins: it asks the cluster to add it (learner,
+//! catch up, then voter by joint consensus) until one does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distlab_proto::raftkv::v1 as pb;
+use distlab_runtime::BadInput;
+use distlab_runtime::cli::{NodeArgs, NodeId};
+use distlab_runtime::node::Node;
+use openraft::storage::RaftLogStorage;
+use openraft::{Config, SnapshotPolicy};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::lease::LeaseClock;
+use crate::metrics::RaftKvMetrics;
+use crate::network::Network;
+use crate::server::{KvApi, RaftRpc, ReadMode};
+use crate::status::{Committed, RaftKvStatus};
+use crate::store::Storage;
+use crate::types::{Member, Names, Raft, raft_id};
+
+/// `--fsync`: whether Raft waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// An entry counts as stored (and a vote as given) only once flushed: what Raft's safety
+    /// proof assumes.
+    Always,
+    /// Never wait (sled flushes every 500 ms): faster, but a node that crashes can forget
+    /// entries it acknowledged, so a "committed" write can be lost if a majority crashes
+    /// together, and it can forget its vote and vote twice in one term (two leaders).
+    Never,
+}
+
+/// The node contract's flags plus Project 2's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RaftKvNodeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    /// The first cluster's members, comma-separated (default: this node and every --peer).
+    /// A node not among them joins the running cluster instead.
+    #[arg(long, value_delimiter = ',', value_parser = NodeId::parse)]
+    pub initial_members: Vec<NodeId>,
+
+    /// How reads are served.
+    #[arg(long, value_enum, default_value = "read-index")]
+    pub read_mode: ReadMode,
+
+    #[arg(long, value_enum, default_value = "always")]
+    pub fsync: Fsync,
+
+    /// How often the leader sends heartbeats.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "50ms")]
+    pub heartbeat: Duration,
+
+    /// A follower that hears no leader for about this long starts an election: openraft waits
+    /// the leader's lease (1.5 x this) plus a random timeout between this and 1.5 x this.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "250ms")]
+    pub election_timeout: Duration,
+
+    /// Lease length for `--read-mode lease`, as a fraction of the election timeout; below 1,
+    /// the rest is the margin for clock drift.
+    #[arg(long, default_value_t = 0.6)]
+    pub lease_fraction: f64,
+
+    /// Build a snapshot after this many entries were applied since the last one; the log
+    /// behind it is purged.
+    #[arg(long, default_value_t = 5000)]
+    pub snapshot_every: u64,
+
+    /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log
+    /// rather than a snapshot.
+    #[arg(long, default_value_t = 500)]
+    pub keep_log: u64,
+}
+
+/// `lab node raftkv ARGS...`: parses the node's flags (a mistake prints usage and exits 2)
+/// and runs it.
+pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RaftKvNodeArgs,
+    }
+    let argv = std::iter::once(std::ffi::OsString::from(program)).chain(args);
+    match <Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(cli) => run_blocking(cli.args),
+        Err(e) => e.exit(),
+    }
+}
+
+pub fn run_blocking(args: RaftKvNodeArgs) -> std::process::ExitCode {
+    let id = args.node.id.to_string();
+    distlab_runtime::node::run_main("raftkv", &id, || run(args))
+}
+
+impl RaftKvNodeArgs {
+    fn raft_config(&self) -> Result<Config, BadInput> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.heartbeat.is_zero() || ms(self.heartbeat) * 3 > ms(self.election_timeout) {
+            return Err(BadInput::new(format!(
+                "--heartbeat {} must be at least 1ms and at most a third of --election-timeout {}",
+                distlab_runtime::duration::format(self.heartbeat),
+                distlab_runtime::duration::format(self.election_timeout)
+            )));
+        }
+        if !(self.lease_fraction > 0.0 && self.lease_fraction < 1.0) {
+            return Err(BadInput::new(format!(
+                "--lease-fraction {} must be between 0 and 1 (exclusive): the lease must end before an election can",
+                self.lease_fraction
+            )));
+        }
+        if self.snapshot_every == 0 {
+            return Err(BadInput::new("--snapshot-every must be at least 1"));
+        }
+        let config = Config {
+            cluster_name: "raftkv".into(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_timeout),
+            election_timeout_max: ms(self.election_timeout) * 3 / 2,
+            install_snapshot_timeout: 2000,
+            max_payload_entries: 512,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_log,
+            purge_batch_size: 256,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| BadInput::new(format!("raft configuration: {e}")))
+    }
+}
+
+/// Runs a raftkv node until SIGTERM/SIGINT. Bad flags fail with [`BadInput`] before anything
+/// is bound or written.
+pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
+    let node_args = args.node.validate()?;
+    let config = Arc::new(args.raft_config()?);
+    let Some(data_dir) = node_args.data_dir.clone() else {
+        return Err(BadInput::new(
+            "raftkv needs --data-dir DIR (the Raft log and state live there)",
+        )
+        .into());
+    };
+    let me_name = node_args.id.to_string();
+    let initial: Vec<String> = if args.initial_members.is_empty() {
+        std::iter::once(me_name.clone())
+            .chain(node_args.peers.keys().map(|p| p.to_string()))
+            .collect()
+    } else {
+        args.initial_members.iter().map(|m| m.to_string()).collect()
+    };
+    if let Some(unknown) = initial
+        .iter()
+        .find(|m| **m != me_name && !node_args.peers.keys().any(|p| p.as_str() == m.as_str()))
+    {
+        return Err(BadInput::new(format!(
+            "--initial-members names {unknown}, which has no --peer address"
+        ))
+        .into());
+    }
+    let peers: Vec<(String, std::net::SocketAddr)> = node_args
+        .peers
+        .iter()
+        .map(|(id, addr)| (id.to_string(), *addr))
+        .collect();
+    let names =
+        Names::new(std::iter::once(me_name.as_str()).chain(peers.iter().map(|(n, _)| n.as_str())));
+    let me = raft_id(&me_name);
+
+    let mut storage = Storage::open(&data_dir, args.fsync == Fsync::Always)?;
+    let restarted = storage.log.read_vote().await?.is_some();
+
+    let mut node = Node::bind(node_args, "proj2", "raftkv").await?;
+    let metrics = RaftKvMetrics::register(node.registry());
+    let lease_clock = Arc::new(LeaseClock::default());
+    let network = Network::new(&peers, lease_clock.clone())?;
+    let raft = Raft::new(
+        me,
+        config.clone(),
+        network,
+        storage.log.clone(),
+        storage.machine.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+
+    let shutdown = node.shutdown_token();
+    let committed = Arc::new(Committed::default());
+    tokio::spawn(crate::observer::observe(
+        raft.clone(),
+        names.clone(),
+        metrics.clone(),
+        storage.machine.clone(),
+        committed.clone(),
+        shutdown.clone(),
+    ));
+    if initial.contains(&me_name) {
+        bootstrap(&raft, &initial).await;
+    } else {
+        tokio::spawn(join(
+            raft.clone(),
+            me_name.clone(),
+            peers.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    let election_max = Duration::from_millis(config.election_timeout_max);
+    let lease = Duration::from_millis(config.election_timeout_min).mul_f64(args.lease_fraction);
+    let votes_from = if restarted {
+        Instant::now() + election_max
+    } else {
+        Instant::now()
+    };
+    let rpc = RaftRpc {
+        raft: raft.clone(),
+        votes_from,
+    };
+    let api = KvApi {
+        raft: raft.clone(),
+        me,
+        machine: storage.machine.clone(),
+        names: names.clone(),
+        read_mode: args.read_mode,
+        lease_clock,
+        lease,
+        metrics,
+    };
+    let status = Arc::new(RaftKvStatus {
+        raft: raft.clone(),
+        names,
+        me: me_name,
+        log: storage.log.clone(),
+        machine: storage.machine.clone(),
+        committed,
+        config: json!({
+            "read_mode": args.read_mode,
+            "fsync": args.fsync,
+            "heartbeat_ms": config.heartbeat_interval,
+            "election_timeout_ms": [config.election_timeout_min, config.election_timeout_max],
+            "lease_ms": lease.as_millis() as u64,
+            "snapshot_every": args.snapshot_every,
+            "keep_log": args.keep_log,
+            "initial_members": initial,
+        }),
+    });
+    const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+    let routes = Routes::new(
+        pb::raft_server::RaftServer::new(rpc)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(pb::raft_kv_server::RaftKvServer::new(api));
+    let served = node.serve(routes, status).await;
+
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "stopping Raft");
+    }
+    storage.flusher.flush_now().await?;
+    storage.db.flush_async().await.ok();
+    tracing::info!(event = "node_stopped", "Raft stopped, store flushed; bye");
+    served
+}
+
+/// Forms the first cluster, unless this node's log says it already exists.
+async fn bootstrap(raft: &Raft, members: &[String]) {
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "reading Raft's state");
+            return;
+        }
+    }
+    let members: BTreeMap<u64, Member> = members
+        .iter()
+        .map(|name| (raft_id(name), Member { name: name.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(
+            event = "cluster_initialized",
+            "proposed the first membership"
+        ),
+        // Another member's initialization reached this node first: nothing to do.
+        Err(e) => tracing::info!(error = %e, "not initializing"),
+    }
+}
+
+/// Asks the cluster to add this node until one of its members does (or this node is a member
+/// already, after a restart).
+async fn join(
+    raft: Raft,
+    me: String,
+    peers: Vec<(String, std::net::SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    if raft.is_initialized().await.unwrap_or(false) {
+        return;
+    }
+    let mut target = 0;
+    loop {
+        let Some((name, addr)) = peers.get(target % peers.len().max(1)).cloned() else {
+            tracing::error!("no peers to join through");
+            return;
+        };
+        let attempt = async {
+            let mut client =
+                pb::raft_kv_client::RaftKvClient::connect(format!("http://{addr}")).await?;
+            let mut request = tonic::Request::new(pb::MemberRequest { id: me.clone() });
+            request.set_timeout(Duration::from_secs(30));
+            anyhow::Ok(client.add_member(request).await)
+        };
+        let outcome = tokio::select! {
+            outcome = attempt => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        match outcome {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                tracing::info!(event = "joined", voters = ?reply.voters, "joined the cluster as a voter");
+                return;
+            }
+            Ok(Err(status)) => {
+                let hint = status
+                    .metadata()
+                    .get(crate::server::LEADER_HINT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|leader| peers.iter().position(|(n, _)| n == leader));
+                tracing::info!(through = %name, error = %distlab_runtime::rpc::describe(&status), "joining failed; retrying");
+                target = hint.unwrap_or(target + 1);
+            }
+            Err(e) => {
+                tracing::info!(through = %name, error = %e, "joining failed; retrying");
+                target += 1;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The gRPC services a raftkv node serves: `raftkv.v1.Raft` for its peers (openraft's RPCs)
+//! and `raftkv.v1.RaftKv` for clients.
+//!
+//! A client request flows: client -> leader's [`KvApi`] -> `Raft::client_write` (append to the
+//! leader's log, replicate, flushed on a majority = committed) -> the state machine applies
+//! it -> its outcome is the reply. A follower answers FAILED_PRECONDITION with metadata
+//! `raft-leader` naming the leader it knows; the client retries there (nothing is forwarded).
+//! Reads depend on `--read-mode` (see [`ReadMode`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use distlab_proto::raftkv::v1 as pb;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use prost::bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+use crate::lease::LeaseClock;
+use crate::metrics::RaftKvMetrics;
+use crate::store::StateMachine;
+use crate::types::{Command, Member, Names, Op, Outcome, Raft, RaftId, Session, raft_id};
+
+/// How the leader serves reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    /// Confirm leadership with a heartbeat round to a majority, then read once the state
+    /// machine applied everything committed before the read: linearizable.
+    ReadIndex,
+    /// Skip the heartbeat round while the leader's lease runs (see `lease.rs`): linearizable
+    /// as long as clocks drift less than the safety margin; falls back to read-index when the
+    /// lease has lapsed.
+    Lease,
+    /// Read this node's state machine, leader or not: fast, stale on purpose (for teaching;
+    /// the linearizability checker catches it).
+    Local,
+}
+
+/// The name of the metadata a follower puts its leader hint in.
+pub const LEADER_HINT: &str = "raft-leader";
+
+/// Peer-facing: hands openraft's RPCs to the local Raft.
+pub struct RaftRpc {
+    pub raft: Raft,
+    /// Votes are refused until then (see `lease.rs`: a restarted node forgot its leader).
+    pub votes_from: Instant,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(request: Request<pb::RaftMessage>) -> Result<T, Status> {
+    serde_json::from_slice(&request.into_inner().body)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Response<pb::RaftMessage> {
+    Response::new(pb::RaftMessage {
+        body: serde_json::to_vec(value)
+            .expect("raft messages serialize")
+            .into(),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let result = self.raft.append_entries(decode(request)?).await;
+        Ok(encode(&result))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        if Instant::now() < self.votes_from {
+            return Err(Status::unavailable(
+                "just restarted: not voting until an election timeout has passed",
+            ));
+        }
+        let result = self.raft.vote(decode(request)?).await;
+        Ok(encode(&result))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let result = self.raft.install_snapshot(decode(request)?).await;
+        Ok(encode(&result))
+    }
+}
+
+/// Client-facing: the key-value API.
+pub struct KvApi {
+    pub raft: Raft,
+    pub me: RaftId,
+    pub machine: StateMachine,
+    pub names: Names,
+    pub read_mode: ReadMode,
+    pub lease_clock: Arc<LeaseClock>,
+    pub lease: Duration,
+    pub metrics: RaftKvMetrics,
+}
+
+/// Writes and reads longer than this are answered UNAVAILABLE (the client retries).
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+impl KvApi {
+    fn not_leader(&self, forward: &ForwardToLeader<RaftId, Member>) -> Status {
+        let leader = forward
+            .leader_node
+            .as_ref()
+            .map(|m| m.name.clone())
+            .or_else(|| forward.leader_id.map(|id| self.names.name(id)));
+        let mut status = Status::failed_precondition(match &leader {
+            Some(name) => format!("not the leader; the leader is {name}"),
+            None => "not the leader; no leader is known right now".to_string(),
+        });
+        if let Some(name) = leader
+            && let Ok(value) = name.parse()
+        {
+            status.metadata_mut().insert(LEADER_HINT, value);
+        }
+        status
+    }
+
+    async fn write(&self, session: Option<pb::Session>, op: Op) -> Result<(Outcome, u64), Status> {
+        let command = Command {
+            session: session.map(|s| Session {
+                client: s.client,
+                seq: s.seq,
+            }),
+            op,
+        };
+        let started = Instant::now();
+        self.metrics.proposals.inc();
+        let written = tokio::time::timeout(WAIT_LIMIT, self.raft.client_write(command))
+            .await
+            .map_err(|_| Status::unavailable("the write was not committed in time"))?;
+        match written {
+            Ok(reply) => {
+                self.metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if reply.data == Outcome::Stale {
+                    return Err(Status::unknown(
+                        "a newer mutation of this session was applied; this one's answer is forgotten",
+                    ));
+                }
+                Ok((reply.data, reply.log_id.index))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(&forward))
+            }
+            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Waits until it is safe to read this node's state machine under the read mode.
+    async fn before_read(&self) -> Result<(), Status> {
+        match self.read_mode {
+            ReadMode::Local => Ok(()),
+            ReadMode::ReadIndex => self.read_index().await,
+            ReadMode::Lease => {
+                if let Some(index) = self.lease_read_index().await? {
+                    self.metrics.lease_reads.inc();
+                    self.raft
+                        .wait(Some(WAIT_LIMIT))
+                        .applied_index_at_least(Some(index), "lease read")
+                        .await
+                        .map_err(|e| Status::unavailable(format!("waiting to apply: {e}")))?;
+                    Ok(())
+                } else {
+                    self.read_index().await
+                }
+            }
+        }
+    }
+
+    async fn read_index(&self) -> Result<(), Status> {
+        self.metrics.read_index_reads.inc();
+        let confirmed = tokio::time::timeout(WAIT_LIMIT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| Status::unavailable("leadership could not be confirmed in time"))?;
+        match confirmed {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(&forward))
+            }
+            Err(e) => Err(Status::unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Under a valid lease: the index the state machine must reach. `None`: no lease (not
+    /// leader, lease lapsed, or nothing committed in this term yet).
+    async fn lease_read_index(&self) -> Result<Option<u64>, Status> {
+        let me = self.me;
+        let state = self
+            .raft
+            .with_raft_state(move |st| {
+                let configs: Vec<BTreeSet<RaftId>> = st
+                    .membership_state
+                    .effective()
+                    .get_joint_config()
+                    .iter()
+                    .map(|c| c.iter().copied().collect())
+                    .collect();
+                (st.server_state, *st.vote_ref(), st.committed, configs)
+            })
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        let (server_state, vote, committed, configs) = state;
+        if server_state != ServerState::Leader || vote.leader_id().voted_for() != Some(me) {
+            return Ok(None);
+        }
+        let Some(committed) = committed else {
+            return Ok(None);
+        };
+        if committed.leader_id.term != vote.leader_id().term {
+            return Ok(None);
+        }
+        Ok(self
+            .lease_clock
+            .remaining(me, vote, &configs, self.lease)
+            .map(|_| committed.index))
+    }
+
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, Status> {
+        self.machine
+            .get(key)
+            .map_err(|e| Status::internal(format!("reading the state machine: {e}")))
+    }
+
+    fn membership(&self) -> (Vec<String>, Vec<String>) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<String> = membership
+            .voter_ids()
+            .map(|id| self.names.name(id))
+            .collect();
+        let learners: Vec<String> = membership
+            .learner_ids()
+            .map(|id| self.names.name(id))
+            .collect();
+        (voters, learners)
+    }
+
+    fn membership_error(&self, e: RaftError<RaftId, ClientWriteError<RaftId, Member>>) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                self.not_leader(&forward)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Status::failed_precondition(format!("membership change refused: {e}"))
+            }
+            e => Status::unavailable(format!("raft: {e}")),
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument("key must not be empty"));
+    }
+    if key.len() > 4096 {
+        return Err(Status::invalid_argument(format!(
+            "key is {} bytes; at most 4096",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Values above this are refused (Raft replicates every byte to every node).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+fn check_value(value: &[u8]) -> Result<(), Status> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "value is {} bytes; at most {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::raft_kv_server::RaftKv for KvApi {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        check_value(&request.value)?;
+        let op = Op::Put {
+            key: request.key,
+            value: request.value.to_vec(),
+        };
+        let (_, index) = self.write(request.session, op).await?;
+        Ok(Response::new(pb::PutResponse { index }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        self.before_read().await?;
+        let value = self.read(&request.key)?;
+        Ok(Response::new(pb::GetResponse {
+            found: value.is_some(),
+            value: value.map(Bytes::from).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        let (outcome, index) = self
+            .write(request.session, Op::Delete { key: request.key })
+            .await?;
+        let existed = matches!(outcome, Outcome::Deleted { existed: true });
+        Ok(Response::new(pb::DeleteResponse { existed, index }))
+    }
+
+    async fn compare_and_set(
+        &self,
+        request: Request<pb::CompareAndSetRequest>,
+    ) -> Result<Response<pb::CompareAndSetResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        check_value(&request.new_value)?;
+        let op = Op::Cas {
+            key: request.key,
+            expected: request.expected.map(|e| e.to_vec()),
+            new: request.new_value.to_vec(),
+        };
+        let (outcome, index) = self.write(request.session, op).await?;
+        let Outcome::Cas { swapped, current } = outcome else {
+            return Err(Status::internal(format!(
+                "a cas was answered with {outcome:?}"
+            )));
+        };
+        Ok(Response::new(pb::CompareAndSetResponse {
+            swapped,
+            current: current.map(Bytes::from),
+            index,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let (voters, learners) = self.membership();
+        Ok(Response::new(pb::StatusResponse {
+            id: self.names.name(self.me),
+            role: crate::status::role_name(metrics.state, &learners, &self.names.name(self.me)),
+            term: metrics.current_term,
+            leader: metrics
+                .current_leader
+                .map(|id| self.names.name(id))
+                .unwrap_or_default(),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied: metrics.last_applied.map(|id| id.index).unwrap_or(0),
+            voters,
+            learners,
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let name = request.into_inner().id;
+        distlab_runtime::cli::NodeId::parse(&name).map_err(Status::invalid_argument)?;
+        let id = raft_id(&name);
+        tracing::info!(event = "membership_change", node = %name, "adding a node: learner first");
+        self.raft
+            .add_learner(id, Member { name: name.clone() }, true)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        tracing::info!(event = "membership_change", node = %name, "caught up; promoting to voter (joint consensus)");
+        let reply = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let (voters, learners) = self.membership();
+        Ok(Response::new(pb::MembershipResponse {
+            voters,
+            learners,
+            index: reply.log_id.index,
+        }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let name = request.into_inner().id;
+        let id = raft_id(&name);
+        tracing::info!(event = "membership_change", node = %name, "removing a node (joint consensus)");
+        let reply = self
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let (voters, learners) = self.membership();
+        Ok(Response::new(pb::MembershipResponse {
+            voters,
+            learners,
+            index: reply.log_id.index,
+        }))
+    }
+}
