@@ -248,6 +248,16 @@ impl KvApi {
         (voters, learners)
     }
 
+    /// The membership now, after the change committed at `index`.
+    fn membership_reply(&self, index: u64) -> Response<pb::MembershipResponse> {
+        let (voters, learners) = self.membership();
+        Response::new(pb::MembershipResponse {
+            voters,
+            learners,
+            index,
+        })
+    }
+
     fn membership_error(&self, e: RaftError<RaftId, ClientWriteError<RaftId, Member>>) -> Status {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
@@ -395,12 +405,7 @@ impl pb::raft_kv_server::RaftKv for KvApi {
             .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
             .await
             .map_err(|e| self.membership_error(e))?;
-        let (voters, learners) = self.membership();
-        Ok(Response::new(pb::MembershipResponse {
-            voters,
-            learners,
-            index: reply.log_id.index,
-        }))
+        Ok(self.membership_reply(reply.log_id.index))
     }
 
     async fn remove_member(
@@ -415,11 +420,6 @@ impl pb::raft_kv_server::RaftKv for KvApi {
             .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
             .await
             .map_err(|e| self.membership_error(e))?;
-        let (voters, learners) = self.membership();
-        Ok(Response::new(pb::MembershipResponse {
-            voters,
-            learners,
-            index: reply.log_id.index,
-        }))
+        Ok(self.membership_reply(reply.log_id.index))
     }
 }
