@@ -107,6 +107,74 @@ pub fn failure_kind(code: Code) -> OpType {
     }
 }
 
+/// What a call's answer means for the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// `ok`; or `fail` when the service answered that it did not do it (a cas whose expected
+    /// value did not match).
+    pub kind: OpType,
+    /// The result (a read's value) or, for `fail`, the argument again.
+    pub value: serde_json::Value,
+    pub error: Option<String>,
+    /// What else the service said (a version, a log index).
+    pub meta: Option<serde_json::Value>,
+}
+
+impl Completion {
+    pub fn ok(value: serde_json::Value, meta: Option<serde_json::Value>) -> Self {
+        Self {
+            kind: OpType::Ok,
+            value,
+            error: None,
+            meta,
+        }
+    }
+}
+
+/// Records one client call in the history: `invoke` with `arg`, then what `complete` makes of
+/// the answer, or the failure: a `read` that failed changed nothing (`fail`); any other
+/// operation is `fail` only if its code says it did not apply, else `info`.
+///
+/// Returns how the call went for the live figures (`ok` whenever the service answered) and
+/// the value recorded as `ok`, if it was.
+pub async fn record_call<T>(
+    recorder: &Recorder,
+    process: u64,
+    f: &str,
+    key: &str,
+    arg: serde_json::Value,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    complete: impl FnOnce(T) -> Completion,
+) -> (OpType, Option<serde_json::Value>) {
+    recorder.record(process, OpType::Invoke, f, Some(key), arg.clone(), None);
+    match call.await {
+        Ok(answer) => {
+            let done = complete(answer);
+            let kept = (done.kind == OpType::Ok).then(|| done.value.clone());
+            recorder.record_with(
+                process,
+                done.kind,
+                f,
+                Some(key),
+                done.value,
+                done.error,
+                done.meta,
+            );
+            (OpType::Ok, kept)
+        }
+        Err(status) => {
+            let kind = if f == "read" {
+                OpType::Fail
+            } else {
+                failure_kind(status.code())
+            };
+            let error = Some(distlab_runtime::rpc::describe(&status));
+            recorder.record(process, kind, f, Some(key), arg, error);
+            (kind, None)
+        }
+    }
+}
+
 /// Codes after which a write certainly did not happen.
 fn not_applied(code: Code) -> bool {
     matches!(

@@ -23,7 +23,9 @@ use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
-use crate::engine::workload::{BoxFuture, Client, Driver, Target, WorkloadSpec, failure_kind};
+use crate::engine::workload::{
+    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, record_call,
+};
 
 pub const PROJECT: Project = Project {
     name: "proj0",
@@ -176,23 +178,14 @@ impl Client for RegisterClient {
     }
 }
 
-/// Deletes `key` and records it: `ok` with whether it existed, `fail` if the code says it
-/// was not applied, `info` otherwise.
+/// Deletes `key` and records it: `ok` with whether it existed.
 async fn recorded_delete(client: &KvClient, recorder: &Recorder, p: u64, key: &str) -> OpType {
-    recorder.record(p, OpType::Invoke, "delete", Some(key), json!(null), None);
-    match client.delete(key.to_string()).await {
-        Ok(existed) => {
-            let meta = Some(json!({ "existed": existed }));
-            recorder.record_with(p, OpType::Ok, "delete", Some(key), json!(null), None, meta);
-            OpType::Ok
-        }
-        Err(status) => {
-            let kind = failure_kind(status.code());
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(p, kind, "delete", Some(key), json!(null), error);
-            kind
-        }
-    }
+    let call = client.delete(key.to_string());
+    record_call(recorder, p, "delete", key, json!(null), call, |existed| {
+        Completion::ok(json!(null), Some(json!({ "existed": existed })))
+    })
+    .await
+    .0
 }
 
 /// Writes `value` to `key` and records it, with the key's new version.
@@ -203,24 +196,16 @@ async fn recorded_write(
     key: &str,
     value: i64,
 ) -> OpType {
-    recorder.record(p, OpType::Invoke, "write", Some(key), json!(value), None);
-    match client.put(key.to_string(), value.to_string()).await {
-        Ok(outcome) => {
-            let meta = Some(json!({"version": outcome.version}));
-            recorder.record_with(p, OpType::Ok, "write", Some(key), json!(value), None, meta);
-            OpType::Ok
-        }
-        Err(status) => {
-            let kind = failure_kind(status.code());
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(p, kind, "write", Some(key), json!(value), error);
-            kind
-        }
-    }
+    let call = client.put(key.to_string(), value.to_string());
+    record_call(recorder, p, "write", key, json!(value), call, |outcome| {
+        Completion::ok(json!(value), Some(json!({"version": outcome.version})))
+    })
+    .await
+    .0
 }
 
-/// Reads `key` and records it: `invoke`, then `ok` with the value and the key's version (and
-/// `final` for the final reads), or `fail` (a read that failed changed nothing).
+/// Reads `key` and records it: `ok` with the value and the key's version (and `final` for the
+/// final reads).
 async fn recorded_read(
     client: &KvClient,
     recorder: &Recorder,
@@ -228,41 +213,20 @@ async fn recorded_read(
     key: &str,
     final_read: bool,
 ) -> OpType {
-    recorder.record(
-        process,
-        OpType::Invoke,
-        "read",
-        Some(key),
-        json!(null),
-        None,
-    );
-    match client.get(key.to_string()).await {
-        Ok(found) => {
-            let value = found
-                .as_ref()
-                .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
-            let meta = found.map(|v| {
-                if final_read {
-                    json!({"version": v.version, "final": true})
-                } else {
-                    json!({"version": v.version})
-                }
-            });
-            recorder.record_with(
-                process,
-                OpType::Ok,
-                "read",
-                Some(key),
-                json!(value),
-                None,
-                meta,
-            );
-            OpType::Ok
-        }
-        Err(status) => {
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(process, OpType::Fail, "read", Some(key), json!(null), error);
-            OpType::Fail
-        }
-    }
+    let call = client.get(key.to_string());
+    record_call(recorder, process, "read", key, json!(null), call, |found| {
+        let value = found
+            .as_ref()
+            .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
+        let meta = found.map(|v| {
+            if final_read {
+                json!({"version": v.version, "final": true})
+            } else {
+                json!({"version": v.version})
+            }
+        });
+        Completion::ok(json!(value), meta)
+    })
+    .await
+    .0
 }

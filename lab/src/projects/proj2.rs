@@ -9,7 +9,6 @@
 //! `info` (it may have applied); the linearizability checker decides the rest.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +17,14 @@ use distlab_runtime::retry::RetryPolicy;
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::{Value, json};
-use tonic::Status;
 
 use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number, detail_text};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
-use crate::engine::workload::{BoxFuture, Client, Driver, Target, WorkloadSpec, failure_kind};
+use crate::engine::workload::{
+    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, record_call,
+};
 
 pub const PROJECT: Project = Project {
     name: "proj2",
@@ -138,16 +138,14 @@ impl Driver for Registers {
             let client = cluster_client(targets, policy)?;
             for k in 0..spec.keys.max(1) {
                 let key = key(k);
-                let read = client.get(&key);
-                recorded(
+                record_call(
                     recorder,
                     FINAL_PROCESS,
                     "read",
                     &key,
                     json!(null),
-                    false,
-                    read,
-                    |v| (int_value(v.as_deref()), Some(json!({"final": true}))),
+                    client.get(&key),
+                    |v| Completion::ok(int_value(v.as_deref()), Some(json!({"final": true}))),
                 )
                 .await;
             }
@@ -182,15 +180,14 @@ impl Client for RegisterClient {
             let recorder = &*self.recorder;
             let client = &self.client;
             let outcome = if rng.random_bool(self.spec.reads.clamp(0.0, 1.0)) {
-                let (kind, seen) = recorded(
+                let (kind, seen) = record_call(
                     recorder,
                     process,
                     "read",
                     &key,
                     json!(null),
-                    false,
                     client.get(&key),
-                    |v| (int_value(v.as_deref()), None),
+                    |v| Completion::ok(int_value(v.as_deref()), None),
                 )
                 .await;
                 if let Some(v) = seen.and_then(|v| v.as_i64()) {
@@ -200,15 +197,14 @@ impl Client for RegisterClient {
             } else if rng.random_bool(self.spec.deletes.clamp(0.0, 1.0)) {
                 self.known.remove(&key);
                 let call = client.delete(&key);
-                recorded(
+                record_call(
                     recorder,
                     process,
                     "delete",
                     &key,
                     json!(null),
-                    true,
                     call,
-                    |existed| (json!(null), Some(json!({ "existed": existed }))),
+                    |existed| Completion::ok(json!(null), Some(json!({ "existed": existed }))),
                 )
                 .await
                 .0
@@ -216,107 +212,52 @@ impl Client for RegisterClient {
                 self.next_value += 1;
                 let value = (process as i64) * 1_000_000 + self.next_value;
                 let expected = self.known.get(&key).copied();
-                match expected.filter(|_| rng.random_bool(self.spec.cas.clamp(0.0, 1.0))) {
+                let (kind, written) = match expected
+                    .filter(|_| rng.random_bool(self.spec.cas.clamp(0.0, 1.0)))
+                {
                     Some(expected) => {
+                        let arg = json!([expected, value]);
                         let call = client.compare_and_set(
                             &key,
                             Some(expected.to_string().into_bytes()),
                             value.to_string(),
                         );
-                        let (kind, swapped) = recorded(
-                            recorder,
-                            process,
-                            "cas",
-                            &key,
-                            json!([expected, value]),
-                            true,
-                            call,
-                            |o| {
-                                (
-                                    json!([expected, value]),
-                                    Some(json!({ "swapped": o.swapped })),
-                                )
-                            },
-                        )
-                        .await;
-                        // A cas that did not swap failed: the register knows it did not happen.
-                        if kind == OpType::Ok && swapped.is_some() {
-                            self.known.insert(key.clone(), value);
-                        }
-                        kind
+                        record_call(recorder, process, "cas", &key, arg.clone(), call, |o| {
+                            let meta = Some(json!({ "swapped": o.swapped }));
+                            if o.swapped {
+                                Completion::ok(arg, meta)
+                            } else {
+                                // It did not happen: the register's value was not the expected one.
+                                Completion {
+                                    kind: OpType::Fail,
+                                    value: arg,
+                                    error: Some("cas did not match".into()),
+                                    meta,
+                                }
+                            }
+                        })
+                        .await
                     }
                     None => {
                         let call = client.put(&key, value.to_string());
-                        let (kind, _) = recorded(
+                        record_call(
                             recorder,
                             process,
                             "write",
                             &key,
                             json!(value),
-                            true,
                             call,
-                            |index| (json!(value), Some(json!({ "index": index }))),
+                            |index| Completion::ok(json!(value), Some(json!({ "index": index }))),
                         )
-                        .await;
-                        if kind == OpType::Ok {
-                            self.known.insert(key.clone(), value);
-                        }
-                        kind
+                        .await
                     }
+                };
+                if written.is_some() {
+                    self.known.insert(key.clone(), value);
                 }
+                kind
             };
             (node, outcome)
         })
-    }
-}
-
-/// Records one operation: its invocation, then `ok` with the value and meta `ok_of` makes of
-/// the result, or the failure: reads that failed changed nothing (`fail`); a mutation is
-/// `fail` only when the code says it did not apply, else `info`. A cas that did not swap is
-/// recorded `fail` (it did not happen) and returns `None` as its value.
-#[allow(clippy::too_many_arguments)]
-async fn recorded<T>(
-    recorder: &Recorder,
-    process: u64,
-    f: &str,
-    key: &str,
-    arg: Value,
-    mutation: bool,
-    call: impl Future<Output = Result<T, Status>>,
-    ok_of: impl FnOnce(T) -> (Value, Option<Value>),
-) -> (OpType, Option<Value>) {
-    recorder.record(process, OpType::Invoke, f, Some(key), arg.clone(), None);
-    match call.await {
-        Ok(result) => {
-            let (value, meta) = ok_of(result);
-            let swapped = meta
-                .as_ref()
-                .and_then(|m| m.get("swapped"))
-                .and_then(|s| s.as_bool());
-            if swapped == Some(false) {
-                recorder.record_with(
-                    process,
-                    OpType::Fail,
-                    f,
-                    Some(key),
-                    arg,
-                    Some("cas did not match".into()),
-                    meta,
-                );
-                return (OpType::Ok, None);
-            }
-            recorder.record_with(process, OpType::Ok, f, Some(key), value.clone(), None, meta);
-            (OpType::Ok, Some(value))
-        }
-        Err(status) => {
-            let kind = if mutation {
-                failure_kind(status.code())
-            } else {
-                OpType::Fail
-            };
-            let error = Some(distlab_runtime::rpc::describe(&status));
-            recorder.record(process, kind, f, Some(key), arg, error);
-            (kind, None)
-        }
     }
 }

@@ -19,9 +19,9 @@ use distlab_proto::raftkv::v1 as pb;
 use distlab_runtime::retry::{Attempt, ClientMetrics, Idempotence, RetryPolicy};
 use distlab_runtime::telemetry::PropagateTrace;
 use prost::bytes::Bytes;
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
 use crate::server::LEADER_HINT;
 
@@ -226,13 +226,12 @@ impl RaftKvClient {
     /// redirect is retried: the answer was "not here", not "failed").
     fn redirect(&self, index: usize, name: &str, status: Status) -> Status {
         let n = self.nodes.len();
+        let not_leader = status.metadata().contains_key(LEADER_HINT);
         let hint = status
             .metadata()
             .get(LEADER_HINT)
             .and_then(|v| v.to_str().ok())
             .and_then(|leader| self.nodes.iter().position(|(n, _)| n == leader));
-        let not_leader = status.code() == Code::FailedPrecondition
-            && status.message().starts_with("not the leader");
         let next = match hint {
             Some(leader) if leader != index => leader,
             _ if not_leader || distlab_runtime::retry::is_retryable(status.code()) => {

@@ -31,7 +31,7 @@ type RpcError<E = openraft::error::Infallible> = RPCError<RaftId, Member, RaftEr
 
 /// Makes a client per peer; every client of one peer shares one HTTP/2 connection.
 pub struct Network {
-    channels: BTreeMap<RaftId, (String, Channel)>,
+    channels: BTreeMap<RaftId, Channel>,
     lease: Arc<LeaseClock>,
 }
 
@@ -46,7 +46,7 @@ impl Network {
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .connect_lazy();
-            channels.insert(crate::types::raft_id(name), (name.clone(), channel));
+            channels.insert(crate::types::raft_id(name), channel);
         }
         Ok(Self { channels, lease })
     }
@@ -56,7 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: RaftId, node: &Member) -> PeerClient {
-        let channel = self.channels.get(&target).map(|(_, c)| c.clone());
+        let channel = self.channels.get(&target).cloned();
         PeerClient {
             target,
             name: node.name.clone(),

@@ -14,12 +14,14 @@ use distlab_proto::raftkv::v1 as pb;
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::{NodeArgs, NodeId};
 use distlab_runtime::node::Node;
+use distlab_runtime::retry::RetryPolicy;
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, SnapshotPolicy};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::client::RaftKvClient;
 use crate::lease::LeaseClock;
 use crate::metrics::RaftKvMetrics;
 use crate::network::Network;
@@ -241,7 +243,6 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         raft: raft.clone(),
         names,
         me: me_name,
-        log: storage.log.clone(),
         machine: storage.machine.clone(),
         committed,
         config: json!({
@@ -268,7 +269,6 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "stopping Raft");
     }
     storage.flusher.flush_now().await?;
-    storage.db.flush_async().await.ok();
     tracing::info!(event = "node_stopped", "Raft stopped, store flushed; bye");
     served
 }
@@ -308,42 +308,35 @@ async fn join(
     if raft.is_initialized().await.unwrap_or(false) {
         return;
     }
-    let mut target = 0;
-    loop {
-        let Some((name, addr)) = peers.get(target % peers.len().max(1)).cloned() else {
-            tracing::error!("no peers to join through");
+    // The client library finds the leader (following hints, skipping nodes that are down).
+    let policy = RetryPolicy {
+        max_attempts: 20,
+        // Adding waits for this node to catch up as a learner.
+        attempt_timeout: Duration::from_secs(30),
+        deadline: Duration::from_secs(60),
+        ..RetryPolicy::default()
+    };
+    let cluster = match RaftKvClient::connect_lazy(&peers, policy) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot join: no usable peer addresses");
             return;
-        };
-        let attempt = async {
-            let mut client =
-                pb::raft_kv_client::RaftKvClient::connect(format!("http://{addr}")).await?;
-            let mut request = tonic::Request::new(pb::MemberRequest { id: me.clone() });
-            request.set_timeout(Duration::from_secs(30));
-            anyhow::Ok(client.add_member(request).await)
-        };
+        }
+    };
+    loop {
         let outcome = tokio::select! {
-            outcome = attempt => outcome,
+            outcome = cluster.add_member(&me) => outcome,
             () = shutdown.cancelled() => return,
         };
         match outcome {
-            Ok(Ok(reply)) => {
-                let reply = reply.into_inner();
+            Ok(reply) => {
                 tracing::info!(event = "joined", voters = ?reply.voters, "joined the cluster as a voter");
                 return;
             }
-            Ok(Err(status)) => {
-                let hint = status
-                    .metadata()
-                    .get(crate::server::LEADER_HINT)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|leader| peers.iter().position(|(n, _)| n == leader));
-                tracing::info!(through = %name, error = %distlab_runtime::rpc::describe(&status), "joining failed; retrying");
-                target = hint.unwrap_or(target + 1);
-            }
-            Err(e) => {
-                tracing::info!(through = %name, error = %e, "joining failed; retrying");
-                target += 1;
-            }
+            Err(status) => tracing::info!(
+                error = %distlab_runtime::rpc::describe(&status),
+                "joining failed; retrying"
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(300)) => {}

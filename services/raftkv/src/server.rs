@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::lease::LeaseClock;
 use crate::metrics::RaftKvMetrics;
+use crate::status::{Members, role_name};
 use crate::store::StateMachine;
 use crate::types::{Command, Member, Names, Op, Outcome, Raft, RaftId, Session, raft_id};
 
@@ -38,7 +39,7 @@ pub enum ReadMode {
     Local,
 }
 
-/// The name of the metadata a follower puts its leader hint in.
+/// The metadata that marks a "not the leader" answer, naming the leader (empty if unknown).
 pub const LEADER_HINT: &str = "raft-leader";
 
 /// Peer-facing: hands openraft's RPCs to the local Raft.
@@ -119,11 +120,13 @@ impl KvApi {
             Some(name) => format!("not the leader; the leader is {name}"),
             None => "not the leader; no leader is known right now".to_string(),
         });
-        if let Some(name) = leader
-            && let Ok(value) = name.parse()
-        {
-            status.metadata_mut().insert(LEADER_HINT, value);
-        }
+        // Always present on this answer, empty when no leader is known: it is how clients tell
+        // "not here" from other refusals. Node ids are ASCII letters, digits, '-' and '_'.
+        let hint = leader
+            .unwrap_or_default()
+            .parse()
+            .expect("node ids are valid metadata");
+        status.metadata_mut().insert(LEADER_HINT, hint);
         status
     }
 
@@ -234,26 +237,12 @@ impl KvApi {
             .map_err(|e| Status::internal(format!("reading the state machine: {e}")))
     }
 
-    fn membership(&self) -> (Vec<String>, Vec<String>) {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: Vec<String> = membership
-            .voter_ids()
-            .map(|id| self.names.name(id))
-            .collect();
-        let learners: Vec<String> = membership
-            .learner_ids()
-            .map(|id| self.names.name(id))
-            .collect();
-        (voters, learners)
-    }
-
     /// The membership now, after the change committed at `index`.
     fn membership_reply(&self, index: u64) -> Response<pb::MembershipResponse> {
-        let (voters, learners) = self.membership();
+        let members = Members::of(&self.raft.metrics().borrow(), &self.names);
         Response::new(pb::MembershipResponse {
-            voters,
-            learners,
+            voters: members.voters,
+            learners: members.learners,
             index,
         })
     }
@@ -371,10 +360,10 @@ impl pb::raft_kv_server::RaftKv for KvApi {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
-        let (voters, learners) = self.membership();
+        let members = Members::of(&metrics, &self.names);
         Ok(Response::new(pb::StatusResponse {
             id: self.names.name(self.me),
-            role: crate::status::role_name(metrics.state, &learners, &self.names.name(self.me)),
+            role: role_name(metrics.state, &members, &self.names.name(self.me)),
             term: metrics.current_term,
             leader: metrics
                 .current_leader
@@ -382,8 +371,8 @@ impl pb::raft_kv_server::RaftKv for KvApi {
                 .unwrap_or_default(),
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied: metrics.last_applied.map(|id| id.index).unwrap_or(0),
-            voters,
-            learners,
+            voters: members.voters,
+            learners: members.learners,
         }))
     }
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use distlab_runtime::admin::NodeStatus;
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 use serde_json::json;
 
-use crate::store::{LogStore, StateMachine};
-use crate::types::{Names, Raft};
+use crate::store::StateMachine;
+use crate::types::{Member, Names, Raft, RaftId};
 
 /// The committed index, which openraft's metrics do not carry: the observer keeps it here.
 #[derive(Default)]
@@ -28,19 +28,43 @@ pub struct RaftKvStatus {
     pub raft: Raft,
     pub names: Names,
     pub me: String,
-    pub log: LogStore,
     pub machine: StateMachine,
     pub committed: Arc<Committed>,
     /// Fixed at start: read mode, fsync, timeouts, snapshot policy.
     pub config: serde_json::Value,
 }
 
+/// A membership config in names.
+pub struct Members {
+    /// Every voter (of both configs during joint consensus).
+    pub voters: Vec<String>,
+    /// The configs: one, or old and new during joint consensus.
+    pub configs: Vec<Vec<String>>,
+    pub learners: Vec<String>,
+}
+
+impl Members {
+    /// The membership `metrics` report, named.
+    pub fn of(metrics: &RaftMetrics<RaftId, Member>, names: &Names) -> Self {
+        let membership = metrics.membership_config.membership();
+        Self {
+            voters: membership.voter_ids().map(|id| names.name(id)).collect(),
+            configs: membership
+                .get_joint_config()
+                .iter()
+                .map(|config| config.iter().map(|id| names.name(*id)).collect())
+                .collect(),
+            learners: membership.learner_ids().map(|id| names.name(id)).collect(),
+        }
+    }
+}
+
 /// `leader`, `follower`, `candidate`, `learner` (a node not, or not yet, a voter).
-pub fn role_name(state: ServerState, learners: &[String], me: &str) -> String {
+pub fn role_name(state: ServerState, members: &Members, me: &str) -> String {
     match state {
         ServerState::Leader => "leader",
         ServerState::Candidate => "candidate",
-        ServerState::Follower if learners.iter().any(|l| l == me) => "learner",
+        ServerState::Follower if members.learners.iter().any(|l| l == me) => "learner",
         ServerState::Follower => "follower",
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
@@ -51,25 +75,13 @@ pub fn role_name(state: ServerState, learners: &[String], me: &str) -> String {
 impl NodeStatus for RaftKvStatus {
     fn role(&self) -> String {
         let metrics = self.raft.metrics().borrow().clone();
-        let learners: Vec<String> = metrics
-            .membership_config
-            .membership()
-            .learner_ids()
-            .map(|id| self.names.name(id))
-            .collect();
-        role_name(metrics.state, &learners, &self.me)
+        role_name(metrics.state, &Members::of(&metrics, &self.names), &self.me)
     }
 
     fn detail(&self) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();
         let name = |id: u64| self.names.name(id);
-        let membership = m.membership_config.membership();
-        let configs: Vec<Vec<String>> = membership
-            .get_joint_config()
-            .iter()
-            .map(|config| config.iter().map(|id| name(*id)).collect())
-            .collect();
-        let learners: Vec<String> = membership.learner_ids().map(name).collect();
+        let members = Members::of(&m, &self.names);
         let last = m.last_log_index.unwrap_or(0);
         let replication = m.replication.as_ref().map(|followers| {
             followers
@@ -89,7 +101,7 @@ impl NodeStatus for RaftKvStatus {
         });
         let stats = &self.machine.stats;
         json!({
-            "role": role_name(m.state, &learners, &self.me),
+            "role": role_name(m.state, &members, &self.me),
             "term": m.current_term,
             "leader": m.current_leader.map(name),
             "vote": {
@@ -102,11 +114,12 @@ impl NodeStatus for RaftKvStatus {
             "applied": m.last_applied.map(|l| l.index),
             "snapshot": m.snapshot.map(|l| l.index),
             "purged": m.purged.map(|l| l.index),
-            "log_entries": self.log.len(),
+            // The entries between the purge point and the end of the log.
+            "log_entries": m.last_log_index.map_or(0, |last| last + 1 - m.purged.map_or(0, |p| p.index + 1)),
             "membership": {
-                "joint": configs.len() > 1,
-                "configs": configs,
-                "learners": learners,
+                "joint": members.configs.len() > 1,
+                "configs": members.configs,
+                "learners": members.learners,
             },
             "replication": replication,
             "millis_since_quorum_ack": m.millis_since_quorum_ack,

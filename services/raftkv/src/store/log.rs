@@ -80,15 +80,6 @@ impl LogStore {
             .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
-
-    /// How many entries the log holds now (for the status page).
-    pub fn len(&self) -> usize {
-        self.log.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -70,13 +70,15 @@ pub struct MachineStats {
 /// The state machine; clones share it (the snapshot builder is a clone).
 #[derive(Clone)]
 pub struct StateMachine {
-    db: sled::Db,
     sm: sled::Tree,
     snapshot: sled::Tree,
     flusher: Flusher,
     /// Held while a batch is applied or the state is copied for a snapshot, so a snapshot
     /// is the state after a whole batch.
     gate: Arc<Mutex<()>>,
+    /// How many keys (`d/`) and sessions (`s/`) the tree holds, kept up to date as batches
+    /// apply so the status page never scans the tree.
+    keys: Arc<AtomicU64>,
     sessions: Arc<AtomicU64>,
     pub stats: Arc<MachineStats>,
 }
@@ -84,11 +86,11 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn open(db: &sled::Db, flusher: Flusher) -> anyhow::Result<Self> {
         let machine = Self {
-            db: db.clone(),
             sm: db.open_tree("sm")?,
             snapshot: db.open_tree("snapshot")?,
             flusher,
             gate: Arc::new(Mutex::new(())),
+            keys: Arc::new(AtomicU64::new(0)),
             sessions: Arc::new(AtomicU64::new(0)),
             stats: Arc::default(),
         };
@@ -103,6 +105,8 @@ impl StateMachine {
                 machine.restore(&meta, &data)?;
             }
         }
+        let keys = machine.sm.scan_prefix(DATA).count() as u64;
+        machine.keys.store(keys, Ordering::Relaxed);
         let sessions = machine.sm.scan_prefix(SESSIONS).count() as u64;
         machine.sessions.store(sessions, Ordering::Relaxed);
         Ok(machine)
@@ -117,8 +121,8 @@ impl StateMachine {
     }
 
     /// Keys stored now.
-    pub fn keys(&self) -> usize {
-        self.sm.scan_prefix(DATA).count()
+    pub fn keys(&self) -> u64 {
+        self.keys.load(Ordering::Relaxed)
     }
 
     pub fn sessions(&self) -> u64 {
@@ -153,14 +157,16 @@ impl StateMachine {
         let _gate = self.gate.lock().unwrap();
         self.sm.clear()?;
         let mut batch = sled::Batch::default();
-        let mut sessions = 0;
+        let (mut keys, mut sessions) = (0, 0);
         for (key, value) in pairs {
+            keys += u64::from(key.starts_with(DATA));
             sessions += u64::from(key.starts_with(SESSIONS));
             batch.insert(key, value);
         }
         batch.insert(APPLIED, serde_json::to_vec(&meta.last_log_id)?);
         batch.insert(MEMBERSHIP, serde_json::to_vec(&meta.last_membership)?);
         self.sm.apply_batch(batch)?;
+        self.keys.store(keys, Ordering::Relaxed);
         self.sessions.store(sessions, Ordering::Relaxed);
         Ok(())
     }
@@ -197,12 +203,19 @@ impl StateMachine {
         }
         let outcome = match &command.op {
             Op::Put { key, value } => {
-                pending.insert(prefixed(DATA, key.as_bytes()), Some(value.clone()));
+                let key = prefixed(DATA, key.as_bytes());
+                if read(pending, &key)?.is_none() {
+                    self.keys.fetch_add(1, Ordering::Relaxed);
+                }
+                pending.insert(key, Some(value.clone()));
                 Outcome::Put
             }
             Op::Delete { key } => {
                 let key = prefixed(DATA, key.as_bytes());
                 let existed = read(pending, &key)?.is_some();
+                if existed {
+                    self.keys.fetch_sub(1, Ordering::Relaxed);
+                }
                 pending.insert(key, None);
                 Outcome::Deleted { existed }
             }
@@ -211,6 +224,9 @@ impl StateMachine {
                 let current = read(pending, &key)?;
                 let swapped = current == *expected;
                 if swapped {
+                    if current.is_none() {
+                        self.keys.fetch_add(1, Ordering::Relaxed);
+                    }
                     pending.insert(key, Some(new.clone()));
                 }
                 Outcome::Cas { swapped, current }
@@ -314,11 +330,6 @@ impl StateMachine {
         self.snapshot.apply_batch(batch)?;
         self.flusher.flush_now().await?;
         Ok(())
-    }
-
-    /// Size of the database on disk, in bytes.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 }
 

@@ -16,7 +16,6 @@ pub use machine::StateMachine;
 
 /// A node's storage, opened.
 pub struct Storage {
-    pub db: sled::Db,
     pub log: LogStore,
     pub machine: StateMachine,
     pub flusher: Flusher,
@@ -37,7 +36,6 @@ impl Storage {
         let machine = StateMachine::open(&db, flusher.clone())
             .with_context(|| format!("opening the state machine in {}", path.display()))?;
         Ok(Self {
-            db,
             log,
             machine,
             flusher,

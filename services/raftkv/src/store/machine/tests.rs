@@ -136,7 +136,7 @@ async fn a_snapshot_restores_the_state_on_another_node_and_survives_an_interrupt
         // Simulate a crash in the middle of an install: the state machine lost its state,
         // the stored snapshot is intact.
         follower.sm.clear().unwrap();
-        follower.db.flush().unwrap();
+        follower.sm.flush().unwrap();
     }
     let (_db, follower) = open(&follower_dir);
     assert_eq!(follower.get("k3").unwrap(), Some(b"43".to_vec()));
