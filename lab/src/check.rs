@@ -1,32 +1,56 @@
-//! `lab check RUN`: run a checker again on a saved history, print its verdict and evidence.
+//! `lab check RUN`: run the checkers again on a saved run, print each verdict and its evidence.
+//!
+//! By default a run directory is checked the way its scenario asked (`scenario.yaml`'s
+//! `check:` list, over `history.jsonl` and `events.jsonl`), so the verdicts match the run's
+//! own. `--checker` picks checkers instead; a bare history file gets `linearizable`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::engine::{check, history};
+use crate::engine::scenario::CheckSpec;
+use crate::engine::{events, history, runner, scenario};
 
-/// Exit 0 if the history is valid, 1 if not, 2 if it cannot be read.
-pub fn run(run: PathBuf) -> ExitCode {
-    let path = if run.is_dir() {
-        run.join("history.jsonl")
-    } else {
-        run
-    };
-    let history = match history::load(&path) {
-        Ok(history) => history,
+/// Exit 0 if every check passed, 1 if one failed, 2 if the run cannot be read.
+pub fn run(run: PathBuf, chosen: Vec<CheckSpec>) -> ExitCode {
+    match check(&run, chosen) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let verdict = check::linearizable::check(&history);
-    println!("{}", verdict.summary);
-    for line in &verdict.evidence {
-        println!("{line}");
     }
-    if verdict.valid {
-        ExitCode::SUCCESS
+}
+
+fn check(run: &Path, chosen: Vec<CheckSpec>) -> anyhow::Result<bool> {
+    let (dir, history_file) = if run.is_dir() {
+        (Some(run), run.join("history.jsonl"))
     } else {
-        ExitCode::FAILURE
+        (run.parent(), run.to_path_buf())
+    };
+    let history = history::load(&history_file)?;
+    let saved = |name: &str| dir.map(|d| d.join(name)).filter(|p| p.exists());
+    let checks = match (chosen.is_empty(), saved("scenario.yaml")) {
+        (false, _) => chosen,
+        (true, Some(file)) if run.is_dir() => {
+            scenario::load(&file)
+                .map_err(anyhow::Error::msg)?
+                .scenario
+                .check
+        }
+        (true, _) => vec![CheckSpec::Linearizable],
+    };
+    let timeline = match saved("events.jsonl") {
+        Some(file) => events::load(&file)?,
+        None => Vec::new(),
+    };
+    let verdicts = runner::run_checks(&checks, &history, &timeline);
+    for verdict in &verdicts {
+        let mark = if verdict.valid { "PASS" } else { "FAIL" };
+        println!("check {}: {mark} — {}", verdict.checker, verdict.summary);
+        for line in &verdict.evidence {
+            println!("      {line}");
+        }
     }
+    Ok(verdicts.iter().all(|v| v.valid))
 }

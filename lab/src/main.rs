@@ -73,14 +73,15 @@ enum Command {
         #[arg(long, default_value = "120x36", value_parser = parse_size)]
         size: (u16, u16),
     },
-    /// Run a checker again on a saved run's history (RUN_DIR/history.jsonl, or a file).
-    /// Exit 0 if valid, 1 if not, 2 for bad input.
+    /// Run the checkers again on a saved run: by default the ones its scenario asked for
+    /// (RUN_DIR/scenario.yaml), over RUN_DIR/history.jsonl and events.jsonl. Exit 0 if every
+    /// check passed, 1 if one failed, 2 for bad input.
     Check {
-        /// A run directory, or a history.jsonl file.
+        /// A run directory, or a history.jsonl file (checked for linearizability by default).
         run: std::path::PathBuf,
-        /// Which checker.
-        #[arg(long, value_enum, default_value = "linearizable")]
-        checker: CheckerName,
+        /// Run this checker instead (repeatable).
+        #[arg(long = "checker", value_enum)]
+        checkers: Vec<CheckerName>,
     },
     /// Benchmark a project (starts its nodes, prints one line per figure).
     Bench {
@@ -93,6 +94,21 @@ enum Command {
 enum CheckerName {
     /// Registers: read, write, cas, delete per key.
     Linearizable,
+    /// No write applied twice (Project 0's key versions).
+    AppliedOnce,
+    /// The share of operations that succeeded, per fault window (no minimum).
+    Availability,
+}
+
+impl CheckerName {
+    fn spec(self) -> lab::engine::scenario::CheckSpec {
+        use lab::engine::scenario::CheckSpec;
+        match self {
+            CheckerName::Linearizable => CheckSpec::Linearizable,
+            CheckerName::AppliedOnce => CheckSpec::AppliedOnce,
+            CheckerName::Availability => CheckSpec::Availability { min: None },
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -155,10 +171,9 @@ fn main() -> ExitCode {
             json,
             record: record.map(|path| (path, size)),
         }),
-        Command::Check {
-            run,
-            checker: CheckerName::Linearizable,
-        } => lab::check::run(run),
+        Command::Check { run, checkers } => {
+            lab::check::run(run, checkers.into_iter().map(CheckerName::spec).collect())
+        }
         Command::Up {
             project,
             nodes,

@@ -102,3 +102,61 @@ fn a_broken_scenario_is_refused_before_anything_starts() {
     );
     assert!(!runs.exists(), "nothing was started");
 }
+
+/// A run whose check failed: the scenario exits 1, and `lab check` on its run dir repeats the
+/// scenario's own checks (not some default) and fails the same way; `--checker` picks others.
+#[test]
+fn lab_check_repeats_the_runs_own_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strict.yaml");
+    std::fs::write(
+        &file,
+        "name: strict\nproject: proj0\nworkload: {clients: 2, rate: 100}\nsteps:\n  - sleep: 300ms\n  - kill: n1\n  - sleep: 500ms\ncheck:\n  - availability: {min: 1.0}\n",
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let out = Command::new(LAB)
+        .arg("scenario")
+        .arg(&file)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    let check = Command::new(LAB).arg("check").arg(&run).output().unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("check availability: FAIL"), "{stdout}");
+    assert!(
+        !stdout.contains("linearizable"),
+        "only the scenario's checks: {stdout}"
+    );
+
+    let chosen = Command::new(LAB)
+        .args(["check", "--checker", "linearizable"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&chosen.stdout);
+    assert_eq!(chosen.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("check linearizable: PASS"), "{stdout}");
+
+    let missing = Command::new(LAB)
+        .arg("check")
+        .arg(dir.path().join("no-such-run"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}

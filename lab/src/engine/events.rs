@@ -7,11 +7,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A node process was started (or restarted) and printed its ready line.
@@ -28,14 +29,28 @@ pub enum EventKind {
     Note,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Seconds since the run started.
     pub t: f64,
     pub kind: EventKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub what: String,
+}
+
+/// A saved timeline (`events.jsonl`); errors name the file and line.
+pub fn load(path: &Path) -> anyhow::Result<Vec<Event>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a timeline event", path.display(), i + 1))
+        })
+        .collect()
 }
 
 pub struct Timeline {

@@ -123,23 +123,25 @@ pub async fn play(
     Ok(())
 }
 
+/// Runs `checks` on a history and the timeline of the run that made it.
+pub fn run_checks(checks: &[CheckSpec], history: &[Op], events: &[Event]) -> Vec<Verdict> {
+    checks
+        .iter()
+        .map(|c| match c {
+            CheckSpec::Linearizable => check::linearizable::check(history),
+            CheckSpec::AppliedOnce => check::kv::applied_once(history),
+            CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
+        })
+        .collect()
+}
+
 /// Checks the session's history, draws the latency graph and writes `report.json`.
 pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Report> {
     let scenario = &validated.scenario;
     let timeline = session.supervisor().timeline();
     let run_dir = session.run_dir().to_path_buf();
     let history = session.recorder().ops();
-    let checks: Vec<Verdict> = scenario
-        .check
-        .iter()
-        .map(|c| match c {
-            CheckSpec::Linearizable => check::linearizable::check(&history),
-            CheckSpec::AppliedOnce => check::kv::applied_once(&history),
-            CheckSpec::Availability { min } => {
-                check::kv::availability(&history, &timeline.events(), *min)
-            }
-        })
-        .collect();
+    let checks = run_checks(&scenario.check, &history, &timeline.events());
     for verdict in &checks {
         timeline.record(
             EventKind::Note,
