@@ -160,3 +160,28 @@ fn lab_check_repeats_the_runs_own_checks() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// An `assert` step that does not hold stops the run: exit 1, the step named.
+#[test]
+fn a_false_assertion_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("assert.yaml");
+    std::fs::write(
+        &file,
+        "name: assert\nproject: proj0\nsteps:\n  - wait: all_up\n  - assert: all_up\n  - assert: {status: 'detail.keys >= 1000000', on: n1}\n  - mark: never reached\n",
+    )
+    .unwrap();
+    let out = Command::new(LAB)
+        .arg("scenario")
+        .arg(&file)
+        .arg("--runs-dir")
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("step 3 (assert status detail.keys >= 1000000): not true now"),
+        "{stderr}"
+    );
+}

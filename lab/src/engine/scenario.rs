@@ -60,6 +60,9 @@ pub enum Step {
     /// `- wait: all_up`, `- wait: leader`, `- wait: {until: all_up, timeout: 20s}`, or
     /// `- wait: {status: "detail.keys >= 8", on: n1, timeout: 10s}`
     Wait(WaitStep),
+    /// `- assert: leader`, `- assert: {status: "detail.keys >= 8", on: n1}`: a condition
+    /// (the same as `wait`'s) that must hold now; the run stops with an error if it does not.
+    Assert(WaitStep),
     /// `- kill: n1` (SIGKILL)
     Kill(Selector),
     /// `- terminate: n1` (SIGTERM, SIGKILL after a grace period)
@@ -225,6 +228,7 @@ impl Step {
         match self {
             Step::Sleep(d) => format!("sleep {}", distlab_runtime::duration::format(d.0)),
             Step::Wait(w) => format!("wait {}", w.describe()),
+            Step::Assert(w) => format!("assert {}", w.describe()),
             Step::Kill(s) => format!("kill {}", sel(s)),
             Step::Terminate(s) => format!("terminate {}", sel(s)),
             Step::Pause(s) => format!("pause {}", sel(s)),
@@ -479,12 +483,22 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
-        Step::Wait(WaitStep::Status { status, on, .. }) => {
+        Step::Assert(
+            WaitStep::Full {
+                timeout: Some(_), ..
+            }
+            | WaitStep::Status {
+                timeout: Some(_), ..
+            },
+        ) => Err("assert checks the condition now: it takes no timeout (use wait)".into()),
+        Step::Wait(WaitStep::Status { status, on, .. })
+        | Step::Assert(WaitStep::Status { status, on, .. }) => {
             StatusPredicate::parse(status)?;
             on.as_ref().map_or(Ok(()), check_selector)
         }
         Step::Sleep(_)
         | Step::Wait(_)
+        | Step::Assert(_)
         | Step::Heal
         | Step::Load(_)
         | Step::Mark(_)
@@ -636,6 +650,31 @@ check:
             "{}",
             error(&too_many)
         );
+    }
+
+    #[test]
+    fn assert_steps_take_wait_conditions_but_no_timeout() {
+        let with_asserts = GOOD.replace(
+            "  - heal\n",
+            "  - heal\n  - assert: all_up\n  - assert: {status: 'detail.keys >= 1', on: n1}\n",
+        );
+        let v = parse(&with_asserts, "demo.yaml").unwrap();
+        assert_eq!(
+            v.scenario.steps[8],
+            Step::Assert(WaitStep::Condition(Condition::AllUp))
+        );
+        assert_eq!(
+            v.scenario.steps[9].describe(),
+            "assert status detail.keys >= 1"
+        );
+
+        let timed = GOOD.replace(
+            "  - heal\n",
+            "  - heal\n  - assert: {until: leader, timeout: 2s}\n",
+        );
+        assert!(error(&timed).contains("step 9 (assert Leader): assert checks the condition now"));
+        let bad = GOOD.replace("  - heal\n", "  - heal\n  - assert: {status: 'keys'}\n");
+        assert!(error(&bad).contains("PATH OP VALUE"), "{}", error(&bad));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! through it; the console sends it the steps its keys and its command palette make, so a key
 //! press and a YAML step do exactly the same thing.
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,7 +152,14 @@ impl Session {
         let supervisor = &*self.supervisor;
         match step {
             Step::Sleep(d) => tokio::time::sleep(d.0).await,
-            Step::Wait(w) => self.wait(w).await?,
+            Step::Wait(w) => {
+                let until = self.until(w).await?;
+                self.wait_until(until, w.timeout()).await?
+            }
+            Step::Assert(w) => {
+                let until = self.until(w).await?;
+                self.wait_until(until, Duration::ZERO).await?
+            }
             Step::Kill(s) => self.apply(s, ProcessFault::Kill).await?,
             Step::Terminate(s) => self.apply(s, ProcessFault::Terminate).await?,
             Step::Pause(s) => self.apply(s, ProcessFault::Pause).await?,
@@ -228,8 +236,9 @@ impl Session {
                 ProcessState::Running => {}
             }
         }
-        self.wait_until(Until::AllUp, Duration::from_secs(30), "all_up (recovery)")
+        self.wait_until(Until::AllUp, Duration::from_secs(30))
             .await
+            .context("recovery: wait all_up")
     }
 
     /// Reads every key of the workload once more (if a workload ran): what survived.
@@ -287,8 +296,9 @@ impl Session {
     }
 
     /// Waits until the `wait` step's condition holds, or fails after its timeout.
-    async fn wait(&self, step: &WaitStep) -> anyhow::Result<()> {
-        let until = match step {
+    /// What a `wait` or `assert` step's condition means on the cluster now.
+    async fn until(&self, step: &WaitStep) -> anyhow::Result<Until> {
+        Ok(match step {
             WaitStep::Condition(Condition::AllUp)
             | WaitStep::Full {
                 until: Condition::AllUp,
@@ -310,16 +320,14 @@ impl Session {
                 let all = Selector::One("all".into());
                 Until::Status(predicate, self.resolve(on.as_ref().unwrap_or(&all)).await?)
             }
-        };
-        self.wait_until(until, step.timeout(), &step.describe())
-            .await
+        })
     }
 
     /// Waits, on the cluster model, until `until` holds. A node counts only through a view of
     /// its *current* process (same pid as the supervisor reports now) that answered
     /// `/status`, so a snapshot taken before a kill or a restart can never satisfy a wait that
     /// follows it.
-    async fn wait_until(&self, until: Until, timeout: Duration, what: &str) -> anyhow::Result<()> {
+    async fn wait_until(&self, until: Until, timeout: Duration) -> anyhow::Result<()> {
         let mut model = self.model.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -348,10 +356,14 @@ impl Session {
                 return Ok(());
             }
             let changed = tokio::time::timeout_at(deadline, model.changed()).await;
+            let when = if timeout.is_zero() {
+                "now".to_string()
+            } else {
+                format!("after {}", distlab_runtime::duration::format(timeout))
+            };
             anyhow::ensure!(
                 matches!(changed, Ok(Ok(()))),
-                "wait {what}: not true after {} ({} of {} nodes up)",
-                distlab_runtime::duration::format(timeout),
+                "not true {when} ({} of {} nodes up)",
                 up.len(),
                 current.len()
             );
