@@ -75,8 +75,9 @@ pub enum Step {
     Restart(Selector),
     /// `- start: n1` (start a node that is down)
     Start(Selector),
-    /// `- partition: isolate n1` (any shape of `lab::engine::partition`)
-    Partition(String),
+    /// `- partition: isolate n1` (any shape of `lab::engine::partition`), or groups as
+    /// Jepsen writes them: `- partition: [[n1, n2], [n3, n4, n5]]`
+    Partition(#[serde(deserialize_with = "partition_text")] String),
     /// `- heal` (every link healthy again)
     Heal,
     /// `- link: "client->n1 delay 100ms 20ms loss 5%"`
@@ -90,6 +91,28 @@ pub enum Step {
     /// `- add-node` (membership growth: the next node, `n4` in a 3-node cluster, starts)
     #[serde(rename = "add-node")]
     AddNode,
+}
+
+/// A partition as text, or as a list of groups (`[[n1, n2], [n3]]`, which becomes `n1,n2 | n3`).
+fn partition_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Text(String),
+        Groups(Vec<Vec<String>>),
+    }
+    match Shape::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "a partition is text (isolate n1, n1,n2 | n3, bridge...) or groups ([[n1, n2], [n3]])",
+        )
+    })? {
+        Shape::Text(text) => Ok(text),
+        Shape::Groups(groups) => Ok(groups
+            .iter()
+            .map(|g| g.join(","))
+            .collect::<Vec<_>>()
+            .join(" | ")),
+    }
 }
 
 /// Random faults, one at a time: apply one, wait `every ± jitter`, undo it, wait again,
@@ -650,6 +673,25 @@ check:
             "{}",
             error(&too_many)
         );
+    }
+
+    #[test]
+    fn partitions_may_be_written_as_groups() {
+        let groups = GOOD.replace("  - heal\n", "  - partition: [[n1], []]\n");
+        assert!(
+            error(&groups).contains("an empty group"),
+            "{}",
+            error(&groups)
+        );
+        let text = GOOD.replace("  - heal\n", "  - partition: {n1: 2}\n");
+        assert!(
+            error(&text).contains("a partition is text"),
+            "{}",
+            error(&text)
+        );
+        let groups = "name: g\nproject: proj0\nnodes: 2\nsteps:\n  - partition: [[n1], [n2]]\n";
+        let v = parse(groups, "g.yaml").unwrap();
+        assert_eq!(v.scenario.steps[0], Step::Partition("n1 | n2".into()));
     }
 
     #[test]
