@@ -342,7 +342,7 @@ impl App {
                     .model
                     .nodes
                     .iter()
-                    .position(|n| n.role.as_deref() == Some("leader"))
+                    .position(|n| n.live_role() == Some("leader"))
                 {
                     Some(i) => self.selected = i,
                     None => {
@@ -534,6 +534,30 @@ mod tests {
         press(&mut app, KeyCode::Char('k'));
         assert_eq!(app.selected, 2);
         assert_eq!(press(&mut app, KeyCode::Char('h')), step(Step::Heal));
+    }
+
+    /// `L` goes to the node that leads now, never to a dead or paused one that last said so.
+    #[test]
+    fn l_selects_the_live_leader() {
+        let mut app = with_nodes(vec![
+            node("n1", ProcessState::Running, Health::Responsive),
+            node("n2", ProcessState::Paused, Health::Unresponsive),
+            node("n3", ProcessState::Down, Health::Down),
+            node("n4", ProcessState::Running, Health::Unresponsive),
+        ]);
+        for i in 1..4 {
+            app.model.nodes[i].role = Some("leader".into()); // paused, down, unresponsive
+        }
+        press(&mut app, KeyCode::Char('L'));
+        assert!(
+            app.message.as_ref().unwrap().error,
+            "none of them leads now"
+        );
+        assert_eq!(app.selected, 0);
+        app.model.nodes[0].role = Some("leader".into());
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Char('L'));
+        assert_eq!(app.selected, 0, "the one that answers");
     }
 
     #[test]

@@ -193,11 +193,12 @@ fn draw_nodes(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
         let mut cells = vec![
             Cell::from(if selected { "▶" } else { " " }),
             Cell::from(view.node.id.clone()),
-            Cell::from(
-                view.role
-                    .clone()
-                    .unwrap_or_else(|| view.node.role.to_string()),
-            ),
+            // A node that does not answer shows its last role in parentheses: what it was.
+            Cell::from(match (view.live_role(), &view.role) {
+                (Some(role), _) => role.to_string(),
+                (None, Some(last)) => format!("({last})"),
+                (None, None) => view.node.role.to_string(),
+            }),
             Cell::from(view.node.pid.map_or("-".into(), |p| p.to_string())),
             Cell::from(Span::styled(
                 format!("{} {}", state_mark(state), state.name()),
@@ -221,7 +222,7 @@ fn draw_nodes(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
     let mut widths = vec![
         Constraint::Length(1),
         Constraint::Length(6),
-        Constraint::Length(9),
+        Constraint::Length(11), // "(candidate)"
         Constraint::Length(7),
         Constraint::Length(14),
         Constraint::Length(7),

@@ -47,6 +47,17 @@ pub struct NodeView {
     pub uptime_secs: Option<f64>,
 }
 
+impl NodeView {
+    /// The role it reports now: only a node that answered its last poll has one (a down or
+    /// paused node's last role is history: a dead leader is not the leader).
+    pub fn live_role(&self) -> Option<&str> {
+        match self.health {
+            Health::Responsive => self.role.as_deref(),
+            Health::Unresponsive | Health::Down => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterModel {
     pub project: &'static str,

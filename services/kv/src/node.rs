@@ -73,7 +73,7 @@ pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitC
 /// Runs a node with its telemetry and runtime until it stops; the process's exit code.
 pub fn run_blocking(args: KvNodeArgs) -> std::process::ExitCode {
     let id = args.node.id.to_string();
-    distlab_runtime::node::run_main("kv", &id, || run(args))
+    distlab_runtime::node::run_main("kv", &id, "info", || run(args))
 }
 
 /// How often expired idempotency tokens are swept.

@@ -103,7 +103,9 @@ pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitC
 
 pub fn run_blocking(args: RaftKvNodeArgs) -> std::process::ExitCode {
     let id = args.node.id.to_string();
-    distlab_runtime::node::run_main("raftkv", &id, || run(args))
+    // openraft narrates every vote and replication step at INFO; the lab's log pane and
+    // timeline want this node's own events. RUST_LOG=info shows openraft's too.
+    distlab_runtime::node::run_main("raftkv", &id, "info,openraft=warn", || run(args))
 }
 
 impl RaftKvNodeArgs {

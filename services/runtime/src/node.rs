@@ -169,14 +169,21 @@ impl Node {
     }
 }
 
-/// Runs a node's async main with telemetry (JSON logs on stdout) and a tokio runtime, and
-/// turns its outcome into an exit code: 0, 2 for [`BadInput`], 1 for anything else.
-pub fn run_main<F, Fut>(service: &str, instance: &str, main: F) -> ExitCode
+/// Runs a node's async main with telemetry (JSON logs on stdout, at `default_filter` unless
+/// `RUST_LOG` says otherwise) and a tokio runtime, and turns its outcome into an exit code: 0,
+/// 2 for [`BadInput`], 1 for anything else.
+pub fn run_main<F, Fut>(service: &str, instance: &str, default_filter: &str, main: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    run_with(service, instance, LogOutput::JsonStdout, "info", main)
+    run_with(
+        service,
+        instance,
+        LogOutput::JsonStdout,
+        default_filter,
+        main,
+    )
 }
 
 /// [`run_main`] for command-line tools: human logs on stderr at `default_filter`.
