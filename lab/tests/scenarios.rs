@@ -17,6 +17,19 @@ fn scenarios() -> Vec<PathBuf> {
     files
 }
 
+/// Writes `text` as a scenario file in `dir` and runs it headless, its runs under `dir/runs`.
+fn run_scenario(dir: &Path, name: &str, text: &str) -> std::process::Output {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    Command::new(LAB)
+        .arg("scenario")
+        .arg(&file)
+        .arg("--runs-dir")
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap()
+}
+
 /// One after the other, not in parallel: each scenario measures availability, and two
 /// clusters fighting for two cores would measure the machine instead.
 #[test]
@@ -80,20 +93,12 @@ fn every_shipped_scenario_passes() {
 #[test]
 fn a_broken_scenario_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("broken.yaml");
-    std::fs::write(
-        &file,
+    let out = run_scenario(
+        dir.path(),
+        "broken.yaml",
         "name: broken\nproject: proj0\nsteps:\n  - sleep: 1s\n  - kill: n5\n",
-    )
-    .unwrap();
+    );
     let runs = dir.path().join("runs");
-    let out = Command::new(LAB)
-        .arg("scenario")
-        .arg(&file)
-        .arg("--runs-dir")
-        .arg(&runs)
-        .output()
-        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -108,20 +113,12 @@ fn a_broken_scenario_is_refused_before_anything_starts() {
 #[test]
 fn lab_check_repeats_the_runs_own_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("strict.yaml");
-    std::fs::write(
-        &file,
+    let out = run_scenario(
+        dir.path(),
+        "strict.yaml",
         "name: strict\nproject: proj0\nworkload: {clients: 2, rate: 100}\nsteps:\n  - sleep: 300ms\n  - kill: n1\n  - sleep: 500ms\ncheck:\n  - availability: {min: 1.0}\n",
-    )
-    .unwrap();
+    );
     let runs = dir.path().join("runs");
-    let out = Command::new(LAB)
-        .arg("scenario")
-        .arg(&file)
-        .arg("--runs-dir")
-        .arg(&runs)
-        .output()
-        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -165,19 +162,11 @@ fn lab_check_repeats_the_runs_own_checks() {
 #[test]
 fn a_false_assertion_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("assert.yaml");
-    std::fs::write(
-        &file,
+    let out = run_scenario(
+        dir.path(),
+        "assert.yaml",
         "name: assert\nproject: proj0\nsteps:\n  - wait: all_up\n  - assert: all_up\n  - assert: {status: 'detail.keys >= 1000000', on: n1}\n  - mark: never reached\n",
-    )
-    .unwrap();
-    let out = Command::new(LAB)
-        .arg("scenario")
-        .arg(&file)
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
-        .output()
-        .unwrap();
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
