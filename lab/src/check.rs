@@ -2,7 +2,8 @@
 //!
 //! By default a run directory is checked the way its scenario asked (`scenario.yaml`'s
 //! `check:` list, over `history.jsonl` and `events.jsonl`), so the verdicts match the run's
-//! own. `--checker` picks checkers instead; a bare history file gets `linearizable`.
+//! own, and judged against what the scenario expects (`expect:`). `--checker` picks checkers
+//! instead; a bare history file gets `linearizable`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,27 +31,34 @@ fn check(run: &Path, chosen: Vec<CheckSpec>) -> anyhow::Result<bool> {
     };
     let history = history::load(&history_file)?;
     let saved = |name: &str| dir.map(|d| d.join(name)).filter(|p| p.exists());
-    let checks = match (chosen.is_empty(), saved("scenario.yaml")) {
-        (false, _) => chosen,
-        (true, Some(file)) if run.is_dir() => {
-            scenario::load(&file)
-                .map_err(anyhow::Error::msg)?
-                .scenario
-                .check
+    let scenario = match saved("scenario.yaml") {
+        Some(file) if run.is_dir() => {
+            Some(scenario::load(&file).map_err(anyhow::Error::msg)?.scenario)
         }
-        (true, _) => vec![CheckSpec::Linearizable],
+        _ => None,
     };
+    let checks = match (chosen.is_empty(), &scenario) {
+        (false, _) => chosen,
+        (true, Some(scenario)) => scenario.check.clone(),
+        (true, None) => vec![CheckSpec::Linearizable],
+    };
+    let expect = scenario.map(|s| s.expect).unwrap_or_default();
     let timeline = match saved("events.jsonl") {
         Some(file) => events::load(&file)?,
         None => Vec::new(),
     };
-    let verdicts = runner::run_checks(&checks, &history, &timeline);
-    for verdict in &verdicts {
-        let mark = if verdict.valid { "PASS" } else { "FAIL" };
-        println!("check {}: {mark} — {}", verdict.checker, verdict.summary);
+    let results = runner::run_checks(&checks, &expect, &history, &timeline);
+    for result in &results {
+        let verdict = &result.verdict;
+        println!(
+            "check {}: {} — {}",
+            verdict.checker,
+            result.mark(),
+            verdict.summary
+        );
         for line in &verdict.evidence {
             println!("      {line}");
         }
     }
-    Ok(verdicts.iter().all(|v| v.valid))
+    Ok(results.iter().all(runner::CheckResult::met))
 }

@@ -15,6 +15,8 @@ pub struct ScenarioArgs {
     pub seed: Option<u64>,
     pub runs_dir: PathBuf,
     pub json: bool,
+    /// Service flags added to every node after the scenario's `node_flags`.
+    pub node_flags: Vec<String>,
     /// Draw the console into this asciicast, at this size.
     pub record: Option<(PathBuf, (u16, u16))>,
 }
@@ -28,17 +30,22 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = validated.cluster(args.seed, &args.node_flags).check() {
+        eprintln!("error: --node-flags: {e}");
+        return ExitCode::from(2);
+    }
     distlab_runtime::node::run_cli("lab", "warn", || async move {
         let report = match &args.record {
             None => {
                 let exe = std::env::current_exe().context("finding the lab executable")?;
-                runner::run(&validated, &args.file, args.seed, &args.runs_dir, exe).await?
+                let cluster = validated.cluster(args.seed, &args.node_flags);
+                runner::run(&validated, &args.file, cluster, &args.runs_dir, exe).await?
             }
             Some((cast, size)) => {
                 crate::console::record_scenario(
                     &validated,
                     &args.file,
-                    args.seed,
+                    validated.cluster(args.seed, &args.node_flags),
                     &args.runs_dir,
                     cast,
                     *size,
@@ -51,8 +58,11 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
         } else {
             print!("{}", runner::summary(&report));
         }
-        let failed = report.checks.iter().filter(|c| !c.valid).count();
-        anyhow::ensure!(failed == 0, "{failed} check(s) failed");
+        let failed = report.checks.iter().filter(|c| !c.met()).count();
+        anyhow::ensure!(
+            failed == 0,
+            "{failed} check(s) did not reach the verdict the scenario expects"
+        );
         Ok(())
     })
 }

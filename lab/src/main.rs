@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lab::engine::project::split_flags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,9 @@ enum Command {
         /// Seed for every random choice (link losses, jitter...).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Service flags added to every node: `--node-flags "--read-mode lease"`.
+        #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+        node_flags: Option<String>,
     },
     /// Run a scenario headless: a cluster, a workload, faults, checks. Exit 0 only if every
     /// check passed (1 if one failed, 2 for bad input).
@@ -72,6 +76,10 @@ enum Command {
         /// The recorded console's size, WIDTHxHEIGHT.
         #[arg(long, default_value = "120x36", value_parser = parse_size)]
         size: (u16, u16),
+        /// Service flags added to every node after the scenario's `node_flags` (they win where
+        /// both set one): `--node-flags "--read-mode lease"`.
+        #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+        node_flags: Option<String>,
     },
     /// Run the checkers again on a saved run: by default the ones its scenario asked for
     /// (RUN_DIR/scenario.yaml), over RUN_DIR/history.jsonl and events.jsonl. Exit 0 if every
@@ -164,11 +172,13 @@ fn main() -> ExitCode {
             json,
             record,
             size,
+            node_flags,
         } => lab::headless::run(lab::headless::ScenarioArgs {
             file,
             seed,
             runs_dir,
             json,
+            node_flags: split_flags(node_flags.as_deref().unwrap_or_default()),
             record: record.map(|path| (path, size)),
         }),
         Command::Check { run, checkers } => {
@@ -179,8 +189,10 @@ fn main() -> ExitCode {
             nodes,
             runs_dir,
             seed,
+            node_flags,
         } => distlab_runtime::node::run_cli("lab", "warn", || {
-            lab::up::run(project, nodes, runs_dir, seed)
+            let flags = split_flags(node_flags.as_deref().unwrap_or_default());
+            lab::up::run(project, nodes, runs_dir, seed, flags)
         }),
         Command::Node { service, args } => match lab::engine::project::find_service(&service) {
             Ok(project) => (project.node_main)(&format!("lab node {}", project.service), args),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::engine::project;
+use crate::engine::project::{self, ClusterSpec};
 use crate::engine::supervisor::Supervisor;
 
 pub async fn run(
@@ -14,17 +14,15 @@ pub async fn run(
     nodes: Option<usize>,
     runs_dir: PathBuf,
     seed: u64,
+    node_flags: Vec<String>,
 ) -> anyhow::Result<()> {
     let project = project::find(&project).map_err(distlab_runtime::BadInput)?;
     let exe = std::env::current_exe().context("finding the lab executable")?;
-    let supervisor = Supervisor::new(
-        project,
-        nodes.unwrap_or(project.default_nodes),
-        &runs_dir,
-        seed,
-        exe,
-    )
-    .await?;
+    let spec = ClusterSpec {
+        node_flags,
+        ..ClusterSpec::new(project, nodes.unwrap_or(project.default_nodes), seed)
+    };
+    let supervisor = Supervisor::new(spec, &runs_dir, exe).await?;
     let mut term = signal(SignalKind::terminate())?;
     let started = tokio::select! {
         started = supervisor.start_all() => started,

@@ -23,7 +23,7 @@ fn client(addr: std::net::SocketAddr) -> KvClient {
 
 async fn cluster(nodes: usize, runs: &std::path::Path) -> Supervisor {
     let proj0 = project::find("proj0").unwrap();
-    let supervisor = Supervisor::new(proj0, nodes, runs, 7, LAB.into())
+    let supervisor = Supervisor::new(project::ClusterSpec::new(proj0, nodes, 7), runs, LAB.into())
         .await
         .unwrap();
     supervisor.start_all().await.unwrap();

@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::app::{Action, App, LoadFigures, Message, ScenarioPane};
 use self::cast::{Cast, Tee};
-use crate::engine::project::{self, Project};
+use crate::engine::project::{self, ClusterSpec};
 use crate::engine::runner::{self, Progress, Report};
 use crate::engine::scenario::{self, Step, Validated};
 use crate::engine::session::Session;
@@ -66,11 +66,15 @@ pub struct RunArgs {
     /// Where run directories go.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Service flags added to every node, after a scenario's own: `--node-flags "--read-mode
+    /// lease"`.
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub node_flags: Option<String>,
 }
 
 /// `lab run PROJ`: the interactive console.
 pub fn run(args: RunArgs) -> ExitCode {
-    let (project, validated) = match plan(&args) {
+    let (cluster, validated) = match plan(&args) {
         Ok(planned) => planned,
         Err(e) => {
             eprintln!("error: {e}");
@@ -85,17 +89,12 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
     // The lab's own log lines would scribble over the screen: off unless RUST_LOG asks.
     distlab_runtime::node::run_cli("lab", "off", || async move {
-        let nodes = args.nodes.unwrap_or(match &validated {
-            Some(v) => v.nodes.len(),
-            None => project.default_nodes.max(3),
-        });
-        let seed = args
-            .seed
-            .or(validated.as_ref().and_then(|v| v.scenario.seed))
-            .unwrap_or(1);
-        eprintln!("starting {} ({nodes} nodes)…", project.name);
+        eprintln!(
+            "starting {} ({} nodes)…",
+            cluster.project.name, cluster.nodes
+        );
         let exe = std::env::current_exe().context("finding the lab executable")?;
-        let session = Arc::new(Session::start(project, nodes, &args.runs_dir, seed, exe).await?);
+        let session = Arc::new(Session::start(cluster, &args.runs_dir, exe).await?);
         let outcome = interactive(&session, &args, validated).await;
         eprintln!("stopping the cluster…");
         session.stop().await;
@@ -104,8 +103,8 @@ pub fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-/// The project, and the scenario if one was given (it must be for that project).
-fn plan(args: &RunArgs) -> Result<(&'static Project, Option<Validated>), String> {
+/// The cluster to start, and the scenario if one was given (it must be for that project).
+fn plan(args: &RunArgs) -> Result<(ClusterSpec, Option<Validated>), String> {
     let project = project::find(&args.project)?;
     let validated = match &args.scenario {
         Some(file) => {
@@ -133,7 +132,20 @@ fn plan(args: &RunArgs) -> Result<(&'static Project, Option<Validated>), String>
             v.nodes.len()
         ));
     }
-    Ok((project, validated))
+    let flags = project::split_flags(args.node_flags.as_deref().unwrap_or_default());
+    let cluster = match &validated {
+        Some(v) => v.cluster(args.seed, &flags),
+        None => ClusterSpec {
+            node_flags: flags,
+            ..ClusterSpec::new(
+                project,
+                args.nodes.unwrap_or(project.default_nodes.max(3)),
+                args.seed.unwrap_or(1),
+            )
+        },
+    };
+    cluster.check()?;
+    Ok((cluster, validated))
 }
 
 async fn interactive(
@@ -183,23 +195,13 @@ async fn interactive(
 pub async fn record_scenario(
     validated: &Validated,
     file: &Path,
-    seed: Option<u64>,
+    cluster: ClusterSpec,
     runs_dir: &Path,
     record: &Path,
     (width, height): (u16, u16),
 ) -> anyhow::Result<Report> {
-    let seed = seed.or(validated.scenario.seed).unwrap_or(1);
     let exe = std::env::current_exe().context("finding the lab executable")?;
-    let session = Arc::new(
-        Session::start(
-            validated.project,
-            validated.nodes.len(),
-            runs_dir,
-            seed,
-            exe,
-        )
-        .await?,
-    );
+    let session = Arc::new(Session::start(cluster, runs_dir, exe).await?);
     let cast = Arc::new(Mutex::new(Cast::create(
         record,
         width,
@@ -259,7 +261,8 @@ pub async fn bench(args: &ConsoleBenchArgs, runs_root: &Path) -> anyhow::Result<
     };
     let exe = std::env::current_exe().context("finding the lab executable")?;
     let project = project::find("proj0").map_err(distlab_runtime::BadInput)?;
-    let session = Arc::new(Session::start(project, args.nodes, runs_root, 1, exe).await?);
+    let session =
+        Arc::new(Session::start(ClusterSpec::new(project, args.nodes, 1), runs_root, exe).await?);
     session
         .start_load(WorkloadSpec {
             rate: args.rate,
@@ -497,7 +500,14 @@ impl Console {
                         pane.verdicts = report
                             .checks
                             .iter()
-                            .map(|c| (format!("{}: {}", c.checker, c.summary), c.valid))
+                            .map(|c| {
+                                let v = &c.verdict;
+                                let expect = match c.expected {
+                                    scenario::Expect::Valid => "",
+                                    scenario::Expect::Invalid => " (the scenario expects invalid)",
+                                };
+                                (format!("{}: {}{expect}", v.checker, v.summary), c.met())
+                            })
                             .collect();
                     }
                     self.report = Some(report);

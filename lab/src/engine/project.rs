@@ -58,6 +58,44 @@ pub struct Project {
     pub checks: &'static [CheckSpec],
     /// Runs one node: `lab node <service> ARGS...` calls it with the usage name and ARGS.
     pub node_main: fn(&str, Vec<std::ffi::OsString>) -> std::process::ExitCode,
+    /// Checks service flags a user adds to every node (`--read-mode lease`) before anything
+    /// starts: `Err` says what is wrong, as the node itself would.
+    pub check_node_flags: fn(&[String]) -> Result<(), String>,
+}
+
+/// The cluster to start: a project, its size, the seed for every random choice, and service
+/// flags added to every node's command line after the project's own (a scenario's
+/// `node_flags:`, then `--node-flags`; where both set a flag, the later wins).
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub project: &'static Project,
+    pub nodes: usize,
+    pub seed: u64,
+    pub node_flags: Vec<String>,
+}
+
+impl ClusterSpec {
+    pub fn new(project: &'static Project, nodes: usize, seed: u64) -> Self {
+        Self {
+            project,
+            nodes,
+            seed,
+            node_flags: Vec::new(),
+        }
+    }
+
+    /// The size and the node flags are ones the project accepts.
+    pub fn check(&self) -> Result<(), String> {
+        self.project.plan(self.nodes)?;
+        (self.project.check_node_flags)(&self.node_flags)
+            .map_err(|e| format!("node flags {:?}: {e}", self.node_flags.join(" ")))
+    }
+}
+
+/// `"--read-mode lease --fsync never"` -> the flags, split at whitespace (what `--node-flags`
+/// takes on the command line).
+pub fn split_flags(text: &str) -> Vec<String> {
+    text.split_whitespace().map(String::from).collect()
 }
 
 /// Every project the lab can run.

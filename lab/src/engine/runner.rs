@@ -6,6 +6,7 @@
 //!   -> wait all up -> final reads -> checkers -> report.json + summary -> stop nodes
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -15,7 +16,8 @@ use tokio::sync::watch;
 use super::check::{self, Verdict};
 use super::events::{Event, EventKind};
 use super::history::{Op, OpType, completions};
-use super::scenario::{CheckSpec, Validated};
+use super::project::ClusterSpec;
+use super::scenario::{CheckSpec, Expect, Validated};
 use super::session::Session;
 
 /// What the run measured and concluded; written to `report.json`.
@@ -31,8 +33,35 @@ pub struct Report {
     pub ok_per_sec: f64,
     pub latency_ms: Latency,
     pub faults: Vec<Event>,
-    pub checks: Vec<Verdict>,
+    pub checks: Vec<CheckResult>,
+    /// Every check reached the verdict the scenario expects of it.
     pub passed: bool,
+}
+
+/// A check's verdict and the verdict the scenario expected of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub expected: Expect,
+}
+
+impl CheckResult {
+    /// The check reached the expected verdict.
+    pub fn met(&self) -> bool {
+        self.verdict.valid == (self.expected == Expect::Valid)
+    }
+
+    /// How the result reads in summaries: `PASS`, `FAIL`, or which way an expectation of
+    /// `invalid` went.
+    pub fn mark(&self) -> &'static str {
+        match (self.verdict.valid, self.expected) {
+            (true, Expect::Valid) => "PASS",
+            (false, Expect::Valid) => "FAIL",
+            (false, Expect::Invalid) => "PASS (invalid, as the scenario expects)",
+            (true, Expect::Invalid) => "FAIL (valid, but the scenario expects invalid)",
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -66,22 +95,15 @@ pub enum Progress {
 }
 
 /// Runs `validated`, leaving everything in a fresh run dir under `runs_root`.
+/// `cluster` is what [`Validated::cluster`] makes of it (seed and node flags).
 pub async fn run(
     validated: &Validated,
     source: &Path,
-    seed: Option<u64>,
+    cluster: ClusterSpec,
     runs_root: &Path,
     exe: PathBuf,
 ) -> anyhow::Result<Report> {
-    let seed = seed.or(validated.scenario.seed).unwrap_or(1);
-    let session = Session::start(
-        validated.project,
-        validated.nodes.len(),
-        runs_root,
-        seed,
-        exe,
-    )
-    .await?;
+    let session = Session::start(cluster, runs_root, exe).await?;
     let (progress, _) = watch::channel(Progress::Step(0));
     let outcome = play(&session, validated, source, &progress).await;
     session.stop().await;
@@ -123,14 +145,23 @@ pub async fn play(
     Ok(())
 }
 
-/// Runs `checks` on a history and the timeline of the run that made it.
-pub fn run_checks(checks: &[CheckSpec], history: &[Op], events: &[Event]) -> Vec<Verdict> {
+/// Runs `checks` on a history and the timeline of the run that made it; `expect` is what the
+/// scenario expects of them (a check it does not name is expected valid).
+pub fn run_checks(
+    checks: &[CheckSpec],
+    expect: &BTreeMap<String, Expect>,
+    history: &[Op],
+    events: &[Event],
+) -> Vec<CheckResult> {
     checks
         .iter()
-        .map(|c| match c {
-            CheckSpec::Linearizable => check::linearizable::check(history),
-            CheckSpec::AppliedOnce => check::kv::applied_once(history),
-            CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
+        .map(|c| CheckResult {
+            verdict: match c {
+                CheckSpec::Linearizable => check::linearizable::check(history),
+                CheckSpec::AppliedOnce => check::kv::applied_once(history),
+                CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
+            },
+            expected: expect.get(&c.name()).copied().unwrap_or_default(),
         })
         .collect()
 }
@@ -141,16 +172,17 @@ pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Repo
     let timeline = session.supervisor().timeline();
     let run_dir = session.run_dir().to_path_buf();
     let history = session.recorder().ops();
-    let checks = run_checks(&scenario.check, &history, &timeline.events());
-    for verdict in &checks {
+    let checks = run_checks(
+        &scenario.check,
+        &scenario.expect,
+        &history,
+        &timeline.events(),
+    );
+    for check in &checks {
         timeline.record(
             EventKind::Note,
             None,
-            format!(
-                "check {}: {}",
-                verdict.checker,
-                if verdict.valid { "pass" } else { "FAIL" }
-            ),
+            format!("check {}: {}", check.verdict.checker, check.mark()),
         );
     }
     // The graph helps a reader; a failure to draw it must not fail the run.
@@ -176,7 +208,7 @@ pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Repo
             .into_iter()
             .filter(|e| e.kind == EventKind::Fault)
             .collect(),
-        passed: checks.iter().all(|c| c.valid),
+        passed: checks.iter().all(CheckResult::met),
         checks,
     };
     std::fs::write(
@@ -257,14 +289,15 @@ pub fn summary(report: &Report) -> String {
         }
     );
     for check in &report.checks {
+        let verdict = &check.verdict;
         out += &format!(
             "  check {}: {} — {}\n",
-            check.checker,
-            if check.valid { "PASS" } else { "FAIL" },
-            check.summary
+            verdict.checker,
+            check.mark(),
+            verdict.summary
         );
-        if !check.valid || check.checker == "availability" {
-            for line in &check.evidence {
+        if !verdict.valid || verdict.checker == "availability" {
+            for line in &verdict.evidence {
                 out += &format!("      {line}\n");
             }
         }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::link::LinkFaults;
 use super::partition::Partition;
 use super::predicate::StatusPredicate;
-use super::project::{self, Project};
+use super::project::{self, ClusterSpec, Project};
 use super::supervisor::SPARE_NODES;
 use super::workload::{WorkloadSpec, duration_text};
 
@@ -35,6 +35,25 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub check: Vec<CheckSpec>,
+    /// Service flags added to every node: `node_flags: [--read-mode, lease]`.
+    #[serde(default)]
+    pub node_flags: Vec<String>,
+    /// The verdict a check should reach, where it is not `valid`: a scenario made to show a
+    /// checker catching a broken system says `expect: {linearizable: invalid}`, and passes
+    /// only if the checker does catch it.
+    #[serde(default)]
+    pub expect: std::collections::BTreeMap<String, Expect>,
+}
+
+/// The verdict a scenario expects of a check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// The system is right: the check passes (every check's default).
+    #[default]
+    Valid,
+    /// The system is wrong on purpose: the check must catch it.
+    Invalid,
 }
 
 /// A duration written as text: `500ms`, `2s`.
@@ -437,11 +456,47 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
             ));
         }
     }
+    let names: Vec<String> = scenario.check.iter().map(CheckSpec::name).collect();
+    if let Some(unknown) = scenario.expect.keys().find(|k| !names.contains(k)) {
+        return Err(format!(
+            "{name}{}: expect names {unknown:?}, which is not in this scenario's check list ({})",
+            top("expect"),
+            names.join(", ")
+        ));
+    }
+    (project.check_node_flags)(&scenario.node_flags)
+        .map_err(|e| format!("{name}{}: node_flags: {e}", top("node_flags")))?;
     Ok(Validated {
         scenario,
         project,
         nodes,
     })
+}
+
+impl Validated {
+    /// The cluster to run it on: the scenario's seed unless `seed` overrides it, its node
+    /// flags followed by `extra_flags` (which win where both set a flag).
+    pub fn cluster(&self, seed: Option<u64>, extra_flags: &[String]) -> ClusterSpec {
+        ClusterSpec {
+            node_flags: self
+                .scenario
+                .node_flags
+                .iter()
+                .chain(extra_flags)
+                .cloned()
+                .collect(),
+            ..ClusterSpec::new(
+                self.project,
+                self.nodes.len(),
+                seed.or(self.scenario.seed).unwrap_or(1),
+            )
+        }
+    }
+
+    /// What the scenario expects of check `name`.
+    pub fn expects(&self, name: &str) -> Expect {
+        self.scenario.expect.get(name).copied().unwrap_or_default()
+    }
 }
 
 /// Checks one step against the cluster's nodes: selectors, shapes, link specs, predicates. The
@@ -717,6 +772,40 @@ check:
         assert!(error(&timed).contains("step 9 (assert Leader): assert checks the condition now"));
         let bad = GOOD.replace("  - heal\n", "  - heal\n  - assert: {status: 'keys'}\n");
         assert!(error(&bad).contains("PATH OP VALUE"), "{}", error(&bad));
+    }
+
+    #[test]
+    fn node_flags_and_expectations_are_checked_before_anything_starts() {
+        let text = "name: s\nproject: proj2\nsteps:\n  - sleep: 1s\ncheck:\n  - linearizable\nnode_flags: [--read-mode, local]\nexpect: {linearizable: invalid}\n";
+        let v = parse(text, "s.yaml").unwrap();
+        assert_eq!(v.expects("linearizable"), Expect::Invalid);
+        assert_eq!(v.expects("availability"), Expect::Valid);
+        let cluster = v.cluster(Some(9), &["--read-mode".into(), "lease".into()]);
+        assert_eq!(cluster.seed, 9);
+        assert_eq!(
+            cluster.node_flags,
+            ["--read-mode", "local", "--read-mode", "lease"],
+            "the command line's flags come last, so they win"
+        );
+        cluster.check().unwrap();
+
+        let e = error(&text.replace("local]", "sometimes]"));
+        assert!(
+            e.starts_with("bad.yaml:7: node_flags:") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = error(&text.replace("--read-mode, local", "--no-such-flag"));
+        assert!(e.contains("--no-such-flag"), "{e}");
+        let e = error(&text.replace("{linearizable: invalid}", "{availability: invalid}"));
+        assert!(
+            e.starts_with("bad.yaml:8: expect names \"availability\""),
+            "{e}"
+        );
+        let e = error(&text.replace("invalid}", "maybe}"));
+        assert!(e.contains("unknown variant `maybe`"), "{e}");
+        // Flags the node would refuse after parsing are refused too.
+        let e = error(&text.replace("--read-mode, local", "--heartbeat, 1s"));
+        assert!(e.contains("--heartbeat 1s must be"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::events::EventKind;
 use super::history::Recorder;
 use super::model::{ClusterModel, Health, NodeView, spawn_poller};
 use super::predicate::StatusPredicate;
-use super::project::Project;
+use super::project::ClusterSpec;
 use super::scenario::{ClusterNow, Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
 use super::supervisor::{NodeInfo, ProcessFault, ProcessState, Supervisor};
 use super::workload::{LoadStats, Target, Workload, WorkloadSpec};
@@ -43,14 +43,9 @@ pub struct Session {
 impl Session {
     /// Plans the cluster, creates its run dir, starts every node and the status poller.
     /// `exe` is the program that runs `node <service> ...` (the lab itself).
-    pub async fn start(
-        project: &'static Project,
-        nodes: usize,
-        runs_root: &Path,
-        seed: u64,
-        exe: PathBuf,
-    ) -> anyhow::Result<Self> {
-        let supervisor = Arc::new(Supervisor::new(project, nodes, runs_root, seed, exe).await?);
+    pub async fn start(spec: ClusterSpec, runs_root: &Path, exe: PathBuf) -> anyhow::Result<Self> {
+        let seed = spec.seed;
+        let supervisor = Arc::new(Supervisor::new(spec, runs_root, exe).await?);
         let recorder = Arc::new(Recorder::create(Some(
             &supervisor.run_dir().file("history.jsonl"),
         ))?);

@@ -33,7 +33,7 @@ use super::events::{EventKind, Timeline};
 use super::link::LinkFaults;
 use super::network::{CLIENT, Network};
 use super::partition::Partition;
-use super::project::Project;
+use super::project::{ClusterSpec, Project};
 use super::rundir::RunDir;
 
 /// How long `terminate` waits before SIGKILL.
@@ -98,6 +98,8 @@ pub struct Supervisor {
     /// Every random choice of the run (random partitions, random nodes), from its seed.
     rng: std::sync::Mutex<rand::rngs::SmallRng>,
     project: &'static Project,
+    /// The user's flags, added to every node's command line after the project's own.
+    node_flags: Vec<String>,
     exe: PathBuf,
     run: RunDir,
     network: Network,
@@ -122,14 +124,14 @@ struct Published {
 impl Supervisor {
     /// Plans the cluster and creates its run dir and proxies; starts nothing yet.
     /// `exe` is the program that runs `node <service> ...` (the lab itself).
-    pub async fn new(
-        project: &'static Project,
-        nodes: usize,
-        runs_root: &Path,
-        seed: u64,
-        exe: PathBuf,
-    ) -> anyhow::Result<Self> {
-        project.plan(nodes).map_err(distlab_runtime::BadInput)?;
+    pub async fn new(spec: ClusterSpec, runs_root: &Path, exe: PathBuf) -> anyhow::Result<Self> {
+        spec.check().map_err(distlab_runtime::BadInput)?;
+        let ClusterSpec {
+            project,
+            nodes,
+            seed,
+            node_flags,
+        } = spec;
         let spares = (1..=SPARE_NODES)
             .rev()
             .find(|extra| project.plan(nodes + extra).is_ok())
@@ -164,6 +166,7 @@ impl Supervisor {
         let supervisor = Self {
             rng,
             project,
+            node_flags,
             exe,
             run,
             network,
@@ -272,7 +275,8 @@ impl Supervisor {
             ])
             .arg(slot.dir.join("data"))
             .args(self.network.peer_flags(id))
-            .args(self.project.node_flags);
+            .args(self.project.node_flags)
+            .args(&self.node_flags);
         if let Some(flag) = self.project.initial_members_flag {
             command
                 .arg(flag)

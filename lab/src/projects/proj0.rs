@@ -41,6 +41,7 @@ pub const PROJECT: Project = Project {
     node_flags: &["--store", "sled"],
     initial_members_flag: None,
     node_main: distlab_kv::node::main,
+    check_node_flags: distlab_kv::node::check_flags,
     workload: &Registers,
     checks: &[
         CheckSpec::Linearizable,

@@ -40,6 +40,7 @@ pub const PROJECT: Project = Project {
     node_flags: &[],
     initial_members_flag: Some("--initial-members"),
     node_main: distlab_raftkv::node::main,
+    check_node_flags: distlab_raftkv::node::check_flags,
     workload: &Registers,
     checks: &[
         CheckSpec::Linearizable,

@@ -55,14 +55,24 @@ pub struct KvNodeArgs {
     pub token_capacity: usize,
 }
 
+/// The node's command line. A flag given twice takes its last value, so the lab can add a
+/// user's flags after its own.
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(flatten)]
+    args: KvNodeArgs,
+}
+
+/// Checks service flags a user adds to every node (`lab ... --node-flags`) before any node
+/// starts: `Err` says what the node would refuse.
+pub fn check_flags(flags: &[String]) -> Result<(), String> {
+    distlab_runtime::cli::parse_service_flags::<Cli>("kv", flags).map(|_| ())
+}
+
 /// `lab node kv ARGS...`: parses the node's flags (a mistake prints usage and exits 2) and
 /// runs it. `program` is what usage messages call the command.
 pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: KvNodeArgs,
-    }
     let argv = std::iter::once(std::ffi::OsString::from(program)).chain(args);
     match <Cli as clap::Parser>::try_parse_from(argv) {
         Ok(cli) => run_blocking(cli.args),

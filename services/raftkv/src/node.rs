@@ -86,14 +86,29 @@ pub struct RaftKvNodeArgs {
     pub keep_log: u64,
 }
 
+/// The node's command line. A flag given twice takes its last value, so the lab can add a
+/// user's flags after its own.
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(flatten)]
+    args: RaftKvNodeArgs,
+}
+
+/// Checks service flags a user adds to every node (`lab ... --node-flags`) before any node
+/// starts: `Err` says what the node would refuse.
+pub fn check_flags(flags: &[String]) -> Result<(), String> {
+    distlab_runtime::cli::parse_service_flags::<Cli>("raftkv", flags).and_then(|cli| {
+        cli.args
+            .raft_config()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// `lab node raftkv ARGS...`: parses the node's flags (a mistake prints usage and exits 2)
 /// and runs it.
 pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: RaftKvNodeArgs,
-    }
     let argv = std::iter::once(std::ffi::OsString::from(program)).chain(args);
     match <Cli as clap::Parser>::try_parse_from(argv) {
         Ok(cli) => run_blocking(cli.args),
@@ -344,5 +359,37 @@ async fn join(
             () = tokio::time::sleep(Duration::from_millis(300)) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Cli, String> {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        distlab_runtime::cli::parse_service_flags::<Cli>("raftkv", &flags)
+    }
+
+    /// The lab puts a user's flags after its own: the last value of a flag wins, and
+    /// repeatable flags still collect every value.
+    #[test]
+    fn later_flags_override_earlier_ones() {
+        let cli = parse(&[
+            "--read-mode",
+            "local",
+            "--peer",
+            "n2=127.0.0.1:7002",
+            "--peer",
+            "n3=127.0.0.1:7003",
+            "--read-mode",
+            "lease",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.read_mode, ReadMode::Lease);
+        assert_eq!(cli.args.node.peers.len(), 2);
+        assert!(check_flags(&["--fsync".into(), "sometimes".into()]).is_err());
+        let e = check_flags(&["--lease-fraction".into(), "1.5".into()]).unwrap_err();
+        assert!(e.contains("--lease-fraction 1.5"), "{e}");
     }
 }

@@ -141,6 +141,29 @@ impl NodeArgs {
     }
 }
 
+/// Parses a service's own flags alone, as a user adds them to every node of a cluster
+/// (`--read-mode lease`): the node contract's flags get placeholder values. `Err` is clap's
+/// first line, without its `error: ` prefix. The service's parser should let a flag given
+/// twice override itself (`args_override_self`), so later flags can override earlier ones.
+pub fn parse_service_flags<P: clap::Parser>(program: &str, flags: &[String]) -> Result<P, String> {
+    let contract = [
+        "--id",
+        "placeholder",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let argv = std::iter::once(program)
+        .chain(contract)
+        .chain(flags.iter().map(String::as_str));
+    P::try_parse_from(argv).map_err(|e| {
+        let rendered = e.render().to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        first.strip_prefix("error: ").unwrap_or(first).to_string()
+    })
+}
+
 /// Makes sure `dir` is a directory this process can write, creating it if needed.
 pub fn prepare_data_dir(dir: &Path) -> Result<(), BadInput> {
     let shown = dir.display();
