@@ -106,6 +106,8 @@ enum CheckerName {
     AppliedOnce,
     /// The share of operations that succeeded, per fault window (no minimum).
     Availability,
+    /// At most one leader per term (Raft), from the timeline's became_leader events.
+    ElectionSafety,
 }
 
 impl CheckerName {
@@ -115,6 +117,7 @@ impl CheckerName {
             CheckerName::Linearizable => CheckSpec::Linearizable,
             CheckerName::AppliedOnce => CheckSpec::AppliedOnce,
             CheckerName::Availability => CheckSpec::Availability { min: None },
+            CheckerName::ElectionSafety => CheckSpec::ElectionSafety,
         }
     }
 }

@@ -98,6 +98,7 @@ pub fn app() -> App {
             kind,
             node: node.map(str::to_string),
             what: what.into(),
+            fields: Default::default(),
         });
     }
     app.logs = vec![

@@ -37,6 +37,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub what: String,
+    /// A node event's own fields (`"term": 3` of a `became_leader`), for checkers.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A saved timeline (`events.jsonl`); errors name the file and line.
@@ -81,11 +84,23 @@ impl Timeline {
     }
 
     pub fn record(&self, kind: EventKind, node: Option<&str>, what: impl Into<String>) -> Event {
+        self.record_with(kind, node, what, serde_json::Map::new())
+    }
+
+    /// [`Timeline::record`] with fields a checker may read.
+    pub fn record_with(
+        &self,
+        kind: EventKind,
+        node: Option<&str>,
+        what: impl Into<String>,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Event {
         let event = Event {
             t: self.started.elapsed().as_secs_f64(),
             kind,
             node: node.map(str::to_string),
             what: what.into(),
+            fields,
         };
         if let Some(file) = &self.file
             && let Ok(line) = serde_json::to_string(&event)

@@ -16,6 +16,7 @@ pub mod link;
 pub mod model;
 pub mod nemesis;
 pub mod network;
+pub mod outage;
 pub mod partition;
 pub mod plot;
 pub mod predicate;

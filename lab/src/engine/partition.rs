@@ -4,10 +4,14 @@
 //! | --- | --- |
 //! | `n1,n2 \| n3,n4,n5` | every link between different groups (unlisted nodes form one more group) |
 //! | `isolate n3` | every link to and from n3 (`isolate n1,n2`: those two together, cut from the rest) |
-//! | `majority-minority` | a random split: a minority of ⌊n/2⌋ nodes cut from the majority |
+//! | `majority-minority` | a random split: a minority of ⌊n/2⌋ nodes cut from the majority (`majority-minority n1`: n1 is in the minority) |
 //! | `bridge` | two halves cut from each other, except one node in the middle that sees both |
 //! | `ring` | every node sees a majority, no two nodes the same one (needs 5+ nodes) |
 //! | `n1 -> n2` | one way: n1's traffic to n2 is dropped, n2's to n1 still flows (`n1,n2 -> n3` too) |
+//!
+//! Anywhere a node is named, `leader` names the node that leads when the step runs
+//! ([`with_leader`]): `isolate leader`, `majority-minority leader` (the leader cut off with
+//! a minority: it cannot commit, the majority elects another).
 //!
 //! Random shapes draw from the run's seeded RNG: the same seed gives the same partitions.
 //! Pure functions of (spec, nodes, rng): the engine applies the cuts through the link proxies.
@@ -22,10 +26,14 @@ use rand::seq::SliceRandom;
 pub enum Partition {
     Groups(Vec<Vec<String>>),
     Isolate(Vec<String>),
-    MajorityMinority,
+    /// A random minority, which holds these nodes.
+    MajorityMinority(Vec<String>),
     Bridge,
     Ring,
-    OneWay { from: Vec<String>, to: Vec<String> },
+    OneWay {
+        from: Vec<String>,
+        to: Vec<String>,
+    },
 }
 
 /// A directed node link to cut: (from, to).
@@ -49,8 +57,10 @@ impl Partition {
             }
             return Ok(Self::Isolate(nodes));
         }
+        if let Some(rest) = spec.strip_prefix("majority-minority") {
+            return Ok(Self::MajorityMinority(names(rest)));
+        }
         match spec {
-            "majority-minority" => return Ok(Self::MajorityMinority),
             "bridge" => return Ok(Self::Bridge),
             "ring" => return Ok(Self::Ring),
             _ => {}
@@ -114,11 +124,25 @@ impl Partition {
                     .collect();
                 vec![isolated.clone(), rest]
             }
-            Self::MajorityMinority => {
-                let mut shuffled = nodes.to_vec();
-                shuffled.shuffle(rng);
-                let minority = shuffled.split_off(shuffled.len() - nodes.len() / 2);
-                vec![shuffled, minority]
+            Self::MajorityMinority(within) => {
+                check(within)?;
+                let size = nodes.len() / 2;
+                if within.len() > size {
+                    return Err(format!(
+                        "a minority of {} nodes has {size} at most, not {}",
+                        nodes.len(),
+                        within.join(",")
+                    ));
+                }
+                let mut others: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| !within.contains(n))
+                    .cloned()
+                    .collect();
+                others.shuffle(rng);
+                let mut minority = within.clone();
+                minority.extend(others.split_off(others.len() - (size - within.len())));
+                vec![others, minority]
             }
             Self::Bridge => {
                 if nodes.len() < 3 {
@@ -174,6 +198,32 @@ impl Partition {
         }
         Ok(cuts)
     }
+}
+
+/// The word that names the leading node in a spec.
+pub const LEADER: &str = "leader";
+
+/// `spec` with every node list entry `leader` replaced by `id`.
+pub fn with_leader(spec: &str, id: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    for c in spec.chars().chain(std::iter::once(' ')) {
+        if is_name(c) {
+            word.push(c);
+            continue;
+        }
+        out += if word == LEADER { id } else { &word };
+        word.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// Whether `spec` names the leader.
+pub fn names_leader(spec: &str) -> bool {
+    with_leader(spec, "\u{0}") != spec
 }
 
 /// Both directions of every link between `a` and `b`.
@@ -243,6 +293,26 @@ mod tests {
             [1, 2].into(),
             "minority sees 1 other, majority 2 others"
         );
+    }
+
+    #[test]
+    fn the_minority_can_be_made_to_hold_a_node() {
+        for seed in 0..20 {
+            let c = cuts("majority-minority n3", 5, seed);
+            assert_eq!(reach(&c, 5, "n3").len(), 1, "n3 and one other: seed {seed}");
+        }
+        let err = Partition::parse("majority-minority n1,n2,n3")
+            .unwrap()
+            .cuts(&nodes(5), &mut SmallRng::seed_from_u64(0))
+            .unwrap_err();
+        assert!(err.contains("2 at most"), "{err}");
+        assert_eq!(
+            with_leader("majority-minority leader", "n4"),
+            "majority-minority n4"
+        );
+        assert_eq!(with_leader("leader,n2 | n3", "n1"), "n1,n2 | n3");
+        assert_eq!(with_leader("isolate leaders", "n1"), "isolate leaders");
+        assert!(names_leader("isolate leader") && !names_leader("isolate n1"));
     }
 
     #[test]

@@ -189,6 +189,7 @@ mod tests {
             kind: EventKind::Fault,
             node: Some("n1".into()),
             what: "pause (SIGSTOP)".into(),
+            fields: Default::default(),
         }];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("latency.svg");

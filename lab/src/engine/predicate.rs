@@ -2,7 +2,8 @@
 //!
 //! `PATH OP VALUE`: PATH is dotted into the node's `{"role": ..., "detail": {...}}` (as its
 //! `/status` reports them); OP is one of `== != >= <= > <`; VALUE is a number, `true`,
-//! `false`, or a word (compared as a string). Numbers compare as numbers; everything else only
+//! `false`, or a word (compared as a string; it may be quoted: `role == "leader"`, and a quoted
+//! `"5"` or `"true"` is the string). Numbers compare as numbers; everything else only
 //! with `==` and `!=`.
 
 use std::fmt;
@@ -46,13 +47,23 @@ impl StatusPredicate {
                 ));
             }
         };
-        let value = match value {
-            "true" => serde_json::Value::Bool(true),
-            "false" => serde_json::Value::Bool(false),
-            v => v.parse::<f64>().map_or_else(
-                |_| serde_json::Value::String(v.to_string()),
-                |n| serde_json::json!(n),
-            ),
+        // A quoted word is the word: `role == "leader"` as `role == leader`.
+        let quoted = ['"', '\''].iter().find_map(|q| {
+            value
+                .strip_prefix(*q)
+                .and_then(|v| v.strip_suffix(*q))
+                .filter(|_| value.len() >= 2)
+        });
+        let value = match quoted {
+            Some(word) => serde_json::Value::String(word.to_string()),
+            None => match value {
+                "true" => serde_json::Value::Bool(true),
+                "false" => serde_json::Value::Bool(false),
+                v => v.parse::<f64>().map_or_else(
+                    |_| serde_json::Value::String(v.to_string()),
+                    |n| serde_json::json!(n),
+                ),
+            },
         };
         if !value.is_number() && !matches!(cmp, Cmp::Eq | Cmp::Ne) {
             return Err(format!(
@@ -112,6 +123,22 @@ mod tests {
     #[test]
     fn predicates_compare_numbers_words_and_flags() {
         let status = json!({"role": "leader", "detail": {"keys": 8, "joint": false}});
+        for quoted in [
+            "role == \"leader\"",
+            "role == 'leader'",
+            "role != \"candidate\"",
+        ] {
+            assert!(
+                StatusPredicate::parse(quoted).unwrap().holds(&status),
+                "{quoted}"
+            );
+        }
+        assert!(
+            !StatusPredicate::parse("detail.keys == \"8\"")
+                .unwrap()
+                .holds(&status),
+            "a quoted number is a string"
+        );
         assert!(
             StatusPredicate::parse("detail.keys >= 8")
                 .unwrap()

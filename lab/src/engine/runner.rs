@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::check::{self, Verdict};
 use super::events::{Event, EventKind};
 use super::history::{Op, OpType, completions};
+use super::outage::{self, Outage};
 use super::project::ClusterSpec;
 use super::scenario::{CheckSpec, Expect, Validated};
 use super::session::Session;
@@ -33,6 +34,9 @@ pub struct Report {
     pub ok_per_sec: f64,
     pub latency_ms: Latency,
     pub faults: Vec<Event>,
+    /// How long each disruptive fault stopped the workload (a Raft leader's kill: the
+    /// failover time).
+    pub outages: Vec<Outage>,
     pub checks: Vec<CheckResult>,
     /// Every check reached the verdict the scenario expects of it.
     pub passed: bool,
@@ -159,6 +163,7 @@ pub fn run_checks(
             verdict: match c {
                 CheckSpec::Linearizable => check::linearizable::check(history),
                 CheckSpec::AppliedOnce => check::kv::applied_once(history),
+                CheckSpec::ElectionSafety => check::raft::election_safety(events),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),
@@ -208,6 +213,7 @@ pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Repo
             .into_iter()
             .filter(|e| e.kind == EventKind::Fault)
             .collect(),
+        outages: outage::outages(&history, &timeline.events()),
         passed: checks.iter().all(CheckResult::met),
         checks,
     };
@@ -288,6 +294,20 @@ pub fn summary(report: &Report) -> String {
             faults.join(", ")
         }
     );
+    for o in &report.outages {
+        out += &format!(
+            "  outage after {}{} @{:.1}s: {:.2} s without a success (last ok @{:.2}s, first ok after @{:.2}s)\n",
+            o.node
+                .as_deref()
+                .map(|n| format!("{n} "))
+                .unwrap_or_default(),
+            o.fault.split(": cut").next().unwrap_or_default(),
+            o.at,
+            o.secs,
+            o.last_ok,
+            o.first_ok
+        );
+    }
     for check in &report.checks {
         let verdict = &check.verdict;
         out += &format!(

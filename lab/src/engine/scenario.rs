@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::link::LinkFaults;
-use super::partition::Partition;
+use super::partition::{self, Partition};
 use super::predicate::StatusPredicate;
 use super::project::{self, ClusterSpec, Project};
 use super::supervisor::SPARE_NODES;
@@ -182,6 +182,9 @@ pub enum WaitStep {
         status: String,
         #[serde(default)]
         on: Option<Selector>,
+        /// At least this many of the `on` nodes (default: all of them).
+        #[serde(default)]
+        count: Option<usize>,
         #[serde(default)]
         timeout: Option<Span>,
     },
@@ -194,6 +197,9 @@ pub enum Condition {
     AllUp,
     /// Some responsive node reports the role `leader`.
     Leader,
+    /// Exactly one responsive node reports the role `leader` (an old leader cut off from
+    /// the majority may still believe it leads until it hears of a newer term).
+    OneLeader,
     /// Every node is up and its `/status` detail says `"converged": true` (what that means is
     /// the service's: a gossip ring that agrees on its members, replicas with equal state).
     Converged,
@@ -220,6 +226,8 @@ pub enum CheckSpec {
     Linearizable,
     /// No write was applied twice (versions).
     AppliedOnce,
+    /// At most one leader per term (Raft's Election Safety), from the nodes' events.
+    ElectionSafety,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -233,6 +241,7 @@ impl CheckSpec {
         match self {
             CheckSpec::Linearizable => "linearizable",
             CheckSpec::AppliedOnce => "applied_once",
+            CheckSpec::ElectionSafety => "election_safety",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()
@@ -255,6 +264,11 @@ impl WaitStep {
     pub fn describe(&self) -> String {
         match self {
             WaitStep::Condition(c) | WaitStep::Full { until: c, .. } => format!("{c:?}"),
+            WaitStep::Status {
+                status,
+                count: Some(count),
+                ..
+            } => format!("status {status} on {count}"),
             WaitStep::Status { status, .. } => format!("status {status}"),
         }
     }
@@ -526,7 +540,8 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
         | Step::Restart(s)
         | Step::Start(s) => check_selector(s),
         Step::Partition(spec) => {
-            let shape = Partition::parse(spec)?;
+            // `leader` is known when the step runs; any node stands in for it now.
+            let shape = Partition::parse(&partition::with_leader(spec, &nodes[0]))?;
             // Fixed shapes name nodes: check them now. Random shapes are checked for size.
             let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0);
             shape.cuts(nodes, &mut rng).map(|_| ())
@@ -569,9 +584,16 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
                 timeout: Some(_), ..
             },
         ) => Err("assert checks the condition now: it takes no timeout (use wait)".into()),
-        Step::Wait(WaitStep::Status { status, on, .. })
-        | Step::Assert(WaitStep::Status { status, on, .. }) => {
+        Step::Wait(WaitStep::Status {
+            status, on, count, ..
+        })
+        | Step::Assert(WaitStep::Status {
+            status, on, count, ..
+        }) => {
             StatusPredicate::parse(status)?;
+            if *count == Some(0) {
+                return Err("count must be at least 1".into());
+            }
             on.as_ref().map_or(Ok(()), check_selector)
         }
         Step::Sleep(_)

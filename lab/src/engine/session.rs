@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::events::EventKind;
 use super::history::Recorder;
 use super::model::{ClusterModel, Health, NodeView, spawn_poller};
+use super::partition;
 use super::predicate::StatusPredicate;
 use super::project::ClusterSpec;
 use super::scenario::{ClusterNow, Condition, LoadStep, LoadSwitch, Selector, Step, WaitStep};
@@ -161,6 +162,12 @@ impl Session {
             Step::Resume(s) => self.apply(s, ProcessFault::Resume).await?,
             Step::Restart(s) => self.apply(s, ProcessFault::Restart).await?,
             Step::Start(s) => self.apply(s, ProcessFault::Start).await?,
+            Step::Partition(shape) if partition::names_leader(shape) => {
+                let leader = self
+                    .resolve(&Selector::One(partition::LEADER.into()))
+                    .await?;
+                supervisor.partition(&partition::with_leader(shape, &leader[0]))?
+            }
             Step::Partition(shape) => supervisor.partition(shape)?,
             Step::Heal => supervisor.heal(),
             Step::AddNode => self.add_node().await?,
@@ -304,16 +311,25 @@ impl Session {
                 until: Condition::Leader,
                 ..
             } => Until::Leader,
+            WaitStep::Condition(Condition::OneLeader)
+            | WaitStep::Full {
+                until: Condition::OneLeader,
+                ..
+            } => Until::OneLeader,
             WaitStep::Condition(Condition::Converged)
             | WaitStep::Full {
                 until: Condition::Converged,
                 ..
             } => Until::Converged,
-            WaitStep::Status { status, on, .. } => {
+            WaitStep::Status {
+                status, on, count, ..
+            } => {
                 let predicate =
                     StatusPredicate::parse(status).map_err(distlab_runtime::BadInput)?;
                 let all = Selector::One("all".into());
-                Until::Status(predicate, self.resolve(on.as_ref().unwrap_or(&all)).await?)
+                let on = self.resolve(on.as_ref().unwrap_or(&all)).await?;
+                let count = count.unwrap_or(on.len());
+                Until::Status(predicate, on, count)
             }
         })
     }
@@ -332,20 +348,30 @@ impl Session {
             let holds = match &until {
                 Until::AllUp => up.len() == current.len(),
                 Until::Leader => up.iter().any(|view| view.role.as_deref() == Some("leader")),
+                Until::OneLeader => {
+                    up.iter()
+                        .filter(|view| view.role.as_deref() == Some("leader"))
+                        .count()
+                        == 1
+                }
                 Until::Converged => {
                     up.len() == current.len()
                         && up
                             .iter()
                             .all(|view| view.detail.get("converged") == Some(&true.into()))
                 }
-                Until::Status(predicate, on) => on.iter().all(|id| {
-                    up.iter().any(|view| {
-                        view.node.id == *id
-                            && predicate.holds(
-                                &serde_json::json!({"role": view.role, "detail": view.detail}),
-                            )
+                Until::Status(predicate, on, count) => on
+                    .iter()
+                    .filter(|id| {
+                        up.iter().any(|view| {
+                            view.node.id == **id
+                                && predicate.holds(
+                                    &serde_json::json!({"role": view.role, "detail": view.detail}),
+                                )
+                        })
                     })
-                }),
+                    .count()
+                    >= *count,
             };
             if holds {
                 return Ok(());
@@ -387,6 +413,8 @@ fn fresh_views<'a>(current: &[NodeInfo], snapshot: &'a ClusterModel) -> Vec<&'a 
 enum Until {
     AllUp,
     Leader,
+    OneLeader,
     Converged,
-    Status(StatusPredicate, Vec<String>),
+    /// At least this many of these nodes answer and satisfy the predicate.
+    Status(StatusPredicate, Vec<String>, usize),
 }

@@ -552,11 +552,20 @@ fn node_events(id: &str, timeline: Arc<Timeline>) -> distlab_runtime::launch::Li
             .get("message")
             .and_then(|m| m.as_str())
             .unwrap_or_default();
-        timeline.record(
-            EventKind::NodeEvent,
-            Some(&id),
-            format!("{event}: {message}"),
-        );
+        let what = format!("{event}: {message}");
+        let mut fields = fields;
+        for routine in [
+            "timestamp",
+            "level",
+            "message",
+            "event",
+            "target",
+            "span",
+            "spans",
+        ] {
+            fields.remove(routine);
+        }
+        timeline.record_with(EventKind::NodeEvent, Some(&id), what, fields);
     })
 }
 

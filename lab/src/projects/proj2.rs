@@ -44,6 +44,7 @@ pub const PROJECT: Project = Project {
     workload: &Registers,
     checks: &[
         CheckSpec::Linearizable,
+        CheckSpec::ElectionSafety,
         CheckSpec::Availability { min: None },
     ],
 };

@@ -201,21 +201,38 @@ impl RaftKvClient {
 
     /// Runs one call under the retry policy, at the node believed to lead, following leader
     /// hints and moving on from nodes that do not answer.
+    ///
+    /// A node that did not answer during this call is not tried again in it while another
+    /// node might answer, and a hint naming it is ignored: a follower cut off with an old
+    /// leader still names that leader, and following the hint back to it would loop between
+    /// the two until the deadline while the majority, with its new leader, is one hop away.
     async fn call<T, F, Fut>(&self, mut attempt_fn: F) -> Result<T, Status>
     where
         F: FnMut(Rpc, Attempt) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let n = self.nodes.len();
+        let silent = Silent::default();
+        // The node of an attempt the policy's own timer cut off (it never returned here).
+        let unanswered = AtomicUsize::new(NONE);
         self.policy
             .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                let cut_off = unanswered.swap(NONE, Ordering::Relaxed);
+                if cut_off != NONE {
+                    silent.mark(cut_off);
+                    self.move_on(cut_off, None, &silent);
+                }
                 let index = self.leader.load(Ordering::Relaxed) % n;
+                unanswered.store(index, Ordering::Relaxed);
                 let (name, rpc) = &self.nodes[index];
                 let fut = attempt_fn(rpc.clone(), attempt);
+                let (silent, unanswered) = (&silent, &unanswered);
                 async move {
-                    match fut.await {
+                    let result = fut.await;
+                    unanswered.store(NONE, Ordering::Relaxed);
+                    match result {
                         Ok(reply) => Ok(reply.into_inner()),
-                        Err(status) => Err(self.redirect(index, name, status)),
+                        Err(status) => Err(self.redirect(index, name, status, silent)),
                     }
                 }
             })
@@ -224,29 +241,58 @@ impl RaftKvClient {
 
     /// After a failed attempt at node `index`: where to go next, and whether to retry (a
     /// redirect is retried: the answer was "not here", not "failed").
-    fn redirect(&self, index: usize, name: &str, status: Status) -> Status {
-        let n = self.nodes.len();
+    fn redirect(&self, index: usize, name: &str, status: Status, silent: &Silent) -> Status {
         let not_leader = status.metadata().contains_key(LEADER_HINT);
+        if !not_leader {
+            if !distlab_runtime::retry::is_retryable(status.code()) {
+                return status;
+            }
+            silent.mark(index);
+        }
         let hint = status
             .metadata()
             .get(LEADER_HINT)
             .and_then(|v| v.to_str().ok())
             .and_then(|leader| self.nodes.iter().position(|(n, _)| n == leader));
-        let next = match hint {
-            Some(leader) if leader != index => leader,
-            _ if not_leader || distlab_runtime::retry::is_retryable(status.code()) => {
-                (index + 1) % n
-            }
-            _ => return status,
-        };
-        let _ = self
-            .leader
-            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        self.move_on(index, hint, silent);
         if not_leader {
             Status::unavailable(format!("{name}: {}", status.message()))
         } else {
             status
         }
+    }
+
+    /// Points the client away from node `index`: at `hint` if it may answer, else at the
+    /// next node that has not been silent in this call (or simply the next one, if all were).
+    fn move_on(&self, index: usize, hint: Option<usize>, silent: &Silent) {
+        let n = self.nodes.len();
+        let next = match hint {
+            Some(leader) if leader != index && !silent.has(leader) => leader,
+            _ => (1..=n)
+                .map(|step| (index + step) % n)
+                .find(|&i| i != index && !silent.has(i))
+                .unwrap_or((index + 1) % n),
+        };
+        let _ = self
+            .leader
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// No attempt in flight.
+const NONE: usize = usize::MAX;
+
+/// The nodes that did not answer during one call (a bit per node; a cluster has at most 18).
+#[derive(Default)]
+struct Silent(AtomicU64);
+
+impl Silent {
+    fn mark(&self, index: usize) {
+        self.0.fetch_or(1 << (index % 64), Ordering::Relaxed);
+    }
+
+    fn has(&self, index: usize) -> bool {
+        self.0.load(Ordering::Relaxed) & (1 << (index % 64)) != 0
     }
 }
 

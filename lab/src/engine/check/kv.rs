@@ -231,6 +231,7 @@ mod tests {
             kind: EventKind::Fault,
             node: Some("n1".into()),
             what: "pause (SIGSTOP)".into(),
+            fields: Default::default(),
         }];
         let verdict = availability(&history, &timeline, Some(0.5));
         assert!(verdict.valid, "{verdict:?}");

@@ -3,10 +3,12 @@
 //!
 //! - [`linearizable`]: registers (read / write / cas / delete per key), Wing–Gong–Lowe search
 //!   with memoisation, as Knossos and Porcupine do. Used by Projects 1-3.
+//! - [`raft`]: Election Safety (one leader per term) from the nodes' `became_leader` events.
 
 pub mod bench;
 pub mod kv;
 pub mod linearizable;
+pub mod raft;
 
 use serde::Serialize;
 
