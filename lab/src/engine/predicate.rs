@@ -109,6 +109,25 @@ impl StatusPredicate {
     }
 }
 
+/// The value at a dotted `path` (`detail.applied`) of a node's `{"role", "detail"}`; `None`
+/// if it is missing or null.
+pub fn lookup<'a>(status: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.')
+        .try_fold(status, |v, key| v.get(key))
+        .filter(|v| !v.is_null())
+}
+
+/// Checks a path written in a scenario: dotted words, starting at `role` or `detail`.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let first = path.split('.').next().unwrap_or_default();
+    if (first != "role" && first != "detail") || path.split('.').any(str::is_empty) {
+        return Err(format!(
+            "{path:?}: a status path starts at role or detail, e.g. detail.applied"
+        ));
+    }
+    Ok(())
+}
+
 impl fmt::Display for StatusPredicate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)

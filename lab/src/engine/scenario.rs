@@ -63,7 +63,7 @@ pub struct Span(#[serde(with = "duration_text")] pub Duration);
 
 /// Which nodes a step acts on: `n1`, `[n1, n3]`, `all`, `random`, `minority`, `majority`,
 /// `down` (every node that is down), `paused` (every node that is SIGSTOPped), `leader`,
-/// `follower` (by the role nodes report).
+/// `follower` (by the role nodes report), `random-follower` (one of those).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Selector {
@@ -188,6 +188,15 @@ pub enum WaitStep {
         #[serde(default)]
         timeout: Option<Span>,
     },
+    /// Until every selected node (default: all) is responsive and reports one same value at
+    /// a status path: `{equal: detail.applied}` (replicas that caught up with each other).
+    Equal {
+        equal: String,
+        #[serde(default)]
+        on: Option<Selector>,
+        #[serde(default)]
+        timeout: Option<Span>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -256,6 +265,9 @@ impl WaitStep {
             }
             | WaitStep::Status {
                 timeout: Some(t), ..
+            }
+            | WaitStep::Equal {
+                timeout: Some(t), ..
             } => t.0,
             _ => Duration::from_secs(30),
         }
@@ -270,6 +282,7 @@ impl WaitStep {
                 ..
             } => format!("status {status} on {count}"),
             WaitStep::Status { status, .. } => format!("status {status}"),
+            WaitStep::Equal { equal, .. } => format!("equal {equal}"),
         }
     }
 }
@@ -311,7 +324,15 @@ impl Step {
 
 /// The selector names a step may use besides node ids.
 pub const SELECTORS: &[&str] = &[
-    "all", "random", "minority", "majority", "down", "paused", "leader", "follower",
+    "all",
+    "random",
+    "minority",
+    "majority",
+    "down",
+    "paused",
+    "leader",
+    "follower",
+    "random-follower",
 ];
 
 /// What selectors are resolved against: the cluster at the moment a step runs.
@@ -334,12 +355,12 @@ impl Selector {
         now: &ClusterNow,
         rng: &mut rand::rngs::SmallRng,
     ) -> Result<Vec<String>, String> {
-        use rand::seq::SliceRandom;
+        use rand::seq::{IndexedRandom, SliceRandom};
         let names = match self {
             Selector::One(x) => vec![x.clone()],
             Selector::Many(xs) => xs.clone(),
         };
-        let mut pick = |count: usize| {
+        let pick = |count: usize, rng: &mut rand::rngs::SmallRng| {
             let mut ids = now.ids.clone();
             ids.shuffle(rng);
             ids.truncate(count);
@@ -363,13 +384,17 @@ impl Selector {
         for name in names {
             match name.as_str() {
                 "all" => ids.extend(now.ids.iter().cloned()),
-                "random" => ids.extend(pick(1)),
-                "minority" => ids.extend(pick(n / 2)),
-                "majority" => ids.extend(pick(n / 2 + 1)),
+                "random" => ids.extend(pick(1, rng)),
+                "minority" => ids.extend(pick(n / 2, rng)),
+                "majority" => ids.extend(pick(n / 2 + 1, rng)),
                 "down" => ids.extend(now.down.iter().cloned()),
                 "paused" => ids.extend(now.paused.iter().cloned()),
                 "leader" => ids.extend(with_role("leader")?),
                 "follower" => ids.extend(with_role("follower")?),
+                "random-follower" => {
+                    let followers = with_role("follower")?;
+                    ids.extend(followers.choose(rng).cloned());
+                }
                 id if now.ids.iter().any(|known| known == id) => ids.push(id.to_string()),
                 id => {
                     return Err(format!(
@@ -582,8 +607,16 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
             }
             | WaitStep::Status {
                 timeout: Some(_), ..
+            }
+            | WaitStep::Equal {
+                timeout: Some(_), ..
             },
         ) => Err("assert checks the condition now: it takes no timeout (use wait)".into()),
+        Step::Wait(WaitStep::Equal { equal, on, .. })
+        | Step::Assert(WaitStep::Equal { equal, on, .. }) => {
+            super::predicate::check_path(equal)?;
+            on.as_ref().map_or(Ok(()), check_selector)
+        }
         Step::Wait(WaitStep::Status {
             status, on, count, ..
         })
@@ -707,6 +740,11 @@ check:
         assert_eq!(pick(one("paused")).unwrap(), ["n5"]);
         assert_eq!(pick(one("leader")).unwrap(), ["n2"]);
         assert_eq!(pick(one("follower")).unwrap(), ["n1", "n3"]);
+        let one_follower = pick(one("random-follower")).unwrap();
+        assert!(
+            one_follower == ["n1"] || one_follower == ["n3"],
+            "{one_follower:?}"
+        );
         assert_eq!(pick(one("minority")).unwrap().len(), 2);
         assert_eq!(pick(one("majority")).unwrap().len(), 3);
         assert_eq!(pick(one("random")).unwrap().len(), 1);

@@ -331,6 +331,13 @@ impl Session {
                 let count = count.unwrap_or(on.len());
                 Until::Status(predicate, on, count)
             }
+            WaitStep::Equal { equal, on, .. } => {
+                let all = Selector::One("all".into());
+                Until::Equal(
+                    equal.clone(),
+                    self.resolve(on.as_ref().unwrap_or(&all)).await?,
+                )
+            }
         })
     }
 
@@ -360,18 +367,32 @@ impl Session {
                             .iter()
                             .all(|view| view.detail.get("converged") == Some(&true.into()))
                 }
-                Until::Status(predicate, on, count) => on
-                    .iter()
-                    .filter(|id| {
-                        up.iter().any(|view| {
-                            view.node.id == **id
+                Until::Status(predicate, on, count) => {
+                    on.iter()
+                        .filter(|id| {
+                            up.iter().any(|view| {
+                                view.node.id == **id
                                 && predicate.holds(
                                     &serde_json::json!({"role": view.role, "detail": view.detail}),
                                 )
+                            })
                         })
-                    })
-                    .count()
-                    >= *count,
+                        .count()
+                        >= *count
+                }
+                Until::Equal(path, on) => {
+                    let values: Vec<Option<serde_json::Value>> = on
+                        .iter()
+                        .map(|id| {
+                            up.iter().find(|view| view.node.id == *id).and_then(|view| {
+                                let status =
+                                    serde_json::json!({"role": view.role, "detail": view.detail});
+                                super::predicate::lookup(&status, path).cloned()
+                            })
+                        })
+                        .collect();
+                    values.iter().all(Option::is_some) && values.windows(2).all(|w| w[0] == w[1])
+                }
             };
             if holds {
                 return Ok(());
@@ -417,4 +438,6 @@ enum Until {
     Converged,
     /// At least this many of these nodes answer and satisfy the predicate.
     Status(StatusPredicate, Vec<String>, usize),
+    /// These nodes answer with one same value at this path.
+    Equal(String, Vec<String>),
 }
