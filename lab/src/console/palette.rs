@@ -33,6 +33,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("mark", "mark LABEL"),
     ("add-node", "add-node"),
+    (
+        "remove-node",
+        "remove-node NODE (projects with membership: Raft)",
+    ),
 ];
 
 /// Parses one palette line against the cluster's node ids: the step it asks for.
@@ -94,6 +98,10 @@ pub fn parse(line: &str, nodes: &[String]) -> Result<Step, String> {
             Step::Nemesis(parse_nemesis(rest).map_err(|e| format!("{e}; {}", usage("nemesis")))?)
         }
         "add-node" => Step::AddNode,
+        "remove-node" => {
+            need_args("a node")?;
+            Step::RemoveNode(Selector::One(rest.to_string()))
+        }
         other => {
             let close = complete(other);
             return Err(if close.is_empty() {
@@ -224,6 +232,15 @@ mod tests {
             Ok(Step::Load(LoadStep::Rate { rate: 500.0 }))
         );
         assert_eq!(parse("add-node", &nodes()), Ok(Step::AddNode));
+        assert_eq!(
+            parse("remove-node n2", &nodes()),
+            Ok(Step::RemoveNode(Selector::One("n2".into())))
+        );
+        assert!(
+            parse("remove-node", &nodes())
+                .unwrap_err()
+                .contains("needs a node")
+        );
         let Ok(Step::Nemesis(n)) = parse("nemesis kill,pause 30s", &nodes()) else {
             panic!("nemesis parses");
         };

@@ -4,7 +4,7 @@
 //! driver, checks) and listed once in [`PROJECTS`]; nothing else in the engine changes.
 
 use super::scenario::CheckSpec;
-use super::workload::Driver;
+use super::workload::{BoxFuture, Driver, Target};
 
 /// How many nodes of a role a cluster has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +58,17 @@ pub struct Project {
     pub checks: &'static [CheckSpec],
     /// Runs one node: `lab node <service> ARGS...` calls it with the usage name and ARGS.
     pub node_main: fn(&str, Vec<std::ffi::OsString>) -> std::process::ExitCode,
+    /// Tells the cluster that node `id` leaves it (Raft: a membership change through the
+    /// leader, which returns once it is committed), given every node's client address. `None`
+    /// for projects without membership: `remove-node` is refused for them.
+    pub remove_member: Option<RemoveMember>,
     /// Checks service flags a user adds to every node (`--read-mode lease`) before anything
     /// starts: `Err` says what is wrong, as the node itself would.
     pub check_node_flags: fn(&[String]) -> Result<(), String>,
 }
+
+/// See [`Project::remove_member`].
+pub type RemoveMember = for<'a> fn(&'a [Target], &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 
 /// The cluster to start: a project, its size, the seed for every random choice, and service
 /// flags added to every node's command line after the project's own (a scenario's

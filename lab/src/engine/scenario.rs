@@ -110,6 +110,10 @@ pub enum Step {
     /// `- add-node` (membership growth: the next node, `n4` in a 3-node cluster, starts)
     #[serde(rename = "add-node")]
     AddNode,
+    /// `- remove-node: n1` (membership shrink: the cluster is told the node leaves, then it
+    /// is stopped; projects with membership only)
+    #[serde(rename = "remove-node")]
+    RemoveNode(Selector),
 }
 
 /// A partition as text, or as a list of groups (`[[n1, n2], [n3]]`, which becomes `n1,n2 | n3`).
@@ -307,6 +311,7 @@ impl Step {
             Step::Partition(p) => format!("partition {p}"),
             Step::Heal => "heal".to_string(),
             Step::AddNode => "add-node".to_string(),
+            Step::RemoveNode(s) => format!("remove-node {}", sel(s)),
             Step::Link(l) => format!("link {l}"),
             Step::Load(LoadStep::Switch(LoadSwitch::Start)) => "load start".to_string(),
             Step::Load(LoadStep::Switch(LoadSwitch::Stop)) => "load stop".to_string(),
@@ -469,6 +474,12 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
                 )));
             }
         }
+        if matches!(step, Step::RemoveNode(_)) && project.remove_member.is_none() {
+            return Err(describe(format!(
+                "{} has no membership to remove a node from",
+                project.name
+            )));
+        }
         validate_step(step, &grown).map_err(describe)?;
     }
     for check in &scenario.check {
@@ -563,7 +574,8 @@ pub fn validate_step(step: &Step, nodes: &[String]) -> Result<(), String> {
         | Step::Pause(s)
         | Step::Resume(s)
         | Step::Restart(s)
-        | Step::Start(s) => check_selector(s),
+        | Step::Start(s)
+        | Step::RemoveNode(s) => check_selector(s),
         Step::Partition(spec) => {
             // `leader` is known when the step runs; any node stands in for it now.
             let shape = Partition::parse(&partition::with_leader(spec, &nodes[0]))?;

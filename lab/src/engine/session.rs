@@ -171,6 +171,7 @@ impl Session {
             Step::Partition(shape) => supervisor.partition(shape)?,
             Step::Heal => supervisor.heal(),
             Step::AddNode => self.add_node().await?,
+            Step::RemoveNode(s) => self.remove_nodes(s).await?,
             Step::Link(spec) => {
                 let (links, faults) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
                 supervisor.link(links, faults)?;
@@ -214,6 +215,31 @@ impl Session {
     /// clients reach the new node too.
     async fn add_node(&self) -> anyhow::Result<()> {
         self.supervisor.add_node().await?;
+        let info = self.load_info();
+        if let (true, Some(spec)) = (info.running, info.spec) {
+            self.start_load(spec).await?;
+        }
+        Ok(())
+    }
+
+    /// Membership shrink: tells the cluster each selected node leaves (the project's
+    /// membership change), then stops it; the workload's clients forget it.
+    async fn remove_nodes(&self, selector: &Selector) -> anyhow::Result<()> {
+        let project = self.supervisor.project();
+        let remove = project.remove_member.ok_or_else(|| {
+            distlab_runtime::BadInput(format!(
+                "{} has no membership to remove a node from",
+                project.name
+            ))
+        })?;
+        for id in self.resolve(selector).await? {
+            self.supervisor
+                .timeline()
+                .record(EventKind::Note, Some(&id), "leaving the membership");
+            let targets = self.targets().await;
+            remove(&targets, &id).await?;
+            self.supervisor.remove_node(&id).await?;
+        }
         let info = self.load_info();
         if let (true, Some(spec)) = (info.running, info.spec) {
             self.start_load(spec).await?;

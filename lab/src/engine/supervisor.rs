@@ -109,6 +109,8 @@ pub struct Supervisor {
     planned: Vec<String>,
     /// The nodes in the cluster (the first of `planned`): grows with `add_node`.
     members: std::sync::Mutex<usize>,
+    /// Nodes that left the cluster (`remove_node`): stopped, and no longer among its nodes.
+    removed: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// How many of `planned` formed the first cluster.
     initial: usize,
     /// What [`Supervisor::nodes`] reports, updated after every change: reading it never
@@ -174,6 +176,7 @@ impl Supervisor {
             slots,
             planned: ids,
             members: std::sync::Mutex::new(nodes),
+            removed: Default::default(),
             initial: nodes,
             published: std::sync::Mutex::new(BTreeMap::new()),
         };
@@ -202,10 +205,15 @@ impl Supervisor {
         &self.timeline
     }
 
-    /// The cluster's nodes (spares not yet added are not among them).
+    /// The cluster's nodes (spares not yet added, and nodes removed, are not among them).
     pub fn ids(&self) -> Vec<String> {
         let members = *self.members.lock().unwrap();
-        self.planned[..members].to_vec()
+        let removed = self.removed.lock().unwrap();
+        self.planned[..members]
+            .iter()
+            .filter(|id| !removed.contains(*id))
+            .cloned()
+            .collect()
     }
 
     fn slot(&self, id: &str) -> anyhow::Result<&tokio::sync::Mutex<Slot>> {
@@ -253,6 +261,22 @@ impl Supervisor {
         drop(slot);
         self.start(&id).await?;
         Ok(id)
+    }
+
+    /// Membership shrink, after the cluster was told node `id` left: stops it gracefully
+    /// and drops it from the cluster's nodes (its run dir stays).
+    pub async fn remove_node(&self, id: &str) -> anyhow::Result<()> {
+        if self.ids().len() <= 1 {
+            bail!("node {id} is the cluster's last node");
+        }
+        let running = self.slot(id)?.lock().await.process.is_some();
+        if running {
+            self.stop(id, Halt::Terminate, EventKind::Note).await?;
+        }
+        self.removed.lock().unwrap().insert(id.to_string());
+        self.timeline
+            .record(EventKind::Fault, Some(id), "remove-node");
+        Ok(())
     }
 
     /// Starts node `id` (it must be down) and waits until it is ready.

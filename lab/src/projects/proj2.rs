@@ -41,6 +41,7 @@ pub const PROJECT: Project = Project {
     initial_members_flag: Some("--initial-members"),
     node_main: distlab_raftkv::node::main,
     check_node_flags: distlab_raftkv::node::check_flags,
+    remove_member: Some(remove_member),
     workload: &Registers,
     checks: &[
         CheckSpec::Linearizable,
@@ -80,6 +81,29 @@ pub fn console() -> ProjectUi {
         ],
         views: vec![Box::new(ClusterView)],
     }
+}
+
+/// `remove-node`: a membership change through the leader (joint consensus), retried through
+/// leader changes until the deadline.
+fn remove_member<'a>(targets: &'a [Target], id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let policy = RetryPolicy {
+            max_attempts: 50,
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            ..RetryPolicy::default()
+        };
+        let reply = cluster_client(targets, policy)?
+            .remove_member(id)
+            .await
+            .map_err(|e| anyhow::anyhow!("removing {id}: {}", e.message()))?;
+        anyhow::ensure!(
+            !reply.voters.iter().any(|v| v == id),
+            "removing {id}: the committed membership still has it: {:?}",
+            reply.voters
+        );
+        Ok(())
+    })
 }
 
 fn key(index: usize) -> String {

@@ -383,17 +383,18 @@ impl pb::raft_kv_server::RaftKv for KvApi {
         let name = request.into_inner().id;
         distlab_runtime::cli::NodeId::parse(&name).map_err(Status::invalid_argument)?;
         let id = raft_id(&name);
-        tracing::info!(event = "membership_change", node = %name, "adding a node: learner first");
+        // A follower refuses (NotLeader); only the leader's progress goes on the timeline.
         self.raft
             .add_learner(id, Member { name: name.clone() }, true)
             .await
             .map_err(|e| self.membership_error(e))?;
-        tracing::info!(event = "membership_change", node = %name, "caught up; promoting to voter (joint consensus)");
+        tracing::info!(event = "membership_change", node = %name, "{name} caught up as a learner; promoting it to voter (joint consensus)");
         let reply = self
             .raft
             .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
             .await
             .map_err(|e| self.membership_error(e))?;
+        tracing::info!(event = "membership_change", node = %name, "{name} is a voter");
         Ok(self.membership_reply(reply.log_id.index))
     }
 
@@ -403,12 +404,12 @@ impl pb::raft_kv_server::RaftKv for KvApi {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let name = request.into_inner().id;
         let id = raft_id(&name);
-        tracing::info!(event = "membership_change", node = %name, "removing a node (joint consensus)");
         let reply = self
             .raft
             .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
             .await
             .map_err(|e| self.membership_error(e))?;
+        tracing::info!(event = "membership_change", node = %name, "{name} removed (joint consensus)");
         Ok(self.membership_reply(reply.log_id.index))
     }
 }

@@ -118,6 +118,7 @@ impl NodeStatus for RaftKvStatus {
             "log_entries": m.last_log_index.map_or(0, |last| last + 1 - m.purged.map_or(0, |p| p.index + 1)),
             "membership": {
                 "joint": members.configs.len() > 1,
+                "voters": members.voters.len(),
                 "configs": members.configs,
                 "learners": members.learners,
             },
