@@ -18,6 +18,51 @@ use crate::engine::workload::LoadSample;
 
 /// How many seconds of history the sparklines and state strips keep.
 pub const HISTORY_SECS: usize = 60;
+/// How many leadership marks are kept (elections included).
+const LEADER_MARKS_KEPT: usize = 2000;
+
+/// A change of leadership, or an election starting, read off the timeline: a node's
+/// `became_leader` (with its term), `stepped_down` or `election_started` event, or the
+/// leader's process stopping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderMark {
+    pub t: f64,
+    /// Who leads from `t` on (for a mark that is not an election).
+    pub leader: Option<String>,
+    pub term: Option<u64>,
+    /// An election started at `t` (the leader is unchanged by it).
+    pub election: bool,
+}
+
+impl LeaderMark {
+    /// The mark `event` makes, given who led before it.
+    fn of(event: &Event, leader: Option<&str>) -> Option<Self> {
+        use crate::engine::events::EventKind;
+        let node = event.node.as_deref()?;
+        let term = event.fields.get("term").and_then(|t| t.as_u64());
+        let mark = |leader: Option<&str>, election| LeaderMark {
+            t: event.t,
+            leader: leader.map(str::to_string),
+            term,
+            election,
+        };
+        let is_leader = leader == Some(node);
+        match event.kind {
+            EventKind::NodeEvent if event.what.starts_with("became_leader") => {
+                Some(mark(Some(node), false))
+            }
+            EventKind::NodeEvent if event.what.starts_with("election_started") => {
+                Some(mark(leader, true))
+            }
+            EventKind::NodeEvent if event.what.starts_with("stepped_down") && is_leader => {
+                Some(mark(None, false))
+            }
+            EventKind::NodeStopped | EventKind::NodeCrashed if is_leader => Some(mark(None, false)),
+            _ => None,
+        }
+    }
+}
+
 /// How many timeline events are kept for display.
 const EVENTS_KEPT: usize = 300;
 /// The workload rates `+` and `-` step through (ops/s).
@@ -120,6 +165,8 @@ pub struct App {
     pub model: ClusterModel,
     /// Newest last.
     pub events: VecDeque<Event>,
+    /// Who led when, from the timeline (for leader strips); newest last.
+    pub leadership: VecDeque<LeaderMark>,
     pub series: BTreeMap<String, NodeSeries>,
     pub load: LoadFigures,
     pub selected: usize,
@@ -148,6 +195,7 @@ impl App {
                 nodes: Vec::new(),
             },
             events: VecDeque::new(),
+            leadership: VecDeque::new(),
             series: BTreeMap::new(),
             load: LoadFigures::default(),
             selected: 0,
@@ -170,10 +218,25 @@ impl App {
     }
 
     pub fn push_event(&mut self, event: Event) {
+        if let Some(mark) = LeaderMark::of(&event, self.leader_now()) {
+            if self.leadership.len() == LEADER_MARKS_KEPT {
+                self.leadership.pop_front();
+            }
+            self.leadership.push_back(mark);
+        }
         if self.events.len() == EVENTS_KEPT {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+
+    /// The leader as of the newest leadership mark.
+    pub fn leader_now(&self) -> Option<&str> {
+        self.leadership
+            .iter()
+            .rev()
+            .find(|m| !m.election)
+            .and_then(|m| m.leader.as_deref())
     }
 
     /// Once a second: the workload's per-node totals, turned into rates, and every node's

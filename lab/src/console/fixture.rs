@@ -109,3 +109,87 @@ pub fn app() -> App {
     ];
     app
 }
+
+/// A Project 2 console: a 3-node Raft cluster whose old leader (n3) was killed, n1 leading
+/// in term 3 with n2 one entry behind, a snapshot taken; the elections on the timeline.
+pub fn raft_app() -> App {
+    let raft = |id: &str, role: &str, term: u64, applied: u64, last: u64| {
+        let mut view = node(id, ProcessState::Running, Health::Responsive);
+        view.role = Some(role.into());
+        view.detail = serde_json::json!({
+            "term": term, "leader": "n1", "snapshot": 500, "purged": 100, "applied": applied,
+            "committed": applied, "last_log_index": last, "log_entries": last - 400,
+            "membership": {"joint": false, "voters": 3, "configs": [["n2", "n1", "n3"]], "learners": []},
+            "replication": {"n1": {"matched": last, "lag": 0}, "n2": {"matched": 1203, "lag": 1}},
+        });
+        view
+    };
+    let mut n3 = raft("n3", "leader", 2, 900, 902);
+    n3.node.state = ProcessState::Down;
+    n3.node.pid = None;
+    n3.health = Health::Down;
+    let mut app = App::new(project::find("proj2").unwrap(), 2);
+    app.observe(ClusterModel {
+        project: "proj2",
+        elapsed_secs: 40.0,
+        nodes: vec![
+            raft("n1", "leader", 3, 1204, 1204),
+            raft("n2", "follower", 3, 1203, 1203),
+            n3,
+        ],
+    });
+    let event = |t: f64, kind: EventKind, node: &str, what: &str, term: Option<u64>| Event {
+        t,
+        kind,
+        node: Some(node.into()),
+        what: what.into(),
+        fields: term
+            .map(|term| {
+                serde_json::json!({ "term": term })
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .unwrap_or_default(),
+    };
+    for e in [
+        event(
+            0.3,
+            EventKind::NodeEvent,
+            "n3",
+            "election_started: asking for votes",
+            Some(2),
+        ),
+        event(
+            0.4,
+            EventKind::NodeEvent,
+            "n3",
+            "became_leader: became leader in term 2",
+            Some(2),
+        ),
+        event(
+            20.0,
+            EventKind::NodeStopped,
+            "n3",
+            "exited: signal: 9 (SIGKILL)",
+            None,
+        ),
+        event(
+            20.4,
+            EventKind::NodeEvent,
+            "n1",
+            "election_started: asking for votes",
+            Some(3),
+        ),
+        event(
+            20.5,
+            EventKind::NodeEvent,
+            "n1",
+            "became_leader: became leader in term 3",
+            Some(3),
+        ),
+    ] {
+        app.push_event(e);
+    }
+    app
+}

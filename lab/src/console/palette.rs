@@ -268,8 +268,8 @@ mod tests {
     #[test]
     fn tab_completes_the_command_word() {
         assert_eq!(complete_line("part").as_deref(), Some("partition "));
-        assert_eq!(complete_line("re"), None, "restart or resume");
-        assert_eq!(complete("re"), ["resume", "restart"]);
+        assert_eq!(complete_line("re"), None, "restart, resume or remove-node");
+        assert_eq!(complete("re"), ["resume", "restart", "remove-node"]);
         assert_eq!(complete_line("kill n1"), None);
     }
 }

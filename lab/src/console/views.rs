@@ -1,6 +1,7 @@
 //! The console's extension point: what each project adds to the screen. A project gives the
 //! node table its key figures (term, ring share, ISR count, lag...) and one or more views for
-//! the view pane, switched with Tab. The cluster view comes first for every project.
+//! the view pane, switched with Tab. Every project has the cluster view; a project may put its
+//! own view first (Project 2 opens on its Raft view).
 //!
 //! Adding a project's view: write a [`View`] (a widget drawing from the [`App`] state, never
 //! from a node) and list it in the project's `console()` (in `crate::projects`).

@@ -6,3 +6,4 @@
 
 pub mod proj0;
 pub mod proj2;
+pub mod raft_view;

@@ -18,6 +18,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::{Value, json};
 
+use super::raft_view::RaftView;
 use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number, detail_text};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
@@ -79,7 +80,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "snapshot"),
             },
         ],
-        views: vec![Box::new(ClusterView)],
+        views: vec![Box::new(RaftView), Box::new(ClusterView)],
     }
 }
 
