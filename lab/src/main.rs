@@ -126,6 +126,9 @@ impl CheckerName {
 enum ProjectBench {
     /// Project 0: closed-loop PUT and GET load against one kv node.
     Proj0(distlab_kv::bench::BenchArgs),
+    /// Project 2: Raft KV writes, reads (read-index vs lease), snapshots, failover, and
+    /// etcd under the same load.
+    Proj2(lab::projects::proj2::bench::Proj2BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -214,6 +217,12 @@ fn main() -> ExitCode {
                     };
                     distlab_kv::bench::run(&args, node).await?;
                     Ok(())
+                })
+            }
+            ProjectBench::Proj2(args) => {
+                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                    let exe = std::env::current_exe()?;
+                    lab::projects::proj2::bench::run(&args, exe).await
                 })
             }
             ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {

@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe {
         std::env::set_var("PROTOC", protoc);
     }
-    let protos = ["proto/kv/v1/kv.proto", "proto/raftkv/v1/raftkv.proto"];
+    let protos = [
+        "proto/kv/v1/kv.proto",
+        "proto/raftkv/v1/raftkv.proto",
+        "proto/etcd/kv.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

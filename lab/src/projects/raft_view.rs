@@ -359,8 +359,7 @@ fn leader_strip(
         );
         let leader = marks
             .iter()
-            .filter(|m| !m.election && m.t < to)
-            .next_back()
+            .rfind(|m| !m.election && m.t < to)
             .and_then(|m| m.leader.clone());
         let elected = marks.iter().any(|m| m.election && m.t >= from && m.t < to);
         elections.push(if elected { '^' } else { ' ' });

@@ -15,3 +15,9 @@ pub mod raftkv {
         tonic::include_proto!("raftkv.v1");
     }
 }
+
+/// A subset of etcd's v3 KV API, for benchmarking Project 2 against etcd (not a distlab
+/// service: the benchmark is its only client).
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}

@@ -82,6 +82,19 @@ impl RaftKvClient {
         })
     }
 
+    /// Another client of the same cluster over the same connections, with its own session
+    /// (and its own leader guess): many concurrent clients need not open many connections.
+    pub fn new_session(&self) -> Self {
+        Self {
+            nodes: self.nodes.clone(),
+            leader: Arc::new(AtomicUsize::new(self.leader.load(Ordering::Relaxed))),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+            session: rand::random(),
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     pub fn metrics(&self) -> &ClientMetrics {
         &self.metrics
     }

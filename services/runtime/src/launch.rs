@@ -272,6 +272,26 @@ async fn drain(
     }
 }
 
+/// Starts a program that is not a distlab node (etcd, which the Project 2 benchmark compares
+/// against) under the same rules: its own process group, SIGKILLed if the thread that started
+/// it dies and when the handle is dropped; stdout and stderr go to `log`.
+pub fn spawn_program(
+    mut command: Command,
+    log: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    command
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.as_std().get_program()))
+}
+
 /// Arranges for the child to get SIGKILL when the thread that spawned it dies.
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {

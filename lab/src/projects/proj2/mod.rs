@@ -8,6 +8,8 @@
 //! mutation that certainly did not apply is `fail`; a timeout or an unavailable cluster is
 //! `info` (it may have applied); the linearizability checker decides the rest.
 
+pub mod bench;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
