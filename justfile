@@ -23,8 +23,10 @@ scenario FILE *ARGS:
 up PROJ *ARGS:
     cargo run --release -p lab -- up {{PROJ}} {{ARGS}}
 
-# Benchmark: proj0, links or checker; one parseable line per figure (e.g. `just bench proj0 --clients 64`)
+# Benchmark: proj0, proj2, links, checker or console; one parseable line per figure (e.g. `just bench proj0 --clients 64`)
+# (proj2 also runs a 3-member etcd: the recipe installs Debian's etcd-server if it can)
 bench PROJ *ARGS:
+    if [ "{{PROJ}}" = proj2 ] && ! command -v etcd >/dev/null; then apt-get install -y etcd-server >/dev/null 2>&1 || sudo -n apt-get install -y etcd-server >/dev/null 2>&1 || echo "etcd-server is not installed: the etcd comparison will be skipped"; fi
     cargo run --release -p lab -- bench {{PROJ}} {{ARGS}}
 
 # Run one node of a project in the foreground (e.g. `just node proj0 --id n1`)

@@ -881,6 +881,35 @@ check:
     }
 
     #[test]
+    fn raft_steps_parse_and_are_refused_where_they_mean_nothing() {
+        let text = "name: r\nproject: proj2\nnodes: 5\nsteps:\n  - partition: majority-minority leader\n  - wait: {status: 'role == \"leader\"', count: 2}\n  - wait: {equal: detail.applied, on: [n1, n2], timeout: 5s}\n  - wait: one_leader\n  - kill: random-follower\n  - remove-node: leader\n";
+        let v = parse(text, "r.yaml").unwrap();
+        assert_eq!(
+            v.scenario.steps[5],
+            Step::RemoveNode(Selector::One("leader".into()))
+        );
+        assert_eq!(v.scenario.steps[1].describe(), "wait status role == \"leader\" on 2");
+        assert_eq!(
+            v.scenario.steps[3],
+            Step::Wait(WaitStep::Condition(Condition::OneLeader))
+        );
+        assert_eq!(v.scenario.steps[2].describe(), "wait equal detail.applied");
+
+        let proj0 = text.replace("proj2", "proj0").replace("  - wait: one_leader\n", "");
+        let e = error(&proj0);
+        assert!(
+            e.contains("step 5 (remove-node leader): proj0 has no membership"),
+            "{e}"
+        );
+        let e = error(&text.replace("count: 2", "count: 0"));
+        assert!(e.contains("count must be at least 1"), "{e}");
+        let e = error(&text.replace("equal: detail.applied", "equal: applied"));
+        assert!(e.contains("starts at role or detail"), "{e}");
+        let e = error(&text.replace("majority-minority leader", "majority-minority leader,n2,n3"));
+        assert!(e.contains("2 at most"), "{e}");
+    }
+
+    #[test]
     fn mistakes_are_named_with_their_place() {
         let unknown_field = GOOD.replace("nodes: 1", "nodez: 1");
         let e = error(&unknown_field);

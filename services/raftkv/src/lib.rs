@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod observer;
+pub mod proposer;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -255,6 +255,7 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         lease_clock,
         lease,
         metrics,
+        proposer: crate::proposer::Proposer::start(raft.clone()),
     };
     let status = Arc::new(RaftKvStatus {
         raft: raft.clone(),

@@ -1,9 +1,10 @@
 //! The gRPC services a raftkv node serves: `raftkv.v1.Raft` for its peers (openraft's RPCs)
 //! and `raftkv.v1.RaftKv` for clients.
 //!
-//! A client request flows: client -> leader's [`KvApi`] -> `Raft::client_write` (append to the
-//! leader's log, replicate, flushed on a majority = committed) -> the state machine applies
-//! it -> its outcome is the reply. A follower answers FAILED_PRECONDITION with metadata
+//! A client request flows: client -> leader's [`KvApi`] -> the [`Proposer`] (batched with
+//! the other mutations waiting) -> `Raft::client_write` (append to the leader's log,
+//! replicate, flushed on a majority = committed) -> the state machine applies it -> its
+//! outcome is the reply. A follower answers FAILED_PRECONDITION with metadata
 //! `raft-leader` naming the leader it knows; the client retries there (nothing is forwarded).
 //! Reads depend on `--read-mode` (see [`ReadMode`]).
 
@@ -18,6 +19,7 @@ use prost::bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use crate::lease::LeaseClock;
+use crate::proposer::Proposer;
 use crate::metrics::RaftKvMetrics;
 use crate::status::{Members, role_name};
 use crate::store::StateMachine;
@@ -104,6 +106,8 @@ pub struct KvApi {
     pub lease_clock: Arc<LeaseClock>,
     pub lease: Duration,
     pub metrics: RaftKvMetrics,
+    /// Where mutations go: batched into log entries.
+    pub proposer: Proposer,
 }
 
 /// Writes and reads longer than this are answered UNAVAILABLE (the client retries).
@@ -140,20 +144,20 @@ impl KvApi {
         };
         let started = Instant::now();
         self.metrics.proposals.inc();
-        let written = tokio::time::timeout(WAIT_LIMIT, self.raft.client_write(command))
+        let written = tokio::time::timeout(WAIT_LIMIT, self.proposer.propose(command))
             .await
             .map_err(|_| Status::unavailable("the write was not committed in time"))?;
         match written {
-            Ok(reply) => {
+            Ok((outcome, index)) => {
                 self.metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
-                if reply.data == Outcome::Stale {
+                if outcome == Outcome::Stale {
                     return Err(Status::unknown(
                         "a newer mutation of this session was applied; this one's answer is forgotten",
                     ));
                 }
-                Ok((reply.data, reply.log_id.index))
+                Ok((outcome, index))
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(self.not_leader(&forward))

@@ -11,10 +11,11 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
-    /// Project 2's Raft: commands in, outcomes out, members named, snapshots as bytes.
+    /// Project 2's Raft: proposals (batches of commands) in, one outcome per command out,
+    /// members named, snapshots as bytes.
     pub TypeConfig:
-        D = Command,
-        R = Outcome,
+        D = Proposal,
+        R = Vec<Outcome>,
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
@@ -77,7 +78,54 @@ pub struct Session {
     pub seq: u64,
 }
 
-/// What a log entry asks the state machine to do.
+/// What a log entry carries: the mutations of one or more client requests, proposed together
+/// so that one append, one flush and one replication round serve them all (openraft 0.9
+/// appends and flushes each `client_write` on its own, one after another: one entry per
+/// request would cost one fsync per request). Applied in order; each command gets its outcome.
+/// Entries written when every entry held one command still read, as a batch of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ProposalOnDisk")]
+pub struct Proposal {
+    pub commands: Vec<Command>,
+}
+
+/// The two shapes a proposal has had on disk: `{"commands": [...]}`, and before batching a
+/// bare command, `{"session": ..., "op": ...}`. One struct with every field reads both without
+/// buffering (an untagged enum would parse each entry twice).
+#[derive(Deserialize)]
+struct ProposalOnDisk {
+    #[serde(default)]
+    commands: Option<Vec<Command>>,
+    #[serde(default)]
+    session: Option<Session>,
+    #[serde(default)]
+    op: Option<Op>,
+}
+
+impl From<ProposalOnDisk> for Proposal {
+    fn from(wire: ProposalOnDisk) -> Self {
+        let commands = match (wire.commands, wire.op) {
+            (Some(commands), _) => commands,
+            (None, Some(op)) => vec![Command {
+                session: wire.session,
+                op,
+            }],
+            (None, None) => Vec::new(),
+        };
+        Self { commands }
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.commands.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => write!(f, "{} commands", many.len()),
+        }
+    }
+}
+
+/// What a client's mutation asks the state machine to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// `None`: apply every time it is proposed (no duplicate detection).
@@ -105,8 +153,6 @@ pub enum Op {
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// Blank and membership entries.
-    Nothing,
     Put,
     Deleted {
         existed: bool,

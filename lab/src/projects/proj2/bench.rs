@@ -65,6 +65,9 @@ pub struct Proj2BenchArgs {
     /// Leader kills in the failover phase.
     #[arg(long, default_value_t = 10)]
     pub kills: usize,
+    /// Service flags added to every raftkv node (after the phase's own), e.g. "--fsync never".
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true, default_value = "")]
+    pub node_flags: String,
     /// The etcd program (Debian: `apt-get install etcd-server`).
     #[arg(long, default_value = "etcd")]
     pub etcd: PathBuf,
@@ -177,7 +180,11 @@ impl Bench<'_> {
         proxies: bool,
         flags: &[&str],
     ) -> anyhow::Result<(Cluster, Vec<(String, SocketAddr)>)> {
-        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let flags: Vec<String> = flags
+            .iter()
+            .map(|f| f.to_string())
+            .chain(project::split_flags(&self.args.node_flags))
+            .collect();
         if proxies {
             let project = project::find("proj2").map_err(distlab_runtime::BadInput)?;
             let spec = ClusterSpec {
@@ -647,19 +654,22 @@ async fn write_until(
     while tasks.join_next().await.is_some() {}
 }
 
-/// The node that leads now, as the nodes report it.
-async fn leader_of(
-    client: &RaftKvClient,
-    addrs: &[(String, SocketAddr)],
-) -> anyhow::Result<String> {
+/// The node that leads now: of the nodes reporting `leader`, the one in the highest term (a
+/// restarted ex-leader may report its old term's role for a moment).
+async fn leader_of(client: &RaftKvClient, addrs: &[(String, SocketAddr)]) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        let mut best: Option<(u64, String)> = None;
         for (name, _) in addrs {
             if let Ok(status) = client.status_of(name).await
                 && status.role == "leader"
+                && best.as_ref().is_none_or(|(term, _)| status.term > *term)
             {
-                return Ok(name.clone());
+                best = Some((status.term, name.clone()));
             }
+        }
+        if let Some((_, name)) = best {
+            return Ok(name);
         }
         anyhow::ensure!(Instant::now() < deadline, "no node reports leading");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -273,7 +273,7 @@ impl StateMachine {
         Ok(())
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> anyhow::Result<Vec<Outcome>> {
+    fn apply_entries(&self, entries: Vec<Entry>) -> anyhow::Result<Vec<Vec<Outcome>>> {
         let _gate = self.gate.lock().unwrap();
         let mut pending = HashMap::new();
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -282,13 +282,15 @@ impl StateMachine {
         for entry in &entries {
             last = Some(entry.log_id);
             outcomes.push(match &entry.payload {
-                EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(command) => {
-                    self.apply_command(command, entry.log_id.index, &mut pending)?
-                }
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => proposal
+                    .commands
+                    .iter()
+                    .map(|command| self.apply_command(command, entry.log_id.index, &mut pending))
+                    .collect::<anyhow::Result<Vec<Outcome>>>()?,
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    Outcome::Nothing
+                    Vec::new()
                 }
             });
         }
@@ -409,7 +411,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         read().map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

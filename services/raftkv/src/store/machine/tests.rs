@@ -1,5 +1,5 @@
 use super::*;
-use crate::types::{Command, Op, Session};
+use crate::types::{Command, Op, Proposal, Session};
 
 fn open(dir: &std::path::Path) -> (sled::Db, StateMachine) {
     // A previous instance's flush thread lets go of the database shortly after its handles
@@ -23,9 +23,11 @@ fn open(dir: &std::path::Path) -> (sled::Db, StateMachine) {
 fn entry(index: u64, session: Option<(u64, u64)>, op: Op) -> Entry {
     Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Command {
-            session: session.map(|(client, seq)| Session { client, seq }),
-            op,
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![Command {
+                session: session.map(|(client, seq)| Session { client, seq }),
+                op,
+            }],
         }),
     }
 }
@@ -55,7 +57,8 @@ async fn commands_apply_in_order_and_duplicates_are_answered_not_applied() {
             entry(4, Some((8, 1)), cas(Some("a"), "c")),
         ])
         .await
-        .unwrap();
+        .unwrap()
+        .concat();
     assert_eq!(
         outcomes[0],
         Outcome::Cas {
@@ -86,7 +89,8 @@ async fn commands_apply_in_order_and_duplicates_are_answered_not_applied() {
             entry(7, None, Op::Delete { key: "k".into() }),
         ])
         .await
-        .unwrap();
+        .unwrap()
+        .concat();
     assert_eq!(later[0], outcomes[1]);
     assert_eq!(later[1], Outcome::Stale);
     assert_eq!(later[2], Outcome::Deleted { existed: true });
@@ -163,4 +167,56 @@ fn corrupt_snapshot_data_is_refused_with_a_reason() {
             .to_string()
             .contains("unexpected key")
     );
+}
+
+/// One entry may carry many clients' commands (the leader batches them): each gets its own
+/// outcome, in order, and a retry inside the same entry is answered, not applied.
+#[tokio::test]
+async fn a_proposal_applies_its_commands_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut sm) = open(dir.path());
+    let command = |client, seq, op| Command {
+        session: Some(Session { client, seq }),
+        op,
+    };
+    let batch = Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+        payload: EntryPayload::Normal(Proposal {
+            commands: vec![
+                command(1, 1, put("a", "1")),
+                command(2, 1, Op::Delete { key: "a".into() }),
+                command(1, 1, put("a", "1")),
+                command(3, 1, put("b", "2")),
+            ],
+        }),
+    };
+    let outcomes = sm.apply(vec![batch]).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [vec![
+            Outcome::Put,
+            Outcome::Deleted { existed: true },
+            Outcome::Put,
+            Outcome::Put
+        ]]
+    );
+    assert_eq!(sm.get("a").unwrap(), None, "the retry was not applied again");
+    assert_eq!(sm.get("b").unwrap(), Some(b"2".to_vec()));
+}
+
+/// Entries written when each held one command still read, as a proposal of one.
+#[test]
+fn proposals_read_both_shapes() {
+    let one = Command {
+        session: None,
+        op: put("k", "v"),
+    };
+    let old = serde_json::to_vec(&one).unwrap();
+    let read: Proposal = serde_json::from_slice(&old).unwrap();
+    assert_eq!(read.commands, [one.clone()]);
+    let new = Proposal {
+        commands: vec![one.clone(), one],
+    };
+    let read: Proposal = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
+    assert_eq!(read, new);
 }
