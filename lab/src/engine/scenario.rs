@@ -888,14 +888,19 @@ check:
             v.scenario.steps[5],
             Step::RemoveNode(Selector::One("leader".into()))
         );
-        assert_eq!(v.scenario.steps[1].describe(), "wait status role == \"leader\" on 2");
+        assert_eq!(
+            v.scenario.steps[1].describe(),
+            "wait status role == \"leader\" on 2"
+        );
         assert_eq!(
             v.scenario.steps[3],
             Step::Wait(WaitStep::Condition(Condition::OneLeader))
         );
         assert_eq!(v.scenario.steps[2].describe(), "wait equal detail.applied");
 
-        let proj0 = text.replace("proj2", "proj0").replace("  - wait: one_leader\n", "");
+        let proj0 = text
+            .replace("proj2", "proj0")
+            .replace("  - wait: one_leader\n", "");
         let e = error(&proj0);
         assert!(
             e.contains("step 5 (remove-node leader): proj0 has no membership"),

@@ -49,9 +49,7 @@ impl Proposer {
     /// entry is committed and applied.
     pub async fn propose(&self, command: Command) -> Written {
         let (reply, answer) = oneshot::channel();
-        let stopped = || {
-            RaftError::Fatal(openraft::error::Fatal::Stopped)
-        };
+        let stopped = || RaftError::Fatal(openraft::error::Fatal::Stopped);
         self.queue
             .send(Waiting { command, reply })
             .map_err(|_| stopped())?;

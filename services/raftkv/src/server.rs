@@ -19,8 +19,8 @@ use prost::bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use crate::lease::LeaseClock;
-use crate::proposer::Proposer;
 use crate::metrics::RaftKvMetrics;
+use crate::proposer::Proposer;
 use crate::status::{Members, role_name};
 use crate::store::StateMachine;
 use crate::types::{Command, Member, Names, Op, Outcome, Raft, RaftId, Session, raft_id};

@@ -66,7 +66,12 @@ pub struct Proj2BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub kills: usize,
     /// Service flags added to every raftkv node (after the phase's own), e.g. "--fsync never".
-    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true, default_value = "")]
+    #[arg(
+        long,
+        value_name = "FLAGS",
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
     pub node_flags: String,
     /// The etcd program (Debian: `apt-get install etcd-server`).
     #[arg(long, default_value = "etcd")]
@@ -656,7 +661,10 @@ async fn write_until(
 
 /// The node that leads now: of the nodes reporting `leader`, the one in the highest term (a
 /// restarted ex-leader may report its old term's role for a moment).
-async fn leader_of(client: &RaftKvClient, addrs: &[(String, SocketAddr)]) -> anyhow::Result<String> {
+async fn leader_of(
+    client: &RaftKvClient,
+    addrs: &[(String, SocketAddr)],
+) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut best: Option<(u64, String)> = None;

@@ -200,7 +200,11 @@ async fn a_proposal_applies_its_commands_in_order() {
             Outcome::Put
         ]]
     );
-    assert_eq!(sm.get("a").unwrap(), None, "the retry was not applied again");
+    assert_eq!(
+        sm.get("a").unwrap(),
+        None,
+        "the retry was not applied again"
+    );
     assert_eq!(sm.get("b").unwrap(), Some(b"2".to_vec()));
 }
 
@@ -219,4 +223,24 @@ fn proposals_read_both_shapes() {
     };
     let read: Proposal = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
     assert_eq!(read, new);
+}
+
+/// Values travel as base64 text; entries written with byte arrays still read.
+#[test]
+fn values_are_text_and_old_arrays_still_read() {
+    let cas = Op::Cas {
+        key: "k".into(),
+        expected: Some(b"old".to_vec()),
+        new: b"new".to_vec(),
+    };
+    let text = serde_json::to_string(&cas).unwrap();
+    assert!(text.contains("\"bmV3\""), "{text}");
+    assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), cas);
+    let old = r#"{"Cas":{"key":"k","expected":[111,108,100],"new":[110,101,119]}}"#;
+    assert_eq!(serde_json::from_str::<Op>(old).unwrap(), cas);
+    let absent = r#"{"Cas":{"key":"k","expected":null,"new":"bmV3"}}"#;
+    assert!(matches!(
+        serde_json::from_str::<Op>(absent).unwrap(),
+        Op::Cas { expected: None, .. }
+    ));
 }
