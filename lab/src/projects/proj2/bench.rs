@@ -390,7 +390,7 @@ impl Bench<'_> {
         self.ready(&client).await?;
         let mut gaps = Vec::new();
         for _ in 0..self.args.kills {
-            let leader = leader_of(&client, &addrs).await?;
+            let leader = settled_leader(&client, &addrs).await?;
             let recorder = SuccessTimes::default();
             let stop = tokio_util::sync::CancellationToken::new();
             let load = tokio::spawn(write_until(
@@ -407,7 +407,7 @@ impl Bench<'_> {
             let resumed = tokio::time::timeout(Duration::from_secs(30), async {
                 loop {
                     if recorder
-                        .after(killed_at)
+                        .first_sent_after(killed_at)
                         .is_some_and(|t| t.elapsed() > Duration::from_millis(300))
                     {
                         break;
@@ -424,8 +424,6 @@ impl Bench<'_> {
                 .context("no write succeeded before the kill")?;
             gaps.push(gap);
             supervisor.start(&leader).await?;
-            // Let the restarted node catch up before the next kill.
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         gaps.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -600,24 +598,37 @@ where
     })
 }
 
-/// When writes succeeded, for the failover figure.
+/// When writes succeeded (and when each was sent), for the failover figure.
 #[derive(Clone, Default)]
-struct SuccessTimes(Arc<std::sync::Mutex<Vec<Instant>>>);
+struct SuccessTimes(Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>);
 
 impl SuccessTimes {
-    fn record(&self) {
-        self.0.lock().unwrap().push(Instant::now());
+    fn record(&self, sent: Instant) {
+        self.0.lock().unwrap().push((sent, Instant::now()));
     }
 
-    /// The first success after `t`.
-    fn after(&self, t: Instant) -> Option<Instant> {
-        self.0.lock().unwrap().iter().copied().find(|s| *s > t)
+    /// When the first write *sent* after `t` succeeded: one the killed leader cannot have
+    /// answered (an answer already in flight at the kill may land just after it).
+    fn first_sent_after(&self, t: Instant) -> Option<Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(sent, _)| *sent > t)
+            .map(|(_, done)| *done)
+            .min()
     }
 
     /// The longest gap between consecutive successes that starts at or after the last success
     /// before `t` and ends after `t`.
     fn gap_around(&self, t: Instant) -> Option<Duration> {
-        let mut times = self.0.lock().unwrap().clone();
+        let mut times: Vec<Instant> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, done)| *done)
+            .collect();
         times.sort();
         let from = times.iter().rposition(|s| *s <= t)?;
         times[from..]
@@ -646,12 +657,13 @@ async fn write_until(
             while !stop.is_cancelled() {
                 n += 1;
                 let key = format!("failover-{i}-{}", n % 100);
+                let sent = Instant::now();
                 let written = tokio::select! {
                     r = session.put(&key, value.clone()) => r.is_ok(),
                     () = stop.cancelled() => break,
                 };
                 if written {
-                    times.record();
+                    times.record(sent);
                 }
             }
         });
@@ -659,27 +671,47 @@ async fn write_until(
     while tasks.join_next().await.is_some() {}
 }
 
-/// The node that leads now: of the nodes reporting `leader`, the one in the highest term (a
-/// restarted ex-leader may report its old term's role for a moment).
-async fn leader_of(
+/// The leader, once the cluster is settled: every node answers, one of them leads, all are in
+/// its term, and that has not changed for half a second (a node restarted by the previous
+/// kill may still be rejoining, or start an election of its own).
+async fn settled_leader(
     client: &RaftKvClient,
     addrs: &[(String, SocketAddr)],
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen: Option<(String, u64, Instant)> = None;
     loop {
-        let mut best: Option<(u64, String)> = None;
+        let mut statuses = Vec::new();
         for (name, _) in addrs {
-            if let Ok(status) = client.status_of(name).await
-                && status.role == "leader"
-                && best.as_ref().is_none_or(|(term, _)| status.term > *term)
-            {
-                best = Some((status.term, name.clone()));
+            if let Ok(status) = client.status_of(name).await {
+                statuses.push(status);
             }
         }
-        if let Some((_, name)) = best {
-            return Ok(name);
+        let leaders: Vec<_> = statuses.iter().filter(|s| s.role == "leader").collect();
+        let now = match leaders.as_slice() {
+            [leader]
+                if statuses.len() == addrs.len()
+                    && statuses.iter().all(|s| s.term == leader.term) =>
+            {
+                Some((leader.id.clone(), leader.term))
+            }
+            _ => None,
+        };
+        match (&seen, now) {
+            (Some((id, term, since)), Some((now_id, now_term)))
+                if *id == now_id && *term == now_term =>
+            {
+                if since.elapsed() >= Duration::from_millis(500) {
+                    return Ok(now_id);
+                }
+            }
+            (_, Some((id, term))) => seen = Some((id, term, Instant::now())),
+            (_, None) => seen = None,
         }
-        anyhow::ensure!(Instant::now() < deadline, "no node reports leading");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the cluster did not settle on one leader within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
