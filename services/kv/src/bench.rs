@@ -10,13 +10,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use distlab_runtime::BadInput;
+use distlab_runtime::bench::{Figure, Op, closed_loop};
 use distlab_runtime::launch::NodeProcess;
 use distlab_runtime::retry::RetryPolicy;
-use hdrhistogram::Histogram;
 use prost::bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -66,36 +66,6 @@ pub struct BenchArgs {
 pub struct NodeCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Put => "put",
-            Op::Get => "get",
-        }
-    }
-}
-
-/// One measured phase.
-pub struct Figure {
-    pub op: &'static str,
-    pub ops: u64,
-    pub errors: u64,
-    pub seconds: f64,
-    pub latency_us: Histogram<u64>,
-}
-
-impl Figure {
-    pub fn ops_per_sec(&self) -> f64 {
-        self.ops as f64 / self.seconds
-    }
 }
 
 /// Runs the benchmark and prints one line per figure; returns the figures.
@@ -187,10 +157,10 @@ async fn load(args: &BenchArgs, addr: SocketAddr, store: &str) -> anyhow::Result
     fill(&clients, &keys, &value, args.clients).await?;
     let mut figures = Vec::new();
     for op in [Op::Put, Op::Get] {
-        let figure = phase(op, &clients, &keys, &value, args).await;
+        let figure = phase(op, &clients, &keys, &value, args).await?;
         println!(
             "bench=proj0 op={} store={store} clients={} connections={} node_threads={} client_threads={} value_bytes={} seconds={:.3} ops={} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} errors={}",
-            figure.op,
+            op.name(),
             args.clients,
             args.connections,
             args.node_threads,
@@ -199,9 +169,9 @@ async fn load(args: &BenchArgs, addr: SocketAddr, store: &str) -> anyhow::Result
             figure.seconds,
             figure.ops,
             figure.ops_per_sec(),
-            figure.latency_us.value_at_quantile(0.50),
-            figure.latency_us.value_at_quantile(0.99),
-            figure.latency_us.value_at_quantile(0.999),
+            figure.us_at(0.50),
+            figure.us_at(0.99),
+            figure.us_at(0.999),
             figure.errors,
         );
         figures.push(figure);
@@ -244,60 +214,23 @@ async fn phase(
     keys: &Arc<Vec<Bytes>>,
     value: &Bytes,
     args: &BenchArgs,
-) -> Figure {
-    let start = Instant::now();
-    let measure_from = start + args.warmup;
-    let stop_at = measure_from + args.duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..args.clients {
+) -> anyhow::Result<Figure> {
+    closed_loop(args.clients, args.warmup, args.duration, |worker| {
         let client = clients[worker % clients.len()].clone();
         let keys = keys.clone();
         let value = value.clone();
-        tasks.spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(worker as u64);
-            let mut latency = new_histogram();
-            let (mut ops, mut errors) = (0u64, 0u64);
-            loop {
-                let sent = Instant::now();
-                if sent >= stop_at {
-                    break;
-                }
-                let key = keys[rng.random_range(0..keys.len())].clone();
-                let ok = match op {
-                    Op::Put => client.put(key, value.clone()).await.is_ok(),
-                    Op::Get => client.get(key).await.is_ok(),
-                };
-                if sent >= measure_from {
-                    if ok {
-                        ops += 1;
-                        latency.saturating_record(sent.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                    }
+        let mut rng = SmallRng::seed_from_u64(worker as u64);
+        move || {
+            let client = client.clone();
+            let key = keys[rng.random_range(0..keys.len())].clone();
+            let value = value.clone();
+            async move {
+                match op {
+                    Op::Put => client.put(key, value).await.map(|_| ()),
+                    Op::Get => client.get(key).await.map(|_| ()),
                 }
             }
-            (ops, errors, latency)
-        });
-    }
-    let mut figure = Figure {
-        op: op.name(),
-        ops: 0,
-        errors: 0,
-        seconds: args.duration.as_secs_f64(),
-        latency_us: new_histogram(),
-    };
-    while let Some(done) = tasks.join_next().await {
-        let (ops, errors, latency) = done.expect("a bench client panicked");
-        figure.ops += ops;
-        figure.errors += errors;
-        figure
-            .latency_us
-            .add(latency)
-            .expect("histograms have the same bounds");
-    }
-    figure
-}
-
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+        }
+    })
+    .await
 }

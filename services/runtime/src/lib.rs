@@ -27,6 +27,7 @@
 //! [`admin::NodeStatus`].
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod duration;
 pub mod launch;

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use distlab_proto::etcdserverpb as etcd;
 use distlab_raftkv::client::RaftKvClient;
+use distlab_runtime::bench::{Figure, Op, closed_loop};
 use distlab_runtime::launch::{LaunchOptions, NodeProcess};
 use distlab_runtime::retry::RetryPolicy;
-use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::Command;
@@ -87,47 +87,17 @@ pub enum Phase {
     Etcd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Put => "put",
-            Op::Get => "get",
-        }
-    }
-}
-
-/// What one load run measured.
-#[derive(Debug, Clone, Copy)]
-struct Figure {
-    seconds: f64,
-    ops: u64,
-    errors: u64,
-    p50_us: u64,
-    p99_us: u64,
-}
-
-impl Figure {
-    fn ops_per_sec(&self) -> f64 {
-        self.ops as f64 / self.seconds.max(1e-9)
-    }
-
-    fn line(&self, labels: &str) -> String {
-        format!(
-            "bench=proj2 {labels} seconds={:.3} ops={} ops_per_sec={:.0} p50_us={} p99_us={} errors={}",
-            self.seconds,
-            self.ops,
-            self.ops_per_sec(),
-            self.p50_us,
-            self.p99_us,
-            self.errors
-        )
-    }
+/// One figure's line: `bench=proj2 LABELS seconds=... ops=... ops_per_sec=... p50_us=...`.
+fn line(figure: &Figure, labels: &str) -> String {
+    format!(
+        "bench=proj2 {labels} seconds={:.3} ops={} ops_per_sec={:.0} p50_us={} p99_us={} errors={}",
+        figure.seconds,
+        figure.ops,
+        figure.ops_per_sec(),
+        figure.us_at(0.5),
+        figure.us_at(0.99),
+        figure.errors
+    )
 }
 
 pub async fn run(args: &Proj2BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
@@ -318,11 +288,14 @@ impl Bench<'_> {
                     let figure = self.load_raftkv(&client, Op::Put, clients).await?;
                     println!(
                         "{}",
-                        figure.line(&format!(
-                            "system=raftkv op=put nodes={nodes} proxies={} clients={clients} value_bytes={}",
-                            on_off(proxies),
-                            self.args.value_size
-                        ))
+                        line(
+                            &figure,
+                            &format!(
+                                "system=raftkv op=put nodes={nodes} proxies={} clients={clients} value_bytes={}",
+                                on_off(proxies),
+                                self.args.value_size
+                            )
+                        )
                     );
                     if nodes == 3 && !proxies && clients == 64 {
                         anchor = Some(figure);
@@ -344,10 +317,13 @@ impl Bench<'_> {
             let figure = self.load_raftkv(&client, Op::Get, 64).await?;
             println!(
                 "{}",
-                figure.line(&format!(
-                    "system=raftkv op=get read_mode={mode} nodes=3 proxies=off clients=64 value_bytes={}",
-                    self.args.value_size
-                ))
+                line(
+                    &figure,
+                    &format!(
+                        "system=raftkv op=get read_mode={mode} nodes=3 proxies=off clients=64 value_bytes={}",
+                        self.args.value_size
+                    )
+                )
             );
             figures.push(figure);
         }
@@ -355,7 +331,8 @@ impl Bench<'_> {
             "bench=proj2 figure=lease_vs_read_index ratio={:.2}",
             figures[1].ops_per_sec() / figures[0].ops_per_sec().max(1e-9)
         );
-        Ok((figures[0], figures[1]))
+        let read_index = figures.remove(0);
+        Ok((read_index, figures.remove(0)))
     }
 
     /// PUT latency without snapshots, then with one every 2,000 entries (and the log purged
@@ -370,10 +347,13 @@ impl Bench<'_> {
             let figure = self.load_raftkv(&client, Op::Put, 64).await?;
             println!(
                 "{}",
-                figure.line(&format!(
-                    "system=raftkv op=put snapshots={label} nodes=3 proxies=off clients=64 value_bytes={}",
-                    self.args.value_size
-                ))
+                line(
+                    &figure,
+                    &format!(
+                        "system=raftkv op=put snapshots={label} nodes=3 proxies=off clients=64 value_bytes={}",
+                        self.args.value_size
+                    )
+                )
             );
         }
         Ok(())
@@ -508,11 +488,14 @@ impl Bench<'_> {
             .await?;
             println!(
                 "{}",
-                figure.line(&format!(
-                    "system=etcd op={} nodes=3 proxies=off clients=64 value_bytes={}",
-                    op.name(),
-                    self.args.value_size
-                ))
+                line(
+                    &figure,
+                    &format!(
+                        "system=etcd op={} nodes=3 proxies=off clients=64 value_bytes={}",
+                        op.name(),
+                        self.args.value_size
+                    )
+                )
             );
             figures.push(figure);
         }
@@ -521,14 +504,14 @@ impl Bench<'_> {
             println!(
                 "bench=proj2 figure=raftkv_vs_etcd op=put clients=64 throughput_ratio={:.2} p99_ratio={:.2}",
                 ours.ops_per_sec() / figures[0].ops_per_sec().max(1e-9),
-                ours.p99_us as f64 / figures[0].p99_us.max(1) as f64
+                ours.us_at(0.99) as f64 / figures[0].us_at(0.99).max(1) as f64
             );
         }
         if let Some(reads) = ours_reads {
             println!(
                 "bench=proj2 figure=raftkv_vs_etcd op=get read_mode=read-index clients=64 throughput_ratio={:.2} p99_ratio={:.2}",
                 reads.ops_per_sec() / figures[1].ops_per_sec().max(1e-9),
-                reads.p99_us as f64 / figures[1].p99_us.max(1) as f64
+                reads.us_at(0.99) as f64 / figures[1].us_at(0.99).max(1) as f64
             );
         }
         Ok(())
@@ -541,61 +524,6 @@ fn on_off(on: bool) -> &'static str {
 
 fn key(k: usize) -> String {
     format!("key{k:06}")
-}
-
-/// Runs `clients` loops, each calling its own `make(i)()` again as soon as the previous call
-/// finished, for `warmup` unrecorded and then `duration` recorded.
-async fn closed_loop<M, F, Fut>(
-    clients: usize,
-    warmup: Duration,
-    duration: Duration,
-    mut make: M,
-) -> anyhow::Result<Figure>
-where
-    M: FnMut(usize) -> F,
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let start = Instant::now() + warmup;
-    let end = start + duration;
-    let mut tasks = Vec::new();
-    for i in 0..clients.max(1) {
-        let mut call = make(i);
-        tasks.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-            let mut errors = 0u64;
-            loop {
-                let began = Instant::now();
-                if began >= end {
-                    break;
-                }
-                let outcome = call().await;
-                if began < start {
-                    continue;
-                }
-                match outcome {
-                    Ok(()) => histogram.saturating_record(began.elapsed().as_micros() as u64),
-                    Err(_) => errors += 1,
-                }
-            }
-            (histogram, errors)
-        }));
-    }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut errors = 0;
-    for task in tasks {
-        let (histogram, e) = task.await.context("a load client panicked")?;
-        all.add(&histogram).context("merging latencies")?;
-        errors += e;
-    }
-    Ok(Figure {
-        seconds: duration.as_secs_f64(),
-        ops: all.len(),
-        errors,
-        p50_us: all.value_at_quantile(0.5),
-        p99_us: all.value_at_quantile(0.99),
-    })
 }
 
 /// When writes succeeded (and when each was sent), for the failover figure.

@@ -217,7 +217,7 @@ fn proposals_read_both_shapes() {
     };
     let old = serde_json::to_vec(&one).unwrap();
     let read: Proposal = serde_json::from_slice(&old).unwrap();
-    assert_eq!(read.commands, [one.clone()]);
+    assert_eq!(read.commands, std::slice::from_ref(&one));
     let new = Proposal {
         commands: vec![one.clone(), one],
     };
