@@ -91,8 +91,8 @@ pub fn list_scenarios() {
     println!("\nscenarios ({}):", dir.display());
     for file in files {
         match scenario::load(&file) {
-            Ok(v) => println!("  {:<28} {}", v.scenario.name, v.scenario.description),
-            Err(e) => println!("  {:<28} (invalid: {e})", file.display()),
+            Ok(v) => println!("  {:<32} {}", v.scenario.name, v.scenario.description),
+            Err(e) => println!("  {:<32} (invalid: {e})", file.display()),
         }
     }
 }
