@@ -30,10 +30,6 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = validated.cluster(args.seed, &args.node_flags).check() {
-        eprintln!("error: --node-flags: {e}");
-        return ExitCode::from(2);
-    }
     distlab_runtime::node::run_cli("lab", "warn", || async move {
         let report = match &args.record {
             None => {

@@ -48,6 +48,12 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// What status predicates and paths are read from: `{"role": ..., "detail": ...}`, as the
+    /// node last reported them.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({"role": self.role, "detail": self.detail})
+    }
+
     /// The role it reports now: only a node that answered its last poll has one (a down or
     /// paused node's last role is history: a dead leader is not the leader).
     pub fn live_role(&self) -> Option<&str> {

@@ -215,11 +215,7 @@ impl Session {
     /// clients reach the new node too.
     async fn add_node(&self) -> anyhow::Result<()> {
         self.supervisor.add_node().await?;
-        let info = self.load_info();
-        if let (true, Some(spec)) = (info.running, info.spec) {
-            self.start_load(spec).await?;
-        }
-        Ok(())
+        self.reconnect_load().await
     }
 
     /// Membership shrink: tells the cluster each selected node leaves (the project's
@@ -240,6 +236,12 @@ impl Session {
             remove(&targets, &id).await?;
             self.supervisor.remove_node(&id).await?;
         }
+        self.reconnect_load().await
+    }
+
+    /// After the cluster's nodes changed: a running workload starts again with clients for
+    /// the nodes there are now.
+    async fn reconnect_load(&self) -> anyhow::Result<()> {
         let info = self.load_info();
         if let (true, Some(spec)) = (info.running, info.spec) {
             self.start_load(spec).await?;
@@ -396,12 +398,8 @@ impl Session {
                 Until::Status(predicate, on, count) => {
                     on.iter()
                         .filter(|id| {
-                            up.iter().any(|view| {
-                                view.node.id == **id
-                                && predicate.holds(
-                                    &serde_json::json!({"role": view.role, "detail": view.detail}),
-                                )
-                            })
+                            up.iter()
+                                .any(|view| view.node.id == **id && predicate.holds(&view.status()))
                         })
                         .count()
                         >= *count
@@ -411,9 +409,7 @@ impl Session {
                         .iter()
                         .map(|id| {
                             up.iter().find(|view| view.node.id == *id).and_then(|view| {
-                                let status =
-                                    serde_json::json!({"role": view.role, "detail": view.detail});
-                                super::predicate::lookup(&status, path).cloned()
+                                super::predicate::lookup(&view.status(), path).cloned()
                             })
                         })
                         .collect();

@@ -352,22 +352,28 @@ fn leader_strip(
     let start = now - HISTORY_SECS as f64;
     let mut leaders = Vec::with_capacity(width);
     let mut elections = String::with_capacity(width);
+    // Marks are in time order: one pass, carrying who leads from column to column.
+    let mut marks = marks.iter().peekable();
+    let mut leader: Option<&str> = None;
     for column in 0..width {
         let (from, to) = (
             start + column as f64 * span,
             start + (column + 1) as f64 * span,
         );
-        let leader = marks
-            .iter()
-            .rfind(|m| !m.election && m.t < to)
-            .and_then(|m| m.leader.clone());
-        let elected = marks.iter().any(|m| m.election && m.t >= from && m.t < to);
+        let mut elected = false;
+        while let Some(mark) = marks.next_if(|m| m.t < to) {
+            if mark.election {
+                elected |= mark.t >= from;
+            } else {
+                leader = mark.leader.as_deref();
+            }
+        }
         elections.push(if elected { '^' } else { ' ' });
         leaders.push(match leader {
             Some(id) => {
                 // The id's last character: n1 -> 1.
                 let short = id.chars().last().map_or(String::new(), String::from);
-                Span::styled(short, Style::default().fg(node_color(nodes, &id)))
+                Span::styled(short, Style::default().fg(node_color(nodes, id)))
             }
             None => Span::styled("·", dim()),
         });

@@ -439,7 +439,7 @@ impl Bench<'_> {
         };
         eprintln!("etcd: {version}");
         let members = EtcdCluster::start(&self.args.etcd, &self.work.join("etcd")).await?;
-        let channels = members.channels()?;
+        let channels = members.channels.clone();
         let value = vec![b'v'; self.args.value_size];
         for k in 0..self.args.keys {
             etcd::kv_client::KvClient::new(channels[0].clone())
@@ -647,7 +647,8 @@ async fn settled_leader(
 /// Three etcd members on loopback; dropping it kills them.
 struct EtcdCluster {
     _members: Vec<tokio::process::Child>,
-    clients: Vec<SocketAddr>,
+    /// One channel per member's client address.
+    channels: Vec<tonic::transport::Channel>,
 }
 
 impl EtcdCluster {
@@ -666,7 +667,7 @@ impl EtcdCluster {
             .map(|(i, n)| format!("{n}={}", peer(i)))
             .collect();
         let mut members = Vec::new();
-        let mut clients = Vec::new();
+        let mut channels = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let client = format!("http://127.0.0.1:{}", ports[i]);
             let mut command = Command::new(program);
@@ -697,17 +698,20 @@ impl EtcdCluster {
                 command,
                 &dir.join(format!("{name}.log")),
             )?);
-            clients.push(SocketAddr::from(([127, 0, 0, 1], ports[i])));
+            channels.push(
+                tonic::transport::Endpoint::from_shared(client)?
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            );
         }
         let cluster = Self {
             _members: members,
-            clients,
+            channels,
         };
         // Ready when a linearizable read succeeds (a leader is elected).
         let deadline = Instant::now() + Duration::from_secs(30);
-        let channels = cluster.channels()?;
         loop {
-            let mut kv = etcd::kv_client::KvClient::new(channels[0].clone());
+            let mut kv = etcd::kv_client::KvClient::new(cluster.channels[0].clone());
             let ready = kv
                 .range(etcd::RangeRequest {
                     key: b"ready".to_vec().into(),
@@ -725,18 +729,5 @@ impl EtcdCluster {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-    }
-
-    fn channels(&self) -> anyhow::Result<Vec<tonic::transport::Channel>> {
-        self.clients
-            .iter()
-            .map(|addr| {
-                Ok(
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                        .tcp_nodelay(true)
-                        .connect_lazy(),
-                )
-            })
-            .collect()
     }
 }
