@@ -5,8 +5,9 @@
 //!
 //! Measured on the history, not on node logs: the longest gap between two consecutive
 //! successful completions that starts at or after the last success before the fault and
-//! ends before the next disruptive fault. (An answer already on its way when the fault hit
-//! may land just after it; the gap then starts there, which is still the truth.)
+//! before the next fault event (the fault's undo, or another fault). An answer already on its
+//! way when the fault hit may land just after it; the gap then starts there, which is still
+//! the truth.
 
 use serde::Serialize;
 
@@ -42,14 +43,20 @@ pub fn outages(history: &[super::history::Op], timeline: &[Event]) -> Vec<Outage
     oks.sort_by(f64::total_cmp);
     let faults: Vec<&Event> = timeline
         .iter()
-        .filter(|e| e.kind == EventKind::Fault && DISRUPTIVE.iter().any(|d| e.what.starts_with(d)))
+        .filter(|e| e.kind == EventKind::Fault)
         .collect();
     let mut found = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
+        if !DISRUPTIVE.iter().any(|d| fault.what.starts_with(d)) {
+            continue;
+        }
+        // Up to the next fault of any kind (its undo, or another fault): a gap that runs past
+        // it still counts, one that starts after it is not this fault's.
         let until = faults.get(i + 1).map_or(f64::INFINITY, |next| next.t);
-        // The last success before the fault, and every later one up to the next fault.
+        // The last success before the fault, every later one before `until`, and the first
+        // success after it.
         let from = oks.partition_point(|&t| t < fault.t).saturating_sub(1);
-        let to = oks.partition_point(|&t| t < until);
+        let to = (oks.partition_point(|&t| t < until) + 1).min(oks.len());
         let Some((last_ok, first_ok)) = oks
             .get(from..to)
             .unwrap_or_default()
