@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use distlab_runtime::node::Threads;
 use lab::engine::project::split_flags;
 
 #[derive(Debug, Parser)]
@@ -220,7 +221,9 @@ fn main() -> ExitCode {
                 })
             }
             ProjectBench::Proj2(args) => {
-                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                // The load shares the cores with the cluster it drives: one thread, like the
+                // nodes (see `Threads::One`).
+                distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
                     let exe = std::env::current_exe()?;
                     lab::projects::proj2::bench::run(&args, exe).await
                 })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::NodeArgs;
-use distlab_runtime::node::Node;
+use distlab_runtime::node::{Node, Threads};
 use serde_json::json;
 use tonic::service::Routes;
 
@@ -83,7 +83,7 @@ pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitC
 /// Runs a node with its telemetry and runtime until it stops; the process's exit code.
 pub fn run_blocking(args: KvNodeArgs) -> std::process::ExitCode {
     let id = args.node.id.to_string();
-    distlab_runtime::node::run_main("kv", &id, "info", || run(args))
+    distlab_runtime::node::run_main("kv", &id, "info", Threads::PerCore, || run(args))
 }
 
 /// How often expired idempotency tokens are swept.

@@ -257,7 +257,7 @@ impl RaftKvClient {
     fn redirect(&self, index: usize, name: &str, status: Status, silent: &Silent) -> Status {
         let not_leader = status.metadata().contains_key(LEADER_HINT);
         if !not_leader {
-            if !distlab_runtime::retry::is_retryable(status.code()) {
+            if !distlab_runtime::retry::is_retryable(&status) {
                 return status;
             }
             silent.mark(index);
@@ -313,4 +313,46 @@ fn with_timeout<T>(message: T, attempt: Attempt) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(attempt.timeout);
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node behind a proxy that lost it: the connection is accepted, then closed under the
+    /// request. tonic calls that `Unknown` ("transport error"); the client must treat it as
+    /// silence and try again (elsewhere, with more nodes), not give up on the call.
+    #[tokio::test]
+    async fn a_connection_closed_under_a_request_is_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                // Read what the client sends first, so its request is on the wire.
+                let mut buf = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+                drop(socket);
+            }
+        });
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            attempt_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(3),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
+        let client = RaftKvClient::connect_lazy(&[("n1".into(), addr)], policy).unwrap();
+        let result = client.get("k").await;
+        closer.abort();
+        assert!(result.is_err());
+        assert_eq!(
+            client.metrics().attempts(),
+            3,
+            "the broken connection was not retried: {result:?}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use distlab_proto::raftkv::v1 as pb;
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::{NodeArgs, NodeId};
-use distlab_runtime::node::Node;
+use distlab_runtime::node::{Node, Threads};
 use distlab_runtime::retry::RetryPolicy;
 use openraft::storage::RaftLogStorage;
 use openraft::{Config, SnapshotPolicy};
@@ -120,7 +120,9 @@ pub fn run_blocking(args: RaftKvNodeArgs) -> std::process::ExitCode {
     let id = args.node.id.to_string();
     // openraft narrates every vote and replication step at INFO; the lab's log pane and
     // timeline want this node's own events. RUST_LOG=info shows openraft's too.
-    distlab_runtime::node::run_main("raftkv", &id, "info,openraft=warn", || run(args))
+    distlab_runtime::node::run_main("raftkv", &id, "info,openraft=warn", Threads::One, || {
+        run(args)
+    })
 }
 
 impl RaftKvNodeArgs {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -83,10 +84,12 @@ pub struct Session {
 /// appends and flushes each `client_write` on its own, one after another: one entry per
 /// request would cost one fsync per request). Applied in order; each command gets its outcome.
 /// Entries written when every entry held one command still read, as a batch of one.
+/// The commands are shared: the log store keeps recent entries in memory, and openraft clones
+/// an entry for each follower it replicates to and for the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "ProposalOnDisk")]
 pub struct Proposal {
-    pub commands: Vec<Command>,
+    pub commands: Arc<[Command]>,
 }
 
 /// The two shapes a proposal has had on disk: `{"commands": [...]}`, and before batching a
@@ -112,13 +115,15 @@ impl From<ProposalOnDisk> for Proposal {
             }],
             (None, None) => Vec::new(),
         };
-        Self { commands }
+        Self {
+            commands: commands.into(),
+        }
     }
 }
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.commands.as_slice() {
+        match &*self.commands {
             [one] => write!(f, "{one}"),
             many => write!(f, "{} commands", many.len()),
         }

@@ -64,16 +64,24 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Codes after which another attempt may succeed.
-pub fn is_retryable(code: Code) -> bool {
+/// Whether another attempt may succeed after `status`: a code that means "try again", or a
+/// connection that broke before the answer came (tonic reports that as `Unknown`, "transport
+/// error", for instance when a proxy accepts the connection and then loses the server).
+pub fn is_retryable(status: &Status) -> bool {
     matches!(
-        code,
+        status.code(),
         Code::Unavailable
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::Cancelled
-    )
+    ) || connection_lost(status)
+}
+
+/// The attempt failed in the transport, not in the server.
+pub fn connection_lost(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
 /// Counters a client exposes about its retries.
@@ -194,7 +202,7 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(status) => status,
             };
-            if !is_retryable(status.code()) {
+            if !is_retryable(&status) {
                 return Err(status);
             }
             if number >= max_attempts {

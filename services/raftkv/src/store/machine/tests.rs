@@ -27,7 +27,8 @@ fn entry(index: u64, session: Option<(u64, u64)>, op: Op) -> Entry {
             commands: vec![Command {
                 session: session.map(|(client, seq)| Session { client, seq }),
                 op,
-            }],
+            }]
+            .into(),
         }),
     }
 }
@@ -187,7 +188,8 @@ async fn a_proposal_applies_its_commands_in_order() {
                 command(2, 1, Op::Delete { key: "a".into() }),
                 command(1, 1, put("a", "1")),
                 command(3, 1, put("b", "2")),
-            ],
+            ]
+            .into(),
         }),
     };
     let outcomes = sm.apply(vec![batch]).await.unwrap();
@@ -217,9 +219,9 @@ fn proposals_read_both_shapes() {
     };
     let old = serde_json::to_vec(&one).unwrap();
     let read: Proposal = serde_json::from_slice(&old).unwrap();
-    assert_eq!(read.commands, std::slice::from_ref(&one));
+    assert_eq!(&*read.commands, std::slice::from_ref(&one));
     let new = Proposal {
-        commands: vec![one.clone(), one],
+        commands: vec![one.clone(), one].into(),
     };
     let read: Proposal = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
     assert_eq!(read, new);
