@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,35 @@ impl Default for WorkloadSpec {
             cas: default_cas(),
         }
     }
+}
+
+/// What a register client does next (projects draw it with [`WorkloadSpec::next_op`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOp {
+    Read,
+    Delete,
+    /// A write, which a project whose API has one may make a compare-and-set.
+    Write,
+}
+
+impl WorkloadSpec {
+    /// Draws a register client's next operation: a read with probability `reads`, else a
+    /// delete with probability `deletes`, else a write.
+    pub fn next_op(&self, rng: &mut SmallRng) -> RegisterOp {
+        if rng.random_bool(self.reads.clamp(0.0, 1.0)) {
+            RegisterOp::Read
+        } else if rng.random_bool(self.deletes.clamp(0.0, 1.0)) {
+            RegisterOp::Delete
+        } else {
+            RegisterOp::Write
+        }
+    }
+}
+
+/// The value of process `process`'s `count`-th write: unique in the run (the process in the
+/// millions, the count below), so a read names the write it saw.
+pub fn unique_value(process: u64, count: i64) -> i64 {
+    (process as i64) * 1_000_000 + count
 }
 
 /// `500ms`, `2s` in YAML.

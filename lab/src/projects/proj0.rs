@@ -24,7 +24,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, record_call,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, record_call,
+    unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -166,14 +167,14 @@ impl Client for RegisterClient {
             let (target, client) = &self.nodes[rng.random_range(0..self.nodes.len())];
             let key = key(target, rng.random_range(0..self.spec.keys.max(1)));
             let recorder = &self.recorder;
-            let outcome = if rng.random_bool(self.spec.reads.clamp(0.0, 1.0)) {
-                recorded_read(client, recorder, process, &key, false).await
-            } else if rng.random_bool(self.spec.deletes.clamp(0.0, 1.0)) {
-                recorded_delete(client, recorder, process, &key).await
-            } else {
-                self.next_value += 1;
-                let value = (process as i64) * 1_000_000 + self.next_value;
-                recorded_write(client, recorder, process, &key, value).await
+            let outcome = match self.spec.next_op(rng) {
+                RegisterOp::Read => recorded_read(client, recorder, process, &key, false).await,
+                RegisterOp::Delete => recorded_delete(client, recorder, process, &key).await,
+                RegisterOp::Write => {
+                    self.next_value += 1;
+                    let value = unique_value(process, self.next_value);
+                    recorded_write(client, recorder, process, &key, value).await
+                }
             };
             (target.node.clone(), outcome)
         })

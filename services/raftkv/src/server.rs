@@ -8,7 +8,6 @@
 //! `raft-leader` naming the leader it knows; the client retries there (nothing is forwarded).
 //! Reads depend on `--read-mode` (see [`ReadMode`]).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -200,28 +199,21 @@ impl KvApi {
     /// and the state machine only moves forward. Read from openraft's metrics, without a
     /// round trip to its core task.
     fn has_lease(&self) -> bool {
-        let (vote, configs) = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            let term = metrics.vote.leader_id().term;
-            if metrics.state != ServerState::Leader
-                || metrics.vote.leader_id().voted_for() != Some(self.me)
-                || metrics.last_applied.map(|id| id.leader_id.term) != Some(term)
-            {
-                return false;
-            }
-            let configs: Vec<BTreeSet<RaftId>> = metrics
-                .membership_config
-                .membership()
-                .get_joint_config()
-                .iter()
-                .map(|c| c.iter().copied().collect())
-                .collect();
-            (metrics.vote, configs)
-        };
-        self.lease_clock
-            .remaining(self.me, vote, &configs, self.lease)
-            .is_some()
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let vote = metrics.vote;
+        metrics.state == ServerState::Leader
+            && vote.leader_id().voted_for() == Some(self.me)
+            && metrics.last_applied.map(|id| id.leader_id.term) == Some(vote.leader_id().term)
+            && self
+                .lease_clock
+                .remaining(
+                    self.me,
+                    vote,
+                    metrics.membership_config.membership().get_joint_config(),
+                    self.lease,
+                )
+                .is_some()
     }
 
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, Status> {

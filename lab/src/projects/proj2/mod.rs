@@ -26,7 +26,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, record_call,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, record_call,
+    unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -197,6 +198,61 @@ fn int_value(value: Option<&[u8]>) -> Value {
     json!(value.and_then(|v| String::from_utf8_lossy(v).parse::<i64>().ok()))
 }
 
+impl RegisterClient {
+    /// A write of a new unique value, or (with probability `cas`, on a key this client has
+    /// seen) a compare-and-set from the value it saw.
+    async fn write(&mut self, process: u64, rng: &mut SmallRng, key: &str) -> OpType {
+        let recorder = &*self.recorder;
+        let client = &self.client;
+        self.next_value += 1;
+        let value = unique_value(process, self.next_value);
+        let expected = self.known.get(key).copied();
+        let (kind, written) =
+            match expected.filter(|_| rng.random_bool(self.spec.cas.clamp(0.0, 1.0))) {
+                Some(expected) => {
+                    let arg = json!([expected, value]);
+                    let call = client.compare_and_set(
+                        key,
+                        Some(expected.to_string().into_bytes()),
+                        value.to_string(),
+                    );
+                    record_call(recorder, process, "cas", key, arg.clone(), call, |o| {
+                        let meta = Some(json!({ "swapped": o.swapped }));
+                        if o.swapped {
+                            Completion::ok(arg, meta)
+                        } else {
+                            // It did not happen: the register's value was not the expected one.
+                            Completion {
+                                kind: OpType::Fail,
+                                value: arg,
+                                error: Some("cas did not match".into()),
+                                meta,
+                            }
+                        }
+                    })
+                    .await
+                }
+                None => {
+                    let call = client.put(key, value.to_string());
+                    record_call(
+                        recorder,
+                        process,
+                        "write",
+                        key,
+                        json!(value),
+                        call,
+                        |index| Completion::ok(json!(value), Some(json!({ "index": index }))),
+                    )
+                    .await
+                }
+            };
+        if written.is_some() {
+            self.known.insert(key.to_string(), value);
+        }
+        kind
+    }
+}
+
 impl Client for RegisterClient {
     fn operate<'a>(
         &'a mut self,
@@ -208,83 +264,39 @@ impl Client for RegisterClient {
             let key = key(rng.random_range(0..self.spec.keys.max(1)));
             let recorder = &*self.recorder;
             let client = &self.client;
-            let outcome = if rng.random_bool(self.spec.reads.clamp(0.0, 1.0)) {
-                let (kind, seen) = record_call(
-                    recorder,
-                    process,
-                    "read",
-                    &key,
-                    json!(null),
-                    client.get(&key),
-                    |v| Completion::ok(int_value(v.as_deref()), None),
-                )
-                .await;
-                if let Some(v) = seen.and_then(|v| v.as_i64()) {
-                    self.known.insert(key.clone(), v);
-                }
-                kind
-            } else if rng.random_bool(self.spec.deletes.clamp(0.0, 1.0)) {
-                self.known.remove(&key);
-                let call = client.delete(&key);
-                record_call(
-                    recorder,
-                    process,
-                    "delete",
-                    &key,
-                    json!(null),
-                    call,
-                    |existed| Completion::ok(json!(null), Some(json!({ "existed": existed }))),
-                )
-                .await
-                .0
-            } else {
-                self.next_value += 1;
-                let value = (process as i64) * 1_000_000 + self.next_value;
-                let expected = self.known.get(&key).copied();
-                let (kind, written) = match expected
-                    .filter(|_| rng.random_bool(self.spec.cas.clamp(0.0, 1.0)))
-                {
-                    Some(expected) => {
-                        let arg = json!([expected, value]);
-                        let call = client.compare_and_set(
-                            &key,
-                            Some(expected.to_string().into_bytes()),
-                            value.to_string(),
-                        );
-                        record_call(recorder, process, "cas", &key, arg.clone(), call, |o| {
-                            let meta = Some(json!({ "swapped": o.swapped }));
-                            if o.swapped {
-                                Completion::ok(arg, meta)
-                            } else {
-                                // It did not happen: the register's value was not the expected one.
-                                Completion {
-                                    kind: OpType::Fail,
-                                    value: arg,
-                                    error: Some("cas did not match".into()),
-                                    meta,
-                                }
-                            }
-                        })
-                        .await
+            let outcome = match self.spec.next_op(rng) {
+                RegisterOp::Read => {
+                    let (kind, seen) = record_call(
+                        recorder,
+                        process,
+                        "read",
+                        &key,
+                        json!(null),
+                        client.get(&key),
+                        |v| Completion::ok(int_value(v.as_deref()), None),
+                    )
+                    .await;
+                    if let Some(v) = seen.and_then(|v| v.as_i64()) {
+                        self.known.insert(key.clone(), v);
                     }
-                    None => {
-                        let call = client.put(&key, value.to_string());
-                        record_call(
-                            recorder,
-                            process,
-                            "write",
-                            &key,
-                            json!(value),
-                            call,
-                            |index| Completion::ok(json!(value), Some(json!({ "index": index }))),
-                        )
-                        .await
-                    }
-                };
-                if written.is_some() {
-                    self.known.insert(key.clone(), value);
+                    kind
                 }
-                kind
+                RegisterOp::Delete => {
+                    self.known.remove(&key);
+                    let call = client.delete(&key);
+                    record_call(
+                        recorder,
+                        process,
+                        "delete",
+                        &key,
+                        json!(null),
+                        call,
+                        |existed| Completion::ok(json!(null), Some(json!({ "existed": existed }))),
+                    )
+                    .await
+                    .0
+                }
+                RegisterOp::Write => self.write(process, rng, &key).await,
             };
             (node, outcome)
         })

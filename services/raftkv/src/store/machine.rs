@@ -186,13 +186,23 @@ impl StateMachine {
                 None => Ok(self.sm.get(key)?.map(|v| v.to_vec())),
             }
         };
+        // Whether `key` holds a value, without copying it.
+        let exists =
+            |pending: &HashMap<Vec<u8>, Option<Vec<u8>>>, key: &[u8]| -> sled::Result<bool> {
+                match pending.get(key) {
+                    Some(value) => Ok(value.is_some()),
+                    None => self.sm.contains_key(key),
+                }
+            };
         let session_key = command
             .session
             .map(|s| prefixed(SESSIONS, &s.client.to_be_bytes()));
-        if let (Some(session), Some(key)) = (command.session, &session_key)
-            && let Some(bytes) = read(pending, key)?
-        {
-            let record: SessionRecord = serde_json::from_slice(&bytes)?;
+        let remembered = match &session_key {
+            Some(key) => read(pending, key)?,
+            None => None,
+        };
+        if let (Some(session), Some(bytes)) = (command.session, &remembered) {
+            let record: SessionRecord = serde_json::from_slice(bytes)?;
             if session.seq == record.seq {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(record.outcome);
@@ -204,7 +214,7 @@ impl StateMachine {
         let outcome = match &command.op {
             Op::Put { key, value } => {
                 let key = prefixed(DATA, key.as_bytes());
-                if read(pending, &key)?.is_none() {
+                if !exists(pending, &key)? {
                     self.keys.fetch_add(1, Ordering::Relaxed);
                 }
                 pending.insert(key, Some(value.clone()));
@@ -212,7 +222,7 @@ impl StateMachine {
             }
             Op::Delete { key } => {
                 let key = prefixed(DATA, key.as_bytes());
-                let existed = read(pending, &key)?.is_some();
+                let existed = exists(pending, &key)?;
                 if existed {
                     self.keys.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -233,7 +243,7 @@ impl StateMachine {
             }
         };
         if let (Some(session), Some(key)) = (command.session, session_key) {
-            if read(pending, &key)?.is_none() {
+            if remembered.is_none() {
                 self.sessions.fetch_add(1, Ordering::Relaxed);
             }
             let record = SessionRecord {
