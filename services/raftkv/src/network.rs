@@ -110,9 +110,16 @@ impl PeerClient {
                 self.name,
                 distlab_runtime::rpc::describe(&status)
             ));
-            match status.code() {
-                tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
+            // Unreachable makes openraft back off; a network error is retried at once. A
+            // connection the peer's link proxy accepted and then closed (the peer is down) is
+            // unreachable too: retried at once, the replication to a dead peer would always
+            // be in flight, and openraft does not purge a log that a replication is reading.
+            if status.code() == tonic::Code::Unavailable
+                || distlab_runtime::retry::connection_lost(&status)
+            {
+                RPCError::Unreachable(Unreachable::new(&e))
+            } else {
+                RPCError::Network(NetworkError::new(&e))
             }
         })?;
         let result: Result<Resp, RaftError<RaftId, E>> =
