@@ -7,9 +7,12 @@
 //! flush, one replication round), and hands each request its own outcome. At most
 //! [`IN_FLIGHT`] proposals are open at once, so while one is being flushed and replicated the
 //! next batch fills up: under load, batches grow by themselves; alone, a request goes at once.
-//! On two cores a node is CPU-bound, and much of its work is per entry (an append, a flush, a
-//! replication message per follower, an apply), so fewer, fuller entries win: one proposal
-//! open at a time gave 13% more writes/s with 16 clients and 64 than two did.
+//! Why two: with one open, clients whose requests arrive in groups (each connection's
+//! requests come in together) settle into taking turns: a group that misses a proposal waits
+//! for it to finish, and each proposal carries one group. With 16 clients over two
+//! connections, one open did 3,400 puts/s and two 4,700 (64 clients over five nodes: 5,800
+//! and 8,300); four were no better than two. (All clients on one connection are one group:
+//! there one open did about 13% better than two.)
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::types::{Command, Member, Outcome, Proposal, Raft, RaftId};
 
 /// Proposals open at once (see the module doc for why one).
-pub const IN_FLIGHT: usize = 1;
+pub const IN_FLIGHT: usize = 2;
 
 /// Commands in one proposal at most (a bound on an entry's size: values are at most 1 MiB
 /// each through gRPC, and followers receive entries in batches of their own).

@@ -2,7 +2,9 @@
 //!
 //! Each figure comes from a fresh cluster of real node processes on this machine (fsync on,
 //! 256-byte values by default), loaded by C clients that each send their next request when
-//! the previous one answered. Clusters run through the lab's link proxies (every byte between
+//! the previous one answered. The clients are spread over `--connections` TCP connections to
+//! every node (etcd gets as many to every member): 64 clients sharing one HTTP/2 connection
+//! would measure how two single-threaded ends take turns on it more than the servers. Clusters run through the lab's link proxies (every byte between
 //! nodes, and from clients, goes through the lab, as in `lab run`) or without them (nodes talk
 //! directly). Phases:
 //!
@@ -15,7 +17,7 @@
 //!   PUT and linearizable GET with the same clients and value size, and the ratios.
 //!
 //! One line per figure, `key=value` pairs, e.g.
-//! `bench=proj2 system=raftkv op=put nodes=3 proxies=off clients=64 value_bytes=256 seconds=5.000 ops=... ops_per_sec=... p50_us=... p99_us=... errors=0`
+//! `bench=proj2 system=raftkv op=put nodes=3 proxies=off clients=64 connections=2 value_bytes=256 seconds=5.000 ops=... ops_per_sec=... p50_us=... p99_us=... errors=0`
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,9 @@ pub struct Proj2BenchArgs {
     /// Distinct keys, chosen uniformly.
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// TCP connections to every node (etcd: to every member) the clients are spread over.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
     /// Leader kills in the failover phase.
     #[arg(long, default_value_t = 10)]
     pub kills: usize,
@@ -102,8 +107,10 @@ fn line(figure: &Figure, labels: &str) -> String {
 
 pub async fn run(args: &Proj2BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.value_size > 0 && args.keys > 0 && !args.duration.is_zero(),
-        distlab_runtime::BadInput::new("--value-size, --keys and --duration must be above zero")
+        args.value_size > 0 && args.keys > 0 && args.connections > 0 && !args.duration.is_zero(),
+        distlab_runtime::BadInput::new(
+            "--value-size, --keys, --connections and --duration must be above zero"
+        )
     );
     let work = tempfile::Builder::new()
         .prefix("distlab-bench-proj2-")
@@ -176,14 +183,9 @@ impl Bench<'_> {
                 .collect();
             return Ok((Cluster::Proxied { supervisor }, addrs));
         }
-        // Without proxies every node must know its peers' real addresses before it starts:
-        // pick free ports first (a port taken in between fails the start, loudly).
+        // Without proxies every node must know its peers' real addresses before it starts.
         let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
-        let mut ports = Vec::new();
-        for _ in &ids {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            ports.push(listener.local_addr()?);
-        }
+        let ports = free_ports(nodes)?;
         let dir = tempfile::Builder::new()
             .prefix("direct-")
             .tempdir_in(&self.work)?
@@ -248,17 +250,21 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Closed-loop load on raftkv: `clients` sessions over one connection per node.
+    /// Closed-loop load on raftkv: `clients` sessions spread over `--connections` clients
+    /// (each its own connection to every node).
     async fn load_raftkv(
         &self,
-        client: &RaftKvClient,
+        addrs: &[(String, SocketAddr)],
         op: Op,
         clients: usize,
     ) -> anyhow::Result<Figure> {
+        let connections = (0..self.args.connections)
+            .map(|_| Self::client(addrs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let value = prost::bytes::Bytes::from(vec![b'v'; self.args.value_size]);
         let keys = self.args.keys;
         closed_loop(clients, self.args.warmup, self.args.duration, |i| {
-            let session = client.new_session();
+            let session = connections[i % connections.len()].new_session();
             let value = value.clone();
             let mut rng = SmallRng::seed_from_u64(i as u64);
             move || {
@@ -285,14 +291,15 @@ impl Bench<'_> {
                 let client = Self::client(&addrs)?;
                 self.ready(&client).await?;
                 for &clients in &self.args.clients {
-                    let figure = self.load_raftkv(&client, Op::Put, clients).await?;
+                    let figure = self.load_raftkv(&addrs, Op::Put, clients).await?;
                     println!(
                         "{}",
                         line(
                             &figure,
                             &format!(
-                                "system=raftkv op=put nodes={nodes} proxies={} clients={clients} value_bytes={}",
+                                "system=raftkv op=put nodes={nodes} proxies={} clients={clients} connections={} value_bytes={}",
                                 on_off(proxies),
+                                self.args.connections,
                                 self.args.value_size
                             )
                         )
@@ -314,14 +321,14 @@ impl Bench<'_> {
             let client = Self::client(&addrs)?;
             self.ready(&client).await?;
             self.fill(&client).await?;
-            let figure = self.load_raftkv(&client, Op::Get, 64).await?;
+            let figure = self.load_raftkv(&addrs, Op::Get, 64).await?;
             println!(
                 "{}",
                 line(
                     &figure,
                     &format!(
-                        "system=raftkv op=get read_mode={mode} nodes=3 proxies=off clients=64 value_bytes={}",
-                        self.args.value_size
+                        "system=raftkv op=get read_mode={mode} nodes=3 proxies=off clients=64 connections={} value_bytes={}",
+                        self.args.connections, self.args.value_size
                     )
                 )
             );
@@ -344,14 +351,14 @@ impl Bench<'_> {
                 .await?;
             let client = Self::client(&addrs)?;
             self.ready(&client).await?;
-            let figure = self.load_raftkv(&client, Op::Put, 64).await?;
+            let figure = self.load_raftkv(&addrs, Op::Put, 64).await?;
             println!(
                 "{}",
                 line(
                     &figure,
                     &format!(
-                        "system=raftkv op=put snapshots={label} nodes=3 proxies=off clients=64 value_bytes={}",
-                        self.args.value_size
+                        "system=raftkv op=put snapshots={label} nodes=3 proxies=off clients=64 connections={} value_bytes={}",
+                        self.args.connections, self.args.value_size
                     )
                 )
             );
@@ -438,7 +445,12 @@ impl Bench<'_> {
             }
         };
         eprintln!("etcd: {version}");
-        let members = EtcdCluster::start(&self.args.etcd, &self.work.join("etcd")).await?;
+        let members = EtcdCluster::start(
+            &self.args.etcd,
+            &self.work.join("etcd"),
+            self.args.connections,
+        )
+        .await?;
         let channels = members.channels.clone();
         let value = vec![b'v'; self.args.value_size];
         for k in 0..self.args.keys {
@@ -491,8 +503,9 @@ impl Bench<'_> {
                 line(
                     &figure,
                     &format!(
-                        "system=etcd op={} nodes=3 proxies=off clients=64 value_bytes={}",
+                        "system=etcd op={} nodes=3 proxies=off clients=64 connections={} value_bytes={}",
                         op.name(),
+                        self.args.connections,
                         self.args.value_size
                     )
                 )
@@ -516,6 +529,36 @@ impl Bench<'_> {
         }
         Ok(())
     }
+}
+
+/// `n` free loopback addresses, for processes that must know each other's before they start.
+///
+/// They come from below the kernel's ephemeral port range (`ip_local_port_range`): a port
+/// the kernel hands out for outgoing connections (the load's own, many of them) could be
+/// taken between this check and the process's bind, and the start would fail. A listener
+/// started meanwhile still can; then the start fails loudly.
+fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000.min(ephemeral_low / 2).max(1024);
+    anyhow::ensure!(
+        floor < ephemeral_low,
+        "no ports below the ephemeral range (it starts at {ephemeral_low})"
+    );
+    let mut rng = rand::rng();
+    let mut addrs = Vec::new();
+    for _ in 0..10_000 {
+        if addrs.len() == n {
+            return Ok(addrs);
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], rng.random_range(floor..ephemeral_low)));
+        if !addrs.contains(&addr) && std::net::TcpListener::bind(addr).is_ok() {
+            addrs.push(addr);
+        }
+    }
+    anyhow::bail!("found no {n} free ports in {floor}..{ephemeral_low}")
 }
 
 fn on_off(on: bool) -> &'static str {
@@ -647,18 +690,15 @@ async fn settled_leader(
 /// Three etcd members on loopback; dropping it kills them.
 struct EtcdCluster {
     _members: Vec<tokio::process::Child>,
-    /// One channel per member's client address.
+    /// `connections` channels (each its own connection) per member, the members interleaved:
+    /// channel `i` goes to member `i % 3`.
     channels: Vec<tonic::transport::Channel>,
 }
 
 impl EtcdCluster {
-    async fn start(program: &Path, dir: &Path) -> anyhow::Result<Self> {
+    async fn start(program: &Path, dir: &Path, connections: usize) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut ports = Vec::new();
-        for _ in 0..6 {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            ports.push(listener.local_addr()?.port());
-        }
+        let ports: Vec<u16> = free_ports(6)?.iter().map(SocketAddr::port).collect();
         let names = ["e1", "e2", "e3"];
         let peer = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
         let initial: Vec<String> = names
@@ -667,7 +707,7 @@ impl EtcdCluster {
             .map(|(i, n)| format!("{n}={}", peer(i)))
             .collect();
         let mut members = Vec::new();
-        let mut channels = Vec::new();
+        let mut endpoints = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let client = format!("http://127.0.0.1:{}", ports[i]);
             let mut command = Command::new(program);
@@ -698,12 +738,11 @@ impl EtcdCluster {
                 command,
                 &dir.join(format!("{name}.log")),
             )?);
-            channels.push(
-                tonic::transport::Endpoint::from_shared(client)?
-                    .tcp_nodelay(true)
-                    .connect_lazy(),
-            );
+            endpoints.push(tonic::transport::Endpoint::from_shared(client)?.tcp_nodelay(true));
         }
+        let channels = (0..connections)
+            .flat_map(|_| endpoints.iter().map(|e| e.connect_lazy()))
+            .collect();
         let cluster = Self {
             _members: members,
             channels,
