@@ -1,0 +1,21 @@
+//! Project 1: a consistent-hashing distributed cache.
+//!
+//! Partitioning, membership and failure detection: keys spread over nodes by a hash ring
+//! with virtual nodes (or rendezvous hashing), replicated on N of them, with members found
+//! and failures detected by SWIM gossip, and hinted handoff when a replica is down. Each node
+//! speaks the memcached text protocol, so stock clients and tools work against it.
+//!
+//! # Layout
+//! - [`store`]: one node's items: a memory-bounded LRU with expiry, memcached's semantics.
+//! - [`protocol`]: parsing memcached's text protocol; [`memcached`]: serving it over TCP.
+//! - [`swim`]: SWIM membership and failure detection, as a state machine without I/O.
+//! - [`hints`]: hinted handoff: writes kept for a replica that is down.
+//! - [`placement`]: which members hold a key: [`placement::Ring`] or
+//!   [`placement::Rendezvous`], behind [`placement::Placement`].
+
+pub mod hints;
+pub mod memcached;
+pub mod placement;
+pub mod protocol;
+pub mod store;
+pub mod swim;
