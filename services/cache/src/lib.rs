@@ -9,12 +9,20 @@
 //! - [`store`]: one node's items: a memory-bounded LRU with expiry, memcached's semantics.
 //! - [`protocol`]: parsing memcached's text protocol; [`memcached`]: serving it over TCP.
 //! - [`swim`]: SWIM membership and failure detection, as a state machine without I/O.
+//! - [`coordinator`]: a key's coordinator: forwarding, quorums, read repair, hints, rebalancing.
+//! - [`gossip`]: SWIM over UDP: the socket, the ticks, the published membership.
+//! - [`grpc`]: `cache.v1` over gRPC: the service, and the peers a coordinator calls.
 //! - [`hints`]: hinted handoff: writes kept for a replica that is down.
+//! - [`node`]: `cache serve`: flags, wiring, the membership follower, `/status`.
 //! - [`placement`]: which members hold a key: [`placement::Ring`] or
 //!   [`placement::Rendezvous`], behind [`placement::Placement`].
 
+pub mod coordinator;
+pub mod gossip;
+pub mod grpc;
 pub mod hints;
 pub mod memcached;
+pub mod node;
 pub mod placement;
 pub mod protocol;
 pub mod store;

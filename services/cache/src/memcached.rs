@@ -6,6 +6,7 @@
 //! answered as memcached answers it; if where the next request starts is unknown, the
 //! connection is closed after the error.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,8 +14,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::protocol::{self, Command};
-use crate::store::{Store, Stored};
+use crate::protocol::{self, Command, Reply, Value};
+use crate::store::Store;
 
 /// What `version` answers.
 pub const VERSION: &str = concat!("distlab-cache ", env!("CARGO_PKG_VERSION"));
@@ -26,25 +27,42 @@ const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
 /// The store shared by every connection of a node.
 pub type SharedStore = Arc<Mutex<Store>>;
 
-/// Accepts connections until the listener fails; each is served on its own task.
+/// Serves the protocol over one store alone (a single node, no peers).
 pub async fn serve(listener: TcpListener, store: SharedStore) -> std::io::Result<()> {
     let started = Instant::now();
+    serve_with(listener, move |command| {
+        let store = store.clone();
+        async move {
+            let mut store = store.lock().expect("the store lock is never poisoned");
+            apply(&command, &mut store, Now::read(), started)
+        }
+    })
+    .await
+}
+
+/// Accepts connections until the listener fails; each is served on its own task, every
+/// request answered by `handler` (a node's coordinator).
+pub async fn serve_with<H, F>(listener: TcpListener, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Command) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send,
+{
     loop {
         let (socket, peer) = listener.accept().await?;
-        let store = store.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(socket, store, started).await {
+            if let Err(e) = connection(socket, handler).await {
                 tracing::debug!(%peer, error = %e, "memcached connection ended");
             }
         });
     }
 }
 
-async fn connection(
-    mut socket: TcpStream,
-    store: SharedStore,
-    started: Instant,
-) -> std::io::Result<()> {
+async fn connection<H, F>(mut socket: TcpStream, handler: H) -> std::io::Result<()>
+where
+    H: Fn(Command) -> F,
+    F: Future<Output = Reply>,
+{
     socket.set_nodelay(true)?;
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = Vec::with_capacity(16 * 1024);
@@ -62,9 +80,11 @@ async fn connection(
                         close = true;
                         break;
                     }
-                    let now = Now::read();
-                    let mut store = store.lock().expect("the store lock is never poisoned");
-                    execute(&command, &mut store, now, started, &mut output);
+                    let noreply = command.noreply();
+                    let reply = handler(command).await;
+                    if !noreply || reply.is_error() {
+                        reply.encode(&mut output);
+                    }
                 }
                 Err(error) => {
                     output.extend_from_slice(error.reply.as_bytes());
@@ -120,126 +140,77 @@ impl Now {
     }
 }
 
-/// Serves one parsed request against the store, appending the reply to `out`.
-pub fn execute(
-    command: &Command,
-    store: &mut Store,
-    now: Now,
-    started: Instant,
-    out: &mut Vec<u8>,
-) {
-    let mut line = |reply: &str, noreply: bool| {
-        if !noreply {
-            out.extend_from_slice(reply.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    };
+/// Serves one request against this node's store alone (no other node involved).
+pub fn apply(command: &Command, store: &mut Store, now: Now, started: Instant) -> Reply {
     match command {
-        Command::Get { keys, cas } => {
-            for key in keys {
-                if let Some(item) = store.get(key, now.instant) {
-                    out.extend_from_slice(b"VALUE ");
-                    out.extend_from_slice(key);
-                    let header = if *cas {
-                        format!(" {} {} {}\r\n", item.flags, item.value.len(), item.version)
-                    } else {
-                        format!(" {} {}\r\n", item.flags, item.value.len())
-                    };
-                    out.extend_from_slice(header.as_bytes());
-                    out.extend_from_slice(&item.value);
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            out.extend_from_slice(b"END\r\n");
-        }
+        Command::Get { keys, cas } => Reply::Values {
+            cas: *cas,
+            items: keys
+                .iter()
+                .filter_map(|key| {
+                    store.get(key, now.instant).map(|item| Value {
+                        key: key.clone(),
+                        value: item.value.clone(),
+                        flags: item.flags,
+                        version: item.version,
+                    })
+                })
+                .collect(),
+        },
         Command::Store {
             mode,
             key,
             flags,
             exptime,
             data,
-            noreply,
-        } => {
-            let outcome = store.store(
-                *mode,
-                key.clone(),
-                data.clone(),
-                *flags,
-                now.expiry(*exptime),
-                now.instant,
-            );
-            let reply = match outcome {
-                Stored::Stored => "STORED",
-                Stored::NotStored => "NOT_STORED",
-                Stored::Exists => "EXISTS",
-                Stored::NotFound => "NOT_FOUND",
-                Stored::TooLarge => "SERVER_ERROR out of memory storing object",
-            };
-            // noreply means no reply, whatever the outcome (as memcached does).
-            line(reply, *noreply);
+            ..
+        } => Reply::Stored(store.store(
+            *mode,
+            key.clone(),
+            data.clone(),
+            *flags,
+            now.expiry(*exptime),
+            now.instant,
+        )),
+        Command::Delete { key, .. } => Reply::Deleted(store.delete(key, now.instant)),
+        Command::Delta { key, delta, up, .. } => {
+            match store.add_delta(key, *delta, *up, now.instant) {
+                Ok(value) => Reply::Number(value),
+                Err(e) => Reply::ClientError(e.to_string()),
+            }
         }
-        Command::Delete { key, noreply } => {
-            let reply = if store.delete(key, now.instant) {
-                "DELETED"
-            } else {
-                "NOT_FOUND"
-            };
-            line(reply, *noreply);
+        Command::Touch { key, exptime, .. } => {
+            Reply::Touched(store.touch(key, now.expiry(*exptime), now.instant))
         }
-        Command::Delta {
-            key,
-            delta,
-            up,
-            noreply,
-        } => match store.add_delta(key, *delta, *up, now.instant) {
-            Ok(Some(value)) => line(&value.to_string(), *noreply),
-            Ok(None) => line("NOT_FOUND", *noreply),
-            Err(e) => line(&format!("CLIENT_ERROR {e}"), *noreply),
-        },
-        Command::Touch {
-            key,
-            exptime,
-            noreply,
-        } => {
-            let reply = if store.touch(key, now.expiry(*exptime), now.instant) {
-                "TOUCHED"
-            } else {
-                "NOT_FOUND"
-            };
-            line(reply, *noreply);
-        }
-        Command::FlushAll { delay, noreply } => {
+        Command::FlushAll { delay, .. } => {
             let at = if *delay <= 0 {
                 now.instant
             } else {
                 now.expiry(*delay).unwrap_or(now.instant)
             };
             store.flush_all(at, now.instant);
-            line("OK", *noreply);
+            Reply::Ok
         }
         Command::Stats => {
             let stats = store.stats();
-            let uptime = started.elapsed().as_secs();
-            let mut stat = |name: &str, value: String| {
-                out.extend_from_slice(format!("STAT {name} {value}\r\n").as_bytes());
-            };
-            stat("pid", std::process::id().to_string());
-            stat("uptime", uptime.to_string());
-            stat("time", now.unix.to_string());
-            stat("version", VERSION.to_string());
-            stat("curr_items", stats.items.to_string());
-            stat("total_items", stats.total_items.to_string());
-            stat("bytes", stats.bytes.to_string());
-            stat("limit_maxbytes", stats.limit.to_string());
-            stat("get_hits", stats.hits.to_string());
-            stat("get_misses", stats.misses.to_string());
-            stat("evictions", stats.evictions.to_string());
-            stat("expired_unfetched", stats.expired.to_string());
-            out.extend_from_slice(b"END\r\n");
+            let stat = |name: &str, value: String| (name.to_string(), value);
+            Reply::Stats(vec![
+                stat("pid", std::process::id().to_string()),
+                stat("uptime", started.elapsed().as_secs().to_string()),
+                stat("time", now.unix.to_string()),
+                stat("version", VERSION.to_string()),
+                stat("curr_items", stats.items.to_string()),
+                stat("total_items", stats.total_items.to_string()),
+                stat("bytes", stats.bytes.to_string()),
+                stat("limit_maxbytes", stats.limit.to_string()),
+                stat("get_hits", stats.hits.to_string()),
+                stat("get_misses", stats.misses.to_string()),
+                stat("evictions", stats.evictions.to_string()),
+                stat("expired_unfetched", stats.expired.to_string()),
+            ])
         }
-        Command::Version => line(&format!("VERSION {VERSION}"), false),
-        Command::Verbosity { noreply } => line("OK", *noreply),
-        Command::Quit => {}
+        Command::Version => Reply::Version(VERSION.to_string()),
+        Command::Verbosity { .. } | Command::Quit => Reply::Ok,
     }
 }
 
@@ -251,8 +222,11 @@ mod tests {
 
     fn run(store: &mut Store, request: &str, now: Now) -> String {
         let (command, _) = protocol::parse(request.as_bytes()).unwrap().unwrap();
+        let reply = apply(&command, store, now, now.instant);
         let mut out = Vec::new();
-        execute(&command, store, now, now.instant, &mut out);
+        if !command.noreply() || reply.is_error() {
+            reply.encode(&mut out);
+        }
         String::from_utf8(out).unwrap()
     }
 

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::store::{MAX_KEY_LEN, Mode};
+use crate::store::{MAX_KEY_LEN, Mode, Stored, Version};
 
 /// The longest command line accepted (keys are at most 250 bytes; `get` takes many keys).
 pub const MAX_LINE: usize = 8192;
@@ -59,6 +59,95 @@ pub enum Command {
         noreply: bool,
     },
     Quit,
+}
+
+/// An item as a retrieval returns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Value {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub flags: u32,
+    pub version: Version,
+}
+
+/// A reply, before it is written in the protocol's words (and what a node that coordinated a
+/// forwarded request sends back).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reply {
+    /// `get`/`gets`: the items found (a missing key is simply absent), then `END`.
+    Values {
+        cas: bool,
+        items: Vec<Value>,
+    },
+    Stored(Stored),
+    /// `DELETED` or `NOT_FOUND`.
+    Deleted(bool),
+    /// incr/decr: the new value, or `NOT_FOUND`.
+    Number(Option<u64>),
+    /// `TOUCHED` or `NOT_FOUND`.
+    Touched(bool),
+    Ok,
+    Stats(Vec<(String, String)>),
+    Version(String),
+    ClientError(String),
+    ServerError(String),
+}
+
+impl Reply {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut line = |text: &str| {
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        match self {
+            Reply::Values { cas, items } => {
+                for item in items {
+                    out.extend_from_slice(b"VALUE ");
+                    out.extend_from_slice(&item.key);
+                    let header = if *cas {
+                        format!(" {} {} {}\r\n", item.flags, item.value.len(), item.version)
+                    } else {
+                        format!(" {} {}\r\n", item.flags, item.value.len())
+                    };
+                    out.extend_from_slice(header.as_bytes());
+                    out.extend_from_slice(&item.value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"END\r\n");
+            }
+            Reply::Stored(outcome) => line(match outcome {
+                Stored::Stored => "STORED",
+                Stored::NotStored => "NOT_STORED",
+                Stored::Exists => "EXISTS",
+                Stored::NotFound => "NOT_FOUND",
+                Stored::TooLarge => "SERVER_ERROR out of memory storing object",
+            }),
+            Reply::Deleted(true) => line("DELETED"),
+            Reply::Touched(true) => line("TOUCHED"),
+            Reply::Deleted(false) | Reply::Touched(false) | Reply::Number(None) => {
+                line("NOT_FOUND")
+            }
+            Reply::Number(Some(n)) => line(&n.to_string()),
+            Reply::Ok => line("OK"),
+            Reply::Stats(stats) => {
+                for (name, value) in stats {
+                    line(&format!("STAT {name} {value}"));
+                }
+                line("END");
+            }
+            Reply::Version(version) => line(&format!("VERSION {version}")),
+            Reply::ClientError(message) => line(&format!("CLIENT_ERROR {message}")),
+            Reply::ServerError(message) => line(&format!("SERVER_ERROR {message}")),
+        }
+    }
+
+    /// Whether a `noreply` request still gets this reply: errors are sent anyway.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Reply::ClientError(_) | Reply::ServerError(_) | Reply::Stored(Stored::TooLarge)
+        )
+    }
 }
 
 /// A request that cannot be served: what to answer, how many bytes to skip, whether the
@@ -338,6 +427,19 @@ impl Command {
                 out.extend_from_slice(tail(*noreply).as_bytes());
             }
             Command::Quit => out.extend_from_slice(b"quit\r\n"),
+        }
+    }
+
+    /// Whether the client asked for no reply.
+    pub fn noreply(&self) -> bool {
+        match self {
+            Command::Store { noreply, .. }
+            | Command::Delete { noreply, .. }
+            | Command::Delta { noreply, .. }
+            | Command::Touch { noreply, .. }
+            | Command::FlushAll { noreply, .. }
+            | Command::Verbosity { noreply } => *noreply,
+            Command::Get { .. } | Command::Stats | Command::Version | Command::Quit => false,
         }
     }
 

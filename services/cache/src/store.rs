@@ -76,7 +76,7 @@ pub enum Mode {
 }
 
 /// The outcome of a store, named as memcached answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stored {
     Stored,
     /// add on a present key; replace, append or prepend on a missing one.

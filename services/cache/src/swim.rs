@@ -249,6 +249,22 @@ impl Swim {
         live
     }
 
+    /// The members that place data: this one and every other not gone on purpose (a dead
+    /// member keeps its place, and its writes go to hints, until it comes back or leaves).
+    pub fn ring_members(&self) -> Vec<MemberId> {
+        let mut ring: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state != State::Left)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !self.leaving {
+            ring.push(self.me.clone());
+            ring.sort();
+        }
+        ring
+    }
+
     /// State changes since the last call.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)

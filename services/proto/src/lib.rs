@@ -10,6 +10,12 @@ pub mod kv {
     }
 }
 
+pub mod cache {
+    pub mod v1 {
+        tonic::include_proto!("cache.v1");
+    }
+}
+
 pub mod raftkv {
     pub mod v1 {
         tonic::include_proto!("raftkv.v1");

@@ -17,6 +17,7 @@
 //! a long-lived thread (a runtime worker or a test's main thread), never from `spawn_blocking`.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -308,4 +309,35 @@ fn die_with_parent(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// `n` free loopback addresses, for processes that must know each other's before they start.
+///
+/// They come from below the kernel's ephemeral port range (`ip_local_port_range`): a port
+/// the kernel hands out for outgoing connections (the load's own, many of them) could be
+/// taken between this check and the process's bind, and the start would fail. A listener
+/// started meanwhile still can; then the start fails loudly.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = 10_000.min(ephemeral_low / 2).max(1024);
+    anyhow::ensure!(
+        floor < ephemeral_low,
+        "no ports below the ephemeral range (it starts at {ephemeral_low})"
+    );
+    let mut rng = rand::rng();
+    let mut addrs = Vec::new();
+    for _ in 0..10_000 {
+        if addrs.len() == n {
+            return Ok(addrs);
+        }
+        let port = rand::Rng::random_range(&mut rng, floor..ephemeral_low);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if !addrs.contains(&addr) && std::net::TcpListener::bind(addr).is_ok() {
+            addrs.push(addr);
+        }
+    }
+    anyhow::bail!("found no {n} free ports in {floor}..{ephemeral_low}")
 }

@@ -185,7 +185,7 @@ impl Bench<'_> {
         }
         // Without proxies every node must know its peers' real addresses before it starts.
         let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
-        let ports = free_ports(nodes)?;
+        let ports = distlab_runtime::launch::free_ports(nodes)?;
         let dir = tempfile::Builder::new()
             .prefix("direct-")
             .tempdir_in(&self.work)?
@@ -531,36 +531,6 @@ impl Bench<'_> {
     }
 }
 
-/// `n` free loopback addresses, for processes that must know each other's before they start.
-///
-/// They come from below the kernel's ephemeral port range (`ip_local_port_range`): a port
-/// the kernel hands out for outgoing connections (the load's own, many of them) could be
-/// taken between this check and the process's bind, and the start would fail. A listener
-/// started meanwhile still can; then the start fails loudly.
-fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let floor = 10_000.min(ephemeral_low / 2).max(1024);
-    anyhow::ensure!(
-        floor < ephemeral_low,
-        "no ports below the ephemeral range (it starts at {ephemeral_low})"
-    );
-    let mut rng = rand::rng();
-    let mut addrs = Vec::new();
-    for _ in 0..10_000 {
-        if addrs.len() == n {
-            return Ok(addrs);
-        }
-        let addr = SocketAddr::from(([127, 0, 0, 1], rng.random_range(floor..ephemeral_low)));
-        if !addrs.contains(&addr) && std::net::TcpListener::bind(addr).is_ok() {
-            addrs.push(addr);
-        }
-    }
-    anyhow::bail!("found no {n} free ports in {floor}..{ephemeral_low}")
-}
-
 fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
@@ -698,7 +668,10 @@ struct EtcdCluster {
 impl EtcdCluster {
     async fn start(program: &Path, dir: &Path, connections: usize) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let ports: Vec<u16> = free_ports(6)?.iter().map(SocketAddr::port).collect();
+        let ports: Vec<u16> = distlab_runtime::launch::free_ports(6)?
+            .iter()
+            .map(SocketAddr::port)
+            .collect();
         let names = ["e1", "e2", "e3"];
         let peer = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
         let initial: Vec<String> = names

@@ -1,0 +1,365 @@
+//! Running a cache node: `cache serve ...` (and, once Project 1 is in the lab, `lab node
+//! cache ...`) end up in [`run`].
+//!
+//! ```text
+//! flags -> Node::bind (gRPC + admin) -> UDP socket on the gRPC port number (gossip)
+//!   -> gossip task (SWIM) -> membership watch -> placement of the live members
+//!   -> coordinator (store, hints, peers over gRPC) <- gRPC service, memcached endpoint
+//!   -> on every membership change: new placement, rebalance, replay hints to members back
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use distlab_runtime::BadInput;
+use distlab_runtime::admin::NodeStatus;
+use distlab_runtime::cli::NodeArgs;
+use distlab_runtime::node::{Node, Threads};
+use serde_json::json;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tonic::service::Routes;
+
+use crate::coordinator::{Coordinator, Settings};
+use crate::gossip::{self, GossipConfig, Membership};
+use crate::grpc::{CacheService, GrpcPeers};
+use crate::hints::Hints;
+use crate::memcached;
+use crate::placement::{Placement, PlacementKind};
+use crate::store::Store;
+use crate::swim;
+
+/// The node contract's flags plus Project 1's own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheNodeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    /// Address of the memcached text-protocol endpoint (port 0: any; the ready line says).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub memcached: SocketAddr,
+
+    /// Memory for items: bytes, or with k, m, g (64m).
+    #[arg(long, value_parser = parse_size, default_value = "64m")]
+    pub memory: usize,
+
+    /// Replicas per key (N).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+
+    /// Replicas that hold a write before it is acknowledged (W).
+    #[arg(long, default_value_t = 2)]
+    pub write_quorum: usize,
+
+    /// Replicas asked for a read (R).
+    #[arg(long, default_value_t = 2)]
+    pub read_quorum: usize,
+
+    /// Placement: consistent hashing with virtual nodes (ring) or rendezvous hashing.
+    #[arg(long, default_value = "ring", value_parser = ["ring", "rendezvous"])]
+    pub placement: String,
+
+    /// Virtual nodes per member on the ring.
+    #[arg(long, default_value_t = PlacementKind::DEFAULT_VNODES)]
+    pub vnodes: usize,
+
+    /// SWIM's protocol period (one probe per period).
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "200ms")]
+    pub gossip_period: Duration,
+
+    /// How long a suspect has to refute before it is declared dead.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "1s")]
+    pub suspicion_timeout: Duration,
+
+    /// Memory for hints kept for replicas that are down: bytes, or with k, m, g.
+    #[arg(long, value_parser = parse_size, default_value = "16m")]
+    pub hint_memory: usize,
+
+    /// How long a hint is kept for a replica that does not come back.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "10m")]
+    pub hint_ttl: Duration,
+
+    /// How long a call to another node may take.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "500ms")]
+    pub peer_timeout: Duration,
+}
+
+/// `64m`, `512k`, `1g`, or a number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix(['k', 'm', 'g']) {
+        Some(digits) => (digits, &lower[digits.len()..]),
+        None => (lower.as_str(), ""),
+    };
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with k, m or g)"))?;
+    let scale = match unit {
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => 1,
+    };
+    number
+        .checked_mul(scale)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} must be above zero and fit in memory"))
+}
+
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(flatten)]
+    args: CacheNodeArgs,
+}
+
+/// Checks service flags a user adds to every node before any node starts.
+pub fn check_flags(flags: &[String]) -> Result<(), String> {
+    distlab_runtime::cli::parse_service_flags::<Cli>("cache", flags).map(|_| ())
+}
+
+/// `lab node cache ARGS...`: parses the node's flags (a mistake prints usage and exits 2)
+/// and runs it.
+pub fn main(program: &str, args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
+    let argv = std::iter::once(std::ffi::OsString::from(program)).chain(args);
+    match <Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(cli) => run_blocking(cli.args),
+        Err(e) => e.exit(),
+    }
+}
+
+pub fn run_blocking(args: CacheNodeArgs) -> std::process::ExitCode {
+    let id = args.node.id.to_string();
+    distlab_runtime::node::run_main("cache", &id, "info", Threads::One, || run(args))
+}
+
+/// How often hints are offered to members that are alive again.
+const HINT_REPLAY_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs a cache node until SIGTERM/SIGINT. Bad flags fail with [`BadInput`] before anything
+/// is bound.
+pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
+    let node_args = args.node.validate()?;
+    let settings = Settings {
+        replicas: args.replicas,
+        write_quorum: args.write_quorum,
+        read_quorum: args.read_quorum,
+    };
+    settings.validate().map_err(BadInput)?;
+    let kind = PlacementKind::parse(&args.placement, args.vnodes).map_err(BadInput)?;
+    if args.gossip_period < Duration::from_millis(10) {
+        return Err(BadInput::new("--gossip-period must be at least 10ms").into());
+    }
+    let peers: BTreeMap<String, SocketAddr> = node_args
+        .peers
+        .iter()
+        .map(|(id, addr)| (id.to_string(), *addr))
+        .collect();
+    let me = node_args.id.to_string();
+
+    let memcached_listener = TcpListener::bind(args.memcached)
+        .await
+        .with_context(|| format!("--memcached {}: cannot bind", args.memcached))?;
+    let mut node = Node::bind(node_args, "proj1", "cache").await?;
+    // Gossip listens on the gRPC port number, over UDP: the lab's UDP link proxies sit on
+    // their TCP proxies' port numbers, so one `--peer` address serves both.
+    let gossip_socket = UdpSocket::bind(node.grpc_addr())
+        .await
+        .with_context(|| format!("cannot bind UDP {} for gossip", node.grpc_addr()))?;
+    node.add_ready_field("memcached", memcached_listener.local_addr()?.to_string());
+
+    let store = Arc::new(Mutex::new(Store::new(args.memory)));
+    let placement: Arc<dyn Placement> = Arc::from(kind.build([me.clone()]));
+    let coordinator = Coordinator::new(
+        me.clone(),
+        settings,
+        store.clone(),
+        Hints::new(args.hint_memory, args.hint_ttl),
+        placement,
+        GrpcPeers::new(&peers, args.peer_timeout)?,
+    );
+
+    let swim_config = swim::Config {
+        period: args.gossip_period,
+        ping_timeout: args.gossip_period * 2 / 5,
+        suspicion_timeout: args.suspicion_timeout,
+        ..swim::Config::default()
+    };
+    let (membership, gossip_task) = gossip::start(
+        GossipConfig {
+            me: me.clone(),
+            peers,
+            swim: swim_config,
+            seed: rand::random(),
+        },
+        gossip_socket,
+        node.shutdown_token(),
+    );
+    let follower = tokio::spawn(follow_membership(
+        coordinator.clone(),
+        membership.clone(),
+        kind,
+    ));
+    let memcached_task = tokio::spawn(memcached::serve_with(memcached_listener, {
+        let coordinator = coordinator.clone();
+        move |command| {
+            let coordinator = coordinator.clone();
+            async move { coordinator.handle(command, false).await }
+        }
+    }));
+
+    let status = Arc::new(CacheStatus {
+        coordinator: coordinator.clone(),
+        store,
+        membership,
+        config: json!({
+            "replicas": settings.replicas,
+            "write_quorum": settings.write_quorum,
+            "read_quorum": settings.read_quorum,
+            "placement": args.placement,
+            "vnodes": args.vnodes,
+            "memory_bytes": args.memory,
+            "gossip_period_ms": args.gossip_period.as_millis() as u64,
+            "suspicion_timeout_ms": args.suspicion_timeout.as_millis() as u64,
+        }),
+    });
+    let served = node
+        .serve(Routes::new(CacheService::new(coordinator.clone())), status)
+        .await;
+    memcached_task.abort();
+    follower.abort();
+    // The gossip task announces the leave, then ends (its shutdown token is the node's).
+    let _ = tokio::time::timeout(args.gossip_period * 4, gossip_task).await;
+    served
+}
+
+/// Keeps the coordinator in step with the membership: a member joining or leaving changes
+/// the placement (and keys go to their new replicas); a member dying or coming back only
+/// changes who is down (its writes become hints, which are replayed once it is back).
+async fn follow_membership(
+    coordinator: Arc<Coordinator<GrpcPeers>>,
+    mut membership: watch::Receiver<Arc<Membership>>,
+    kind: PlacementKind,
+) {
+    let mut ring = membership.borrow().ring.clone();
+    let mut replay = tokio::time::interval(HINT_REPLAY_EVERY);
+    replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = membership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = membership.borrow_and_update().clone();
+                coordinator.set_down(now.down());
+                if now.ring == ring {
+                    continue;
+                }
+                ring = now.ring.clone();
+                let after: Arc<dyn Placement> = Arc::from(kind.build(ring.clone()));
+                let before = coordinator.set_placement(after.clone());
+                let moved = coordinator.rebalance(&*before, &*after).await;
+                tracing::info!(
+                    event = "ring_changed",
+                    members = %ring.join(","),
+                    keys_moved = moved,
+                    "placement now over {} members; {moved} key copies sent to new replicas",
+                    ring.len()
+                );
+            }
+            _ = replay.tick() => {
+                let live = membership.borrow().live.clone();
+                let delivered = coordinator.replay_hints(&live).await;
+                if delivered > 0 {
+                    tracing::info!(event = "hints_replayed", delivered, "hints delivered to their owners");
+                }
+            }
+        }
+    }
+}
+
+/// `/status` of a cache node.
+struct CacheStatus {
+    coordinator: Arc<Coordinator<GrpcPeers>>,
+    store: Arc<Mutex<Store>>,
+    membership: watch::Receiver<Arc<Membership>>,
+    config: serde_json::Value,
+}
+
+impl NodeStatus for CacheStatus {
+    fn role(&self) -> String {
+        "cache".into()
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let membership = self.membership.borrow().clone();
+        let placement = self.coordinator.placement();
+        let members: serde_json::Map<String, serde_json::Value> = membership
+            .members
+            .iter()
+            .map(|(id, (state, incarnation))| {
+                (
+                    id.clone(),
+                    json!({"state": state.name(), "incarnation": incarnation}),
+                )
+            })
+            .collect();
+        let ownership: serde_json::Map<String, serde_json::Value> = placement
+            .ownership()
+            .into_iter()
+            .map(|(id, share)| (id, json!(share)))
+            .collect();
+        let store = self.store.lock().expect("never poisoned").stats();
+        let counts = &self.coordinator.counts;
+        let g = membership.counts;
+        json!({
+            "config": self.config,
+            "incarnation": membership.incarnation,
+            "joined": membership.joined,
+            "members": members,
+            "live": membership.live,
+            "ring": membership.ring,
+            "placement": placement.describe(),
+            "ownership": ownership,
+            "store": {
+                "items": store.items,
+                "bytes": store.bytes,
+                "limit": store.limit,
+                "evictions": store.evictions,
+            },
+            "hints": self.coordinator.hint_depth(),
+            "counts": {
+                "hits": counts.hits.load(Relaxed),
+                "misses": counts.misses.load(Relaxed),
+                "forwarded": counts.forwarded.load(Relaxed),
+                "read_repairs": counts.read_repairs.load(Relaxed),
+                "hints_sent": counts.hints_sent.load(Relaxed),
+                "replica_writes_lost": counts.replica_writes_lost.load(Relaxed),
+                "quorum_failures": counts.quorum_failures.load(Relaxed),
+                "keys_moved": counts.keys_moved.load(Relaxed),
+                "suspicions": g.suspicions,
+                "false_suspicions": g.false_suspicions,
+                "deaths": g.deaths,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").unwrap_err().contains("lots"));
+        assert!(parse_size("99999999999999999g").is_err());
+    }
+}

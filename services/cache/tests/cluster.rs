@@ -1,0 +1,171 @@
+//! Four real `cache serve` processes on loopback: gossip finds everyone, any node serves any
+//! key over the memcached protocol, a killed node is declared dead and its writes become
+//! hints, and when it comes back the hints are replayed to it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use distlab_runtime::launch::{NodeProcess, free_ports};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+struct Cluster {
+    ports: Vec<SocketAddr>,
+    nodes: BTreeMap<usize, NodeProcess>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let mut cluster = Self {
+            ports: free_ports(n).unwrap(),
+            nodes: BTreeMap::new(),
+        };
+        for i in 0..n {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cache"));
+        command
+            .args(["serve", "--id", &format!("n{}", i + 1), "--listen"])
+            .arg(self.ports[i].to_string())
+            .args(["--admin", "127.0.0.1:0", "--memcached", "127.0.0.1:0"]);
+        for (j, port) in self.ports.iter().enumerate() {
+            if j != i {
+                command.arg("--peer").arg(format!("n{}={port}", j + 1));
+            }
+        }
+        let node = NodeProcess::spawn(command, Duration::from_secs(20))
+            .await
+            .unwrap();
+        self.nodes.insert(i, node);
+    }
+
+    fn memcached(&self, i: usize) -> SocketAddr {
+        self.nodes[&i].ready().extra["memcached"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    async fn status(&self, i: usize) -> Value {
+        let url = format!("http://{}/status", self.nodes[&i].ready().admin);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls every running node's status until `done` holds for all (20 s at most).
+    async fn until(&self, what: &str, done: impl Fn(&Value) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut all = true;
+            for &i in self.nodes.keys() {
+                all &= done(&self.status(i).await["detail"]);
+            }
+            if all {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within 20 s: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Sends `request` on a fresh connection and reads until the reply ends with `until`.
+async fn memcached(addr: SocketAddr, request: &str, until: &str) -> String {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).ends_with(until) {
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+            .await
+            .expect("no reply in 10 s")
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        reply.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8(reply).unwrap()
+}
+
+async fn set_many(addr: SocketAddr, keys: std::ops::Range<usize>) {
+    let mut request = String::new();
+    for k in keys.clone() {
+        request.push_str(&format!(
+            "set key{k} 0 0 {}\r\nvalue{k}\r\n",
+            5 + k.to_string().len()
+        ));
+    }
+    let reply = memcached(addr, &request, &"STORED\r\n".repeat(keys.len())).await;
+    assert_eq!(reply, "STORED\r\n".repeat(keys.len()));
+}
+
+async fn get_all(addr: SocketAddr, keys: std::ops::Range<usize>) {
+    for k in keys {
+        let reply = memcached(addr, &format!("get key{k}\r\n"), "END\r\n").await;
+        let value = format!("value{k}");
+        assert_eq!(
+            reply,
+            format!("VALUE key{k} 0 {}\r\n{value}\r\nEND\r\n", value.len())
+        );
+    }
+}
+
+fn member_state(detail: &Value, id: &str) -> String {
+    detail["members"][id]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_killed_node_gets_hints_and_they_are_replayed_when_it_returns() {
+    let mut cluster = Cluster::start(4).await;
+    cluster
+        .until("every node sees four live members", |d| {
+            d["live"].as_array().is_some_and(|l| l.len() == 4)
+        })
+        .await;
+    set_many(cluster.memcached(0), 0..40).await;
+    get_all(cluster.memcached(1), 0..40).await;
+
+    // SIGKILL n4: the others declare it dead; writes still reach W = 2 replicas.
+    cluster.nodes.remove(&3).unwrap().kill().await.unwrap();
+    cluster
+        .until("n4 dead everywhere", |d| member_state(d, "n4") == "dead")
+        .await;
+    set_many(cluster.memcached(2), 40..80).await;
+    get_all(cluster.memcached(0), 40..80).await;
+    let mut hints = 0;
+    for i in 0..3 {
+        hints += cluster.status(i).await["detail"]["hints"]["n4"]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    assert!(hints > 0, "writes for n4 were kept as hints");
+
+    // Back on the same port: it refutes its death, and the hints drain into it.
+    cluster.start_node(3).await;
+    cluster
+        .until("n4 alive and every hint for it delivered", |d| {
+            let alive = d["members"].get("n4").is_none_or(|m| m["state"] == "alive");
+            alive && d["hints"].get("n4").is_none()
+        })
+        .await;
+    let n4 = cluster.status(3).await;
+    assert!(n4["detail"]["incarnation"].as_u64().unwrap() >= 1);
+    assert!(n4["detail"]["store"]["items"].as_u64().unwrap() >= hints);
+    get_all(cluster.memcached(3), 0..80).await;
+}
