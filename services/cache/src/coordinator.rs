@@ -202,7 +202,7 @@ impl<P: Peers> Coordinator<P> {
             Command::FlushAll { .. } if !forwarded => {
                 let reply = self.local(&command);
                 for member in self.placement().members().to_vec() {
-                    if member != self.me {
+                    if member != self.me && !self.is_down(&member) {
                         let _ = self.peers.forward(&member, command.clone()).await;
                     }
                 }
@@ -384,11 +384,14 @@ impl<P: Peers> Coordinator<P> {
             .filter(|r| **r != self.me)
             .cloned()
             .collect();
+        // Acks still needed beyond this node's own copy (none, if it coordinates a key it is
+        // not a replica of: a forward that crossed a membership change).
+        let own = usize::from(replicas.contains(&self.me));
         let needed = self
             .settings
             .write_quorum
             .min(replicas.len())
-            .saturating_sub(1);
+            .saturating_sub(own);
         if others.is_empty() || needed == 0 {
             self.spawn_replication(key, state, others, None);
             return reply;
@@ -407,8 +410,8 @@ impl<P: Peers> Coordinator<P> {
             self.counts.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Reply::ServerError(format!(
                 "write quorum not reached: {} of {} replicas hold it",
-                held + 1,
-                needed + 1
+                held + own,
+                needed + own
             ));
         }
         reply

@@ -244,8 +244,11 @@ impl GrpcPeers {
         let clients = peers
             .iter()
             .map(|(id, addr)| {
+                // `timeout` bounds every call on the client's side too: a peer behind a cut
+                // link proxy accepts and never answers.
                 let channel = Endpoint::from_shared(format!("http://{addr}"))?
                     .connect_timeout(timeout)
+                    .timeout(timeout)
                     .tcp_nodelay(true)
                     .connect_lazy();
                 Ok((id.clone(), CacheClient::new(channel)))

@@ -163,12 +163,7 @@ mod tests {
     use super::*;
 
     fn write(v: &str, version: u64) -> Replica {
-        Replica::Value {
-            value: Bytes::copy_from_slice(v.as_bytes()),
-            flags: 0,
-            expires: None,
-            version,
-        }
+        Replica::test_value(v, version)
     }
 
     #[test]

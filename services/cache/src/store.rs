@@ -114,6 +114,17 @@ impl Replica {
             Replica::Value { version, .. } | Replica::Deleted { version } => *version,
         }
     }
+
+    /// A value that never expires, for tests.
+    #[cfg(test)]
+    pub(crate) fn test_value(value: &str, version: Version) -> Self {
+        Replica::Value {
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            flags: 0,
+            expires: None,
+            version,
+        }
+    }
 }
 
 /// Counters for `stats` and `/metrics`.
@@ -640,12 +651,7 @@ mod replica_tests {
     use super::*;
 
     fn value(v: &str, version: Version) -> Replica {
-        Replica::Value {
-            value: Bytes::copy_from_slice(v.as_bytes()),
-            flags: 0,
-            expires: None,
-            version,
-        }
+        Replica::test_value(v, version)
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use distlab_runtime::launch::{NodeProcess, free_ports};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -168,4 +169,32 @@ async fn a_killed_node_gets_hints_and_they_are_replayed_when_it_returns() {
     assert!(n4["detail"]["incarnation"].as_u64().unwrap() >= 1);
     assert!(n4["detail"]["store"]["items"].as_u64().unwrap() >= hints);
     get_all(cluster.memcached(3), 0..80).await;
+}
+
+/// A paused node (SIGSTOP) accepts connections and answers nothing: calls to it must time
+/// out, not hang, so writes through the others go on; SWIM then declares it dead.
+#[tokio::test]
+async fn a_paused_node_does_not_stall_writes() {
+    let cluster = Cluster::start(4).await;
+    cluster
+        .until("every node sees four live members", |d| {
+            d["live"].as_array().is_some_and(|l| l.len() == 4)
+        })
+        .await;
+    cluster.nodes[&1].signal(Signal::SIGSTOP).unwrap();
+    set_many(cluster.memcached(0), 0..20).await;
+    get_all(cluster.memcached(2), 0..20).await;
+    // The others declare it dead (its own status would not answer: it is paused).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for i in [0, 2, 3] {
+        while member_state(&cluster.status(i).await["detail"], "n2") != "dead" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "n2 not dead at n{}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster.nodes[&1].signal(Signal::SIGCONT).unwrap();
 }
