@@ -9,6 +9,7 @@
 //! - [`store`]: one node's items: a memory-bounded LRU with expiry, memcached's semantics.
 //! - [`protocol`]: parsing memcached's text protocol; [`memcached`]: serving it over TCP.
 //! - [`swim`]: SWIM membership and failure detection, as a state machine without I/O.
+//! - [`client`]: the `cache.v1` client library: one node at a time, the next on failure.
 //! - [`coordinator`]: a key's coordinator: forwarding, quorums, read repair, hints, rebalancing.
 //! - [`gossip`]: SWIM over UDP: the socket, the ticks, the published membership.
 //! - [`grpc`]: `cache.v1` over gRPC: the service, and the peers a coordinator calls.
@@ -17,6 +18,7 @@
 //! - [`placement`]: which members hold a key: [`placement::Ring`] or
 //!   [`placement::Rendezvous`], behind [`placement::Placement`].
 
+pub mod client;
 pub mod coordinator;
 pub mod gossip;
 pub mod grpc;

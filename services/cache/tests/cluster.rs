@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use distlab_cache::client::CacheClient;
 use distlab_runtime::launch::{NodeProcess, free_ports};
+use distlab_runtime::retry::RetryPolicy;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,4 +199,49 @@ async fn a_paused_node_does_not_stall_writes() {
         }
     }
     cluster.nodes[&1].signal(Signal::SIGCONT).unwrap();
+}
+
+/// The client library over gRPC: set, get, delete through any node; when the node it talks
+/// to dies, its next attempt goes to another.
+#[tokio::test]
+async fn the_client_library_moves_on_from_a_dead_node() {
+    let mut cluster = Cluster::start(3).await;
+    cluster
+        .until("every node sees three live members", |d| {
+            d["live"].as_array().is_some_and(|l| l.len() == 3)
+        })
+        .await;
+    let nodes: Vec<(String, SocketAddr)> = (0..3)
+        .map(|i| (format!("n{}", i + 1), cluster.nodes[&i].ready().grpc))
+        .collect();
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    };
+    let client = CacheClient::connect_lazy(&nodes, policy).unwrap();
+    for k in 0..20 {
+        client
+            .set(format!("key{k}"), format!("value{k}"), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.node(), "n1");
+    cluster.nodes.remove(&0).unwrap().kill().await.unwrap();
+    for k in 0..20 {
+        let found = client.get(format!("key{k}")).await.unwrap().unwrap();
+        assert_eq!(found.value, format!("value{k}"));
+    }
+    assert_ne!(client.node(), "n1");
+    assert!(client.delete("key0").await.unwrap());
+    assert!(!client.delete("key0").await.unwrap());
+    assert_eq!(client.get("key0").await.unwrap(), None);
+    let ttl = client.set("brief", "v", Some(Duration::from_millis(1)));
+    ttl.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        client.get("brief").await.unwrap(),
+        None,
+        "expired after its ttl"
+    );
 }
