@@ -43,6 +43,7 @@ pub struct Figure {
 pub fn for_project(project: &Project) -> ProjectUi {
     match project.name {
         "proj0" => crate::projects::proj0::console(),
+        "proj1" => crate::projects::proj1::console(),
         "proj2" => crate::projects::proj2::console(),
         _ => ProjectUi {
             figures: &[],

@@ -108,6 +108,7 @@ pub fn split_flags(text: &str) -> Vec<String> {
 /// Every project the lab can run.
 pub const PROJECTS: &[Project] = &[
     crate::projects::proj0::PROJECT,
+    crate::projects::proj1::PROJECT,
     crate::projects::proj2::PROJECT,
 ];
 

@@ -115,6 +115,20 @@ pub fn unique_value(process: u64, count: i64) -> i64 {
     (process as i64) * 1_000_000 + count
 }
 
+/// A register read's completion: `ok` with the value read as an integer (`null`: none) and
+/// the item's version if there is one; `final` marks the run's last reads.
+pub fn read_completion(found: Option<(&[u8], u64)>, final_read: bool) -> Completion {
+    let value = found.and_then(|(v, _)| String::from_utf8_lossy(v).parse::<i64>().ok());
+    let meta = found.map(|(_, version)| {
+        if final_read {
+            serde_json::json!({"version": version, "final": true})
+        } else {
+            serde_json::json!({"version": version})
+        }
+    });
+    Completion::ok(serde_json::json!(value), meta)
+}
+
 /// `500ms`, `2s` in YAML.
 pub mod duration_text {
     use serde::{Deserialize, Deserializer};

@@ -5,5 +5,6 @@
 //! its service crate.
 
 pub mod proj0;
+pub mod proj1;
 pub mod proj2;
 pub mod raft_view;

@@ -24,8 +24,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, record_call,
-    unique_value,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, read_completion,
+    record_call, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -218,17 +218,10 @@ async fn recorded_read(
 ) -> OpType {
     let call = client.get(key.to_string());
     record_call(recorder, process, "read", key, json!(null), call, |found| {
-        let value = found
-            .as_ref()
-            .and_then(|v| String::from_utf8_lossy(&v.value).parse::<i64>().ok());
-        let meta = found.map(|v| {
-            if final_read {
-                json!({"version": v.version, "final": true})
-            } else {
-                json!({"version": v.version})
-            }
-        });
-        Completion::ok(json!(value), meta)
+        read_completion(
+            found.as_ref().map(|v| (&v.value[..], v.version)),
+            final_read,
+        )
     })
     .await
     .0

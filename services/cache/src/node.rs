@@ -316,8 +316,12 @@ impl NodeStatus for CacheStatus {
         let store = self.store.lock().expect("never poisoned").stats();
         let counts = &self.coordinator.counts;
         let g = membership.counts;
+        let hints = self.coordinator.hint_depth();
         json!({
             "config": self.config,
+            "live_members": membership.live.len(),
+            "items": store.items,
+            "hints_waiting": hints.values().sum::<usize>(),
             "incarnation": membership.incarnation,
             "joined": membership.joined,
             "members": members,
@@ -331,7 +335,7 @@ impl NodeStatus for CacheStatus {
                 "limit": store.limit,
                 "evictions": store.evictions,
             },
-            "hints": self.coordinator.hint_depth(),
+            "hints": hints,
             "counts": {
                 "hits": counts.hits.load(Relaxed),
                 "misses": counts.misses.load(Relaxed),
