@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use distlab_proto::cache::v1 as pb;
 use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use distlab_runtime::telemetry::PropagateTrace;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 type Rpc = pb::cache_client::CacheClient<InterceptedService<Channel, PropagateTrace>>;
 
@@ -50,11 +49,9 @@ impl CacheClient {
         let rpcs = nodes
             .iter()
             .map(|(name, addr)| {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
-                    .with_context(|| format!("{addr} is not a usable address"))?
-                    .connect_timeout(policy.attempt_timeout.min(Duration::from_secs(2)))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let connect_timeout = policy.attempt_timeout.min(Duration::from_secs(2));
+                let channel =
+                    distlab_runtime::channel::endpoint(*addr, connect_timeout)?.connect_lazy();
                 Ok((
                     name.clone(),
                     pb::cache_client::CacheClient::with_interceptor(channel, PropagateTrace),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use distlab_proto::cache::v1 as pb;
 use pb::cache_client::CacheClient;
 use pb::cache_server::{Cache, CacheServer};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::coordinator::{Coordinator, PeerError, Peers};
@@ -246,10 +246,8 @@ impl GrpcPeers {
             .map(|(id, addr)| {
                 // `timeout` bounds every call on the client's side too: a peer behind a cut
                 // link proxy accepts and never answers.
-                let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                    .connect_timeout(timeout)
+                let channel = distlab_runtime::channel::endpoint(*addr, timeout)?
                     .timeout(timeout)
-                    .tcp_nodelay(true)
                     .connect_lazy();
                 Ok((id.clone(), CacheClient::new(channel)))
             })

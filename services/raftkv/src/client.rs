@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use distlab_proto::raftkv::v1 as pb;
 use distlab_runtime::retry::{Attempt, ClientMetrics, Idempotence, RetryPolicy};
 use distlab_runtime::telemetry::PropagateTrace;
 use prost::bytes::Bytes;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::server::LEADER_HINT;
 
@@ -62,11 +61,9 @@ impl RaftKvClient {
         let rpcs = nodes
             .iter()
             .map(|(name, addr)| {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
-                    .with_context(|| format!("{addr} is not a usable address"))?
-                    .connect_timeout(policy.attempt_timeout.min(Duration::from_secs(2)))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let connect_timeout = policy.attempt_timeout.min(Duration::from_secs(2));
+                let channel =
+                    distlab_runtime::channel::endpoint(*addr, connect_timeout)?.connect_lazy();
                 let rpc =
                     pb::raft_kv_client::RaftKvClient::with_interceptor(channel, PropagateTrace);
                 Ok((name.clone(), rpc))

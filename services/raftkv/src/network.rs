@@ -22,7 +22,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::lease::LeaseClock;
 use crate::types::{Member, RaftId, TypeConfig};
@@ -40,9 +40,7 @@ impl Network {
     pub fn new(peers: &[(String, SocketAddr)], lease: Arc<LeaseClock>) -> anyhow::Result<Self> {
         let mut channels = BTreeMap::new();
         for (name, addr) in peers {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
+            let channel = distlab_runtime::channel::endpoint(*addr, Duration::from_millis(500))?
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .connect_lazy();

@@ -28,6 +28,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod channel;
 pub mod cli;
 pub mod duration;
 pub mod launch;
