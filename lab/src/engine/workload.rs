@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use distlab_runtime::retry::RetryPolicy;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -107,6 +108,36 @@ impl WorkloadSpec {
             RegisterOp::Write
         }
     }
+
+    /// A workload client's retry policy: an operation may take `timeout`, retries included.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempt_timeout: (self.timeout / 2).max(Duration::from_millis(50)),
+            deadline: self.timeout,
+            initial_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        }
+    }
+}
+
+/// The final reads' retry policy: patient, up to `deadline` (the faults are over).
+pub fn final_reads_policy(deadline: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 50,
+        attempt_timeout: Duration::from_secs(1),
+        deadline,
+        ..RetryPolicy::default()
+    }
+}
+
+/// Every target as (node, address): what a client library over the whole cluster takes.
+pub fn node_addrs(targets: &[Target]) -> Vec<(String, SocketAddr)> {
+    targets.iter().map(|t| (t.node.clone(), t.addr)).collect()
+}
+
+/// A register's value as the history records it: the integer written, or `null`.
+pub fn int_value(value: Option<&[u8]>) -> serde_json::Value {
+    serde_json::json!(value.and_then(|v| String::from_utf8_lossy(v).parse::<i64>().ok()))
 }
 
 /// The value of process `process`'s `count`-th write: unique in the run (the process in the
@@ -118,7 +149,7 @@ pub fn unique_value(process: u64, count: i64) -> i64 {
 /// A register read's completion: `ok` with the value read as an integer (`null`: none) and
 /// the item's version if there is one; `final` marks the run's last reads.
 pub fn read_completion(found: Option<(&[u8], u64)>, final_read: bool) -> Completion {
-    let value = found.and_then(|(v, _)| String::from_utf8_lossy(v).parse::<i64>().ok());
+    let value = int_value(found.map(|(v, _)| v));
     let meta = found.map(|(_, version)| {
         if final_read {
             serde_json::json!({"version": version, "final": true})
@@ -126,7 +157,7 @@ pub fn read_completion(found: Option<(&[u8], u64)>, final_read: bool) -> Complet
             serde_json::json!({"version": version})
         }
     });
-    Completion::ok(serde_json::json!(value), meta)
+    Completion::ok(value, meta)
 }
 
 /// `500ms`, `2s` in YAML.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlab_kv::client::{ClientOptions, KvClient};
-use distlab_runtime::retry::RetryPolicy;
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::json;
@@ -24,8 +23,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, read_completion,
-    record_call, unique_value,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, final_reads_policy,
+    read_completion, record_call, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -89,12 +88,7 @@ impl Driver for Registers {
         recorder: &Arc<Recorder>,
     ) -> anyhow::Result<Vec<Box<dyn Client>>> {
         anyhow::ensure!(!targets.is_empty(), "a workload needs at least one node");
-        let policy = RetryPolicy {
-            attempt_timeout: (spec.timeout / 2).max(Duration::from_millis(50)),
-            deadline: spec.timeout,
-            initial_backoff: Duration::from_millis(10),
-            ..RetryPolicy::default()
-        };
+        let policy = spec.retry_policy();
         (0..spec.clients)
             .map(|_| {
                 let nodes = targets
@@ -128,12 +122,7 @@ impl Driver for Registers {
         deadline: Duration,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let policy = RetryPolicy {
-                max_attempts: 50,
-                attempt_timeout: Duration::from_secs(1),
-                deadline,
-                ..RetryPolicy::default()
-            };
+            let policy = final_reads_policy(deadline);
             for target in targets {
                 let options = ClientOptions {
                     policy: policy.clone(),

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlab_cache::client::CacheClient;
-use distlab_runtime::retry::RetryPolicy;
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::json;
@@ -21,8 +20,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, read_completion,
-    record_call, unique_value,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, final_reads_policy,
+    node_addrs, read_completion, record_call, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -70,12 +69,6 @@ fn key(index: usize) -> String {
     format!("k{index}")
 }
 
-fn client(targets: &[Target], policy: RetryPolicy) -> anyhow::Result<CacheClient> {
-    let nodes: Vec<(String, std::net::SocketAddr)> =
-        targets.iter().map(|t| (t.node.clone(), t.addr)).collect();
-    CacheClient::connect_lazy(&nodes, policy)
-}
-
 /// Reads, writes and deletes over the cache API.
 pub struct Items;
 
@@ -87,13 +80,7 @@ impl Driver for Items {
         recorder: &Arc<Recorder>,
     ) -> anyhow::Result<Vec<Box<dyn Client>>> {
         anyhow::ensure!(!targets.is_empty(), "a workload needs at least one node");
-        let policy = RetryPolicy {
-            attempt_timeout: (spec.timeout / 2).max(Duration::from_millis(50)),
-            deadline: spec.timeout,
-            initial_backoff: Duration::from_millis(10),
-            ..RetryPolicy::default()
-        };
-        let shared = client(targets, policy)?;
+        let shared = CacheClient::connect_lazy(&node_addrs(targets), spec.retry_policy())?;
         Ok((0..spec.clients)
             .map(|i| {
                 Box::new(ItemClient {
@@ -114,13 +101,8 @@ impl Driver for Items {
         deadline: Duration,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let policy = RetryPolicy {
-                max_attempts: 50,
-                attempt_timeout: Duration::from_secs(1),
-                deadline,
-                ..RetryPolicy::default()
-            };
-            let client = client(targets, policy)?;
+            let client =
+                CacheClient::connect_lazy(&node_addrs(targets), final_reads_policy(deadline))?;
             for k in 0..spec.keys.max(1) {
                 recorded_read(&client, recorder, FINAL_PROCESS, &key(k), true).await;
             }

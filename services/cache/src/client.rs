@@ -9,12 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use distlab_proto::cache::v1 as pb;
 use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
-use distlab_runtime::telemetry::PropagateTrace;
 use tonic::Status;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Rpc = pb::cache_client::CacheClient<InterceptedService<Channel, PropagateTrace>>;
+type Rpc = pb::cache_client::CacheClient<distlab_runtime::channel::TracedChannel>;
 
 /// An item as a read returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,25 +36,10 @@ impl CacheClient {
         nodes: &[(String, SocketAddr)],
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !nodes.is_empty(),
-            "a client needs at least one node address"
-        );
-        policy
-            .validate()
-            .map_err(|e| anyhow::anyhow!("retry policy: {e}"))?;
-        let rpcs = nodes
-            .iter()
-            .map(|(name, addr)| {
-                let connect_timeout = policy.attempt_timeout.min(Duration::from_secs(2));
-                let channel =
-                    distlab_runtime::channel::endpoint(*addr, connect_timeout)?.connect_lazy();
-                Ok((
-                    name.clone(),
-                    pb::cache_client::CacheClient::with_interceptor(channel, PropagateTrace),
-                ))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rpcs = distlab_runtime::channel::per_node(nodes, &policy)?
+            .into_iter()
+            .map(|(name, channel)| (name, pb::cache_client::CacheClient::new(channel)))
+            .collect();
         Ok(Self {
             nodes: Arc::new(rpcs),
             current: Arc::new(AtomicUsize::new(0)),

@@ -186,11 +186,12 @@ impl Task {
             self.count(change);
             log_change(change);
         }
-        let published = self.published.borrow().clone();
-        if !changes.is_empty()
-            || published.joined != self.swim.joined()
-            || published.incarnation != self.swim.incarnation()
-        {
+        let stale = {
+            let published = self.published.borrow();
+            published.joined != self.swim.joined()
+                || published.incarnation != self.swim.incarnation()
+        };
+        if !changes.is_empty() || stale {
             self.publish();
         }
     }

@@ -70,6 +70,11 @@ fn entries(list: Vec<pb::Entry>) -> Vec<(Bytes, Replica)> {
     list.into_iter().map(|e| replica(e, now)).collect()
 }
 
+fn to_entries(list: &[(Bytes, Replica)]) -> Vec<pb::Entry> {
+    let now = Instant::now();
+    list.iter().map(|(k, r)| entry(k.clone(), r, now)).collect()
+}
+
 fn check_key(key: &[u8]) -> Result<(), Status> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(Status::invalid_argument(format!(
@@ -281,8 +286,7 @@ impl GrpcPeers {
 
 impl Peers for GrpcPeers {
     async fn replicate(&self, to: &str, list: Vec<(Bytes, Replica)>) -> Result<usize, PeerError> {
-        let now = Instant::now();
-        let entries = list.iter().map(|(k, r)| entry(k.clone(), r, now)).collect();
+        let entries = to_entries(&list);
         let reply = self
             .client(to)?
             .replicate(self.request(pb::ReplicateRequest { entries }))
@@ -307,8 +311,7 @@ impl Peers for GrpcPeers {
         owner: &str,
         list: Vec<(Bytes, Replica)>,
     ) -> Result<usize, PeerError> {
-        let now = Instant::now();
-        let entries = list.iter().map(|(k, r)| entry(k.clone(), r, now)).collect();
+        let entries = to_entries(&list);
         let reply = self
             .client(to)?
             .hint(self.request(pb::HintRequest {

@@ -7,7 +7,6 @@
 //! connection is closed after the error.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -23,22 +22,6 @@ pub const VERSION: &str = concat!("distlab-cache ", env!("CARGO_PKG_VERSION"));
 /// memcached's rule for expiry times: at most this many seconds is relative to now; more is
 /// an absolute Unix time.
 const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
-
-/// The store shared by every connection of a node.
-pub type SharedStore = Arc<Mutex<Store>>;
-
-/// Serves the protocol over one store alone (a single node, no peers).
-pub async fn serve(listener: TcpListener, store: SharedStore) -> std::io::Result<()> {
-    let started = Instant::now();
-    serve_with(listener, move |command| {
-        let store = store.clone();
-        async move {
-            let mut store = store.lock().expect("the store lock is never poisoned");
-            apply(&command, &mut store, Now::read(), started)
-        }
-    })
-    .await
-}
 
 /// Accepts connections until the listener fails; each is served on its own task, every
 /// request answered by `handler` (a node's coordinator).
@@ -216,6 +199,8 @@ pub fn apply(command: &Command, store: &mut Store, now: Now, started: Instant) -
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     use super::*;
@@ -288,7 +273,12 @@ mod tests {
     async fn a_connection_serves_pipelined_requests_and_recovers_from_bad_ones() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Arc::new(Mutex::new(Store::new(1 << 20)))));
+        let store = Arc::new(Mutex::new(Store::new(1 << 20)));
+        let started = Instant::now();
+        let server = tokio::spawn(serve_with(listener, move |command| {
+            let store = store.clone();
+            async move { apply(&command, &mut store.lock().unwrap(), Now::read(), started) }
+        }));
         let mut socket = TcpStream::connect(addr).await.unwrap();
         socket
             .write_all(b"set k 0 0 5\r\nhello\r\nbogus\r\nget k\r\nquit\r\n")

@@ -600,11 +600,6 @@ impl Swim {
         self.gossip.retain(|(_, left)| *left > 0);
         updates
     }
-
-    /// Pending updates still to spread (the admin page shows the queue).
-    pub fn gossip_queue(&self) -> usize {
-        self.gossip.len()
-    }
 }
 
 #[cfg(test)]

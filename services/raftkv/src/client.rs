@@ -12,19 +12,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use distlab_proto::raftkv::v1 as pb;
 use distlab_runtime::retry::{Attempt, ClientMetrics, Idempotence, RetryPolicy};
-use distlab_runtime::telemetry::PropagateTrace;
 use prost::bytes::Bytes;
 use tonic::Status;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::server::LEADER_HINT;
 
-type Rpc = pb::raft_kv_client::RaftKvClient<InterceptedService<Channel, PropagateTrace>>;
+type Rpc = pb::raft_kv_client::RaftKvClient<distlab_runtime::channel::TracedChannel>;
 
 /// Outcome of a compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,24 +47,10 @@ impl RaftKvClient {
         nodes: &[(String, SocketAddr)],
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !nodes.is_empty(),
-            "a client needs at least one node address"
-        );
-        policy
-            .validate()
-            .map_err(|e| anyhow::anyhow!("retry policy: {e}"))?;
-        let rpcs = nodes
-            .iter()
-            .map(|(name, addr)| {
-                let connect_timeout = policy.attempt_timeout.min(Duration::from_secs(2));
-                let channel =
-                    distlab_runtime::channel::endpoint(*addr, connect_timeout)?.connect_lazy();
-                let rpc =
-                    pb::raft_kv_client::RaftKvClient::with_interceptor(channel, PropagateTrace);
-                Ok((name.clone(), rpc))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rpcs = distlab_runtime::channel::per_node(nodes, &policy)?
+            .into_iter()
+            .map(|(name, channel)| (name, pb::raft_kv_client::RaftKvClient::new(channel)))
+            .collect();
         Ok(Self {
             nodes: Arc::new(rpcs),
             leader: Arc::new(AtomicUsize::new(0)),
@@ -314,6 +296,8 @@ fn with_timeout<T>(message: T, attempt: Attempt) -> tonic::Request<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A node behind a proxy that lost it: the connection is accepted, then closed under the

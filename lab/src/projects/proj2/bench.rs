@@ -4,9 +4,9 @@
 //! 256-byte values by default), loaded by C clients that each send their next request when
 //! the previous one answered. The clients are spread over `--connections` TCP connections to
 //! every node (etcd gets as many to every member): 64 clients sharing one HTTP/2 connection
-//! would measure how two single-threaded ends take turns on it more than the servers. Clusters run through the lab's link proxies (every byte between
-//! nodes, and from clients, goes through the lab, as in `lab run`) or without them (nodes talk
-//! directly). Phases:
+//! would measure how two single-threaded ends take turns on it more than the servers.
+//! Clusters run through the lab's link proxies (every byte between nodes, and from clients,
+//! goes through the lab, as in `lab run`) or without them (nodes talk directly). Phases:
 //!
 //! - `writes`: PUT throughput and latency, 3 and 5 nodes, proxies on and off, 1/16/64 clients;
 //! - `reads`: GET with read-index vs lease reads (64 clients, 3 nodes);

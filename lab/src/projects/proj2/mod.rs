@@ -18,7 +18,7 @@ use distlab_raftkv::client::RaftKvClient;
 use distlab_runtime::retry::RetryPolicy;
 use rand::Rng;
 use rand::rngs::SmallRng;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::raft_view::RaftView;
 use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number, detail_text};
@@ -26,8 +26,8 @@ use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, record_call,
-    unique_value,
+    BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, final_reads_policy,
+    int_value, node_addrs, record_call, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -115,8 +115,7 @@ fn key(index: usize) -> String {
 }
 
 fn cluster_client(targets: &[Target], policy: RetryPolicy) -> anyhow::Result<RaftKvClient> {
-    let nodes: Vec<_> = targets.iter().map(|t| (t.node.clone(), t.addr)).collect();
-    RaftKvClient::connect_lazy(&nodes, policy)
+    RaftKvClient::connect_lazy(&node_addrs(targets), policy)
 }
 
 /// The register workload over the raftkv API.
@@ -133,10 +132,8 @@ impl Driver for Registers {
         let policy = RetryPolicy {
             max_attempts: 20,
             attempt_timeout: (spec.timeout / 2).max(Duration::from_millis(100)),
-            deadline: spec.timeout,
-            initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
-            ..RetryPolicy::default()
+            ..spec.retry_policy()
         };
         (0..spec.clients)
             .map(|_| {
@@ -161,9 +158,7 @@ impl Driver for Registers {
         Box::pin(async move {
             let policy = RetryPolicy {
                 max_attempts: 100,
-                attempt_timeout: Duration::from_secs(1),
-                deadline,
-                ..RetryPolicy::default()
+                ..final_reads_policy(deadline)
             };
             let client = cluster_client(targets, policy)?;
             for k in 0..spec.keys.max(1) {
@@ -192,10 +187,6 @@ struct RegisterClient {
     next_value: i64,
     /// The last value this client saw per key: what its cas operations expect.
     known: HashMap<String, i64>,
-}
-
-fn int_value(value: Option<&[u8]>) -> Value {
-    json!(value.and_then(|v| String::from_utf8_lossy(v).parse::<i64>().ok()))
 }
 
 impl RegisterClient {
