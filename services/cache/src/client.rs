@@ -1,10 +1,16 @@
 //! The client library for `cache.v1`: any node serves any key, so a client talks to one node
 //! and moves to the next when that one fails (with the shared retry policy's backoff).
+//!
+//! Writes are stamped here, once, with a version from the client's hybrid clock (as
+//! Cassandra's drivers stamp theirs): every retry carries the same one, so a copy of the
+//! request that reaches a node late (it was frozen, the client moved on) loses to whatever was
+//! written after it instead of overwriting it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use distlab_proto::cache::v1 as pb;
@@ -28,6 +34,8 @@ pub struct CacheClient {
     current: Arc<AtomicUsize>,
     policy: RetryPolicy,
     metrics: ClientMetrics,
+    /// The last version stamped (shared by every client over these connections).
+    clock: Arc<AtomicU64>,
 }
 
 impl CacheClient {
@@ -45,7 +53,22 @@ impl CacheClient {
             current: Arc::new(AtomicUsize::new(0)),
             policy,
             metrics: ClientMetrics::default(),
+            clock: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A new write version: the wall clock in microseconds, or one past the last stamp.
+    fn stamp(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let previous = self
+            .clock
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(wall.max(last + 1))
+            })
+            .expect("the update always gives a value");
+        wall.max(previous + 1)
     }
 
     /// Another client over the same connections that starts at node `index` (so many
@@ -90,12 +113,14 @@ impl CacheClient {
     ) -> Result<(), Status> {
         let (key, value) = (key.into(), value.into());
         let ttl_ms = ttl.map_or(0, |t| (t.as_millis() as u64).max(1));
+        let version = self.stamp();
         self.call(|mut rpc, timeout| {
             let message = pb::SetRequest {
                 key: key.clone(),
                 value: value.clone(),
                 flags: 0,
                 ttl_ms,
+                version,
             };
             let request = with_timeout(message, timeout);
             async move { rpc.set(request).await }
@@ -107,8 +132,13 @@ impl CacheClient {
     /// Deletes `key`; false if there was none.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, Status> {
         let key = key.into();
+        let version = self.stamp();
         self.call(|mut rpc, timeout| {
-            let request = with_timeout(pb::DeleteRequest { key: key.clone() }, timeout);
+            let message = pb::DeleteRequest {
+                key: key.clone(),
+                version,
+            };
+            let request = with_timeout(message, timeout);
             async move { rpc.delete(request).await }
         })
         .await

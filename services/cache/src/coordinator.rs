@@ -28,7 +28,7 @@ use crate::hints::Hints;
 use crate::memcached::{self, Now};
 use crate::placement::{MemberId, Placement};
 use crate::protocol::{Command, Reply, Value};
-use crate::store::{Replica, Store, Stored};
+use crate::store::{Replica, Store, Stored, Version};
 
 /// N, W and R.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +94,13 @@ pub trait Peers: Clone + Send + Sync + 'static {
         owner: &str,
         entries: Vec<(Bytes, Replica)>,
     ) -> impl Future<Output = Result<usize, PeerError>> + Send;
-    /// Asks `to` to coordinate this request.
+    /// Asks `to` to coordinate this request, with the version the entry node stamped it
+    /// with (plain sets and deletes: see [`Coordinator::handle_stamped`]).
     fn forward(
         &self,
         to: &str,
         command: Command,
+        stamp: Option<Version>,
     ) -> impl Future<Output = Result<Reply, PeerError>> + Send;
 }
 
@@ -183,6 +185,27 @@ impl<P: Peers> Coordinator<P> {
     /// Serves a request from a client (`forwarded: false`) or from a node that picked this
     /// one to coordinate it (`forwarded: true`: coordinate, do not forward again).
     pub async fn handle(self: &Arc<Self>, command: Command, forwarded: bool) -> Reply {
+        self.handle_stamped(command, forwarded, None).await
+    }
+
+    /// [`Self::handle`] for a request whose version was stamped before it got here: by the
+    /// client (gRPC Set and Delete carry one, as Cassandra's drivers stamp their writes) or by
+    /// the node it entered the cluster at. A plain set or delete is written at that version,
+    /// not at the coordinator's clock, so a request that arrives late (held in a frozen
+    /// node's socket, retried elsewhere meanwhile, then run when the node wakes) cannot
+    /// overwrite writes made after it: it loses to them, last writer wins. Without a stamp,
+    /// the entry node stamps it now.
+    pub async fn handle_stamped(
+        self: &Arc<Self>,
+        command: Command,
+        forwarded: bool,
+        stamp: Option<Version>,
+    ) -> Reply {
+        let stamp = match stamp {
+            Some(v) if v > 0 => Some(v),
+            _ if !forwarded && is_blind_write(&command) => Some(self.with_store(|s| s.stamp())),
+            _ => None,
+        };
         match &command {
             Command::Get { keys, cas } if keys.len() != 1 => {
                 // One coordinator per key: split, then put the answers back together in order.
@@ -203,13 +226,13 @@ impl<P: Peers> Coordinator<P> {
                 let reply = self.local(&command);
                 for member in self.placement().members().to_vec() {
                     if member != self.me && !self.is_down(&member) {
-                        let _ = self.peers.forward(&member, command.clone()).await;
+                        let _ = self.peers.forward(&member, command.clone(), None).await;
                     }
                 }
                 reply
             }
             _ => match command.key().cloned() {
-                Some(key) => self.route(key, command, forwarded).await,
+                Some(key) => self.route(key, command, forwarded, stamp).await,
                 None => self.local(&command),
             },
         }
@@ -219,7 +242,13 @@ impl<P: Peers> Coordinator<P> {
         self.with_store(|store| memcached::apply(command, store, Now::read(), self.started))
     }
 
-    async fn route(self: &Arc<Self>, key: Bytes, command: Command, forwarded: bool) -> Reply {
+    async fn route(
+        self: &Arc<Self>,
+        key: Bytes,
+        command: Command,
+        forwarded: bool,
+        stamp: Option<Version>,
+    ) -> Reply {
         let replicas: Vec<MemberId> = self
             .placement()
             .replicas(&key, self.settings.replicas)
@@ -238,7 +267,7 @@ impl<P: Peers> Coordinator<P> {
                 if self.is_down(replica) {
                     continue;
                 }
-                match self.peers.forward(replica, command.clone()).await {
+                match self.peers.forward(replica, command.clone(), stamp).await {
                     Ok(reply) => {
                         self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
                         return reply;
@@ -255,7 +284,7 @@ impl<P: Peers> Coordinator<P> {
         }
         match command {
             Command::Get { cas, .. } => self.read(key, &replicas, cas).await,
-            write => self.write(key, write, &replicas).await,
+            write => self.write(key, write, &replicas, stamp).await,
         }
     }
 
@@ -353,7 +382,13 @@ impl<P: Peers> Coordinator<P> {
         }
     }
 
-    async fn write(self: &Arc<Self>, key: Bytes, command: Command, replicas: &[MemberId]) -> Reply {
+    async fn write(
+        self: &Arc<Self>,
+        key: Bytes,
+        command: Command,
+        replicas: &[MemberId],
+        stamp: Option<Version>,
+    ) -> Reply {
         // A plain set needs nothing from the old copy; everything else decides on it.
         let plain_set = matches!(
             command,
@@ -365,14 +400,20 @@ impl<P: Peers> Coordinator<P> {
         if !plain_set && let Err(reply) = self.quorum_copy(&key, replicas).await {
             return reply;
         }
-        let reply = self.local(&command);
-        let changed = matches!(
-            reply,
-            Reply::Stored(Stored::Stored)
-                | Reply::Deleted(true)
-                | Reply::Touched(true)
-                | Reply::Number(Some(_))
-        );
+        let (reply, changed) = match stamp.filter(|_| is_blind_write(&command)) {
+            Some(version) => self.write_at(&key, &command, version),
+            None => {
+                let reply = self.local(&command);
+                let changed = matches!(
+                    reply,
+                    Reply::Stored(Stored::Stored)
+                        | Reply::Deleted(true)
+                        | Reply::Touched(true)
+                        | Reply::Number(Some(_))
+                );
+                (reply, changed)
+            }
+        };
         if !changed {
             return reply;
         }
@@ -415,6 +456,37 @@ impl<P: Peers> Coordinator<P> {
             ));
         }
         reply
+    }
+
+    /// A plain set or a delete written at `version`: the reply memcached gives, and whether
+    /// the local copy changed (not if it already holds something newer: this write lost).
+    fn write_at(&self, key: &Bytes, command: &Command, version: Version) -> (Reply, bool) {
+        let now = Now::read();
+        self.with_store(|store| match command {
+            Command::Store {
+                data,
+                flags,
+                exptime,
+                ..
+            } => {
+                let copy = Replica::Value {
+                    value: data.clone(),
+                    flags: *flags,
+                    expires: now.expiry(*exptime),
+                    version,
+                };
+                let changed = store.merge(key.clone(), copy, now.instant);
+                (Reply::Stored(Stored::Stored), changed)
+            }
+            _ => {
+                let existed = matches!(
+                    store.replica_of(key, now.instant),
+                    Some(Replica::Value { .. })
+                );
+                let changed = store.merge(key.clone(), Replica::Deleted { version }, now.instant);
+                (Reply::Deleted(existed), changed)
+            }
+        })
     }
 
     /// Sends `state` to each replica on its own task (each reports to `acks` whether it took
@@ -541,48 +613,99 @@ impl<P: Peers> Coordinator<P> {
     }
 
     /// After a membership change: sends every local key to the members that became its
-    /// replicas; how many (key, member) copies were sent.
-    pub async fn rebalance(&self, before: &dyn Placement, after: &dyn Placement) -> usize {
+    /// replicas, and measures the change: of the keys this node answers for as the surviving
+    /// first replica under `before`, how many changed primary.
+    pub async fn rebalance(&self, before: &dyn Placement, after: &dyn Placement) -> Rebalance {
         let n = self.settings.replicas;
+        let members = after.members();
         let keys = self.with_store(|s| s.keys());
-        let mut outgoing: BTreeMap<MemberId, Vec<(Bytes, Replica)>> = BTreeMap::new();
+        let mut report = Rebalance::default();
+        let mut outgoing: BTreeMap<MemberId, Vec<Bytes>> = BTreeMap::new();
         for key in keys {
             let old = before.replicas(&key, n);
             let new = after.replicas(&key, n);
-            let gained: Vec<&MemberId> = new
-                .into_iter()
-                .filter(|m| !old.contains(m) && **m != self.me)
-                .collect();
-            if gained.is_empty() {
-                continue;
+            // Each key is counted once in the cluster: by its first replica still a member.
+            if old.iter().find(|m| members.contains(m)) == Some(&&self.me) {
+                report.primary_keys += 1;
+                if old.first() != new.first() {
+                    report.primaries_moved += 1;
+                }
             }
-            let Some(copy) = self.copy_of(&key) else {
-                continue;
-            };
-            for member in gained {
+            for member in new.iter().filter(|m| !old.contains(m) && ***m != self.me) {
                 outgoing
-                    .entry(member.clone())
+                    .entry((*member).clone())
                     .or_default()
-                    .push((key.clone(), copy.clone()));
+                    .push(key.clone());
             }
         }
-        let mut moved = 0;
-        for (member, entries) in outgoing {
-            for batch in entries.chunks(256) {
-                match self.peers.replicate(&member, batch.to_vec()).await {
-                    Ok(_) => moved += batch.len(),
+        report.copies_sent = self.send_copies(outgoing, "rebalance").await;
+        self.counts
+            .keys_moved
+            .fetch_add(report.copies_sent as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// For a member back from the dead (restarted with nothing, or cut off while keys
+    /// changed): sends it a copy of every local key it is a replica of, so its copies are
+    /// whole again without waiting for writes or read repairs. How many copies were sent.
+    pub async fn resync(&self, member: &str) -> usize {
+        let n = self.settings.replicas;
+        let placement = self.placement();
+        let keys: Vec<Bytes> = self
+            .with_store(|s| s.keys())
+            .into_iter()
+            .filter(|key| placement.replicas(key, n).iter().any(|m| *m == member))
+            .collect();
+        self.send_copies(BTreeMap::from([(member.to_string(), keys)]), "resync")
+            .await
+    }
+
+    /// Sends each member the local copies of its keys, in batches; how many were taken.
+    async fn send_copies(&self, outgoing: BTreeMap<MemberId, Vec<Bytes>>, why: &str) -> usize {
+        let mut sent = 0;
+        for (member, keys) in outgoing {
+            for chunk in keys.chunks(256) {
+                let batch: Vec<(Bytes, Replica)> = chunk
+                    .iter()
+                    .filter_map(|key| Some((key.clone(), self.copy_of(key)?)))
+                    .collect();
+                if batch.is_empty() {
+                    continue;
+                }
+                match self.peers.replicate(&member, batch.clone()).await {
+                    Ok(_) => sent += batch.len(),
                     Err(e) => {
-                        tracing::warn!(error = %e, "rebalance: sending keys failed");
+                        tracing::warn!(error = %e, "{why}: sending keys to {member} failed");
                         break;
                     }
                 }
             }
         }
-        self.counts
-            .keys_moved
-            .fetch_add(moved as u64, Ordering::Relaxed);
-        moved
+        sent
     }
+}
+
+/// A write whose outcome does not depend on what is stored (a plain set, a delete): it can
+/// be stamped with its version where it enters the cluster.
+fn is_blind_write(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Store {
+            mode: crate::store::Mode::Set,
+            ..
+        } | Command::Delete { .. }
+    )
+}
+
+/// What a membership change cost one node (see [`Coordinator::rebalance`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebalance {
+    /// (key, member) copies sent to members that became replicas.
+    pub copies_sent: usize,
+    /// Keys this node counts for the cluster: those whose first surviving replica it is.
+    pub primary_keys: usize,
+    /// Of those, the keys whose primary changed.
+    pub primaries_moved: usize,
 }
 
 #[cfg(test)]
@@ -641,12 +764,13 @@ mod tests {
             &self,
             to: &str,
             command: Command,
+            stamp: Option<Version>,
         ) -> impl Future<Output = Result<Reply, PeerError>> + Send {
             let node = self.node(to);
             // Boxed and named: the coordinator calls this from inside `handle`, which
             // this calls back.
             let reply: std::pin::Pin<Box<dyn Future<Output = Result<Reply, PeerError>> + Send>> =
-                Box::pin(async move { Ok(node?.handle(command, true).await) });
+                Box::pin(async move { Ok(node?.handle_stamped(command, true, stamp).await) });
             reply
         }
     }
@@ -681,6 +805,25 @@ mod tests {
                 .map(|(id, n)| (id.clone(), Arc::downgrade(n)))
                 .collect();
             Self { net, nodes }
+        }
+
+        /// `id` starts again with nothing (a killed cache node's restart).
+        fn restart(&mut self, id: &str) {
+            let old = &self.nodes[id];
+            let node = Coordinator::new(
+                id.to_string(),
+                old.settings,
+                Arc::new(Mutex::new(Store::new(1 << 24))),
+                Hints::new(1 << 20, Duration::from_secs(60)),
+                old.placement(),
+                Link(self.net.clone()),
+            );
+            self.net
+                .nodes
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), Arc::downgrade(&node));
+            self.nodes.insert(id.to_string(), node);
         }
 
         async fn run(&self, at: &str, request: &str) -> String {
@@ -888,10 +1031,26 @@ mod tests {
         // n4 leaves (say): the others send what n4 held to the new replicas.
         cluster.set_down("n4", true);
         let mut moved = 0;
+        let (mut counted, mut primaries_moved) = (0, 0);
         for id in ["n1", "n2", "n3"] {
             cluster.nodes[id].set_placement(after.clone());
-            moved += cluster.nodes[id].rebalance(&*before, &*after).await;
+            let report = cluster.nodes[id].rebalance(&*before, &*after).await;
+            moved += report.copies_sent;
+            counted += report.primary_keys;
+            primaries_moved += report.primaries_moved;
         }
+        // Every key is counted once, by its first surviving replica; the keys whose primary
+        // moved are exactly those n4 was primary of.
+        assert_eq!(counted, keys);
+        let n4_primary = (0..keys)
+            .filter(|i| {
+                before
+                    .primary(format!("k{i}").as_bytes())
+                    .is_some_and(|p| p == "n4")
+            })
+            .count();
+        assert_eq!(primaries_moved, n4_primary);
+        assert!(n4_primary > 0);
         for i in 0..keys {
             let key = format!("k{i}");
             let holders: BTreeSet<String> = cluster.holders(&key).into_iter().collect();
@@ -907,6 +1066,72 @@ mod tests {
             })
             .count();
         assert_eq!(moved, 2 * lost);
+    }
+
+    #[tokio::test]
+    async fn a_late_request_loses_to_the_writes_made_after_it_was_stamped() {
+        let cluster = Cluster::new(3, NWR);
+        let (set, _) = protocol::parse(b"set k 0 0 3\r\nold\r\n").unwrap().unwrap();
+        let stamped_then = cluster.nodes["n1"].with_store(|s| s.stamp());
+        cluster.run("n2", "set k 0 0 3\r\nnew\r\n").await;
+        cluster.settle().await;
+        // The old request turns up now (a frozen node woke up), at any node, forwarded or
+        // not: it is still answered, but what it wrote is older than "new".
+        for (node, forwarded) in [("n1", false), ("n3", true)] {
+            let reply = cluster.nodes[node]
+                .handle_stamped(set.clone(), forwarded, Some(stamped_then))
+                .await;
+            assert_eq!(reply, Reply::Stored(Stored::Stored));
+        }
+        cluster.settle().await;
+        for node in ["n1", "n2", "n3"] {
+            assert_eq!(
+                cluster.run(node, "get k\r\n").await,
+                "VALUE k 0 3\r\nnew\r\nEND\r\n"
+            );
+        }
+        // A stamped delete from before "new" does not delete it either, and says so honestly.
+        let (delete, _) = protocol::parse(b"delete k\r\n").unwrap().unwrap();
+        let reply = cluster.nodes["n1"]
+            .handle_stamped(delete, false, Some(stamped_then))
+            .await;
+        assert_eq!(reply, Reply::Deleted(true));
+        cluster.settle().await;
+        assert_eq!(
+            cluster.run("n3", "get k\r\n").await,
+            "VALUE k 0 3\r\nnew\r\nEND\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_member_is_resynced_with_its_keys() {
+        let mut cluster = Cluster::new(5, NWR);
+        let keys = 200;
+        for i in 0..keys {
+            cluster.run("n1", &format!("set k{i} 0 0 1\r\nv\r\n")).await;
+        }
+        cluster.settle().await;
+        cluster.restart("n5");
+        let owned: Vec<String> = (0..keys)
+            .map(|i| format!("k{i}"))
+            .filter(|k| cluster.replicas_of(k).iter().any(|m| m == "n5"))
+            .collect();
+        assert!(
+            owned
+                .iter()
+                .all(|k| !cluster.holders(k).contains(&"n5".into()))
+        );
+        let mut sent = 0;
+        for id in ["n1", "n2", "n3", "n4"] {
+            sent += cluster.nodes[id].resync("n5").await;
+        }
+        // Every other replica sends each key it shares with n5.
+        assert_eq!(sent, 2 * owned.len());
+        assert!(
+            owned
+                .iter()
+                .all(|k| cluster.holders(k).contains(&"n5".into()))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::coordinator::{Coordinator, PeerError, Peers};
 use crate::placement::MemberId;
 use crate::protocol::{self, Command, Reply};
-use crate::store::{MAX_KEY_LEN, Mode, Replica, Stored};
+use crate::store::{MAX_KEY_LEN, Mode, Replica, Stored, Version};
 
 /// An item's state on the wire: expiry as remaining milliseconds (an `Instant` means nothing
 /// on another machine).
@@ -154,6 +154,7 @@ impl<P: Peers> Cache for CacheService<P> {
         }
         // Whole seconds, rounded up: the memcached command's unit.
         let exptime = request.ttl_ms.div_ceil(1000) as i64;
+        let stamp = Some(request.version);
         let command = Command::Store {
             mode: Mode::Set,
             key: request.key,
@@ -162,7 +163,7 @@ impl<P: Peers> Cache for CacheService<P> {
             data: request.value,
             noreply: false,
         };
-        match self.coordinator.handle(command, false).await {
+        match self.coordinator.handle_stamped(command, false, stamp).await {
             Reply::Stored(Stored::Stored) => Ok(Response::new(pb::SetResponse {})),
             other => Err(status_of(other)),
         }
@@ -172,13 +173,14 @@ impl<P: Peers> Cache for CacheService<P> {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let key = request.into_inner().key;
-        check_key(&key)?;
+        let request = request.into_inner();
+        check_key(&request.key)?;
         let command = Command::Delete {
-            key,
+            key: request.key,
             noreply: false,
         };
-        match self.coordinator.handle(command, false).await {
+        let stamp = Some(request.version);
+        match self.coordinator.handle_stamped(command, false, stamp).await {
             Reply::Deleted(deleted) => Ok(Response::new(pb::DeleteResponse { deleted })),
             other => Err(status_of(other)),
         }
@@ -188,13 +190,15 @@ impl<P: Peers> Cache for CacheService<P> {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let bytes = request.into_inner().request;
+        let request = request.into_inner();
+        let bytes = request.request;
         let command = match protocol::parse(&bytes) {
             Ok(Some((command, used))) if used == bytes.len() => command,
             Ok(_) => return Err(Status::invalid_argument("not one whole memcached request")),
             Err(e) => return Err(Status::invalid_argument(e.reply)),
         };
-        let reply = self.coordinator.handle(command, true).await;
+        let stamp = Some(request.version);
+        let reply = self.coordinator.handle_stamped(command, true, stamp).await;
         let reply = serde_json::to_vec(&reply).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ExecuteResponse {
             reply: reply.into(),
@@ -323,13 +327,19 @@ impl Peers for GrpcPeers {
         Ok(reply.into_inner().kept as usize)
     }
 
-    async fn forward(&self, to: &str, command: Command) -> Result<Reply, PeerError> {
+    async fn forward(
+        &self,
+        to: &str,
+        command: Command,
+        stamp: Option<Version>,
+    ) -> Result<Reply, PeerError> {
         let mut request = Vec::new();
         command.encode(&mut request);
         let reply = self
             .client(to)?
             .execute(self.request(pb::ExecuteRequest {
                 request: request.into(),
+                version: stamp.unwrap_or(0),
             }))
             .await
             .map_err(|s| Self::error(to, s))?;

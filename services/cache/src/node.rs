@@ -198,10 +198,12 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
         gossip_socket,
         node.shutdown_token(),
     );
+    let last_change = Arc::new(Mutex::new(None));
     let follower = tokio::spawn(follow_membership(
         coordinator.clone(),
         membership.clone(),
         kind,
+        last_change.clone(),
     ));
     let memcached_task = tokio::spawn(memcached::serve_with(memcached_listener, {
         let coordinator = coordinator.clone();
@@ -215,6 +217,7 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
         coordinator: coordinator.clone(),
         store,
         membership,
+        last_change,
         config: json!({
             "replicas": settings.replicas,
             "write_quorum": settings.write_quorum,
@@ -238,15 +241,23 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
 
 /// Keeps the coordinator in step with the membership: a member joining or leaving changes
 /// the placement (and keys go to their new replicas); a member dying or coming back only
-/// changes who is down (its writes become hints, which are replayed once it is back).
+/// changes who is down (its writes become hints, which are replayed once it is back, and the
+/// others send it their copies of its keys: it may have restarted with nothing).
+///
+/// Logs what the lab's checks read: `ring_changed` (with the keys this node counts and how
+/// many of them changed primary), `hints_pending` when this node starts holding hints and
+/// `hints_drained` when it holds none again.
 async fn follow_membership(
     coordinator: Arc<Coordinator<GrpcPeers>>,
     mut membership: watch::Receiver<Arc<Membership>>,
     kind: PlacementKind,
+    last_change: Arc<Mutex<Option<serde_json::Value>>>,
 ) {
     let mut ring = membership.borrow().ring.clone();
+    let mut down = membership.borrow().down();
     let mut replay = tokio::time::interval(HINT_REPLAY_EVERY);
     replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hints = HintWatch::default();
     loop {
         tokio::select! {
             changed = membership.changed() => {
@@ -254,30 +265,80 @@ async fn follow_membership(
                     return;
                 }
                 let now = membership.borrow_and_update().clone();
-                coordinator.set_down(now.down());
+                let now_down = now.down();
+                coordinator.set_down(now_down.clone());
+                for back in down.difference(&now_down).filter(|m| now.ring.contains(m)) {
+                    let (coordinator, member) = (coordinator.clone(), back.clone());
+                    tokio::spawn(async move {
+                        let sent = coordinator.resync(&member).await;
+                        tracing::info!(event = "member_resynced", member = %member, copies = sent, "sent {member} {sent} copies of its keys");
+                    });
+                }
+                down = now_down;
                 if now.ring == ring {
                     continue;
                 }
-                ring = now.ring.clone();
+                let before = std::mem::replace(&mut ring, now.ring.clone());
                 let after: Arc<dyn Placement> = Arc::from(kind.build(ring.clone()));
-                let before = coordinator.set_placement(after.clone());
-                let moved = coordinator.rebalance(&*before, &*after).await;
+                let old = coordinator.set_placement(after.clone());
+                let report = coordinator.rebalance(&*old, &*after).await;
+                *last_change.lock().expect("never poisoned") = Some(json!({
+                    "before": before,
+                    "members": ring,
+                    "primary_keys": report.primary_keys,
+                    "primaries_moved": report.primaries_moved,
+                    "copies_sent": report.copies_sent,
+                }));
                 tracing::info!(
                     event = "ring_changed",
+                    before = %before.join(","),
                     members = %ring.join(","),
-                    keys_moved = moved,
-                    "placement now over {} members; {moved} key copies sent to new replicas",
-                    ring.len()
+                    copies_sent = report.copies_sent,
+                    primary_keys = report.primary_keys,
+                    primaries_moved = report.primaries_moved,
+                    "placement now over {} members; {} of this node's {} keys changed primary; {} copies sent to new replicas",
+                    ring.len(), report.primaries_moved, report.primary_keys, report.copies_sent
                 );
             }
             _ = replay.tick() => {
                 let live = membership.borrow().live.clone();
                 let delivered = coordinator.replay_hints(&live).await;
-                if delivered > 0 {
-                    tracing::info!(event = "hints_replayed", delivered, "hints delivered to their owners");
-                }
+                hints.update(delivered, coordinator.hint_depth());
             }
         }
+    }
+}
+
+/// Turns the hint queues' depth, seen every replay tick, into `hints_pending` and
+/// `hints_drained` events.
+#[derive(Default)]
+struct HintWatch {
+    /// Hints delivered since the queues were last empty.
+    delivered: usize,
+    pending: bool,
+}
+
+impl HintWatch {
+    fn update(&mut self, delivered: usize, depth: BTreeMap<String, usize>) {
+        self.delivered += delivered;
+        let waiting: usize = depth.values().sum();
+        if waiting > 0 && !self.pending {
+            let owners: Vec<&str> = depth
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(owner, _)| owner.as_str())
+                .collect();
+            tracing::info!(event = "hints_pending", waiting, owners = %owners.join(","), "holding {waiting} hints for {}", owners.join(", "));
+        } else if waiting == 0 && self.pending {
+            tracing::info!(
+                event = "hints_drained",
+                delivered = self.delivered,
+                "every hint delivered or expired ({} delivered)",
+                self.delivered
+            );
+            self.delivered = 0;
+        }
+        self.pending = waiting > 0;
     }
 }
 
@@ -286,6 +347,8 @@ struct CacheStatus {
     coordinator: Arc<Coordinator<GrpcPeers>>,
     store: Arc<Mutex<Store>>,
     membership: watch::Receiver<Arc<Membership>>,
+    /// This node's part of the last join or leave (the ring view sums the nodes' parts).
+    last_change: Arc<Mutex<Option<serde_json::Value>>>,
     config: serde_json::Value,
 }
 
@@ -336,6 +399,7 @@ impl NodeStatus for CacheStatus {
                 "evictions": store.evictions,
             },
             "hints": hints,
+            "last_ring_change": *self.last_change.lock().expect("never poisoned"),
             "counts": {
                 "hits": counts.hits.load(Relaxed),
                 "misses": counts.misses.load(Relaxed),

@@ -195,7 +195,7 @@ impl Store {
 
     /// A new version: the wall clock in microseconds, or one more than the last if the clock
     /// is behind it (it stepped back, or two writes in one microsecond).
-    fn stamp(&mut self) -> Version {
+    pub fn stamp(&mut self) -> Version {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
