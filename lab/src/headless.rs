@@ -1,11 +1,13 @@
 //! `lab scenario FILE`: run a scenario with nobody watching, print a summary (or the report
-//! as JSON), and exit 0 only if every check passed (1 if one failed, 2 for bad input).
+//! as JSON), and exit 0 only if every check passed (1 if one failed, 2 for bad input). A
+//! scenario with `variants:` runs once per variant, and the runs are printed side by side.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::engine::scenario::Variant;
 use crate::engine::{runner, scenario};
 
 /// `lab scenario`'s arguments.
@@ -19,6 +21,8 @@ pub struct ScenarioArgs {
     pub node_flags: Vec<String>,
     /// Draw the console into this asciicast, at this size.
     pub record: Option<(PathBuf, (u16, u16))>,
+    /// Run only this one of the scenario's variants.
+    pub variant: Option<String>,
 }
 
 pub fn run(args: ScenarioArgs) -> ExitCode {
@@ -30,37 +34,112 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    distlab_runtime::node::run_cli("lab", "warn", || async move {
-        let report = match &args.record {
-            None => {
-                let exe = std::env::current_exe().context("finding the lab executable")?;
-                let cluster = validated.cluster(args.seed, &args.node_flags);
-                runner::run(&validated, &args.file, cluster, &args.runs_dir, exe).await?
-            }
-            Some((cast, size)) => {
-                crate::console::record_scenario(
-                    &validated,
-                    &args.file,
-                    validated.cluster(args.seed, &args.node_flags),
-                    &args.runs_dir,
-                    cast,
-                    *size,
-                )
-                .await?
-            }
-        };
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", runner::summary(&report));
+    let variants = match pick_variants(&validated.scenario.variants, args.variant.as_deref()) {
+        Ok(variants) if args.record.is_some() && variants.len() > 1 => {
+            eprintln!(
+                "error: --record draws one run; choose one of the scenario's variants with --variant ({})",
+                names(&validated.scenario.variants)
+            );
+            return ExitCode::from(2);
         }
-        let failed = report.checks.iter().filter(|c| !c.met()).count();
+        Ok(variants) => variants,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    distlab_runtime::node::run_cli("lab", "warn", || async move {
+        let mut reports = Vec::new();
+        for variant in &variants {
+            let cluster = validated.variant_cluster(variant.as_ref(), args.seed, &args.node_flags);
+            let report = match &args.record {
+                None => {
+                    let exe = std::env::current_exe().context("finding the lab executable")?;
+                    runner::run(&validated, &args.file, cluster, &args.runs_dir, exe).await?
+                }
+                Some((cast, size)) => {
+                    crate::console::record_scenario(
+                        &validated,
+                        &args.file,
+                        cluster,
+                        &args.runs_dir,
+                        cast,
+                        *size,
+                    )
+                    .await?
+                }
+            };
+            if !args.json {
+                if let Some(v) = &variant {
+                    println!("variant {}:", v.name);
+                }
+                print!("{}", runner::summary(&report));
+            }
+            reports.push((variant.as_ref().map(|v| v.name.clone()), report));
+        }
+        if args.json {
+            match &reports[..] {
+                [(None, report)] => println!("{}", serde_json::to_string_pretty(report)?),
+                _ => {
+                    let runs: Vec<serde_json::Value> = reports
+                        .iter()
+                        .map(
+                            |(name, report)| serde_json::json!({"variant": name, "report": report}),
+                        )
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&runs)?);
+                }
+            }
+        } else if reports.len() > 1 {
+            let runs: Vec<(&str, &runner::Report)> = reports
+                .iter()
+                .map(|(name, report)| (name.as_deref().unwrap_or_default(), report))
+                .collect();
+            print!("\n{}", runner::side_by_side(&runs));
+        }
+        let failed: usize = reports
+            .iter()
+            .map(|(_, r)| r.checks.iter().filter(|c| !c.met()).count())
+            .sum();
         anyhow::ensure!(
             failed == 0,
             "{failed} check(s) did not reach the verdict the scenario expects"
         );
         Ok(())
     })
+}
+
+/// The variants to run: the one named, or every one (`[None]`: a scenario without any).
+fn pick_variants(
+    variants: &[Variant],
+    chosen: Option<&str>,
+) -> Result<Vec<Option<Variant>>, String> {
+    match chosen {
+        Some(name) => variants
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| vec![Some(v.clone())])
+            .ok_or_else(|| {
+                if variants.is_empty() {
+                    format!("--variant {name}: the scenario has no variants")
+                } else {
+                    format!(
+                        "--variant {name}: no such variant; its variants: {}",
+                        names(variants)
+                    )
+                }
+            }),
+        None if variants.is_empty() => Ok(vec![None]),
+        None => Ok(variants.iter().cloned().map(Some).collect()),
+    }
+}
+
+fn names(variants: &[Variant]) -> String {
+    variants
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where the shipped scenarios are: `./scenarios` when run from the repository, else the

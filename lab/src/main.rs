@@ -81,6 +81,9 @@ enum Command {
         /// both set one): `--node-flags "--read-mode lease"`.
         #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
         node_flags: Option<String>,
+        /// Run only this one of the scenario's `variants` [default: every one, in turn].
+        #[arg(long)]
+        variant: Option<String>,
     },
     /// Run the checkers again on a saved run: by default the ones its scenario asked for
     /// (RUN_DIR/scenario.yaml), over RUN_DIR/history.jsonl and events.jsonl. Exit 0 if every
@@ -109,6 +112,12 @@ enum CheckerName {
     Availability,
     /// At most one leader per term (Raft), from the timeline's became_leader events.
     ElectionSafety,
+    /// Every acknowledged write (or a newer one) readable at the end (Project 1).
+    NoLostWrites,
+    /// Keys moved per join or leave <= 1.25 x K/N, from ring_changed events (Project 1).
+    KeyMovement,
+    /// Every hint delivered by the end, from hints_pending/hints_drained events (Project 1).
+    HintsDrained,
 }
 
 impl CheckerName {
@@ -119,6 +128,9 @@ impl CheckerName {
             CheckerName::AppliedOnce => CheckSpec::AppliedOnce,
             CheckerName::Availability => CheckSpec::Availability { min: None },
             CheckerName::ElectionSafety => CheckSpec::ElectionSafety,
+            CheckerName::NoLostWrites => CheckSpec::NoLostWrites,
+            CheckerName::KeyMovement => CheckSpec::KeyMovement,
+            CheckerName::HintsDrained => CheckSpec::HintsDrained,
         }
     }
 }
@@ -186,6 +198,7 @@ fn main() -> ExitCode {
             record,
             size,
             node_flags,
+            variant,
         } => lab::headless::run(lab::headless::ScenarioArgs {
             file,
             seed,
@@ -193,6 +206,7 @@ fn main() -> ExitCode {
             json,
             node_flags: split_flags(node_flags.as_deref().unwrap_or_default()),
             record: record.map(|path| (path, size)),
+            variant,
         }),
         Command::Check { run, checkers } => {
             lab::check::run(run, checkers.into_iter().map(CheckerName::spec).collect())

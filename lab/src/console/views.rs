@@ -203,6 +203,21 @@ pub fn strip_glyph(state: NodeState) -> &'static str {
     }
 }
 
+/// A color per node, by its place in the cluster: the same node has the same color in every
+/// view (who led in the Raft strip, whose vnodes on the ring).
+pub fn node_color(nodes: &[NodeView], id: &str) -> Color {
+    const COLORS: [Color; 6] = [
+        Color::Cyan,
+        Color::Magenta,
+        Color::Yellow,
+        Color::Blue,
+        Color::Green,
+        Color::LightRed,
+    ];
+    let index = nodes.iter().position(|n| n.node.id == id).unwrap_or(0);
+    COLORS[index % COLORS.len()]
+}
+
 fn bold() -> Style {
     Style::default().add_modifier(Modifier::BOLD)
 }

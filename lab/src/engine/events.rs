@@ -11,6 +11,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+/// The note the supervisor records as it stops every node at the end of a run: what comes
+/// after it (graceful leaves, for one) is the lab tearing down, not the scenario.
+pub const STOPPING_CLUSTER: &str = "stopping the cluster";
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

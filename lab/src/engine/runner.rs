@@ -164,6 +164,9 @@ pub fn run_checks(
                 CheckSpec::Linearizable => check::linearizable::check(history),
                 CheckSpec::AppliedOnce => check::kv::applied_once(history),
                 CheckSpec::ElectionSafety => check::raft::election_safety(events),
+                CheckSpec::NoLostWrites => check::cache::no_lost_writes(history),
+                CheckSpec::KeyMovement => check::cache::key_movement(events),
+                CheckSpec::HintsDrained => check::cache::hints_drained(events),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),
@@ -255,6 +258,88 @@ fn measure(history: &[Op]) -> (OpCounts, Latency) {
 }
 
 /// The human summary `lab scenario` prints.
+/// Runs of one scenario (its variants) as a table, one column per run: verdicts, throughput,
+/// latency, then each check's mark and the figures it gives for comparison.
+pub fn side_by_side(runs: &[(&str, &Report)]) -> String {
+    let mut rows: Vec<(String, Vec<String>)> = vec![
+        (
+            "verdict".into(),
+            runs.iter()
+                .map(|(_, r)| if r.passed { "PASS" } else { "FAIL" }.to_string())
+                .collect(),
+        ),
+        (
+            "ok/s".into(),
+            runs.iter()
+                .map(|(_, r)| format!("{:.1}", r.ok_per_sec))
+                .collect(),
+        ),
+        (
+            "p99".into(),
+            runs.iter()
+                .map(|(_, r)| format!("{:.1} ms", r.latency_ms.p99))
+                .collect(),
+        ),
+    ];
+    let checks = runs.iter().map(|(_, r)| r.checks.len()).max().unwrap_or(0);
+    for i in 0..checks {
+        let check = |r: &Report| r.checks.get(i).cloned();
+        let name = runs
+            .iter()
+            .find_map(|(_, r)| check(r))
+            .map(|c| c.verdict.checker)
+            .unwrap_or_default();
+        rows.push((
+            name.clone(),
+            runs.iter()
+                .map(|(_, r)| check(r).map_or("-".into(), |c| c.mark().to_string()))
+                .collect(),
+        ));
+        // Each figure's label, in the order the runs first give it.
+        let mut labels: Vec<String> = Vec::new();
+        for (_, r) in runs {
+            for (label, _) in check(r).map(|c| c.verdict.figures).unwrap_or_default() {
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+        }
+        for label in labels {
+            let cells = runs
+                .iter()
+                .map(|(_, r)| {
+                    check(r)
+                        .and_then(|c| c.verdict.figures.into_iter().find(|(l, _)| *l == label))
+                        .map_or("-".into(), |(_, value)| value)
+                })
+                .collect();
+            rows.push((format!("  {label}"), cells));
+        }
+    }
+    let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..runs.len())
+        .map(|c| {
+            rows.iter()
+                .map(|(_, cells)| cells[c].len())
+                .chain([runs[c].0.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |label: &str, cells: Vec<&str>| {
+        let mut out = format!("{label:<label_width$}");
+        for (cell, width) in cells.iter().zip(&widths) {
+            out += &format!("  {cell:<width$}");
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line("side by side", runs.iter().map(|(name, _)| *name).collect());
+    for (label, cells) in &rows {
+        out += &line(label, cells.iter().map(String::as_str).collect());
+    }
+    out
+}
+
 pub fn summary(report: &Report) -> String {
     let mut out = format!(
         "scenario {} (project {}, seed {}): {}\n  run dir: {}\n  ops: {} (ok {}, fail {}, info {}), {:.1} ok/s, latency p50 {:.1} ms, p99 {:.1} ms\n",

@@ -43,6 +43,20 @@ pub struct Scenario {
     /// only if the checker does catch it.
     #[serde(default)]
     pub expect: std::collections::BTreeMap<String, Expect>,
+    /// Run the whole scenario once per variant, each with its own extra node flags, and
+    /// print the runs side by side (ring vs rendezvous placement; one acks mode per run).
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+/// One run of a scenario with `variants:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    /// Added to every node's flags after the scenario's `node_flags`.
+    #[serde(default)]
+    pub node_flags: Vec<String>,
 }
 
 /// The verdict a scenario expects of a check.
@@ -241,6 +255,13 @@ pub enum CheckSpec {
     AppliedOnce,
     /// At most one leader per term (Raft's Election Safety), from the nodes' events.
     ElectionSafety,
+    /// Every acknowledged write (or something newer) is readable after the heal
+    /// (last-writer-wins stores: Project 1).
+    NoLostWrites,
+    /// Each join or leave moved at most 1.25 x K/N keys' primaries, from `ring_changed` events.
+    KeyMovement,
+    /// Every node holding hints delivered them all by the end.
+    HintsDrained,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -255,6 +276,9 @@ impl CheckSpec {
             CheckSpec::Linearizable => "linearizable",
             CheckSpec::AppliedOnce => "applied_once",
             CheckSpec::ElectionSafety => "election_safety",
+            CheckSpec::NoLostWrites => "no_lost_writes",
+            CheckSpec::KeyMovement => "key_movement",
+            CheckSpec::HintsDrained => "hints_drained",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()
@@ -449,10 +473,14 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
         .map(|n| n.id)
         .collect();
     if let Some(w) = &scenario.workload
-        && (w.clients == 0 || w.keys == 0 || !(0.0..=1.0).contains(&w.reads) || w.rate < 0.0)
+        && (w.clients == 0
+            || w.keys == 0
+            || !(0.0..=1.0).contains(&w.reads)
+            || w.rate < 0.0
+            || !(0.0..=10.0).contains(&w.zipf))
     {
         return Err(format!(
-            "{name}{}: workload needs clients >= 1, keys >= 1, reads between 0 and 1, rate >= 0",
+            "{name}{}: workload needs clients >= 1, keys >= 1, reads between 0 and 1, rate >= 0, zipf between 0 and 10",
             top("workload")
         ));
     }
@@ -516,6 +544,24 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
     }
     (project.check_node_flags)(&scenario.node_flags)
         .map_err(|e| format!("{name}{}: node_flags: {e}", top("node_flags")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for variant in &scenario.variants {
+        let at = top("variants");
+        if variant.name.trim().is_empty() || !seen.insert(variant.name.as_str()) {
+            return Err(format!(
+                "{name}{at}: every variant needs a name of its own (got {:?} twice or empty)",
+                variant.name
+            ));
+        }
+        let flags: Vec<String> = scenario
+            .node_flags
+            .iter()
+            .chain(&variant.node_flags)
+            .cloned()
+            .collect();
+        (project.check_node_flags)(&flags)
+            .map_err(|e| format!("{name}{at}: variant {:?}: node_flags: {e}", variant.name))?;
+    }
     Ok(Validated {
         scenario,
         project,
@@ -527,11 +573,23 @@ impl Validated {
     /// The cluster to run it on: the scenario's seed unless `seed` overrides it, its node
     /// flags followed by `extra_flags` (which win where both set a flag).
     pub fn cluster(&self, seed: Option<u64>, extra_flags: &[String]) -> ClusterSpec {
+        self.variant_cluster(None, seed, extra_flags)
+    }
+
+    /// The cluster for one of its variants: the scenario's node flags, then the variant's,
+    /// then `extra_flags`.
+    pub fn variant_cluster(
+        &self,
+        variant: Option<&Variant>,
+        seed: Option<u64>,
+        extra_flags: &[String],
+    ) -> ClusterSpec {
         ClusterSpec {
             node_flags: self
                 .scenario
                 .node_flags
                 .iter()
+                .chain(variant.map_or(&[][..], |v| &v.node_flags[..]))
                 .chain(extra_flags)
                 .cloned()
                 .collect(),

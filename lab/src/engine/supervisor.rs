@@ -490,6 +490,8 @@ impl Supervisor {
 
     /// Terminates every node that runs (used at the end of a run).
     pub async fn stop_all(&self) {
+        self.timeline
+            .record(EventKind::Note, None, super::events::STOPPING_CLUSTER);
         for id in self.ids() {
             let up = self.slots[&id].lock().await.process.is_some();
             if up {

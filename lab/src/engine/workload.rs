@@ -49,6 +49,10 @@ pub struct WorkloadSpec {
     /// a client sets a key it has seen a value of, expecting that value).
     #[serde(default = "default_cas")]
     pub cas: f64,
+    /// Hot-key skew: keys drawn from a Zipf distribution with this exponent (key 0 the
+    /// hottest); 0, the default, draws them uniformly.
+    #[serde(default)]
+    pub zipf: f64,
 }
 
 fn default_clients() -> usize {
@@ -83,6 +87,7 @@ impl Default for WorkloadSpec {
             reads: default_reads(),
             deletes: default_deletes(),
             cas: default_cas(),
+            zipf: 0.0,
         }
     }
 }
@@ -107,6 +112,19 @@ impl WorkloadSpec {
         } else {
             RegisterOp::Write
         }
+    }
+
+    /// Draws the index of the key a client's next operation is on: uniform over `keys`, or
+    /// Zipf-skewed with exponent `zipf` (a few hot keys take most of the operations).
+    pub fn next_key(&self, rng: &mut SmallRng) -> usize {
+        let keys = self.keys.max(1);
+        if self.zipf > 0.0
+            && let Ok(zipf) = rand_distr::Zipf::new(keys as f64, self.zipf)
+        {
+            // Zipf draws 1..=keys, as a float.
+            return (rng.sample(zipf) as usize).clamp(1, keys) - 1;
+        }
+        rng.random_range(0..keys)
     }
 
     /// A workload client's retry policy: an operation may take `timeout`, retries included.
@@ -429,5 +447,44 @@ impl Workload {
 impl Drop for Workload {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(spec: &WorkloadSpec) -> Vec<usize> {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut counts = vec![0; spec.keys];
+        for _ in 0..20_000 {
+            counts[spec.next_key(&mut rng)] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn keys_are_uniform_by_default_and_skewed_with_zipf() {
+        let uniform = WorkloadSpec {
+            keys: 100,
+            ..WorkloadSpec::default()
+        };
+        let counts = draws(&uniform);
+        assert!(
+            counts.iter().all(|&c| (100..300).contains(&c)),
+            "{counts:?}"
+        );
+
+        let skewed = WorkloadSpec {
+            zipf: 1.1,
+            ..uniform
+        };
+        let counts = draws(&skewed);
+        // Zipf(1.1) over 100 keys: the hottest key takes about a fifth of the draws, the
+        // ten hottest about half; every key can still come up.
+        assert!(counts[0] > 3_000, "{counts:?}");
+        assert!(counts[..10].iter().sum::<usize>() > 8_000, "{counts:?}");
+        assert!(counts[0] > 20 * counts[99], "{counts:?}");
+        assert_eq!(counts.iter().sum::<usize>(), 20_000);
     }
 }

@@ -8,3 +8,4 @@ pub mod proj0;
 pub mod proj1;
 pub mod proj2;
 pub mod raft_view;
+pub mod ring_view;

@@ -154,7 +154,7 @@ impl Client for RegisterClient {
     ) -> BoxFuture<'a, (String, OpType)> {
         Box::pin(async move {
             let (target, client) = &self.nodes[rng.random_range(0..self.nodes.len())];
-            let key = key(target, rng.random_range(0..self.spec.keys.max(1)));
+            let key = key(target, self.spec.next_key(rng));
             let recorder = &self.recorder;
             let outcome = match self.spec.next_op(rng) {
                 RegisterOp::Read => recorded_read(client, recorder, process, &key, false).await,

@@ -1,6 +1,6 @@
 //! Project 1 in the lab: a cluster of cache nodes (`services/cache`), its workload, and what
-//! the console shows of it (so far the cluster view and the node table's figures; the ring
-//! view comes next).
+//! the console shows of it (the ring view, first, then the cluster view; the node table's
+//! figures).
 //!
 //! The workload: each client reads, writes and deletes keys of one cluster-wide key set, with
 //! unique integer values so a read names the write it saw. A client is a `CacheClient` over
@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlab_cache::client::CacheClient;
-use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::json;
 
+use super::ring_view::RingView;
 use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
 use crate::engine::project::{Count, PeerLinks, Project, Role};
@@ -39,10 +39,22 @@ pub const PROJECT: Project = Project {
     initial_members_flag: None,
     node_main: distlab_cache::node::main,
     check_node_flags: distlab_cache::node::check_flags,
-    remove_member: None,
+    remove_member: Some(leave),
     workload: &Items,
-    checks: &[CheckSpec::Availability { min: None }],
+    checks: &[
+        CheckSpec::NoLostWrites,
+        CheckSpec::KeyMovement,
+        CheckSpec::HintsDrained,
+        CheckSpec::Availability { min: None },
+    ],
 };
+
+/// `remove-node` for a cache node: nothing to ask the others first. The supervisor stops it
+/// with SIGTERM, and a cache node's graceful shutdown announces its leave over gossip: the
+/// others drop it from the ring and stream its keys to their new replicas.
+fn leave<'a>(_targets: &'a [Target], _id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async { Ok(()) })
+}
 
 /// The node table's figures and the views of a Project 1 console.
 pub fn console() -> ProjectUi {
@@ -61,7 +73,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "hints_waiting"),
             },
         ],
-        views: vec![Box::new(ClusterView)],
+        views: vec![Box::new(RingView), Box::new(ClusterView)],
     }
 }
 
@@ -125,7 +137,7 @@ impl Client for ItemClient {
         rng: &'a mut SmallRng,
     ) -> BoxFuture<'a, (String, OpType)> {
         Box::pin(async move {
-            let key = key(rng.random_range(0..self.spec.keys.max(1)));
+            let key = key(self.spec.next_key(rng));
             let node = self.client.node().to_string();
             let (client, recorder) = (&self.client, &self.recorder);
             let outcome = match self.spec.next_op(rng) {

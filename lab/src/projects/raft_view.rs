@@ -28,7 +28,7 @@ use ratatui_widgets::paragraph::Paragraph;
 use serde_json::Value;
 
 use crate::console::app::{App, HISTORY_SECS, LeaderMark};
-use crate::console::views::View;
+use crate::console::views::{View, node_color};
 use crate::engine::model::NodeView;
 
 pub struct RaftView;
@@ -324,20 +324,6 @@ fn legend(scale: &Scale) -> Line<'static> {
         Span::raw("░ appended"),
         Span::styled(format!("   indexes {}..{}", scale.lo, scale.hi), dim()),
     ])
-}
-
-/// A color per node, so the strip tells leaders apart.
-fn node_color(nodes: &[NodeView], id: &str) -> Color {
-    const COLORS: [Color; 6] = [
-        Color::Cyan,
-        Color::Magenta,
-        Color::Yellow,
-        Color::Blue,
-        Color::Green,
-        Color::LightRed,
-    ];
-    let index = nodes.iter().position(|n| n.node.id == id).unwrap_or(0);
-    COLORS[index % COLORS.len()]
 }
 
 /// The last minute in `width` columns: who led at the end of each (the digits of its id,

@@ -72,6 +72,7 @@ pub fn applied_once(history: &[Op]) -> Verdict {
     }
     let valid = evidence.is_empty();
     Verdict {
+        figures: Vec::new(),
         checker,
         valid,
         summary: if valid {
@@ -148,6 +149,10 @@ pub fn availability(history: &[Op], timeline: &[Event], min: Option<f64>) -> Ver
     }
     let valid = total > 0 && min.is_none_or(|m| overall >= m);
     Verdict {
+        figures: vec![(
+            "operations ok".to_string(),
+            format!("{:.1}% of {total}", overall * 100.0),
+        )],
         checker: "availability".to_string(),
         valid,
         summary: match min {

@@ -353,6 +353,7 @@ pub fn check(history: &[Op]) -> Verdict {
         Ok(by_key) => by_key,
         Err(e) => {
             return Verdict {
+                figures: Vec::new(),
                 checker,
                 valid: false,
                 summary: format!("malformed history: {e}"),
@@ -366,6 +367,7 @@ pub fn check(history: &[Op]) -> Verdict {
             Ok(()) => {}
             Err(Unproven::Undecided) => {
                 return Verdict {
+                    figures: Vec::new(),
                     checker,
                     valid: false,
                     summary: format!(
@@ -413,6 +415,7 @@ pub fn check(history: &[Op]) -> Verdict {
                 )];
                 evidence.extend(window.iter().map(|o| format!("  {}", o.describe())));
                 return Verdict {
+                    figures: Vec::new(),
                     checker,
                     valid: false,
                     summary: format!(
@@ -425,6 +428,7 @@ pub fn check(history: &[Op]) -> Verdict {
         }
     }
     Verdict {
+        figures: Vec::new(),
         checker,
         valid: true,
         summary: format!(

@@ -3,9 +3,12 @@
 //!
 //! - [`linearizable`]: registers (read / write / cas / delete per key), Wing–Gong–Lowe search
 //!   with memoisation, as Knossos and Porcupine do. Used by Projects 1-3.
+//! - [`cache`]: Project 1's: no lost acknowledged write (last-writer-wins), key movement per
+//!   join or leave, hints drained.
 //! - [`raft`]: Election Safety (one leader per term) from the nodes' `became_leader` events.
 
 pub mod bench;
+pub mod cache;
 pub mod kv;
 pub mod linearizable;
 pub mod raft;
@@ -21,4 +24,8 @@ pub struct Verdict {
     pub summary: String,
     /// The operations or facts that show it (the offending window when invalid).
     pub evidence: Vec<String>,
+    /// What a reader compares across runs of one scenario (its `variants`), as (label,
+    /// value): a scenario run per variant prints these side by side.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<(String, String)>,
 }

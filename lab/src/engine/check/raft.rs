@@ -47,6 +47,7 @@ pub fn election_safety(timeline: &[Event]) -> Verdict {
     let terms = wins.len();
     if terms == 0 {
         return Verdict {
+            figures: Vec::new(),
             checker: "election_safety".into(),
             valid: false,
             summary: "no became_leader event with a term on the timeline: nothing to check".into(),
@@ -61,6 +62,7 @@ pub fn election_safety(timeline: &[Event]) -> Verdict {
         split.clone()
     };
     Verdict {
+        figures: Vec::new(),
         checker: "election_safety".into(),
         valid: split.is_empty(),
         summary: if split.is_empty() {

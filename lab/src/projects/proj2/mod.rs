@@ -252,7 +252,7 @@ impl Client for RegisterClient {
     ) -> BoxFuture<'a, (String, OpType)> {
         Box::pin(async move {
             let node = self.client.leader_guess();
-            let key = key(rng.random_range(0..self.spec.keys.max(1)));
+            let key = key(self.spec.next_key(rng));
             let recorder = &*self.recorder;
             let client = &self.client;
             let outcome = match self.spec.next_op(rng) {
