@@ -139,6 +139,9 @@ impl CheckerName {
 enum ProjectBench {
     /// Project 0: closed-loop PUT and GET load against one kv node.
     Proj0(distlab_kv::bench::BenchArgs),
+    /// Project 1: one cache node vs stock memcached, a 5-node cluster, failure detection
+    /// time, SWIM under 5% loss.
+    Proj1(lab::projects::proj1::bench::Proj1BenchArgs),
     /// Project 2: Raft KV writes, reads (read-index vs lease), snapshots, failover, and
     /// etcd under the same load.
     Proj2(lab::projects::proj2::bench::Proj2BenchArgs),
@@ -238,6 +241,13 @@ fn main() -> ExitCode {
                     };
                     distlab_kv::bench::run(&args, node).await?;
                     Ok(())
+                })
+            }
+            ProjectBench::Proj1(args) => {
+                // One thread for the load, as for Project 2: the nodes need the cores.
+                distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
+                    let exe = std::env::current_exe()?;
+                    lab::projects::proj1::bench::run(&args, exe).await
                 })
             }
             ProjectBench::Proj2(args) => {

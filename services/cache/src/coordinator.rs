@@ -17,11 +17,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::hints::Hints;
@@ -105,17 +109,94 @@ pub trait Peers: Clone + Send + Sync + 'static {
 }
 
 /// Running totals for `/metrics` and the admin page.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counts {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub read_repairs: AtomicU64,
-    pub hints_sent: AtomicU64,
+    /// Requests this node received from clients, by command (`get`, `set`...).
+    pub ops: Family<OpLabels, Counter>,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub forwarded: Counter,
+    pub read_repairs: Counter,
+    pub hints_sent: Counter,
     /// Replica writes neither taken nor hinted: a copy short until the next write or repair.
-    pub replica_writes_lost: AtomicU64,
-    pub quorum_failures: AtomicU64,
-    pub keys_moved: AtomicU64,
+    pub replica_writes_lost: Counter,
+    pub quorum_failures: Counter,
+    pub keys_moved: Counter,
+    /// From a coordinator's write to a replica holding it (replication lag).
+    pub replication_seconds: Histogram,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub kind: &'static str,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            ops: Family::default(),
+            hits: Counter::default(),
+            misses: Counter::default(),
+            forwarded: Counter::default(),
+            read_repairs: Counter::default(),
+            hints_sent: Counter::default(),
+            replica_writes_lost: Counter::default(),
+            quorum_failures: Counter::default(),
+            keys_moved: Counter::default(),
+            replication_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+        }
+    }
+}
+
+impl Counts {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cache_ops",
+            "requests from clients, by command",
+            self.ops.clone(),
+        );
+        for (name, help, counter) in [
+            ("cache_hits", "reads that found the key", &self.hits),
+            ("cache_misses", "reads that did not", &self.misses),
+            (
+                "cache_forwarded",
+                "requests passed to another coordinator",
+                &self.forwarded,
+            ),
+            (
+                "cache_read_repairs",
+                "stale copies fixed by a quorum read",
+                &self.read_repairs,
+            ),
+            (
+                "cache_hints_sent",
+                "writes kept as hints for a replica that was down",
+                &self.hints_sent,
+            ),
+            (
+                "cache_replica_writes_lost",
+                "replica writes neither taken nor hinted",
+                &self.replica_writes_lost,
+            ),
+            (
+                "cache_quorum_failures",
+                "requests that did not reach R or W replicas",
+                &self.quorum_failures,
+            ),
+            (
+                "cache_keys_moved",
+                "key copies sent to new replicas on joins and leaves",
+                &self.keys_moved,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "cache_replication_seconds",
+            "from a coordinator's write to a replica holding it",
+            self.replication_seconds.clone(),
+        );
+    }
 }
 
 pub struct Coordinator<P> {
@@ -201,6 +282,14 @@ impl<P: Peers> Coordinator<P> {
         forwarded: bool,
         stamp: Option<Version>,
     ) -> Reply {
+        if !forwarded {
+            self.counts
+                .ops
+                .get_or_create(&OpLabels {
+                    kind: command.kind(),
+                })
+                .inc();
+        }
         let stamp = match stamp {
             Some(v) if v > 0 => Some(v),
             _ if !forwarded && is_blind_write(&command) => Some(self.with_store(|s| s.stamp())),
@@ -269,7 +358,7 @@ impl<P: Peers> Coordinator<P> {
                 }
                 match self.peers.forward(replica, command.clone(), stamp).await {
                     Ok(reply) => {
-                        self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
+                        self.counts.forwarded.inc();
                         return reply;
                     }
                     Err(e) => tracing::debug!(error = %e, "coordinator did not answer; next"),
@@ -318,7 +407,7 @@ impl<P: Peers> Coordinator<P> {
             }
         }
         if copies.len() < wanted {
-            self.counts.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            self.counts.quorum_failures.inc();
             return Err(Reply::ServerError(format!(
                 "read quorum not reached: {} of {wanted} replicas answered ({asked} asked)",
                 copies.len()
@@ -333,7 +422,7 @@ impl<P: Peers> Coordinator<P> {
                 if copy.as_ref().map(Replica::version) == Some(newest.version()) {
                     continue;
                 }
-                self.counts.read_repairs.fetch_add(1, Ordering::Relaxed);
+                self.counts.read_repairs.inc();
                 if *member == self.me {
                     self.with_store(|s| s.merge(key.clone(), newest.clone(), Instant::now()));
                 } else {
@@ -375,7 +464,7 @@ impl<P: Peers> Coordinator<P> {
         } else {
             &self.counts.misses
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         Reply::Values {
             cas,
             items: item.into_iter().collect(),
@@ -448,7 +537,7 @@ impl<P: Peers> Coordinator<P> {
             }
         }
         if held < needed {
-            self.counts.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            self.counts.quorum_failures.inc();
             return Reply::ServerError(format!(
                 "write quorum not reached: {} of {} replicas hold it",
                 held + own,
@@ -508,9 +597,17 @@ impl<P: Peers> Coordinator<P> {
                         message: "down".into(),
                     })
                 } else {
-                    this.peers
+                    let started = Instant::now();
+                    let taken = this
+                        .peers
                         .replicate(&replica, vec![(key.clone(), state.clone())])
-                        .await
+                        .await;
+                    if taken.is_ok() {
+                        this.counts
+                            .replication_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    taken
                 };
                 if let Some(acks) = acks {
                     let _ = acks.send(taken.is_ok()).await;
@@ -545,17 +642,15 @@ impl<P: Peers> Coordinator<P> {
                     .is_ok_and(|kept| kept > 0)
             };
             if kept {
-                self.counts.hints_sent.fetch_add(1, Ordering::Relaxed);
+                self.counts.hints_sent.inc();
                 return;
             }
         }
         // No node past the replicas (a small cluster) or none took it: keep it here.
         if self.keep_hints(owner, vec![(key, state)]) > 0 {
-            self.counts.hints_sent.fetch_add(1, Ordering::Relaxed);
+            self.counts.hints_sent.inc();
         } else {
-            self.counts
-                .replica_writes_lost
-                .fetch_add(1, Ordering::Relaxed);
+            self.counts.replica_writes_lost.inc();
         }
     }
 
@@ -639,9 +734,7 @@ impl<P: Peers> Coordinator<P> {
             }
         }
         report.copies_sent = self.send_copies(outgoing, "rebalance").await;
-        self.counts
-            .keys_moved
-            .fetch_add(report.copies_sent as u64, Ordering::Relaxed);
+        self.counts.keys_moved.inc_by(report.copies_sent as u64);
         report
     }
 
@@ -901,12 +994,7 @@ mod tests {
                 format!("VALUE {key} 0 2\r\nv{}\r\nEND\r\n", i % 10)
             );
         }
-        assert!(
-            cluster
-                .nodes
-                .values()
-                .any(|n| n.counts.forwarded.load(Ordering::Relaxed) > 0)
-        );
+        assert!(cluster.nodes.values().any(|n| n.counts.forwarded.get() > 0));
     }
 
     #[tokio::test]
@@ -984,7 +1072,7 @@ mod tests {
         let repairs: u64 = cluster
             .nodes
             .values()
-            .map(|n| n.counts.read_repairs.load(Ordering::Relaxed))
+            .map(|n| n.counts.read_repairs.get())
             .sum();
         assert_eq!(repairs, 1);
     }

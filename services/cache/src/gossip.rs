@@ -8,10 +8,14 @@
 //! `watch` channel. On shutdown it announces that it leaves and keeps gossiping for two
 //! periods so the news gets out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -28,7 +32,7 @@ const TICK: Duration = Duration::from_millis(10);
 const MAX_DATAGRAM: usize = 64 * 1024;
 
 /// What one member knows of the group, as published after every change.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Membership {
     /// Every other member known, with its state and incarnation.
     pub members: BTreeMap<MemberId, (State, u64)>,
@@ -42,6 +46,8 @@ pub struct Membership {
     /// Whether some member has welcomed this one yet.
     pub joined: bool,
     pub counts: GossipCounts,
+    /// The last membership changes, newest last: (Unix time in ms, what changed).
+    pub recent: VecDeque<(u64, String)>,
 }
 
 impl Membership {
@@ -55,19 +61,85 @@ impl Membership {
     }
 }
 
-/// Running totals for `/metrics` and the admin page.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How many membership changes [`Membership::recent`] keeps.
+pub const RECENT_CHANGES: usize = 20;
+
+/// Running totals for `/metrics` and the admin page (shared: a clone counts into the same
+/// totals, so the published view reads them live).
+#[derive(Debug, Clone)]
 pub struct GossipCounts {
-    pub suspicions: u64,
+    pub suspicions: Counter,
     /// Suspects found alive after all.
-    pub false_suspicions: u64,
-    pub deaths: u64,
-    pub joins: u64,
-    pub leaves: u64,
+    pub false_suspicions: Counter,
+    pub deaths: Counter,
+    pub joins: Counter,
+    pub leaves: Counter,
     /// Datagrams that did not decode.
-    pub bad_datagrams: u64,
+    pub bad_datagrams: Counter,
     /// Messages for members without an address in the peer table.
-    pub unaddressed: u64,
+    pub unaddressed: Counter,
+    /// From the last message heard from a member to this node declaring it dead: failure
+    /// detection time as this node saw it.
+    pub detection_seconds: Histogram,
+}
+
+impl Default for GossipCounts {
+    fn default() -> Self {
+        Self {
+            suspicions: Counter::default(),
+            false_suspicions: Counter::default(),
+            deaths: Counter::default(),
+            joins: Counter::default(),
+            leaves: Counter::default(),
+            bad_datagrams: Counter::default(),
+            unaddressed: Counter::default(),
+            detection_seconds: Histogram::new(exponential_buckets(0.125, 1.5, 12)),
+        }
+    }
+}
+
+impl GossipCounts {
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, counter) in [
+            (
+                "cache_gossip_suspicions",
+                "members this node suspected",
+                &self.suspicions,
+            ),
+            (
+                "cache_gossip_false_suspicions",
+                "suspects found alive after all",
+                &self.false_suspicions,
+            ),
+            (
+                "cache_gossip_deaths",
+                "members this node declared dead",
+                &self.deaths,
+            ),
+            (
+                "cache_gossip_joins",
+                "members seen joining (or coming back)",
+                &self.joins,
+            ),
+            (
+                "cache_gossip_leaves",
+                "members seen leaving gracefully",
+                &self.leaves,
+            ),
+            (
+                "cache_gossip_bad_datagrams",
+                "gossip datagrams that did not decode",
+                &self.bad_datagrams,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "cache_failure_detection_seconds",
+            "from the last message heard from a member to declaring it dead",
+            self.detection_seconds.clone(),
+        );
+    }
 }
 
 pub struct GossipConfig {
@@ -77,6 +149,8 @@ pub struct GossipConfig {
     pub swim: swim::Config,
     /// Seeds the state machine's random choices.
     pub seed: u64,
+    /// Where the task counts (registered for `/metrics` by the caller).
+    pub counts: GossipCounts,
 }
 
 /// Starts gossiping on `socket`. The membership channel always holds the latest view; the
@@ -93,7 +167,9 @@ pub fn start(
         swim,
         peers: config.peers,
         socket,
-        counts: GossipCounts::default(),
+        counts: config.counts,
+        last_heard: HashMap::new(),
+        recent: VecDeque::new(),
         published: watch::channel(Arc::new(Membership::default())).0,
     };
     let view = task.published.subscribe();
@@ -108,6 +184,9 @@ struct Task {
     peers: BTreeMap<MemberId, SocketAddr>,
     socket: UdpSocket,
     counts: GossipCounts,
+    /// When each member was last heard from (for the detection time).
+    last_heard: HashMap<MemberId, Instant>,
+    recent: VecDeque<(u64, String)>,
     published: watch::Sender<Arc<Membership>>,
 }
 
@@ -148,9 +227,13 @@ impl Task {
 
     fn receive(&mut self, datagram: &[u8]) -> Vec<Outbound> {
         match serde_json::from_slice::<Envelope>(datagram) {
-            Ok(envelope) => self.swim.receive(envelope, Instant::now()),
+            Ok(envelope) => {
+                let now = Instant::now();
+                self.last_heard.insert(envelope.from.clone(), now);
+                self.swim.receive(envelope, now)
+            }
             Err(e) => {
-                self.counts.bad_datagrams += 1;
+                self.counts.bad_datagrams.inc();
                 tracing::warn!(error = %e, bytes = datagram.len(), "dropped a gossip datagram that does not decode");
                 self.publish();
                 Vec::new()
@@ -161,7 +244,7 @@ impl Task {
     async fn send(&mut self, out: Vec<Outbound>) {
         for message in out {
             let Some(addr) = self.peers.get(&message.to) else {
-                self.counts.unaddressed += 1;
+                self.counts.unaddressed.inc();
                 tracing::debug!(member = %message.to, "no --peer address for a member; not sent");
                 continue;
             };
@@ -184,7 +267,14 @@ impl Task {
         let changes = self.swim.take_changes();
         for change in &changes {
             self.count(change);
-            log_change(change);
+            let what = log_change(change);
+            if self.recent.len() == RECENT_CHANGES {
+                self.recent.pop_front();
+            }
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.recent.push_back((unix_ms, what));
         }
         let stale = {
             let published = self.published.borrow();
@@ -197,14 +287,21 @@ impl Task {
     }
 
     fn count(&mut self, change: &Change) {
-        let counts = &mut self.counts;
+        let counts = &self.counts;
         match change.to {
-            State::Suspect => counts.suspicions += 1,
-            State::Dead => counts.deaths += 1,
-            State::Left => counts.leaves += 1,
-            State::Alive if change.is_false_suspicion() => counts.false_suspicions += 1,
-            State::Alive => counts.joins += 1,
-        }
+            State::Suspect => counts.suspicions.inc(),
+            State::Dead => {
+                if let Some(heard) = self.last_heard.get(&change.member) {
+                    counts
+                        .detection_seconds
+                        .observe(heard.elapsed().as_secs_f64());
+                }
+                counts.deaths.inc()
+            }
+            State::Left => counts.leaves.inc(),
+            State::Alive if change.is_false_suspicion() => counts.false_suspicions.inc(),
+            State::Alive => counts.joins.inc(),
+        };
     }
 
     fn publish(&self) {
@@ -220,14 +317,16 @@ impl Task {
             ring: self.swim.ring_members(),
             incarnation: self.swim.incarnation(),
             joined: self.swim.joined(),
-            counts: self.counts,
+            counts: self.counts.clone(),
+            recent: self.recent.clone(),
         }));
     }
 }
 
 /// One event line per change, named for the console's timeline: `member_alive`,
 /// `member_suspect`, `member_dead`, `member_left`.
-fn log_change(change: &Change) {
+/// Logs a change as an event line; what it says, for the admin page.
+fn log_change(change: &Change) -> String {
     let from = change.from.map_or("unknown", State::name);
     let to = change.to.name();
     let event = match change.to {
@@ -246,6 +345,10 @@ fn log_change(change: &Change) {
         change.member,
         change.incarnation
     );
+    format!(
+        "{}: {from} -> {to} (incarnation {})",
+        change.member, change.incarnation
+    )
 }
 
 #[cfg(test)]
@@ -282,6 +385,7 @@ mod tests {
                 peers,
                 swim: swim::Config::default(),
                 seed: i as u64,
+                counts: GossipCounts::default(),
             };
             let shutdown = CancellationToken::new();
             let (view, handle) = start(config, socket, shutdown.clone());
@@ -329,7 +433,7 @@ mod tests {
             until(&mut member.view, |m| sees(m, "n4", State::Dead)).await;
             let view = member.view.borrow();
             assert_eq!(view.live.len(), 3);
-            assert!(view.counts.suspicions >= 1 && view.counts.deaths == 1);
+            assert!(view.counts.suspicions.get() >= 1 && view.counts.deaths.get() == 1);
         }
         // A graceful leave: announced, so the others record `left`, never suspecting it.
         let leaving = group.remove("n3").unwrap();
@@ -354,7 +458,7 @@ mod tests {
         until(&mut n1.view, |m| m.live.len() == 2).await;
         let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         stranger.send_to(b"{not json", addrs["n1"]).await.unwrap();
-        until(&mut n1.view, |m| m.counts.bad_datagrams == 1).await;
+        until(&mut n1.view, |m| m.counts.bad_datagrams.get() == 1).await;
         assert_eq!(n1.view.borrow().live.len(), 2, "nothing else changed");
         for member in group.into_values() {
             member.shutdown.cancel();

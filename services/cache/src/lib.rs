@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod hints;
 pub mod memcached;
 pub mod node;
+pub mod page;
 pub mod placement;
 pub mod protocol;
 pub mod store;

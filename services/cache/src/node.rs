@@ -18,13 +18,16 @@ use distlab_runtime::BadInput;
 use distlab_runtime::admin::NodeStatus;
 use distlab_runtime::cli::NodeArgs;
 use distlab_runtime::node::{Node, Threads};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tonic::service::Routes;
 
 use crate::coordinator::{Coordinator, Settings};
-use crate::gossip::{self, GossipConfig, Membership};
+use crate::gossip::{self, GossipConfig, GossipCounts, Membership};
 use crate::grpc::{CacheService, GrpcPeers};
 use crate::hints::Hints;
 use crate::memcached;
@@ -169,7 +172,8 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
     let gossip_socket = UdpSocket::bind(node.grpc_addr())
         .await
         .with_context(|| format!("cannot bind UDP {} for gossip", node.grpc_addr()))?;
-    node.add_ready_field("memcached", memcached_listener.local_addr()?.to_string());
+    let memcached_addr = memcached_listener.local_addr()?;
+    node.add_ready_field("memcached", memcached_addr.to_string());
 
     let store = Arc::new(Mutex::new(Store::new(args.memory)));
     let placement: Arc<dyn Placement> = Arc::from(kind.build([me.clone()]));
@@ -181,6 +185,10 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
         placement,
         GrpcPeers::new(&peers, args.peer_timeout)?,
     );
+    coordinator.counts.register(node.registry());
+    let gossip_counts = GossipCounts::default();
+    gossip_counts.register(node.registry());
+    let ring_metrics = RingMetrics::register(node.registry());
 
     let swim_config = swim::Config {
         period: args.gossip_period,
@@ -194,6 +202,7 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
             peers,
             swim: swim_config,
             seed: rand::random(),
+            counts: gossip_counts,
         },
         gossip_socket,
         node.shutdown_token(),
@@ -204,6 +213,7 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
         membership.clone(),
         kind,
         last_change.clone(),
+        ring_metrics,
     ));
     let memcached_task = tokio::spawn(memcached::serve_with(memcached_listener, {
         let coordinator = coordinator.clone();
@@ -214,6 +224,7 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
     }));
 
     let status = Arc::new(CacheStatus {
+        me: me.clone(),
         coordinator: coordinator.clone(),
         store,
         membership,
@@ -227,6 +238,7 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
             "memory_bytes": args.memory,
             "gossip_period_ms": args.gossip_period.as_millis() as u64,
             "suspicion_timeout_ms": args.suspicion_timeout.as_millis() as u64,
+            "memcached": memcached_addr.to_string(),
         }),
     });
     let served = node
@@ -252,6 +264,7 @@ async fn follow_membership(
     mut membership: watch::Receiver<Arc<Membership>>,
     kind: PlacementKind,
     last_change: Arc<Mutex<Option<serde_json::Value>>>,
+    metrics: RingMetrics,
 ) {
     let mut ring = membership.borrow().ring.clone();
     let mut down = membership.borrow().down();
@@ -282,6 +295,7 @@ async fn follow_membership(
                 let after: Arc<dyn Placement> = Arc::from(kind.build(ring.clone()));
                 let old = coordinator.set_placement(after.clone());
                 let report = coordinator.rebalance(&*old, &*after).await;
+                metrics.ring_changes.inc();
                 *last_change.lock().expect("never poisoned") = Some(json!({
                     "before": before,
                     "members": ring,
@@ -303,9 +317,38 @@ async fn follow_membership(
             _ = replay.tick() => {
                 let live = membership.borrow().live.clone();
                 let delivered = coordinator.replay_hints(&live).await;
-                hints.update(delivered, coordinator.hint_depth());
+                let depth = coordinator.hint_depth();
+                metrics.hints_waiting.set(depth.values().sum::<usize>() as i64);
+                hints.update(delivered, depth);
             }
         }
+    }
+}
+
+/// The node's metrics about its placement (the coordinator and gossip register their own).
+#[derive(Clone)]
+struct RingMetrics {
+    ring_changes: Counter,
+    hints_waiting: Gauge,
+}
+
+impl RingMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            ring_changes: Counter::default(),
+            hints_waiting: Gauge::default(),
+        };
+        registry.register(
+            "cache_ring_changes",
+            "joins and leaves that changed this node's placement (ring churn)",
+            metrics.ring_changes.clone(),
+        );
+        registry.register(
+            "cache_hints_waiting",
+            "hints this node holds for members that were down (hint queue depth)",
+            metrics.hints_waiting.clone(),
+        );
+        metrics
     }
 }
 
@@ -344,6 +387,7 @@ impl HintWatch {
 
 /// `/status` of a cache node.
 struct CacheStatus {
+    me: String,
     coordinator: Arc<Coordinator<GrpcPeers>>,
     store: Arc<Mutex<Store>>,
     membership: watch::Receiver<Arc<Membership>>,
@@ -357,8 +401,11 @@ impl NodeStatus for CacheStatus {
         "cache".into()
     }
 
+    fn page(&self) -> Option<String> {
+        Some(crate::page::render(&self.me, &self.detail()))
+    }
+
     fn detail(&self) -> serde_json::Value {
-        use std::sync::atomic::Ordering::Relaxed;
         let membership = self.membership.borrow().clone();
         let placement = self.coordinator.placement();
         let members: serde_json::Map<String, serde_json::Value> = membership
@@ -378,7 +425,13 @@ impl NodeStatus for CacheStatus {
             .collect();
         let store = self.store.lock().expect("never poisoned").stats();
         let counts = &self.coordinator.counts;
-        let g = membership.counts;
+        let g = &membership.counts;
+        let (hits, misses) = (counts.hits.get(), counts.misses.get());
+        let recent: Vec<serde_json::Value> = membership
+            .recent
+            .iter()
+            .map(|(at, what)| json!({"unix_ms": at, "what": what}))
+            .collect();
         let hints = self.coordinator.hint_depth();
         json!({
             "config": self.config,
@@ -400,18 +453,20 @@ impl NodeStatus for CacheStatus {
             },
             "hints": hints,
             "last_ring_change": *self.last_change.lock().expect("never poisoned"),
+            "recent_changes": recent,
+            "hit_rate": if hits + misses == 0 { None } else { Some(hits as f64 / (hits + misses) as f64) },
             "counts": {
-                "hits": counts.hits.load(Relaxed),
-                "misses": counts.misses.load(Relaxed),
-                "forwarded": counts.forwarded.load(Relaxed),
-                "read_repairs": counts.read_repairs.load(Relaxed),
-                "hints_sent": counts.hints_sent.load(Relaxed),
-                "replica_writes_lost": counts.replica_writes_lost.load(Relaxed),
-                "quorum_failures": counts.quorum_failures.load(Relaxed),
-                "keys_moved": counts.keys_moved.load(Relaxed),
-                "suspicions": g.suspicions,
-                "false_suspicions": g.false_suspicions,
-                "deaths": g.deaths,
+                "hits": counts.hits.get(),
+                "misses": counts.misses.get(),
+                "forwarded": counts.forwarded.get(),
+                "read_repairs": counts.read_repairs.get(),
+                "hints_sent": counts.hints_sent.get(),
+                "replica_writes_lost": counts.replica_writes_lost.get(),
+                "quorum_failures": counts.quorum_failures.get(),
+                "keys_moved": counts.keys_moved.get(),
+                "suspicions": g.suspicions.get(),
+                "false_suspicions": g.false_suspicions.get(),
+                "deaths": g.deaths.get(),
             },
         })
     }

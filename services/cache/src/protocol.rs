@@ -443,6 +443,33 @@ impl Command {
         }
     }
 
+    /// The command's name, as memcached's `stats` counts them (`cmd_get`, `cmd_set`...)
+    /// and the metrics label operations.
+    pub fn kind(&self) -> &'static str {
+        use crate::store::Mode;
+        match self {
+            Command::Get { cas: false, .. } => "get",
+            Command::Get { cas: true, .. } => "gets",
+            Command::Store { mode, .. } => match mode {
+                Mode::Set => "set",
+                Mode::Add => "add",
+                Mode::Replace => "replace",
+                Mode::Append => "append",
+                Mode::Prepend => "prepend",
+                Mode::Cas(_) => "cas",
+            },
+            Command::Delete { .. } => "delete",
+            Command::Delta { up: true, .. } => "incr",
+            Command::Delta { up: false, .. } => "decr",
+            Command::Touch { .. } => "touch",
+            Command::FlushAll { .. } => "flush_all",
+            Command::Stats => "stats",
+            Command::Version => "version",
+            Command::Verbosity { .. } => "verbosity",
+            Command::Quit => "quit",
+        }
+    }
+
     /// The key a command is about (`None` for multi-key gets and commands without a key).
     pub fn key(&self) -> Option<&Bytes> {
         match self {

@@ -62,6 +62,11 @@ impl Cluster {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
 
+    async fn metrics(&self, i: usize) -> String {
+        let url = format!("http://{}/metrics", self.nodes[&i].ready().admin);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
     /// Polls every running node's status until `done` holds for all (20 s at most).
     async fn until(&self, what: &str, done: impl Fn(&Value) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -158,6 +163,23 @@ async fn a_killed_node_gets_hints_and_they_are_replayed_when_it_returns() {
             .unwrap_or(0);
     }
     assert!(hints > 0, "writes for n4 were kept as hints");
+    // The same story in the metrics.
+    let metrics = cluster.metrics(0).await;
+    for line in [
+        "cache_gossip_deaths_total 1",
+        "cache_ops_total{kind=\"set\"}",
+        "cache_failure_detection_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // And on the admin page.
+    let url = format!("http://{}/", cluster.nodes[&0].ready().admin);
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("<td>n4</td><td class=\"dead\">dead</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<h2>hint queues</h2><table>"), "{page}");
 
     // Back on the same port: it refutes its death, and the hints drain into it.
     cluster.start_node(3).await;

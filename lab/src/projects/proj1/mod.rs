@@ -7,6 +7,8 @@
 //! every node (through the client link proxies), each starting at a different node: any node
 //! serves any key. A failed call is `info` (a write may have reached some replicas).
 
+pub mod bench;
+
 use std::sync::Arc;
 use std::time::Duration;
 
