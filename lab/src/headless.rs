@@ -35,12 +35,17 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
         }
     };
     let variants = match pick_variants(&validated.scenario.variants, args.variant.as_deref()) {
-        Ok(variants) if args.record.is_some() && variants.len() > 1 => {
-            eprintln!(
-                "error: --record draws one run; choose one of the scenario's variants with --variant ({})",
-                names(&validated.scenario.variants)
-            );
-            return ExitCode::from(2);
+        Ok(mut variants) if args.record.is_some() && variants.len() > 1 => {
+            // A recording is one run: the first variant, unless --variant says another.
+            variants.truncate(1);
+            if let Some(Some(first)) = variants.first() {
+                eprintln!(
+                    "recording variant {} (the first; --variant picks one of {})",
+                    first.name,
+                    names(&validated.scenario.variants)
+                );
+            }
+            variants
         }
         Ok(variants) => variants,
         Err(e) => {

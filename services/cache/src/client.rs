@@ -8,14 +8,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use distlab_proto::cache::v1 as pb;
 use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use tonic::Status;
+
+use crate::clock::HybridClock;
 
 type Rpc = pb::cache_client::CacheClient<distlab_runtime::channel::TracedChannel>;
 
@@ -34,8 +35,8 @@ pub struct CacheClient {
     current: Arc<AtomicUsize>,
     policy: RetryPolicy,
     metrics: ClientMetrics,
-    /// The last version stamped (shared by every client over these connections).
-    clock: Arc<AtomicU64>,
+    /// Where write versions come from (shared by every client over these connections).
+    clock: Arc<HybridClock>,
 }
 
 impl CacheClient {
@@ -53,22 +54,8 @@ impl CacheClient {
             current: Arc::new(AtomicUsize::new(0)),
             policy,
             metrics: ClientMetrics::default(),
-            clock: Arc::new(AtomicU64::new(0)),
+            clock: Arc::new(HybridClock::default()),
         })
-    }
-
-    /// A new write version: the wall clock in microseconds, or one past the last stamp.
-    fn stamp(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let previous = self
-            .clock
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(wall.max(last + 1))
-            })
-            .expect("the update always gives a value");
-        wall.max(previous + 1)
     }
 
     /// Another client over the same connections that starts at node `index` (so many
@@ -113,7 +100,7 @@ impl CacheClient {
     ) -> Result<(), Status> {
         let (key, value) = (key.into(), value.into());
         let ttl_ms = ttl.map_or(0, |t| (t.as_millis() as u64).max(1));
-        let version = self.stamp();
+        let version = self.clock.stamp();
         self.call(|mut rpc, timeout| {
             let message = pb::SetRequest {
                 key: key.clone(),
@@ -132,7 +119,7 @@ impl CacheClient {
     /// Deletes `key`; false if there was none.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, Status> {
         let key = key.into();
-        let version = self.stamp();
+        let version = self.clock.stamp();
         self.call(|mut rpc, timeout| {
             let message = pb::DeleteRequest {
                 key: key.clone(),

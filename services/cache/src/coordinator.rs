@@ -780,7 +780,7 @@ impl<P: Peers> Coordinator<P> {
 
 /// A write whose outcome does not depend on what is stored (a plain set, a delete): it can
 /// be stamped with its version where it enters the cluster.
-fn is_blind_write(command: &Command) -> bool {
+pub fn is_blind_write(command: &Command) -> bool {
     matches!(
         command,
         Command::Store {

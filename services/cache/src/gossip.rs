@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::placement::MemberId;
-use crate::swim::{self, Change, Envelope, Outbound, State, Swim};
+use crate::swim::{self, Body, Change, Envelope, Outbound, State, Swim};
 
 /// How often the state machine is ticked: fine enough for an 80 ms ping timeout.
 const TICK: Duration = Duration::from_millis(10);
@@ -197,30 +197,30 @@ impl Task {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leaving_until: Option<Instant> = None;
         loop {
-            let out = tokio::select! {
+            let (out, source) = tokio::select! {
                 received = self.socket.recv_from(&mut buffer) => match received {
-                    Ok((len, _)) => self.receive(&buffer[..len]),
+                    Ok((len, source)) => (self.receive(&buffer[..len]), Some(source)),
                     Err(e) => {
                         // ICMP "port unreachable" from a peer that is down surfaces here on
                         // Linux; it says nothing SWIM does not find out by itself.
                         tracing::trace!(error = %e, "gossip receive failed");
-                        Vec::new()
+                        (Vec::new(), None)
                     }
                 },
                 _ = tick.tick() => {
                     if leaving_until.is_some_and(|until| Instant::now() >= until) {
                         return;
                     }
-                    self.swim.tick(Instant::now())
+                    (self.swim.tick(Instant::now()), None)
                 }
                 () = shutdown.cancelled(), if leaving_until.is_none() => {
                     self.swim.leave();
                     tracing::info!(event = "member_leaving", "announcing that this node leaves");
                     leaving_until = Some(Instant::now() + self.period * 2);
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             };
-            self.send(out).await;
+            self.send(out, source).await;
             self.note_changes();
         }
     }
@@ -241,9 +241,12 @@ impl Task {
         }
     }
 
-    async fn send(&mut self, out: Vec<Outbound>) {
+    /// Sends each message to its member's `--peer` address; a reply to a sender that is not
+    /// a member (a `cache proxy` watching, `source`) goes back where the datagram came from.
+    async fn send(&mut self, out: Vec<Outbound>, source: Option<SocketAddr>) {
         for message in out {
-            let Some(addr) = self.peers.get(&message.to) else {
+            let watcher = source.filter(|_| matches!(message.envelope.body, Body::Welcome { .. }));
+            let Some(addr) = self.peers.get(&message.to).copied().or(watcher) else {
                 self.counts.unaddressed.inc();
                 tracing::debug!(member = %message.to, "no --peer address for a member; not sent");
                 continue;

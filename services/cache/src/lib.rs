@@ -19,6 +19,7 @@
 //!   [`placement::Rendezvous`], behind [`placement::Placement`].
 
 pub mod client;
+pub mod clock;
 pub mod coordinator;
 pub mod gossip;
 pub mod grpc;
@@ -28,5 +29,6 @@ pub mod node;
 pub mod page;
 pub mod placement;
 pub mod protocol;
+pub mod proxy;
 pub mod store;
 pub mod swim;

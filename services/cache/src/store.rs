@@ -18,10 +18,12 @@
 //! cannot bring the value back.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lru::LruCache;
+
+use crate::clock::HybridClock;
 
 /// Bytes an item costs beyond its key and value (its header and the LRU's links), so a
 /// cache of many tiny items is bounded too.
@@ -144,8 +146,8 @@ pub struct Store {
     items: LruCache<Bytes, Item>,
     used: usize,
     limit: usize,
-    /// The last version stamped here (the hybrid clock never goes back).
-    clock: Version,
+    /// Where versions come from (never goes back).
+    clock: HybridClock,
     /// Deleted keys: the delete's version and until when it is remembered.
     tombstones: HashMap<Bytes, (Version, Instant)>,
     /// `flush_all`: items stored at or before this instant are gone once it has passed.
@@ -160,7 +162,7 @@ impl Store {
             items: LruCache::unbounded(),
             used: 0,
             limit,
-            clock: 0,
+            clock: HybridClock::default(),
             tombstones: HashMap::new(),
             flushed: None,
             stats: StoreStats::default(),
@@ -193,19 +195,14 @@ impl Store {
         Some(item)
     }
 
-    /// A new version: the wall clock in microseconds, or one more than the last if the clock
-    /// is behind it (it stepped back, or two writes in one microsecond).
+    /// A new version from this store's hybrid clock.
     pub fn stamp(&mut self) -> Version {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.clock = wall.max(self.clock + 1);
-        self.clock
+        self.clock.stamp()
     }
 
     /// Moves the clock past a version seen from elsewhere, so a later local write wins.
     fn observe(&mut self, version: Version) {
-        self.clock = self.clock.max(version);
+        self.clock.observe(version);
     }
 
     /// The item under `key`, counted as a hit (and made most recently used) or a miss.

@@ -110,10 +110,13 @@ pub enum Body {
     },
     /// I am new (or back): send me your view.
     Join,
-    /// A whole view, answering `Join`.
+    /// A whole view, answering `Join` (and `Watch`).
     Welcome {
         members: Vec<Update>,
     },
+    /// Send me your view, but I am not a member (a `cache proxy` following the ring): not
+    /// added, not probed, holds no data.
+    Watch,
 }
 
 /// One datagram: who sends it (its address says nothing: it comes through a proxy), at which
@@ -459,6 +462,22 @@ impl Swim {
         if envelope.from == self.me {
             return out;
         }
+        if envelope.body == Body::Watch {
+            // No piggyback: the watcher is not a member, updates spent on it would be lost
+            // to the members.
+            out.push(Outbound {
+                to: envelope.from,
+                envelope: Envelope {
+                    from: self.me.clone(),
+                    incarnation: self.incarnation,
+                    body: Body::Welcome {
+                        members: self.view(),
+                    },
+                    updates: Vec::new(),
+                },
+            });
+            return out;
+        }
         // The sender vouches for itself at its incarnation (a suspicion at the same
         // incarnation still wins: only a refutation, a higher one, clears it).
         self.apply(
@@ -495,22 +514,10 @@ impl Swim {
                 }
             }
             Body::Join => {
-                let mut members: Vec<Update> = self
-                    .members
-                    .iter()
-                    .map(|(id, m)| Update {
-                        member: id.clone(),
-                        state: m.state,
-                        incarnation: m.incarnation,
-                    })
-                    .collect();
-                members.push(Update {
-                    member: self.me.clone(),
-                    state: State::Alive,
-                    incarnation: self.incarnation,
-                });
+                let members = self.view();
                 out.push(self.send(from, Body::Welcome { members }));
             }
+            Body::Watch => {}
             Body::Welcome { members } => {
                 self.joined = true;
                 for update in members {
@@ -519,6 +526,29 @@ impl Swim {
             }
         }
         out
+    }
+
+    /// Every member this one knows, itself included, as updates: what a `Welcome` carries.
+    fn view(&self) -> Vec<Update> {
+        let mut members: Vec<Update> = self
+            .members
+            .iter()
+            .map(|(id, m)| Update {
+                member: id.clone(),
+                state: m.state,
+                incarnation: m.incarnation,
+            })
+            .collect();
+        members.push(Update {
+            member: self.me.clone(),
+            state: if self.leaving {
+                State::Left
+            } else {
+                State::Alive
+            },
+            incarnation: self.incarnation,
+        });
+        members
     }
 
     /// Applies what someone says about a member, by SWIM's precedence rules; a change is
@@ -728,6 +758,30 @@ mod tests {
         sim.run_until(Duration::from_secs(3), Sim::everyone_knows_everyone);
         assert!(sim.members.values().all(Swim::joined));
         assert_eq!(sim.changes_to(State::Suspect), 0);
+    }
+
+    #[test]
+    fn a_watcher_gets_the_view_without_becoming_a_member() {
+        let mut sim = Sim::new(3, 1);
+        sim.run_until(Duration::from_secs(3), Sim::everyone_knows_everyone);
+        let watch = Envelope {
+            from: "proxy".into(),
+            incarnation: 0,
+            body: Body::Watch,
+            updates: Vec::new(),
+        };
+        let n1 = sim.members.get_mut("n1").unwrap();
+        let out = n1.receive(watch, sim.now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, "proxy");
+        let Body::Welcome { members } = &out[0].envelope.body else {
+            panic!("{out:?}")
+        };
+        let ids: Vec<&str> = members.iter().map(|u| u.member.as_str()).collect();
+        assert_eq!(ids, ["n2", "n3", "n1"]);
+        assert!(out[0].envelope.updates.is_empty());
+        assert!(!n1.members().contains_key("proxy"));
+        assert_eq!(n1.ring_members(), ["n1", "n2", "n3"]);
     }
 
     /// The target: from a kill to `dead` everywhere in under 2 s, default settings.

@@ -1,6 +1,7 @@
 //! Four real `cache serve` processes on loopback: gossip finds everyone, any node serves any
 //! key over the memcached protocol, a killed node is declared dead and its writes become
-//! hints, and when it comes back the hints are replayed to it.
+//! hints, and when it comes back the hints are replayed to it; the `cache proxy` sidecar
+//! follows the ring and goes around a dead node; `/metrics` and the admin page tell the story.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -266,4 +267,74 @@ async fn the_client_library_moves_on_from_a_dead_node() {
         None,
         "expired after its ttl"
     );
+}
+
+/// The sidecar: an application's memcached endpoint that follows the ring by gossip (never a
+/// member itself) and goes around a dead node.
+#[tokio::test]
+async fn the_proxy_routes_by_the_ring_it_learns_and_goes_around_a_dead_node() {
+    let mut cluster = Cluster::start(3).await;
+    cluster
+        .until("every node sees three live members", |d| {
+            d["live"].as_array().is_some_and(|l| l.len() == 3)
+        })
+        .await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cache"));
+    command.args(["proxy", "--id", "p1", "--listen", "127.0.0.1:0"]);
+    command.args(["--admin", "127.0.0.1:0", "--memcached", "127.0.0.1:0"]);
+    for (j, port) in cluster.ports.iter().enumerate() {
+        command.arg("--peer").arg(format!("n{}={port}", j + 1));
+    }
+    let proxy = NodeProcess::spawn(command, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let endpoint: SocketAddr = proxy.ready().extra["memcached"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = |proxy: &NodeProcess| {
+        let url = format!("http://{}/status", proxy.ready().admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&proxy).await["detail"]["ring"] != serde_json::json!(["n1", "n2", "n3"]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never learned the ring"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    set_many(endpoint, 0..30).await;
+    get_all(endpoint, 0..30).await;
+    get_all(cluster.memcached(1), 0..30).await;
+    assert!(status(&proxy).await["detail"]["routed"].as_u64().unwrap() >= 60);
+    // Not a member: the nodes never heard of it as one.
+    for i in 0..3 {
+        let detail = &cluster.status(i).await["detail"];
+        assert!(detail["members"].get("p1").is_none(), "{detail}");
+    }
+
+    // n2 dies: the proxy learns it from the next view and goes around it.
+    cluster.nodes.remove(&1).unwrap().kill().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&proxy).await["detail"]["down"] != serde_json::json!(["n2"]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never saw n2 dead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    get_all(endpoint, 0..30).await;
+    set_many(endpoint, 30..40).await;
+    get_all(endpoint, 30..40).await;
+    let version = memcached(endpoint, "version\r\n", "\r\n").await;
+    assert!(version.starts_with("VERSION "), "{version}");
 }
