@@ -178,6 +178,29 @@ pub fn read_completion(found: Option<(&[u8], u64)>, final_read: bool) -> Complet
     Completion::ok(value, meta)
 }
 
+/// Records a register read made by `call` (a client library's get): `ok` with the value and
+/// version `parts` finds in the answer (`final` for the final reads), `fail` if it failed.
+pub async fn record_read<T>(
+    recorder: &Recorder,
+    process: u64,
+    key: &str,
+    final_read: bool,
+    call: impl std::future::Future<Output = Result<Option<T>, tonic::Status>>,
+    parts: impl Fn(&T) -> (&[u8], u64),
+) -> OpType {
+    record_call(
+        recorder,
+        process,
+        "read",
+        key,
+        serde_json::Value::Null,
+        call,
+        |found| read_completion(found.as_ref().map(&parts), final_read),
+    )
+    .await
+    .0
+}
+
 /// `500ms`, `2s` in YAML.
 pub mod duration_text {
     use serde::{Deserialize, Deserializer};

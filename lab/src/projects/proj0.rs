@@ -24,7 +24,7 @@ use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
     BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, final_reads_policy,
-    read_completion, record_call, unique_value,
+    record_call, record_read, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -130,7 +130,7 @@ impl Driver for Registers {
                 };
                 let client = KvClient::connect_lazy(target.addr, options)?;
                 for k in 0..spec.keys.max(1) {
-                    recorded_read(&client, recorder, FINAL_PROCESS, &key(target, k), true).await;
+                    read(&client, recorder, FINAL_PROCESS, &key(target, k), true).await;
                 }
             }
             Ok(())
@@ -157,7 +157,7 @@ impl Client for RegisterClient {
             let key = key(target, self.spec.next_key(rng));
             let recorder = &self.recorder;
             let outcome = match self.spec.next_op(rng) {
-                RegisterOp::Read => recorded_read(client, recorder, process, &key, false).await,
+                RegisterOp::Read => read(client, recorder, process, &key, false).await,
                 RegisterOp::Delete => recorded_delete(client, recorder, process, &key).await,
                 RegisterOp::Write => {
                     self.next_value += 1;
@@ -196,9 +196,8 @@ async fn recorded_write(
     .0
 }
 
-/// Reads `key` and records it: `ok` with the value and the key's version (and `final` for the
-/// final reads).
-async fn recorded_read(
+/// Reads `key` and records it, with the value's version.
+async fn read(
     client: &KvClient,
     recorder: &Recorder,
     process: u64,
@@ -206,12 +205,8 @@ async fn recorded_read(
     final_read: bool,
 ) -> OpType {
     let call = client.get(key.to_string());
-    record_call(recorder, process, "read", key, json!(null), call, |found| {
-        read_completion(
-            found.as_ref().map(|v| (&v.value[..], v.version)),
-            final_read,
-        )
+    record_read(recorder, process, key, final_read, call, |v| {
+        (&v.value[..], v.version)
     })
     .await
-    .0
 }

@@ -282,7 +282,9 @@ impl<P: Peers> Coordinator<P> {
         forwarded: bool,
         stamp: Option<Version>,
     ) -> Reply {
-        if !forwarded {
+        // A multi-key get is counted key by key, as it is served.
+        let multi_get = matches!(&command, Command::Get { keys, .. } if keys.len() != 1);
+        if !forwarded && !multi_get {
             self.counts
                 .ops
                 .get_or_create(&OpLabels {
@@ -297,19 +299,11 @@ impl<P: Peers> Coordinator<P> {
         };
         match &command {
             Command::Get { keys, cas } if keys.len() != 1 => {
-                // One coordinator per key: split, then put the answers back together in order.
-                let mut items = Vec::new();
-                for key in keys {
-                    let one = Command::Get {
-                        keys: vec![key.clone()],
-                        cas: *cas,
-                    };
-                    match Box::pin(self.handle(one, forwarded)).await {
-                        Reply::Values { items: found, .. } => items.extend(found),
-                        error => return error,
-                    }
-                }
-                Reply::Values { cas: *cas, items }
+                // One coordinator per key.
+                memcached::get_each(keys, *cas, |_, one| {
+                    Box::pin(self.handle_stamped(one, forwarded, None))
+                })
+                .await
             }
             Command::FlushAll { .. } if !forwarded => {
                 let reply = self.local(&command);

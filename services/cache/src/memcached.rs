@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -121,6 +121,28 @@ impl Now {
         };
         Some(self.instant + Duration::from_secs(seconds as u64))
     }
+}
+
+/// A multi-key `get`/`gets` answered key by key (each key has its own coordinator): `one`
+/// gets each key with its single-key command, and the items are put back together in order;
+/// the first answer that is not items is the answer.
+pub async fn get_each<F, Fut>(keys: &[Bytes], cas: bool, mut one: F) -> Reply
+where
+    F: FnMut(Bytes, Command) -> Fut,
+    Fut: Future<Output = Reply>,
+{
+    let mut items = Vec::new();
+    for key in keys {
+        let single = Command::Get {
+            keys: vec![key.clone()],
+            cas,
+        };
+        match one(key.clone(), single).await {
+            Reply::Values { items: found, .. } => items.extend(found),
+            error => return error,
+        }
+    }
+    Reply::Values { cas, items }
 }
 
 /// Serves one request against this node's store alone (no other node involved).

@@ -221,18 +221,7 @@ impl Proxy {
     async fn handle(&self, command: Command) -> Reply {
         match &command {
             Command::Get { keys, cas } if keys.len() != 1 => {
-                let mut items = Vec::new();
-                for key in keys {
-                    let one = Command::Get {
-                        keys: vec![key.clone()],
-                        cas: *cas,
-                    };
-                    match self.route(key.to_vec(), one).await {
-                        Reply::Values { items: found, .. } => items.extend(found),
-                        error => return error,
-                    }
-                }
-                Reply::Values { cas: *cas, items }
+                memcached::get_each(keys, *cas, |key, one| self.route(key.to_vec(), one)).await
             }
             Command::FlushAll { .. } => {
                 let members = self

@@ -23,7 +23,7 @@ use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
     BoxFuture, Client, Completion, Driver, RegisterOp, Target, WorkloadSpec, final_reads_policy,
-    node_addrs, read_completion, record_call, unique_value,
+    node_addrs, record_call, record_read, unique_value,
 };
 
 pub const PROJECT: Project = Project {
@@ -118,7 +118,7 @@ impl Driver for Items {
             let client =
                 CacheClient::connect_lazy(&node_addrs(targets), final_reads_policy(deadline))?;
             for k in 0..spec.keys.max(1) {
-                recorded_read(&client, recorder, FINAL_PROCESS, &key(k), true).await;
+                read(&client, recorder, FINAL_PROCESS, &key(k), true).await;
             }
             Ok(())
         })
@@ -143,7 +143,7 @@ impl Client for ItemClient {
             let node = self.client.node().to_string();
             let (client, recorder) = (&self.client, &self.recorder);
             let outcome = match self.spec.next_op(rng) {
-                RegisterOp::Read => recorded_read(client, recorder, process, &key, false).await,
+                RegisterOp::Read => read(client, recorder, process, &key, false).await,
                 RegisterOp::Delete => {
                     let call = client.delete(key.clone());
                     record_call(
@@ -174,9 +174,8 @@ impl Client for ItemClient {
     }
 }
 
-/// Reads `key` and records it: `ok` with the value and its version (and `final` for the
-/// final reads).
-async fn recorded_read(
+/// Reads `key` and records it, with the value's version.
+async fn read(
     client: &CacheClient,
     recorder: &Recorder,
     process: u64,
@@ -184,12 +183,8 @@ async fn recorded_read(
     final_read: bool,
 ) -> OpType {
     let call = client.get(key.to_string());
-    record_call(recorder, process, "read", key, json!(null), call, |found| {
-        read_completion(
-            found.as_ref().map(|v| (&v.value[..], v.version)),
-            final_read,
-        )
+    record_read(recorder, process, key, final_read, call, |v| {
+        (&v.value[..], v.version)
     })
     .await
-    .0
 }
