@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 
@@ -166,12 +166,9 @@ pub async fn run(args: CacheNodeArgs) -> anyhow::Result<()> {
     let memcached_listener = TcpListener::bind(args.memcached)
         .await
         .with_context(|| format!("--memcached {}: cannot bind", args.memcached))?;
-    let mut node = Node::bind(node_args, "proj1", "cache").await?;
     // Gossip listens on the gRPC port number, over UDP: the lab's UDP link proxies sit on
     // their TCP proxies' port numbers, so one `--peer` address serves both.
-    let gossip_socket = UdpSocket::bind(node.grpc_addr())
-        .await
-        .with_context(|| format!("cannot bind UDP {} for gossip", node.grpc_addr()))?;
+    let (mut node, gossip_socket) = Node::bind_with_udp(node_args, "proj1", "cache").await?;
     let memcached_addr = memcached_listener.local_addr()?;
     node.add_ready_field("memcached", memcached_addr.to_string());
 

@@ -113,10 +113,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.memcached)
         .await
         .with_context(|| format!("--memcached {}: cannot bind", args.memcached))?;
-    let mut node = Node::bind(node_args, "proj1", "cache-proxy").await?;
-    let socket = UdpSocket::bind(node.grpc_addr())
-        .await
-        .with_context(|| format!("cannot bind UDP {} for gossip", node.grpc_addr()))?;
+    // Gossip listens on the gRPC port number, over UDP: the lab's UDP link proxies sit on
+    // their TCP proxies' port numbers, so one `--peer` address serves both.
+    let (mut node, socket) = Node::bind_with_udp(node_args, "proj1", "cache-proxy").await?;
     node.add_ready_field("memcached", listener.local_addr()?.to_string());
     let proxy = Arc::new(Proxy {
         me: node.id().to_string(),

@@ -78,6 +78,36 @@ impl Node {
         })
     }
 
+    /// [`Node::bind`], plus a UDP socket on the gRPC port number (for services that gossip:
+    /// one `--peer` address serves both). With `--listen` port 0 the kernel picks a TCP port
+    /// whose UDP twin may be taken (by any UDP socket on the machine): then it tries again
+    /// with another port, up to 20 times.
+    pub async fn bind_with_udp(
+        args: ValidNodeArgs,
+        project: &'static str,
+        service: &'static str,
+    ) -> anyhow::Result<(Self, tokio::net::UdpSocket)> {
+        let mut attempts = 0;
+        loop {
+            let node = Self::bind(args.clone(), project, service).await?;
+            match tokio::net::UdpSocket::bind(node.grpc_addr).await {
+                Ok(socket) => return Ok((node, socket)),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && args.listen.port() == 0
+                        && attempts < 20 =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot bind UDP {} beside the gRPC port", node.grpc_addr)
+                    });
+                }
+            }
+        }
+    }
+
     pub fn args(&self) -> &ValidNodeArgs {
         &self.args
     }
