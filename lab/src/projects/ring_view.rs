@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::f64::consts::TAU;
 
+use distlab_cache::page::{MemberSeen, members_seen};
 use distlab_cache::placement::{PlacementKind, Ring};
 use ratatui_core::layout::{Constraint, Layout, Rect};
 use ratatui_core::style::{Color, Modifier, Style};
@@ -108,7 +109,7 @@ impl View for RingView {
             ),
             dim(),
         )];
-        lines.extend(member_lines(nodes, seer, &ring, bar));
+        lines.extend(member_lines(nodes, seer, bar));
         lines.push(Line::raw(""));
         lines.push(last_change(nodes, seer));
         lines.push(hint_queues(nodes));
@@ -191,62 +192,47 @@ fn arcs(detail: &Value, ring: &[String]) -> BTreeMap<String, Vec<(f64, f64)>> {
 
 /// One line per member: its state as the seer has it, incarnation, share (a bar `bar` wide),
 /// and the hints it holds for others.
-fn member_lines(
-    nodes: &[NodeView],
-    seer: &NodeView,
-    ring: &[String],
-    bar: usize,
-) -> Vec<Line<'static>> {
+fn member_lines(nodes: &[NodeView], seer: &NodeView, bar: usize) -> Vec<Line<'static>> {
     let detail = &seer.detail;
-    let mut ids: Vec<String> = detail["members"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    ids.push(seer.node.id.clone());
-    ids.extend(ring.iter().cloned());
-    ids.sort();
-    ids.dedup();
-    ids.into_iter()
-        .map(|id| {
-            let (state, incarnation) = if id == seer.node.id {
-                ("self".to_string(), detail["incarnation"].as_u64())
-            } else {
-                let member = &detail["members"][&id];
-                (
-                    member["state"].as_str().unwrap_or("?").to_string(),
-                    member["incarnation"].as_u64(),
-                )
-            };
-            let share = detail["ownership"][&id].as_f64();
-            let held = nodes
-                .iter()
-                .find(|n| n.node.id == id)
-                .and_then(|n| n.detail["hints_waiting"].as_u64());
-            let color = node_color(nodes, &id);
-            let state_style = match state.as_str() {
-                "alive" | "self" => Style::default().fg(Color::Green),
-                "suspect" => Style::default().fg(Color::Yellow),
-                "dead" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
-                _ => dim(),
-            };
-            Line::from(vec![
-                Span::styled(format!("{id:<6} "), Style::default().fg(color)),
-                Span::styled(format!("{state:<8} "), state_style),
-                Span::raw(format!(
-                    "{:>4} {:>5} ",
-                    incarnation.map_or("-".into(), |i| i.to_string()),
-                    share.map_or("-".into(), |s| format!("{:.1}", s * 100.0)),
-                )),
-                Span::styled(
-                    share_bar(share.unwrap_or(0.0), bar),
-                    Style::default().fg(color),
-                ),
-                Span::raw(format!(
-                    " {:>6}",
-                    held.map_or("-".into(), |h| h.to_string())
-                )),
-            ])
-        })
+    members_seen(&seer.node.id, detail)
+        .into_iter()
+        .map(
+            |MemberSeen {
+                 id,
+                 state,
+                 incarnation,
+             }| {
+                let share = detail["ownership"][&id].as_f64();
+                let held = nodes
+                    .iter()
+                    .find(|n| n.node.id == id)
+                    .and_then(|n| n.detail["hints_waiting"].as_u64());
+                let color = node_color(nodes, &id);
+                let state_style = match state.as_str() {
+                    "alive" | "self" => Style::default().fg(Color::Green),
+                    "suspect" => Style::default().fg(Color::Yellow),
+                    "dead" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+                    _ => dim(),
+                };
+                Line::from(vec![
+                    Span::styled(format!("{id:<6} "), Style::default().fg(color)),
+                    Span::styled(format!("{state:<8} "), state_style),
+                    Span::raw(format!(
+                        "{:>4} {:>5} ",
+                        incarnation.map_or("-".into(), |i| i.to_string()),
+                        share.map_or("-".into(), |s| format!("{:.1}", s * 100.0)),
+                    )),
+                    Span::styled(
+                        share_bar(share.unwrap_or(0.0), bar),
+                        Style::default().fg(color),
+                    ),
+                    Span::raw(format!(
+                        " {:>6}",
+                        held.map_or("-".into(), |h| h.to_string())
+                    )),
+                ])
+            },
+        )
         .collect()
 }
 

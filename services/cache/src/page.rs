@@ -8,6 +8,8 @@ use std::fmt::Write;
 use distlab_runtime::admin::escape;
 use serde_json::Value;
 
+use crate::placement::MemberId;
+
 /// The page body for a node whose `/status` detail is `detail`.
 pub fn render(me: &str, detail: &Value) -> String {
     let mut html = String::new();
@@ -36,30 +38,13 @@ pub fn render(me: &str, detail: &Value) -> String {
         Some("ring") => config["vnodes"].to_string(),
         _ => "-".into(),
     };
-    let mut ids: Vec<String> = detail["ring"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().map(String::from))
-        .collect();
-    ids.extend(
-        detail["members"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.keys().cloned()),
-    );
-    ids.sort();
-    ids.dedup();
-    for id in ids {
-        let (state, incarnation) = if id == me {
-            ("self".to_string(), detail["incarnation"].clone())
-        } else {
-            let member = &detail["members"][&id];
-            (
-                member["state"].as_str().unwrap_or("?").to_string(),
-                member["incarnation"].clone(),
-            )
-        };
+    for MemberSeen {
+        id,
+        state,
+        incarnation,
+    } in members_seen(me, detail)
+    {
+        let incarnation = incarnation.map_or("-".into(), |i| i.to_string());
         let share = detail["ownership"][&id].as_f64().unwrap_or(0.0);
         let _ = write!(
             html,
@@ -119,6 +104,53 @@ pub fn render(me: &str, detail: &Value) -> String {
     }
     html.push_str("</table>");
     html
+}
+
+/// A member as a node's `/status` detail describes it: `self` for the node itself.
+pub struct MemberSeen {
+    pub id: MemberId,
+    /// `alive`, `suspect`, `dead`, `left`, or `self`.
+    pub state: String,
+    pub incarnation: Option<u64>,
+}
+
+/// Every member node `me` knows of (on its ring or in its SWIM view, itself included), in id
+/// order, with the state and incarnation it has for each: what the admin page and the lab's
+/// ring view list.
+pub fn members_seen(me: &str, detail: &Value) -> Vec<MemberSeen> {
+    let mut ids: Vec<MemberId> = detail["ring"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str().map(String::from))
+        .chain(
+            detail["members"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys().cloned()),
+        )
+        .chain([me.to_string()])
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let (state, incarnation) = if id == me {
+                ("self".to_string(), detail["incarnation"].as_u64())
+            } else {
+                let member = &detail["members"][&id];
+                (
+                    member["state"].as_str().unwrap_or("?").to_string(),
+                    member["incarnation"].as_u64(),
+                )
+            };
+            MemberSeen {
+                id,
+                state,
+                incarnation,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ impl Mutation {
     }
 }
 
+/// The timeline up to the lab stopping the cluster: what comes after (graceful leaves, hint
+/// queues left behind) is teardown, not the scenario.
+fn during_run(timeline: &[Event]) -> impl Iterator<Item = &Event> {
+    timeline
+        .iter()
+        .take_while(|e| !(e.kind == EventKind::Note && e.what == STOPPING_CLUSTER))
+}
+
 pub fn no_lost_writes(history: &[Op]) -> Verdict {
     let checker = "no_lost_writes".to_string();
     let mut invoked: HashMap<u64, &Op> = HashMap::new();
@@ -209,10 +217,7 @@ fn members(event: &Event, field: &str) -> Option<BTreeSet<String>> {
 pub fn key_movement(timeline: &[Event]) -> Verdict {
     let checker = "key_movement".to_string();
     let mut changes: BTreeMap<(BTreeSet<String>, BTreeSet<String>), Change> = BTreeMap::new();
-    let run = timeline
-        .iter()
-        .take_while(|e| !(e.kind == EventKind::Note && e.what == STOPPING_CLUSTER));
-    for event in run {
+    for event in during_run(timeline) {
         if event.kind != EventKind::NodeEvent || !event.what.starts_with(RING_CHANGED) {
             continue;
         }
@@ -324,10 +329,7 @@ pub fn hints_drained(timeline: &[Event]) -> Verdict {
     let mut pending: BTreeMap<&str, (f64, String)> = BTreeMap::new();
     let mut evidence = Vec::new();
     let mut drained = 0;
-    let run = timeline
-        .iter()
-        .take_while(|e| !(e.kind == EventKind::Note && e.what == STOPPING_CLUSTER));
-    for event in run {
+    for event in during_run(timeline) {
         let Some(node) = event.node.as_deref() else {
             continue;
         };
