@@ -38,8 +38,15 @@ impl Network {
         let mut datagrams = BTreeMap::new();
         for to in nodes {
             let link = LinkId::new(CLIENT.to_string(), to.clone());
-            let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
-            proxies.insert(link, proxy);
+            if peer_links == PeerLinks::TcpAndUdp {
+                // Clients may follow the gossip too (the cache's routing client does).
+                let (tcp, udp) = bind_twins(&link, &links, seed).await?;
+                proxies.insert(link.clone(), tcp);
+                datagrams.insert(link, udp);
+            } else {
+                let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
+                proxies.insert(link, proxy);
+            }
             if peer_links == PeerLinks::None {
                 continue;
             }
@@ -270,11 +277,12 @@ mod tests {
             gossips(n1_to_n2).await,
             "datagrams to the same --peer address"
         );
+        let client_to_n2 = net.addr(CLIENT, "n2").unwrap();
         assert!(
-            net.datagrams.keys().all(|l| l.from != CLIENT),
-            "clients do not gossip"
+            gossips(client_to_n2).await,
+            "a client may follow the gossip (a routing client asks for the ring)"
         );
-        assert_eq!(net.datagrams.len(), 6);
+        assert_eq!(net.datagrams.len(), 9, "6 node links and 3 client links");
 
         let cuts = Partition::parse("isolate n1")
             .unwrap()

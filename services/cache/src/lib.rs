@@ -9,7 +9,9 @@
 //! - [`store`]: one node's items: a memory-bounded LRU with expiry, memcached's semantics.
 //! - [`protocol`]: parsing memcached's text protocol; [`memcached`]: serving it over TCP.
 //! - [`swim`]: SWIM membership and failure detection, as a state machine without I/O.
-//! - [`client`]: the `cache.v1` client library: one node at a time, the next on failure.
+//! - [`client`]: the `cache.v1` client library: one node at a time, the next on failure, or
+//!   routing each key to its replicas by the ring it follows ([`ring_watch`], as the
+//!   [`proxy`] sidecar does).
 //! - [`coordinator`]: a key's coordinator: forwarding, quorums, read repair, hints, rebalancing.
 //! - [`gossip`]: SWIM over UDP: the socket, the ticks, the published membership.
 //! - [`grpc`]: `cache.v1` over gRPC: the service, and the peers a coordinator calls.
@@ -30,5 +32,6 @@ pub mod page;
 pub mod placement;
 pub mod protocol;
 pub mod proxy;
+pub mod ring_watch;
 pub mod store;
 pub mod swim;

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use distlab_cache::client::CacheClient;
+use distlab_cache::client::{CacheClient, Routing};
+use distlab_cache::placement::PlacementKind;
 use distlab_runtime::launch::{NodeProcess, free_ports};
 use distlab_runtime::retry::RetryPolicy;
 use nix::sys::signal::Signal;
@@ -130,6 +131,17 @@ async fn get_all(addr: SocketAddr, keys: std::ops::Range<usize>) {
             format!("VALUE key{k} 0 {}\r\n{value}\r\nEND\r\n", value.len())
         );
     }
+}
+
+/// Requests the running nodes forwarded to a replica, summed.
+async fn forwarded(cluster: &Cluster) -> u64 {
+    let mut sum = 0;
+    for &i in cluster.nodes.keys() {
+        sum += cluster.status(i).await["detail"]["counts"]["forwarded"]
+            .as_u64()
+            .unwrap();
+    }
+    sum
 }
 
 fn member_state(detail: &Value, id: &str) -> String {
@@ -267,6 +279,91 @@ async fn the_client_library_moves_on_from_a_dead_node() {
         None,
         "expired after its ttl"
     );
+}
+
+/// The routing client: each key goes straight to a replica by the ring it learns (so no node
+/// forwards anything, where a plain client's node forwards what it does not hold); when a
+/// replica dies, the next one serves.
+#[tokio::test]
+async fn the_routing_client_sends_each_key_to_a_replica_and_goes_around_a_dead_one() {
+    let mut cluster = Cluster::start(5).await;
+    cluster
+        .until("every node sees five live members", |d| {
+            d["live"].as_array().is_some_and(|l| l.len() == 5)
+        })
+        .await;
+    let nodes: Vec<(String, SocketAddr)> = (0..5)
+        .map(|i| (format!("n{}", i + 1), cluster.nodes[&i].ready().grpc))
+        .collect();
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    };
+    // A plain client talks to n1, which forwards the keys it does not hold.
+    let plain = CacheClient::connect_lazy(&nodes, policy.clone()).unwrap();
+    for k in 0..40 {
+        plain.set(format!("plain{k}"), "v", None).await.unwrap();
+    }
+    let before = forwarded(&cluster).await;
+    assert!(before > 0, "n1 holds at most 3/5 of the keys");
+
+    let routing = Routing {
+        replicas: 3,
+        placement: PlacementKind::parse("ring", PlacementKind::DEFAULT_VNODES).unwrap(),
+        watch_every: Duration::from_millis(50),
+    };
+    let client = CacheClient::routing(&nodes, policy, routing).await.unwrap();
+    let ring = client.ring().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ring.members() != ["n1", "n2", "n3", "n4", "n5"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never learned the ring"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in 0..40 {
+        client
+            .set(format!("key{k}"), format!("value{k}"), None)
+            .await
+            .unwrap();
+        let found = client.get(format!("key{k}")).await.unwrap().unwrap();
+        assert_eq!(found.value, format!("value{k}"));
+    }
+    assert!(client.delete("key0").await.unwrap());
+    let (routed, unrouted) = client.routed();
+    assert!(
+        routed >= 81 && unrouted == 0,
+        "every attempt went by the ring"
+    );
+    assert_eq!(forwarded(&cluster).await, before, "no node forwarded");
+    // Not a member: the nodes never heard of it as one.
+    let detail = &cluster.status(0).await["detail"];
+    let others: Vec<&String> = detail["members"].as_object().unwrap().keys().collect();
+    assert_eq!(others, ["n2", "n3", "n4", "n5"], "{detail}");
+
+    // The primary of key1 dies: before the ring says so, an attempt on it fails and the next
+    // replica serves; after, the dead one is skipped.
+    let primary = ring.live_replicas(b"key1", 3)[0].clone();
+    let victim: usize = primary[1..].parse::<usize>().unwrap() - 1;
+    cluster.nodes.remove(&victim).unwrap().kill().await.unwrap();
+    let found = client.get("key1").await.unwrap().unwrap();
+    assert_eq!(found.value, "value1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ring.live_replicas(b"key1", 3).contains(&primary) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never saw {primary} dead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in 1..40 {
+        let found = client.get(format!("key{k}")).await.unwrap().unwrap();
+        assert_eq!(found.value, format!("value{k}"));
+    }
+    client.set("after", "v", None).await.unwrap();
+    assert_eq!(client.get("after").await.unwrap().unwrap().value, "v");
 }
 
 /// The sidecar: an application's memcached endpoint that follows the ring by gossip (never a

@@ -7,7 +7,9 @@
 //!   sets over `--keys` keys loaded first), then by `memcslap` (libmemcached's load tool, a
 //!   third-party client) if installed. Prints both and the ratio (target >= 0.5x).
 //! - `cluster`: 5 nodes, N=3 W=2 R=2, through the lab's link proxies (as `lab run` has them);
-//!   the same load spread over every node's memcached port.
+//!   the same load spread over every node's memcached port; then through the client library
+//!   over gRPC, a plain client (the node it talks to forwards) and a routing client (each key
+//!   straight to a replica, by the ring it learns by gossip).
 //! - `detection`: SIGKILL a node `--kills` times (restarting it between); from the kill to
 //!   every other node reporting it `dead`. Median and max (target: median < 2 s).
 //! - `loss`: `--loss-for` of 5% loss on every link between nodes: members declared dead
@@ -22,8 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use distlab_cache::client::{CacheClient, Routing};
+use distlab_cache::placement::PlacementKind;
 use distlab_runtime::bench::{Figure, closed_loop};
 use distlab_runtime::launch::{LaunchOptions, NodeProcess};
+use distlab_runtime::retry::RetryPolicy;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -364,7 +369,82 @@ impl Bench<'_> {
             "{} replicas=3 write_quorum=2 read_quorum=2 proxies=on",
             line(&figure, &self.labels("distlab", CLUSTER_NODES))
         );
+        // The client library over gRPC: a plain client lets the node it talks to forward; a
+        // routing client sends each key to a replica itself.
+        let nodes: Vec<(String, SocketAddr)> = supervisor
+            .nodes()
+            .await
+            .into_iter()
+            .map(|node| (node.id, node.client))
+            .collect();
+        let policy = RetryPolicy::default();
+        let plain = CacheClient::connect_lazy(&nodes, policy.clone())?;
+        let routing = Routing {
+            replicas: 3,
+            placement: PlacementKind::parse("ring", PlacementKind::DEFAULT_VNODES)
+                .map_err(anyhow::Error::msg)?,
+            watch_every: Duration::from_millis(200),
+        };
+        let router = CacheClient::routing(&nodes, policy, routing).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while router
+            .ring()
+            .is_some_and(|r| r.members().len() < CLUSTER_NODES)
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the routing client did not learn the ring within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (name, client) in [("plain", plain), ("routing", router)] {
+            let figure = self.client_load(&client).await?;
+            let labels = format!(
+                "system=distlab tool=client client={name} nodes={CLUSTER_NODES} clients={} reads={:.2} value_bytes={}",
+                self.args.connections, self.args.reads, self.args.value_size
+            );
+            let (routed, unrouted) = client.routed();
+            println!(
+                "{} replicas=3 write_quorum=2 read_quorum=2 proxies=on routed_attempts={routed} unrouted_attempts={unrouted}",
+                line(&figure, &labels)
+            );
+        }
         Ok(())
+    }
+
+    /// The closed-loop mix through the client library (`connections` clients, each starting
+    /// at a different node), every key set first.
+    async fn client_load(&self, shared: &CacheClient) -> anyhow::Result<Figure> {
+        let value = vec![b'x'; self.args.value_size];
+        for k in 0..self.args.keys {
+            shared.set(key(k), value.clone(), None).await?;
+        }
+        let (keys, reads) = (self.args.keys, self.args.reads);
+        closed_loop(
+            self.args.connections,
+            self.args.warmup,
+            self.args.duration,
+            |i| {
+                let client = shared.starting_at(i);
+                let value = value.clone();
+                let rng = Arc::new(std::sync::Mutex::new(SmallRng::seed_from_u64(i as u64)));
+                move || {
+                    let (client, value, rng) = (client.clone(), value.clone(), rng.clone());
+                    async move {
+                        let (k, read) = {
+                            let mut rng = rng.lock().expect("never poisoned");
+                            (rng.random_range(0..keys), rng.random_bool(reads))
+                        };
+                        if read {
+                            client.get(key(k)).await.map(|_| ())
+                        } else {
+                            client.set(key(k), value, None).await
+                        }
+                    }
+                }
+            },
+        )
+        .await
     }
 
     async fn detection(&self, supervisor: &Supervisor) -> anyhow::Result<()> {
