@@ -33,7 +33,7 @@ use ratatui_widgets::canvas::{Canvas, Points};
 use ratatui_widgets::paragraph::{Paragraph, Wrap};
 use serde_json::Value;
 
-use crate::console::app::App;
+use crate::console::app::{App, NodeState};
 use crate::console::views::{View, node_color};
 use crate::engine::model::NodeView;
 
@@ -49,10 +49,15 @@ impl View for RingView {
 
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let nodes = &app.model.nodes;
-        let seer = app
-            .selected_node()
-            .filter(|n| n.detail.get("ring").is_some())
-            .or_else(|| nodes.iter().find(|n| n.detail.get("ring").is_some()));
+        // A node that is down, paused or silent shows what it saw last: ask a running one.
+        let sees = |n: &&NodeView| {
+            n.detail.get("ring").is_some() && NodeState::of(n) == NodeState::Running
+        };
+        let selected = app.selected_node();
+        let seer = selected
+            .filter(sees)
+            .or_else(|| nodes.iter().find(sees))
+            .or_else(|| selected.filter(|n| n.detail.get("ring").is_some()));
         let Some(seer) = seer else {
             let block = Block::default().borders(Borders::ALL).title(" ring ");
             frame.render_widget(
@@ -63,8 +68,12 @@ impl View for RingView {
         };
         let detail = &seer.detail;
         let config = &detail["config"];
+        let instead = selected
+            .filter(|n| n.node.id != seer.node.id)
+            .map(|n| format!(" ({} is {})", n.node.id, NodeState::of(n).name()))
+            .unwrap_or_default();
         let title = format!(
-            " ring: as {} sees it · {} · N={} W={} R={} ",
+            " ring: as {} sees it{instead} · {} · N={} W={} R={} ",
             seer.node.id,
             detail["placement"].as_str().unwrap_or("?"),
             config["replicas"],
@@ -419,6 +428,16 @@ mod tests {
             .unwrap();
         let screen = terminal.backend().to_string();
         assert!(screen.contains("as n1 sees it"), "{screen}");
+        app.selected = 1;
+        terminal
+            .draw(|frame| RingView.render(&app, frame, frame.area()))
+            .unwrap();
+        let down = terminal.backend().to_string();
+        assert!(down.contains("as n1 sees it (n2 is down)"), "{down}");
+        app.selected = 0;
+        terminal
+            .draw(|frame| RingView.render(&app, frame, frame.area()))
+            .unwrap();
         // 315 of 1600 keys: ideal 320.
         assert!(
             screen.contains("n5 joined: 315 of 1600 keys changed primary"),

@@ -319,7 +319,7 @@ impl Bench<'_> {
         let output = Command::new(&self.args.memcslap)
             .arg(format!("--servers={addr}"))
             .arg(format!("--concurrency={}", self.args.connections))
-            .arg("--execute-number=2000")
+            .arg("--execute-number=10000")
             .arg(format!("--test={test}"))
             .kill_on_drop(true)
             .output()
