@@ -145,6 +145,9 @@ enum ProjectBench {
     /// Project 2: Raft KV writes, reads (read-index vs lease), snapshots, failover, and
     /// etcd under the same load.
     Proj2(lab::projects::proj2::bench::Proj2BenchArgs),
+    /// Project 3 (so far its storage): appends and reads of one partition's log per message
+    /// size and fsync policy.
+    Proj3(distlab_log::storage::bench::StorageBenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -258,6 +261,13 @@ fn main() -> ExitCode {
                     lab::projects::proj2::bench::run(&args, exe).await
                 })
             }
+            ProjectBench::Proj3(args) => match distlab_log::storage::bench::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -3,5 +3,11 @@
 //! # Layout
 //! - [`storage`]: a partition's log on disk: record batches with checksums in segment files,
 //!   sparse offset and time indexes, roll and retention, crash recovery, fsync policy.
+//! - [`replication`]: the leader's view of its followers (high watermark, ISR, `acks=all`)
+//!   and a follower's truncation point, as pure state machines.
+//! - [`group`]: a consumer group as its coordinator sees it (join, sync, heartbeat, session
+//!   timeout, generations, the range and round-robin assignors), a pure state machine.
 
+pub mod group;
+pub mod replication;
 pub mod storage;

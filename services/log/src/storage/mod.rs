@@ -6,9 +6,10 @@
 //! - [`segment`]: one segment file and its indexes; recovery of a torn tail.
 //! - [`partition`]: a partition's segments: append, read, roll, retention, truncation,
 //!   fsync policy. [`epochs`]: the leader epoch of each range of offsets. [`producers`]: the
-//!   idempotent producer's sequence numbers.
+//!   idempotent producer's sequence numbers. [`bench`]: `lab bench proj3 --phases storage`.
 
 pub mod batch;
+pub mod bench;
 pub mod epochs;
 pub mod index;
 pub mod partition;
