@@ -24,6 +24,26 @@ pub struct Network {
     datagrams: BTreeMap<LinkId, UdpLinkProxy>,
 }
 
+/// Binds the proxies of one link: TCP, and its UDP twin when the project gossips.
+async fn bind_link(
+    link: LinkId,
+    peer_links: PeerLinks,
+    links: &Arc<Links>,
+    seed: u64,
+    proxies: &mut BTreeMap<LinkId, TcpLinkProxy>,
+    datagrams: &mut BTreeMap<LinkId, UdpLinkProxy>,
+) -> std::io::Result<()> {
+    if peer_links == PeerLinks::TcpAndUdp {
+        let (tcp, udp) = bind_twins(&link, links, seed).await?;
+        proxies.insert(link.clone(), tcp);
+        datagrams.insert(link, udp);
+    } else {
+        let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
+        proxies.insert(link, proxy);
+    }
+    Ok(())
+}
+
 /// How many times a TCP proxy's port is tried for its UDP twin before giving up.
 const UDP_TWIN_ATTEMPTS: usize = 50;
 
@@ -37,29 +57,16 @@ impl Network {
         let mut proxies = BTreeMap::new();
         let mut datagrams = BTreeMap::new();
         for to in nodes {
+            // Clients of a gossiping project may follow the gossip too (the cache's routing
+            // client does), so their links carry UDP as the nodes' do.
             let link = LinkId::new(CLIENT.to_string(), to.clone());
-            if peer_links == PeerLinks::TcpAndUdp {
-                // Clients may follow the gossip too (the cache's routing client does).
-                let (tcp, udp) = bind_twins(&link, &links, seed).await?;
-                proxies.insert(link.clone(), tcp);
-                datagrams.insert(link, udp);
-            } else {
-                let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
-                proxies.insert(link, proxy);
-            }
+            bind_link(link, peer_links, &links, seed, &mut proxies, &mut datagrams).await?;
             if peer_links == PeerLinks::None {
                 continue;
             }
             for from in nodes.iter().filter(|n| *n != to) {
                 let link = LinkId::new(from.clone(), to.clone());
-                if peer_links == PeerLinks::TcpAndUdp {
-                    let (tcp, udp) = bind_twins(&link, &links, seed).await?;
-                    proxies.insert(link.clone(), tcp);
-                    datagrams.insert(link, udp);
-                } else {
-                    let proxy = TcpLinkProxy::bind(link.clone(), links.clone(), seed).await?;
-                    proxies.insert(link, proxy);
-                }
+                bind_link(link, peer_links, &links, seed, &mut proxies, &mut datagrams).await?;
             }
         }
         Ok(Self {

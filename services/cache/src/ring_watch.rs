@@ -70,11 +70,6 @@ impl RingWatch {
         view.placement.members().to_vec()
     }
 
-    /// Whether a view has come yet.
-    pub fn is_known(&self) -> bool {
-        self.view.read().expect("never poisoned").from.is_some()
-    }
-
     /// What `/status` shows of the view.
     pub fn detail(&self) -> serde_json::Value {
         let view = self.view.read().expect("never poisoned");

@@ -51,6 +51,14 @@ impl Cluster {
         self.nodes.insert(i, node);
     }
 
+    /// Every running node's name and gRPC address, for the client library.
+    fn grpc_nodes(&self) -> Vec<(String, SocketAddr)> {
+        self.nodes
+            .iter()
+            .map(|(i, node)| (format!("n{}", i + 1), node.ready().grpc))
+            .collect()
+    }
+
     fn memcached(&self, i: usize) -> SocketAddr {
         self.nodes[&i].ready().extra["memcached"]
             .as_str()
@@ -130,6 +138,15 @@ async fn get_all(addr: SocketAddr, keys: std::ops::Range<usize>) {
             reply,
             format!("VALUE key{k} 0 {}\r\n{value}\r\nEND\r\n", value.len())
         );
+    }
+}
+
+/// What the client library tests retry with: short attempts, a long deadline.
+fn client_policy() -> RetryPolicy {
+    RetryPolicy {
+        attempt_timeout: Duration::from_millis(500),
+        deadline: Duration::from_secs(10),
+        ..RetryPolicy::default()
     }
 }
 
@@ -246,14 +263,7 @@ async fn the_client_library_moves_on_from_a_dead_node() {
             d["live"].as_array().is_some_and(|l| l.len() == 3)
         })
         .await;
-    let nodes: Vec<(String, SocketAddr)> = (0..3)
-        .map(|i| (format!("n{}", i + 1), cluster.nodes[&i].ready().grpc))
-        .collect();
-    let policy = RetryPolicy {
-        attempt_timeout: Duration::from_millis(500),
-        deadline: Duration::from_secs(10),
-        ..RetryPolicy::default()
-    };
+    let (nodes, policy) = (cluster.grpc_nodes(), client_policy());
     let client = CacheClient::connect_lazy(&nodes, policy).unwrap();
     for k in 0..20 {
         client
@@ -292,14 +302,7 @@ async fn the_routing_client_sends_each_key_to_a_replica_and_goes_around_a_dead_o
             d["live"].as_array().is_some_and(|l| l.len() == 5)
         })
         .await;
-    let nodes: Vec<(String, SocketAddr)> = (0..5)
-        .map(|i| (format!("n{}", i + 1), cluster.nodes[&i].ready().grpc))
-        .collect();
-    let policy = RetryPolicy {
-        attempt_timeout: Duration::from_millis(500),
-        deadline: Duration::from_secs(10),
-        ..RetryPolicy::default()
-    };
+    let (nodes, policy) = (cluster.grpc_nodes(), client_policy());
     // A plain client talks to n1, which forwards the keys it does not hold.
     let plain = CacheClient::connect_lazy(&nodes, policy.clone()).unwrap();
     for k in 0..40 {

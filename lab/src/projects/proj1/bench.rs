@@ -296,10 +296,7 @@ impl Bench<'_> {
                 move || {
                     let (connection, value, rng) = (connection.clone(), value.clone(), rng.clone());
                     async move {
-                        let (k, read) = {
-                            let mut rng = rng.lock().expect("never poisoned");
-                            (rng.random_range(0..keys), rng.random_bool(reads))
-                        };
+                        let (k, read) = next_op(&rng, keys, reads);
                         let mut connection = connection.lock().await;
                         if read {
                             connection.get(&key(k)).await.map(|_| ())
@@ -431,10 +428,7 @@ impl Bench<'_> {
                 move || {
                     let (client, value, rng) = (client.clone(), value.clone(), rng.clone());
                     async move {
-                        let (k, read) = {
-                            let mut rng = rng.lock().expect("never poisoned");
-                            (rng.random_range(0..keys), rng.random_bool(reads))
-                        };
+                        let (k, read) = next_op(&rng, keys, reads);
                         if read {
                             client.get(key(k)).await.map(|_| ())
                         } else {
@@ -512,6 +506,12 @@ impl Bench<'_> {
         );
         Ok(())
     }
+}
+
+/// The next request of the mix: a key, and whether it is a get.
+fn next_op(rng: &std::sync::Mutex<SmallRng>, keys: usize, reads: f64) -> (usize, bool) {
+    let mut rng = rng.lock().expect("never poisoned");
+    (rng.random_range(0..keys), rng.random_bool(reads))
 }
 
 fn key(k: usize) -> String {

@@ -213,7 +213,9 @@ impl Segment {
                     relative_offset,
                     position: s.position as u32,
                 });
-                push_time(&mut times, max_ts, relative_offset);
+                if let Some(entry) = time_entry(times.last(), max_ts, relative_offset) {
+                    times.push(entry);
+                }
                 since = 0;
             }
             since += s.len;
@@ -341,12 +343,8 @@ impl Segment {
                 relative_offset,
                 position: position as u32,
             })?;
-            if self.times.last().is_none_or(|t| t.timestamp < max_ts) {
-                // As `push_time` does when an index is rebuilt.
-                self.times.append(TimeEntry {
-                    timestamp: max_ts,
-                    relative_offset,
-                })?;
+            if let Some(entry) = time_entry(self.times.last(), Some(max_ts), relative_offset) {
+                self.times.append(entry)?;
             }
             self.bytes_since_index = 0;
         }
@@ -532,20 +530,19 @@ impl Segment {
     pub fn max_timestamp(&self) -> Option<i64> {
         self.max_timestamp
     }
-
-    /// Index entries (offset, time), for tests and status.
-    pub fn index_entries(&self) -> (usize, usize) {
-        (self.offsets.entries().len(), self.times.entries().len())
-    }
 }
 
-fn push_time(times: &mut Vec<TimeEntry>, max_ts: Option<i64>, relative_offset: u32) {
-    if let Some(ts) = max_ts
-        && times.last().is_none_or(|t: &TimeEntry| t.timestamp < ts)
-    {
-        times.push(TimeEntry {
-            timestamp: ts,
+/// The time index entry to add at a batch at `relative_offset`, if the segment's largest
+/// timestamp (`max_ts`) grew since the last entry: one rule for appends and rebuilds.
+fn time_entry(
+    last: Option<&TimeEntry>,
+    max_ts: Option<i64>,
+    relative_offset: u32,
+) -> Option<TimeEntry> {
+    let timestamp = max_ts?;
+    last.is_none_or(|t| t.timestamp < timestamp)
+        .then_some(TimeEntry {
+            timestamp,
             relative_offset,
-        });
-    }
+        })
 }
