@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let protos = [
         "proto/kv/v1/kv.proto",
+        "proto/raft/v1/raft.proto",
         "proto/raftkv/v1/raftkv.proto",
         "proto/cache/v1/cache.proto",
         "proto/etcd/kv.proto",

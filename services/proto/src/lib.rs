@@ -16,6 +16,13 @@ pub mod cache {
     }
 }
 
+/// Raft's peer RPCs, shared by every service that runs a Raft group.
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("raft.v1");
+    }
+}
+
 pub mod raftkv {
     pub mod v1 {
         tonic::include_proto!("raftkv.v1");

@@ -1,4 +1,4 @@
-//! Raft's RPCs from this node to its peers, over gRPC (`raftkv.v1.Raft`).
+//! Raft's RPCs from this node to its peers, over gRPC (`raft.v1.Raft`).
 //!
 //! A peer's address always comes from this node's `--peer` table, so under the lab every
 //! Raft message crosses the lab's link proxy for that direction and suffers its faults. The
@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distlab_proto::raftkv::v1 as pb;
+use distlab_proto::raft::v1 as pb;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };

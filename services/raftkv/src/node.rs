@@ -278,7 +278,7 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
     });
     const MAX_MESSAGE: usize = 64 * 1024 * 1024;
     let routes = Routes::new(
-        pb::raft_server::RaftServer::new(rpc)
+        distlab_proto::raft::v1::raft_server::RaftServer::new(rpc)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

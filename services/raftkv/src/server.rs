@@ -1,4 +1,4 @@
-//! The gRPC services a raftkv node serves: `raftkv.v1.Raft` for its peers (openraft's RPCs)
+//! The gRPC services a raftkv node serves: `raft.v1.Raft` for its peers (openraft's RPCs)
 //! and `raftkv.v1.RaftKv` for clients.
 //!
 //! A client request flows: client -> leader's [`KvApi`] -> the [`Proposer`] (batched with
@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distlab_proto::raft::v1 as raft_pb;
 use distlab_proto::raftkv::v1 as pb;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -50,13 +51,15 @@ pub struct RaftRpc {
     pub votes_from: Instant,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(request: Request<pb::RaftMessage>) -> Result<T, Status> {
+fn decode<T: serde::de::DeserializeOwned>(
+    request: Request<raft_pb::RaftMessage>,
+) -> Result<T, Status> {
     serde_json::from_slice(&request.into_inner().body)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Response<pb::RaftMessage> {
-    Response::new(pb::RaftMessage {
+fn encode<T: serde::Serialize>(value: &T) -> Response<raft_pb::RaftMessage> {
+    Response::new(raft_pb::RaftMessage {
         body: serde_json::to_vec(value)
             .expect("raft messages serialize")
             .into(),
@@ -64,19 +67,19 @@ fn encode<T: serde::Serialize>(value: &T) -> Response<pb::RaftMessage> {
 }
 
 #[tonic::async_trait]
-impl pb::raft_server::Raft for RaftRpc {
+impl raft_pb::raft_server::Raft for RaftRpc {
     async fn append_entries(
         &self,
-        request: Request<pb::RaftMessage>,
-    ) -> Result<Response<pb::RaftMessage>, Status> {
+        request: Request<raft_pb::RaftMessage>,
+    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
         let result = self.raft.append_entries(decode(request)?).await;
         Ok(encode(&result))
     }
 
     async fn vote(
         &self,
-        request: Request<pb::RaftMessage>,
-    ) -> Result<Response<pb::RaftMessage>, Status> {
+        request: Request<raft_pb::RaftMessage>,
+    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
         if Instant::now() < self.votes_from {
             return Err(Status::unavailable(
                 "just restarted: not voting until an election timeout has passed",
@@ -88,8 +91,8 @@ impl pb::raft_server::Raft for RaftRpc {
 
     async fn install_snapshot(
         &self,
-        request: Request<pb::RaftMessage>,
-    ) -> Result<Response<pb::RaftMessage>, Status> {
+        request: Request<raft_pb::RaftMessage>,
+    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
         let result = self.raft.install_snapshot(decode(request)?).await;
         Ok(encode(&result))
     }
