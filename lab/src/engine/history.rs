@@ -54,19 +54,29 @@ pub struct Op {
 /// Processes at or above this number are the runner's final reads, not the workload.
 pub const FINAL_PROCESS: u64 = 1_000_000;
 
-/// The workload's completed operations (final reads left out), in completion order, each with
-/// the time it was invoked: what latency and throughput figures are made of.
-pub fn completions(history: &[Op]) -> Vec<(f64, &Op)> {
+/// Every completed operation with the invocation it answers (final reads included), in
+/// completion order.
+pub fn invocations_and_completions(history: &[Op]) -> Vec<(&Op, &Op)> {
     let mut invoked = std::collections::HashMap::new();
     let mut done = Vec::new();
-    for op in history.iter().filter(|op| op.process < FINAL_PROCESS) {
+    for op in history {
         if op.kind == OpType::Invoke {
-            invoked.insert(op.process, op.time);
+            invoked.insert(op.process, op);
         } else if let Some(start) = invoked.remove(&op.process) {
             done.push((start, op));
         }
     }
     done
+}
+
+/// The workload's completed operations (final reads left out), in completion order, each with
+/// the time it was invoked: what latency and throughput figures are made of.
+pub fn completions(history: &[Op]) -> Vec<(f64, &Op)> {
+    invocations_and_completions(history)
+        .into_iter()
+        .filter(|(_, op)| op.process < FINAL_PROCESS)
+        .map(|(start, op)| (start.time, op))
+        .collect()
 }
 
 /// A history being recorded: appended to in memory and to `history.jsonl`.

@@ -80,6 +80,39 @@ struct Known {
     at: Instant,
 }
 
+/// The `/status` of every node with a process (running or paused), asked all at once; a node
+/// that does not answer within `http`'s timeout is left out.
+pub async fn fetch_statuses(
+    http: &reqwest::Client,
+    nodes: &[NodeInfo],
+) -> BTreeMap<String, serde_json::Value> {
+    let mut polls = JoinSet::new();
+    for node in nodes {
+        if let (ProcessState::Running | ProcessState::Paused, Some(admin)) =
+            (node.state, node.admin)
+        {
+            let (http, id) = (http.clone(), node.id.clone());
+            polls.spawn(async move {
+                let status = async {
+                    http.get(format!("http://{admin}/status"))
+                        .send()
+                        .await?
+                        .json::<serde_json::Value>()
+                        .await
+                };
+                (id, status.await.ok())
+            });
+        }
+    }
+    let mut fresh = BTreeMap::new();
+    while let Some(Ok((id, status))) = polls.join_next().await {
+        if let Some(status) = status {
+            fresh.insert(id, status);
+        }
+    }
+    fresh
+}
+
 /// Starts polling; the receiver always holds the latest snapshot. Stops when every receiver
 /// is dropped.
 pub fn spawn_poller(supervisor: Arc<Supervisor>) -> watch::Receiver<ClusterModel> {
@@ -102,30 +135,7 @@ pub fn spawn_poller(supervisor: Arc<Supervisor>) -> watch::Receiver<ClusterModel
                 return;
             }
             let nodes = supervisor.nodes().await;
-            let mut polls = JoinSet::new();
-            for node in &nodes {
-                if let (ProcessState::Running | ProcessState::Paused, Some(admin)) =
-                    (node.state, node.admin)
-                {
-                    let (http, id) = (http.clone(), node.id.clone());
-                    polls.spawn(async move {
-                        let status = async {
-                            http.get(format!("http://{admin}/status"))
-                                .send()
-                                .await?
-                                .json::<serde_json::Value>()
-                                .await
-                        };
-                        (id, status.await.ok())
-                    });
-                }
-            }
-            let mut fresh = BTreeMap::new();
-            while let Some(Ok((id, status))) = polls.join_next().await {
-                if let Some(status) = status {
-                    fresh.insert(id, status);
-                }
-            }
+            let fresh = fetch_statuses(&http, &nodes).await;
             let mut views = Vec::with_capacity(nodes.len());
             for node in nodes {
                 let health = match (node.state, fresh.get(&node.id)) {

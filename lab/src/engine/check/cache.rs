@@ -15,11 +15,11 @@
 //! - [`hints_drained`]: every node that held hints for a member that was down delivered them
 //!   all once it was back (`hints_pending` then `hints_drained` on the timeline).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Verdict;
 use crate::engine::events::{Event, EventKind, STOPPING_CLUSTER};
-use crate::engine::history::{FINAL_PROCESS, Op, OpType};
+use crate::engine::history::{FINAL_PROCESS, Op, OpType, invocations_and_completions};
 
 /// The event a node logs when its placement changes (fields `before`, `members`,
 /// `primary_keys`, `primaries_moved`).
@@ -66,19 +66,11 @@ fn during_run(timeline: &[Event]) -> impl Iterator<Item = &Event> {
 
 pub fn no_lost_writes(history: &[Op]) -> Verdict {
     let checker = "no_lost_writes".to_string();
-    let mut invoked: HashMap<u64, &Op> = HashMap::new();
     let mut mutations: BTreeMap<&str, Vec<Mutation>> = BTreeMap::new();
     let mut finals: BTreeMap<&str, Result<&serde_json::Value, OpType>> = BTreeMap::new();
     let mut unjudged: BTreeSet<&str> = BTreeSet::new();
-    for op in history {
-        let Some(key) = op.key.as_deref() else {
-            continue;
-        };
-        if op.kind == OpType::Invoke {
-            invoked.insert(op.process, op);
-            continue;
-        }
-        let Some(start) = invoked.remove(&op.process) else {
+    for (start, op) in invocations_and_completions(history) {
+        let (Some(key), Some(_)) = (op.key.as_deref(), start.key.as_deref()) else {
             continue;
         };
         match (op.f.as_str(), op.kind) {

@@ -18,6 +18,7 @@
 //! One line per figure, `key=value` pairs, e.g.
 //! `bench=proj1 system=distlab tool=lab nodes=1 connections=32 reads=0.90 value_bytes=100 seconds=5.000 ops=... ops_per_sec=... p50_us=... p99_us=... errors=0`
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
+use crate::engine::model::fetch_statuses;
 use crate::engine::project::{self, ClusterSpec};
 use crate::engine::supervisor::Supervisor;
 
@@ -111,6 +113,10 @@ pub async fn run(args: &Proj1BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
         args,
         exe,
         work: work.path().to_path_buf(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .context("building an HTTP client")?,
     };
     let has = |phase| args.phases.contains(&phase);
     if has(Phase::Memcached) {
@@ -136,6 +142,8 @@ struct Bench<'a> {
     args: &'a Proj1BenchArgs,
     exe: PathBuf,
     work: PathBuf,
+    /// For the nodes' `/status` (one client: its connections are kept).
+    http: reqwest::Client,
 }
 
 /// A figure's line.
@@ -343,7 +351,7 @@ impl Bench<'_> {
         let spec = ClusterSpec::new(project, CLUSTER_NODES, 1);
         let supervisor = Supervisor::new(spec, &self.work, self.exe.clone()).await?;
         supervisor.start_all().await?;
-        until(
+        self.until(
             &supervisor,
             "every member sees five live",
             Duration::from_secs(20),
@@ -355,7 +363,7 @@ impl Bench<'_> {
 
     async fn cluster_load(&self, supervisor: &Supervisor) -> anyhow::Result<()> {
         let mut addrs = Vec::new();
-        for (_, status) in statuses(supervisor).await {
+        for status in self.statuses(supervisor).await.into_values() {
             let addr = status["detail"]["config"]["memcached"]
                 .as_str()
                 .context("a node's status has no memcached address")?;
@@ -448,7 +456,7 @@ impl Bench<'_> {
             let victim = ids[1 + k % (ids.len() - 1)].clone();
             let killed = Instant::now();
             supervisor.kill(&victim).await?;
-            until(
+            self.until(
                 supervisor,
                 &format!("{victim} dead everywhere"),
                 Duration::from_secs(20),
@@ -463,7 +471,7 @@ impl Bench<'_> {
             );
             times.push(took);
             supervisor.start(&victim).await?;
-            until(
+            self.until(
                 supervisor,
                 &format!("{victim} back everywhere"),
                 Duration::from_secs(20),
@@ -485,15 +493,15 @@ impl Bench<'_> {
     }
 
     async fn loss(&self, supervisor: &Supervisor) -> anyhow::Result<()> {
-        let counts = |all: &[(String, Value)], what: &str| -> u64 {
-            all.iter()
-                .map(|(_, s)| s["detail"]["counts"][what].as_u64().unwrap_or(0))
+        let counts = |all: &BTreeMap<String, Value>, what: &str| -> u64 {
+            all.values()
+                .map(|s| s["detail"]["counts"][what].as_u64().unwrap_or(0))
                 .sum()
         };
-        let before = statuses(supervisor).await;
+        let before = self.statuses(supervisor).await;
         supervisor.link("*->*", "loss 5%")?;
         tokio::time::sleep(self.args.loss_for).await;
-        let after = statuses(supervisor).await;
+        let after = self.statuses(supervisor).await;
         supervisor.heal();
         let delta = |what| counts(&after, what).saturating_sub(counts(&before, what));
         println!(
@@ -529,43 +537,29 @@ fn parse_memcslap(text: &str, test: &str) -> Option<f64> {
     (seconds > 0.0).then(|| keys / seconds)
 }
 
-/// Every running node's `/status`.
-async fn statuses(supervisor: &Supervisor) -> Vec<(String, Value)> {
-    let client = reqwest::Client::new();
-    let mut all = Vec::new();
-    for node in supervisor.nodes().await {
-        let Some(admin) = node.admin else { continue };
-        let status = async {
-            client
-                .get(format!("http://{admin}/status"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await?
-                .json::<Value>()
-                .await
-        };
-        if let Ok(status) = status.await {
-            all.push((node.id, status));
-        }
+impl Bench<'_> {
+    /// Every running node's `/status`, by node.
+    async fn statuses(&self, supervisor: &Supervisor) -> BTreeMap<String, Value> {
+        fetch_statuses(&self.http, &supervisor.nodes().await).await
     }
-    all
-}
 
-/// Polls the running nodes' status details every 10 ms until `done` holds for every one.
-async fn until(
-    supervisor: &Supervisor,
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let all = statuses(supervisor).await;
-        if !all.is_empty() && all.iter().all(|(_, s)| done(&s["detail"])) {
-            return Ok(());
+    /// Polls the running nodes' status details every 10 ms until `done` holds for every one.
+    async fn until(
+        &self,
+        supervisor: &Supervisor,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.statuses(supervisor).await;
+            if !all.is_empty() && all.values().all(|s| done(&s["detail"])) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::ensure!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
