@@ -2,23 +2,22 @@
 //!
 //! It knows every node's address and guesses which is the leader. A follower's answer names
 //! the leader (`raft-leader` metadata) and the next attempt goes there; a node that does not
-//! answer makes it try the next one. Every call runs under the shared [`RetryPolicy`].
+//! answer makes it try the next one (`distlab_raft::leader::LeaderClient`). Every call runs
+//! under the shared [`RetryPolicy`].
 //! Mutations carry a session (this client's random id, a sequence number per logical call,
 //! the same on every retry), so a retry of a write that did commit is answered from the state
 //! machine's memory, not applied twice: that is what makes retrying writes, and cas, safe.
 //! One client handle is one session: run one mutation at a time on it.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use distlab_proto::raftkv::v1 as pb;
-use distlab_runtime::retry::{Attempt, ClientMetrics, Idempotence, RetryPolicy};
+use distlab_raft::leader::{LeaderClient, with_timeout};
+use distlab_runtime::retry::{ClientMetrics, RetryPolicy};
 use prost::bytes::Bytes;
 use tonic::Status;
-
-use crate::server::LEADER_HINT;
 
 type Rpc = pb::raft_kv_client::RaftKvClient<distlab_runtime::channel::TracedChannel>;
 
@@ -32,11 +31,7 @@ pub struct CasOutcome {
 
 #[derive(Clone)]
 pub struct RaftKvClient {
-    nodes: Arc<Vec<(String, Rpc)>>,
-    /// Index in `nodes` of the node believed to lead.
-    leader: Arc<AtomicUsize>,
-    policy: RetryPolicy,
-    metrics: ClientMetrics,
+    cluster: LeaderClient<Rpc>,
     session: u64,
     seq: Arc<AtomicU64>,
 }
@@ -52,10 +47,7 @@ impl RaftKvClient {
             .map(|(name, channel)| (name, pb::raft_kv_client::RaftKvClient::new(channel)))
             .collect();
         Ok(Self {
-            nodes: Arc::new(rpcs),
-            leader: Arc::new(AtomicUsize::new(0)),
-            policy,
-            metrics: ClientMetrics::default(),
+            cluster: LeaderClient::new(rpcs, policy),
             session: rand::random(),
             seq: Arc::new(AtomicU64::new(0)),
         })
@@ -65,24 +57,19 @@ impl RaftKvClient {
     /// (and its own leader guess): many concurrent clients need not open many connections.
     pub fn new_session(&self) -> Self {
         Self {
-            nodes: self.nodes.clone(),
-            leader: Arc::new(AtomicUsize::new(self.leader.load(Ordering::Relaxed))),
-            policy: self.policy.clone(),
-            metrics: self.metrics.clone(),
+            cluster: self.cluster.fork(),
             session: rand::random(),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn metrics(&self) -> &ClientMetrics {
-        &self.metrics
+        self.cluster.metrics()
     }
 
     /// The node this client currently sends to.
     pub fn leader_guess(&self) -> String {
-        self.nodes[self.leader.load(Ordering::Relaxed) % self.nodes.len()]
-            .0
-            .clone()
+        self.cluster.leader_guess()
     }
 
     fn next_session(&self) -> Option<pb::Session> {
@@ -99,6 +86,7 @@ impl RaftKvClient {
             session: self.next_session(),
         };
         let reply = self
+            .cluster
             .call(|mut rpc, attempt| {
                 let request = with_timeout(request.clone(), attempt);
                 async move { rpc.put(request).await }
@@ -113,6 +101,7 @@ impl RaftKvClient {
             key: key.to_string(),
         };
         let reply = self
+            .cluster
             .call(|mut rpc, attempt| {
                 let request = with_timeout(request.clone(), attempt);
                 async move { rpc.get(request).await }
@@ -128,6 +117,7 @@ impl RaftKvClient {
             session: self.next_session(),
         };
         let reply = self
+            .cluster
             .call(|mut rpc, attempt| {
                 let request = with_timeout(request.clone(), attempt);
                 async move { rpc.delete(request).await }
@@ -150,6 +140,7 @@ impl RaftKvClient {
             session: self.next_session(),
         };
         let reply = self
+            .cluster
             .call(|mut rpc, attempt| {
                 let request = with_timeout(request.clone(), attempt);
                 async move { rpc.compare_and_set(request).await }
@@ -164,134 +155,34 @@ impl RaftKvClient {
     /// Adds node `id` to the cluster (learner, catch-up, voter).
     pub async fn add_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
         let request = pb::MemberRequest { id: id.to_string() };
-        self.call(|mut rpc, attempt| {
-            let request = with_timeout(request.clone(), attempt);
-            async move { rpc.add_member(request).await }
-        })
-        .await
+        self.cluster
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.add_member(request).await }
+            })
+            .await
     }
 
     /// Removes node `id` from the voters.
     pub async fn remove_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
         let request = pb::MemberRequest { id: id.to_string() };
-        self.call(|mut rpc, attempt| {
-            let request = with_timeout(request.clone(), attempt);
-            async move { rpc.remove_member(request).await }
-        })
-        .await
-    }
-
-    /// Node `name`'s own view of the cluster.
-    pub async fn status_of(&self, name: &str) -> Result<pb::StatusResponse, Status> {
-        let Some((_, rpc)) = self.nodes.iter().find(|(n, _)| n == name) else {
-            return Err(Status::invalid_argument(format!("no node called {name}")));
-        };
-        let mut request = tonic::Request::new(pb::StatusRequest {});
-        request.set_timeout(self.policy.attempt_timeout);
-        Ok(rpc.clone().status(request).await?.into_inner())
-    }
-
-    /// Runs one call under the retry policy, at the node believed to lead, following leader
-    /// hints and moving on from nodes that do not answer.
-    ///
-    /// A node that did not answer during this call is not tried again in it while another
-    /// node might answer, and a hint naming it is ignored: a follower cut off with an old
-    /// leader still names that leader, and following the hint back to it would loop between
-    /// the two until the deadline while the majority, with its new leader, is one hop away.
-    async fn call<T, F, Fut>(&self, mut attempt_fn: F) -> Result<T, Status>
-    where
-        F: FnMut(Rpc, Attempt) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        let n = self.nodes.len();
-        let silent = Silent::default();
-        // The node of an attempt the policy's own timer cut off (it never returned here).
-        let unanswered = AtomicUsize::new(NONE);
-        self.policy
-            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
-                let cut_off = unanswered.swap(NONE, Ordering::Relaxed);
-                if cut_off != NONE {
-                    silent.mark(cut_off);
-                    self.move_on(cut_off, None, &silent);
-                }
-                let index = self.leader.load(Ordering::Relaxed) % n;
-                unanswered.store(index, Ordering::Relaxed);
-                let (name, rpc) = &self.nodes[index];
-                let fut = attempt_fn(rpc.clone(), attempt);
-                let (silent, unanswered) = (&silent, &unanswered);
-                async move {
-                    let result = fut.await;
-                    unanswered.store(NONE, Ordering::Relaxed);
-                    match result {
-                        Ok(reply) => Ok(reply.into_inner()),
-                        Err(status) => Err(self.redirect(index, name, status, silent)),
-                    }
-                }
+        self.cluster
+            .call(|mut rpc, attempt| {
+                let request = with_timeout(request.clone(), attempt);
+                async move { rpc.remove_member(request).await }
             })
             .await
     }
 
-    /// After a failed attempt at node `index`: where to go next, and whether to retry (a
-    /// redirect is retried: the answer was "not here", not "failed").
-    fn redirect(&self, index: usize, name: &str, status: Status, silent: &Silent) -> Status {
-        let not_leader = status.metadata().contains_key(LEADER_HINT);
-        if !not_leader {
-            if !distlab_runtime::retry::is_retryable(&status) {
-                return status;
-            }
-            silent.mark(index);
-        }
-        let hint = status
-            .metadata()
-            .get(LEADER_HINT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|leader| self.nodes.iter().position(|(n, _)| n == leader));
-        self.move_on(index, hint, silent);
-        if not_leader {
-            Status::unavailable(format!("{name}: {}", status.message()))
-        } else {
-            status
-        }
-    }
-
-    /// Points the client away from node `index`: at `hint` if it may answer, else at the
-    /// next node that has not been silent in this call (or simply the next one, if all were).
-    fn move_on(&self, index: usize, hint: Option<usize>, silent: &Silent) {
-        let n = self.nodes.len();
-        let next = match hint {
-            Some(leader) if leader != index && !silent.has(leader) => leader,
-            _ => (1..=n)
-                .map(|step| (index + step) % n)
-                .find(|&i| i != index && !silent.has(i))
-                .unwrap_or((index + 1) % n),
+    /// Node `name`'s own view of the cluster.
+    pub async fn status_of(&self, name: &str) -> Result<pb::StatusResponse, Status> {
+        let Some(mut rpc) = self.cluster.node(name) else {
+            return Err(Status::invalid_argument(format!("no node called {name}")));
         };
-        let _ = self
-            .leader
-            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(self.cluster.policy().attempt_timeout);
+        Ok(rpc.status(request).await?.into_inner())
     }
-}
-
-/// No attempt in flight.
-const NONE: usize = usize::MAX;
-
-/// The nodes that did not answer during one call (a bit per node; a cluster has at most 18).
-#[derive(Default)]
-struct Silent(AtomicU64);
-
-impl Silent {
-    fn mark(&self, index: usize) {
-        self.0.fetch_or(1 << (index % 64), Ordering::Relaxed);
-    }
-
-    fn has(&self, index: usize) -> bool {
-        self.0.load(Ordering::Relaxed) & (1 << (index % 64)) != 0
-    }
-}
-
-fn with_timeout<T>(message: T, attempt: Attempt) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(attempt.timeout);
-    request
 }
 
 #[cfg(test)]

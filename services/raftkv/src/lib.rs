@@ -5,16 +5,17 @@
 //! state machine, and serves clients.
 //!
 //! # Layout
-//! - [`types`]: what is replicated (commands, outcomes) and how nodes are named.
-//! - [`store`]: the Raft log, the vote and the state machine on sled, flushed before Raft is
-//!   told anything is stored; snapshots.
-//! - [`network`]: Raft's RPCs to peers over gRPC, through the `--peer` addresses (the lab's
-//!   link proxies). [`lease`]: the leader lease built on those RPCs' acknowledgements.
-//! - [`server`]: the peer-facing Raft service and the client-facing `raftkv.v1.RaftKv` API,
-//!   with the three read modes.
+//! The Raft plumbing it shares with Project 3's controller lives in `distlab-raft`: the log
+//! store and flusher, Raft's RPCs to peers over gRPC through the `--peer` addresses (the lab's
+//! link proxies), the peer-facing Raft service, the leader lease, node naming.
+//!
+//! - [`types`]: what is replicated (commands, outcomes).
+//! - [`store`]: the state machine on sled and its snapshots, beside the shared log store.
+//! - [`server`]: the client-facing `raftkv.v1.RaftKv` API, with the three read modes (the
+//!   lease one on `distlab_raft::lease`).
 //! - [`client`]: the client library: finds the leader, follows hints, retries with sessions.
-//! - [`node`]: flags, bootstrap and join, wiring, shutdown. [`status`], [`metrics`],
-//!   [`observer`]: what the lab sees.
+//! - [`node`]: flags, bootstrap and join, wiring, shutdown. [`status`], [`metrics`]: what the
+//!   lab sees.
 //! - [`cli`]: the `raftkv` command.
 //!
 //! A write flows: client -> leader's API -> `Raft::client_write` -> leader's log (flushed) and
@@ -23,11 +24,8 @@
 
 pub mod cli;
 pub mod client;
-pub mod lease;
 pub mod metrics;
-pub mod network;
 pub mod node;
-pub mod observer;
 pub mod proposer;
 pub mod server;
 pub mod status;

@@ -1,10 +1,16 @@
 //! Project 2's own metrics (request counts and latencies by method come from the runtime's
-//! RPC layer). Raft's figures are mirrored from openraft's metrics by [`crate::observer`].
+//! RPC layer). Raft's figures are mirrored from openraft's metrics by `distlab_raft::observer`.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use std::sync::atomic::Ordering;
+
+use distlab_raft::observer::RaftFigures;
+
+use crate::store::machine::MachineStats;
 
 #[derive(Clone)]
 pub struct RaftKvMetrics {
@@ -13,11 +19,8 @@ pub struct RaftKvMetrics {
     pub commit_seconds: Histogram,
     pub lease_reads: Counter,
     pub read_index_reads: Counter,
-    pub elections_won: Counter,
-    pub term_changes: Counter,
-    pub leader_changes: Counter,
-    pub term: Gauge,
-    pub apply_lag: Gauge,
+    /// Raft's own (elections, terms, leaders, apply lag).
+    pub raft: RaftFigures,
     pub snapshots_built: Gauge,
     pub snapshots_installed: Gauge,
 }
@@ -29,11 +32,7 @@ impl RaftKvMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             lease_reads: Counter::default(),
             read_index_reads: Counter::default(),
-            elections_won: Counter::default(),
-            term_changes: Counter::default(),
-            leader_changes: Counter::default(),
-            term: Gauge::default(),
-            apply_lag: Gauge::default(),
+            raft: RaftFigures::register(registry),
             snapshots_built: Gauge::default(),
             snapshots_installed: Gauge::default(),
         };
@@ -59,27 +58,6 @@ impl RaftKvMetrics {
             m.read_index_reads.clone(),
         );
         registry.register(
-            "raft_elections_won",
-            "times this node became leader",
-            m.elections_won.clone(),
-        );
-        registry.register(
-            "raft_term_changes",
-            "terms this node moved through",
-            m.term_changes.clone(),
-        );
-        registry.register(
-            "raft_leader_changes",
-            "changes of the leader this node knows",
-            m.leader_changes.clone(),
-        );
-        registry.register("raft_term", "the current term", m.term.clone());
-        registry.register(
-            "raft_apply_lag",
-            "log entries this node holds but has not applied",
-            m.apply_lag.clone(),
-        );
-        registry.register(
             "raft_snapshots_built",
             "snapshots built",
             m.snapshots_built.clone(),
@@ -90,5 +68,15 @@ impl RaftKvMetrics {
             m.snapshots_installed.clone(),
         );
         metrics
+    }
+}
+
+impl RaftKvMetrics {
+    /// Copies the state machine's counters into the gauges (after each Raft change).
+    pub fn mirror(&self, stats: &MachineStats) {
+        self.snapshots_built
+            .set(stats.snapshots_built.load(Ordering::Relaxed) as i64);
+        self.snapshots_installed
+            .set(stats.snapshots_installed.load(Ordering::Relaxed) as i64);
     }
 }

@@ -1,47 +1,32 @@
 //! Running a raftkv node: `raftkv serve ...` and `lab node raftkv ...` both end up in [`run`].
 //!
 //! Bootstrapping: the nodes named by `--initial-members` (default: this node and all its
-//! peers) form the first cluster; each of them calls openraft's `initialize` with that
-//! membership when its log is empty (doing it on every member is allowed: they all propose the
-//! same first entry). A node outside that list joins: it asks the cluster to add it (learner,
+//! peers) form the first cluster (`distlab_raft::boot`). A node outside that list joins: it asks the cluster to add it (learner,
 //! catch up, then voter by joint consensus) until one does.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distlab_proto::raftkv::v1 as pb;
+use distlab_raft::flags::{Fsync, RaftFlags, first_members};
+use distlab_raft::observer::Committed;
+use distlab_raft::{LeaseClock, Network, RaftRpc};
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::{NodeArgs, NodeId};
 use distlab_runtime::node::{Node, Threads};
 use distlab_runtime::retry::RetryPolicy;
+use openraft::Config;
 use openraft::storage::RaftLogStorage;
-use openraft::{Config, SnapshotPolicy};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::client::RaftKvClient;
-use crate::lease::LeaseClock;
 use crate::metrics::RaftKvMetrics;
-use crate::network::Network;
-use crate::server::{KvApi, RaftRpc, ReadMode};
-use crate::status::{Committed, RaftKvStatus};
+use crate::server::{KvApi, ReadMode};
+use crate::status::RaftKvStatus;
 use crate::store::Storage;
-use crate::types::{Member, Names, Raft, raft_id};
-
-/// `--fsync`: whether Raft waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    /// An entry counts as stored (and a vote as given) only once flushed: what Raft's safety
-    /// proof assumes.
-    Always,
-    /// Never wait (sled flushes every 500 ms): faster, but a node that crashes can forget
-    /// entries it acknowledged, so a "committed" write can be lost if a majority crashes
-    /// together, and it can forget its vote and vote twice in one term (two leaders).
-    Never,
-}
+use crate::types::{Names, Raft, raft_id};
 
 /// The node contract's flags plus Project 2's own.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,32 +43,13 @@ pub struct RaftKvNodeArgs {
     #[arg(long, value_enum, default_value = "read-index")]
     pub read_mode: ReadMode,
 
-    #[arg(long, value_enum, default_value = "always")]
-    pub fsync: Fsync,
-
-    /// How often the leader sends heartbeats.
-    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "50ms")]
-    pub heartbeat: Duration,
-
-    /// A follower that hears no leader for about this long starts an election: openraft waits
-    /// the leader's lease (1.5 x this) plus a random timeout between this and 1.5 x this.
-    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "250ms")]
-    pub election_timeout: Duration,
+    #[command(flatten)]
+    pub raft: RaftFlags,
 
     /// Lease length for `--read-mode lease`, as a fraction of the election timeout; below 1,
     /// the rest is the margin for clock drift.
     #[arg(long, default_value_t = 0.6)]
     pub lease_fraction: f64,
-
-    /// Build a snapshot after this many entries were applied since the last one; the log
-    /// behind it is purged.
-    #[arg(long, default_value_t = 5000)]
-    pub snapshot_every: u64,
-
-    /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log
-    /// rather than a snapshot.
-    #[arg(long, default_value_t = 500)]
-    pub keep_log: u64,
 }
 
 /// The node's command line. A flag given twice takes its last value, so the lab can add a
@@ -127,38 +93,13 @@ pub fn run_blocking(args: RaftKvNodeArgs) -> std::process::ExitCode {
 
 impl RaftKvNodeArgs {
     fn raft_config(&self) -> Result<Config, BadInput> {
-        let ms = |d: Duration| d.as_millis() as u64;
-        if self.heartbeat.is_zero() || ms(self.heartbeat) * 3 > ms(self.election_timeout) {
-            return Err(BadInput::new(format!(
-                "--heartbeat {} must be at least 1ms and at most a third of --election-timeout {}",
-                distlab_runtime::duration::format(self.heartbeat),
-                distlab_runtime::duration::format(self.election_timeout)
-            )));
-        }
         if !(self.lease_fraction > 0.0 && self.lease_fraction < 1.0) {
             return Err(BadInput::new(format!(
                 "--lease-fraction {} must be between 0 and 1 (exclusive): the lease must end before an election can",
                 self.lease_fraction
             )));
         }
-        if self.snapshot_every == 0 {
-            return Err(BadInput::new("--snapshot-every must be at least 1"));
-        }
-        let config = Config {
-            cluster_name: "raftkv".into(),
-            heartbeat_interval: ms(self.heartbeat),
-            election_timeout_min: ms(self.election_timeout),
-            election_timeout_max: ms(self.election_timeout) * 3 / 2,
-            install_snapshot_timeout: 2000,
-            max_payload_entries: 512,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: self.keep_log,
-            purge_batch_size: 256,
-            ..Config::default()
-        };
-        config
-            .validate()
-            .map_err(|e| BadInput::new(format!("raft configuration: {e}")))
+        self.raft.config("raftkv")
     }
 }
 
@@ -174,22 +115,14 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         .into());
     };
     let me_name = node_args.id.to_string();
-    let initial: Vec<String> = if args.initial_members.is_empty() {
-        std::iter::once(me_name.clone())
-            .chain(node_args.peers.keys().map(|p| p.to_string()))
-            .collect()
-    } else {
-        args.initial_members.iter().map(|m| m.to_string()).collect()
-    };
-    if let Some(unknown) = initial
-        .iter()
-        .find(|m| **m != me_name && !node_args.peers.keys().any(|p| p.as_str() == m.as_str()))
-    {
-        return Err(BadInput::new(format!(
-            "--initial-members names {unknown}, which has no --peer address"
-        ))
-        .into());
-    }
+    let peer_names: Vec<String> = node_args.peers.keys().map(|p| p.to_string()).collect();
+    let given: Vec<String> = args.initial_members.iter().map(|m| m.to_string()).collect();
+    let initial = first_members(
+        &me_name,
+        &peer_names.iter().map(String::as_str).collect::<Vec<_>>(),
+        &given,
+        "--initial-members",
+    )?;
     let peers: Vec<(String, std::net::SocketAddr)> = node_args
         .peers
         .iter()
@@ -199,7 +132,7 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         Names::new(std::iter::once(me_name.as_str()).chain(peers.iter().map(|(n, _)| n.as_str())));
     let me = raft_id(&me_name);
 
-    let mut storage = Storage::open(&data_dir, args.fsync == Fsync::Always)?;
+    let mut storage = Storage::open(&data_dir, args.raft.fsync == Fsync::Always)?;
     let restarted = storage.log.read_vote().await?.is_some();
 
     let mut node = Node::bind(node_args, "proj2", "raftkv").await?;
@@ -218,16 +151,17 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
 
     let shutdown = node.shutdown_token();
     let committed = Arc::new(Committed::default());
-    tokio::spawn(crate::observer::observe(
+    let (machine, figures) = (storage.machine.clone(), metrics.clone());
+    tokio::spawn(distlab_raft::observer::observe(
         raft.clone(),
         names.clone(),
-        metrics.clone(),
-        storage.machine.clone(),
+        metrics.raft.clone(),
         committed.clone(),
         shutdown.clone(),
+        move || figures.mirror(&machine.stats),
     ));
     if initial.contains(&me_name) {
-        bootstrap(&raft, &initial).await;
+        distlab_raft::boot::initialize(&raft, &initial).await;
     } else {
         tokio::spawn(join(
             raft.clone(),
@@ -265,24 +199,15 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         me: me_name,
         machine: storage.machine.clone(),
         committed,
-        config: json!({
-            "read_mode": args.read_mode,
-            "fsync": args.fsync,
-            "heartbeat_ms": config.heartbeat_interval,
-            "election_timeout_ms": [config.election_timeout_min, config.election_timeout_max],
-            "lease_ms": lease.as_millis() as u64,
-            "snapshot_every": args.snapshot_every,
-            "keep_log": args.keep_log,
-            "initial_members": initial,
-        }),
+        config: {
+            let mut shown = args.raft.describe(&config);
+            shown["read_mode"] = json!(args.read_mode);
+            shown["lease_ms"] = json!(lease.as_millis() as u64);
+            shown["initial_members"] = json!(initial);
+            shown
+        },
     });
-    const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-    let routes = Routes::new(
-        distlab_proto::raft::v1::raft_server::RaftServer::new(rpc)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    )
-    .add_service(pb::raft_kv_server::RaftKvServer::new(api));
+    let routes = Routes::new(rpc.service()).add_service(pb::raft_kv_server::RaftKvServer::new(api));
     let served = node.serve(routes, status).await;
 
     if let Err(e) = raft.shutdown().await {
@@ -291,30 +216,6 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
     storage.flusher.flush_now().await?;
     tracing::info!(event = "node_stopped", "Raft stopped, store flushed; bye");
     served
-}
-
-/// Forms the first cluster, unless this node's log says it already exists.
-async fn bootstrap(raft: &Raft, members: &[String]) {
-    match raft.is_initialized().await {
-        Ok(true) => return,
-        Ok(false) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "reading Raft's state");
-            return;
-        }
-    }
-    let members: BTreeMap<u64, Member> = members
-        .iter()
-        .map(|name| (raft_id(name), Member { name: name.clone() }))
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => tracing::info!(
-            event = "cluster_initialized",
-            "proposed the first membership"
-        ),
-        // Another member's initialization reached this node first: nothing to do.
-        Err(e) => tracing::info!(error = %e, "not initializing"),
-    }
 }
 
 /// Asks the cluster to add this node until one of its members does (or this node is a member

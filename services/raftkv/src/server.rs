@@ -1,5 +1,5 @@
-//! The gRPC services a raftkv node serves: `raft.v1.Raft` for its peers (openraft's RPCs)
-//! and `raftkv.v1.RaftKv` for clients.
+//! The client-facing gRPC service of a raftkv node, `raftkv.v1.RaftKv` (its peers talk to
+//! `raft.v1.Raft`, `distlab_raft::RaftRpc`).
 //!
 //! A client request flows: client -> leader's [`KvApi`] -> the [`Proposer`] (batched with
 //! the other mutations waiting) -> `Raft::client_write` (append to the leader's log,
@@ -11,17 +11,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distlab_proto::raft::v1 as raft_pb;
 use distlab_proto::raftkv::v1 as pb;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use prost::bytes::Bytes;
 use tonic::{Request, Response, Status};
 
-use crate::lease::LeaseClock;
+use distlab_raft::{LeaseClock, Members, role_name};
+
 use crate::metrics::RaftKvMetrics;
 use crate::proposer::Proposer;
-use crate::status::{Members, role_name};
 use crate::store::StateMachine;
 use crate::types::{Command, Member, Names, Op, Outcome, Raft, RaftId, Session, raft_id};
 
@@ -39,63 +38,6 @@ pub enum ReadMode {
     /// Read this node's state machine, leader or not: fast, stale on purpose (for teaching;
     /// the linearizability checker catches it).
     Local,
-}
-
-/// The metadata that marks a "not the leader" answer, naming the leader (empty if unknown).
-pub const LEADER_HINT: &str = "raft-leader";
-
-/// Peer-facing: hands openraft's RPCs to the local Raft.
-pub struct RaftRpc {
-    pub raft: Raft,
-    /// Votes are refused until then (see `lease.rs`: a restarted node forgot its leader).
-    pub votes_from: Instant,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    request: Request<raft_pb::RaftMessage>,
-) -> Result<T, Status> {
-    serde_json::from_slice(&request.into_inner().body)
-        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Response<raft_pb::RaftMessage> {
-    Response::new(raft_pb::RaftMessage {
-        body: serde_json::to_vec(value)
-            .expect("raft messages serialize")
-            .into(),
-    })
-}
-
-#[tonic::async_trait]
-impl raft_pb::raft_server::Raft for RaftRpc {
-    async fn append_entries(
-        &self,
-        request: Request<raft_pb::RaftMessage>,
-    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
-        let result = self.raft.append_entries(decode(request)?).await;
-        Ok(encode(&result))
-    }
-
-    async fn vote(
-        &self,
-        request: Request<raft_pb::RaftMessage>,
-    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
-        if Instant::now() < self.votes_from {
-            return Err(Status::unavailable(
-                "just restarted: not voting until an election timeout has passed",
-            ));
-        }
-        let result = self.raft.vote(decode(request)?).await;
-        Ok(encode(&result))
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: Request<raft_pb::RaftMessage>,
-    ) -> Result<Response<raft_pb::RaftMessage>, Status> {
-        let result = self.raft.install_snapshot(decode(request)?).await;
-        Ok(encode(&result))
-    }
 }
 
 /// Client-facing: the key-value API.
@@ -117,23 +59,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 impl KvApi {
     fn not_leader(&self, forward: &ForwardToLeader<RaftId, Member>) -> Status {
-        let leader = forward
-            .leader_node
-            .as_ref()
-            .map(|m| m.name.clone())
-            .or_else(|| forward.leader_id.map(|id| self.names.name(id)));
-        let mut status = Status::failed_precondition(match &leader {
-            Some(name) => format!("not the leader; the leader is {name}"),
-            None => "not the leader; no leader is known right now".to_string(),
-        });
-        // Always present on this answer, empty when no leader is known: it is how clients tell
-        // "not here" from other refusals. Node ids are ASCII letters, digits, '-' and '_'.
-        let hint = leader
-            .unwrap_or_default()
-            .parse()
-            .expect("node ids are valid metadata");
-        status.metadata_mut().insert(LEADER_HINT, hint);
-        status
+        distlab_raft::leader::not_leader(forward, &self.names)
     }
 
     async fn write(&self, session: Option<pb::Session>, op: Op) -> Result<(Outcome, u64), Status> {

@@ -2,27 +2,15 @@
 //! it, and its store.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+use distlab_raft::observer::Committed;
+use distlab_raft::{Members, role_name};
 use distlab_runtime::admin::NodeStatus;
-use openraft::{RaftMetrics, ServerState};
 use serde_json::json;
 
 use crate::store::StateMachine;
-use crate::types::{Member, Names, Raft, RaftId};
-
-/// The committed index, which openraft's metrics do not carry: the observer keeps it here.
-#[derive(Default)]
-pub struct Committed(AtomicU64);
-
-impl Committed {
-    pub fn set(&self, index: u64) {
-        self.0.store(index, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use crate::types::{Names, Raft};
 
 pub struct RaftKvStatus {
     pub raft: Raft,
@@ -32,44 +20,6 @@ pub struct RaftKvStatus {
     pub committed: Arc<Committed>,
     /// Fixed at start: read mode, fsync, timeouts, snapshot policy.
     pub config: serde_json::Value,
-}
-
-/// A membership config in names.
-pub struct Members {
-    /// Every voter (of both configs during joint consensus).
-    pub voters: Vec<String>,
-    /// The configs: one, or old and new during joint consensus.
-    pub configs: Vec<Vec<String>>,
-    pub learners: Vec<String>,
-}
-
-impl Members {
-    /// The membership `metrics` report, named.
-    pub fn of(metrics: &RaftMetrics<RaftId, Member>, names: &Names) -> Self {
-        let membership = metrics.membership_config.membership();
-        Self {
-            voters: membership.voter_ids().map(|id| names.name(id)).collect(),
-            configs: membership
-                .get_joint_config()
-                .iter()
-                .map(|config| config.iter().map(|id| names.name(*id)).collect())
-                .collect(),
-            learners: membership.learner_ids().map(|id| names.name(id)).collect(),
-        }
-    }
-}
-
-/// `leader`, `follower`, `candidate`, `learner` (a node not, or not yet, a voter).
-pub fn role_name(state: ServerState, members: &Members, me: &str) -> String {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Candidate => "candidate",
-        ServerState::Follower if members.learners.iter().any(|l| l == me) => "learner",
-        ServerState::Follower => "follower",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
-    .to_string()
 }
 
 impl NodeStatus for RaftKvStatus {

@@ -20,10 +20,10 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::flusher::Flusher;
+use distlab_raft::{Flusher, storage_error as io_error};
+
 use crate::types::{
-    Command, Entry, LogId, Op, Outcome, RaftId, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Command, Entry, LogId, Op, Outcome, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 const DATA: &[u8] = b"d/";
@@ -40,15 +40,6 @@ struct SessionRecord {
     seq: u64,
     index: u64,
     outcome: Outcome,
-}
-
-fn io_error(subject: ErrorSubject<RaftId>, verb: ErrorVerb, e: impl ToString) -> StorageError {
-    openraft::StorageIOError::new(
-        subject,
-        verb,
-        openraft::AnyError::new(&std::io::Error::other(e.to_string())),
-    )
-    .into()
 }
 
 fn sm_error(e: impl ToString) -> StorageError {

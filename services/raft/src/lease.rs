@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::types::{RaftId, Vote};
+use crate::{RaftId, Vote};
 
 /// Per follower: the send time of the latest request it accepted, and under which vote.
 #[derive(Default)]

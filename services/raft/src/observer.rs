@@ -1,26 +1,81 @@
 //! Watches openraft's metrics and turns changes into what the lab sees: log events with a
-//! stable `event` field (`became_leader`, `stepped_down`, `term_changed`, `leader_changed`)
-//! for its timeline, Prometheus figures, and the committed index for `/status`.
+//! stable `event` field (`became_leader`, `stepped_down`, `election_started`, `term_changed`,
+//! `leader_changed`) for its timeline, Prometheus figures ([`RaftFigures`]), and the committed
+//! index for `/status` ([`Committed`]). Every Raft service runs one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::RaftKvMetrics;
-use crate::status::Committed;
-use crate::store::StateMachine;
-use crate::types::{Names, Raft};
+use crate::{Names, Types};
 
-pub async fn observe(
-    raft: Raft,
+/// The committed index, which openraft's metrics do not carry: the observer keeps it here.
+#[derive(Default)]
+pub struct Committed(AtomicU64);
+
+impl Committed {
+    pub fn set(&self, index: u64) {
+        self.0.store(index, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Raft's own figures on `/metrics`, mirrored from openraft's metrics.
+#[derive(Clone, Default)]
+pub struct RaftFigures {
+    pub elections_won: Counter,
+    pub term_changes: Counter,
+    pub leader_changes: Counter,
+    pub term: Gauge,
+    pub apply_lag: Gauge,
+}
+
+impl RaftFigures {
+    pub fn register(registry: &mut Registry) -> Self {
+        let figures = Self::default();
+        let f = &figures;
+        registry.register(
+            "raft_elections_won",
+            "times this node became leader",
+            f.elections_won.clone(),
+        );
+        registry.register(
+            "raft_term_changes",
+            "terms this node moved through",
+            f.term_changes.clone(),
+        );
+        registry.register(
+            "raft_leader_changes",
+            "changes of the leader this node knows",
+            f.leader_changes.clone(),
+        );
+        registry.register("raft_term", "the current term", f.term.clone());
+        registry.register(
+            "raft_apply_lag",
+            "log entries this node holds but has not applied",
+            f.apply_lag.clone(),
+        );
+        figures
+    }
+}
+
+/// Runs until `shutdown`; `on_change` runs after every change of openraft's metrics (the
+/// service's own figures).
+pub async fn observe<C: Types>(
+    raft: openraft::Raft<C>,
     names: Names,
-    metrics: RaftKvMetrics,
-    machine: StateMachine,
+    metrics: RaftFigures,
     committed: Arc<Committed>,
     shutdown: CancellationToken,
+    mut on_change: impl FnMut() + Send + 'static,
 ) {
     let mut watch = raft.metrics();
     let mut last_term = 0;
@@ -97,12 +152,6 @@ pub async fn observe(
         let last = m.last_log_index.unwrap_or(0);
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         metrics.apply_lag.set(last.saturating_sub(applied) as i64);
-        let stats = &machine.stats;
-        metrics
-            .snapshots_built
-            .set(stats.snapshots_built.load(Ordering::Relaxed) as i64);
-        metrics
-            .snapshots_installed
-            .set(stats.snapshots_installed.load(Ordering::Relaxed) as i64);
+        on_change();
     }
 }

@@ -11,14 +11,13 @@
 
 use std::sync::mpsc;
 
-use openraft::storage::LogFlushed;
-
-use crate::types::TypeConfig;
+/// What to do once the data written so far is durable (or the flush failed).
+type Callback = Box<dyn FnOnce(std::io::Result<()>) + Send>;
 
 /// Someone waiting for the data written so far to be durable.
 enum Waiter {
-    /// openraft's callback for an append: called once the entries are flushed.
-    Append(LogFlushed<TypeConfig>),
+    /// A callback (openraft's for an append): called once the entries are flushed.
+    Call(Callback),
     Notify(tokio::sync::oneshot::Sender<std::io::Result<()>>),
 }
 
@@ -46,7 +45,7 @@ impl Flusher {
                             Err(e) => Err(std::io::Error::other(format!("flushing sled: {e}"))),
                         };
                         match waiter {
-                            Waiter::Append(callback) => callback.log_io_completed(result),
+                            Waiter::Call(callback) => callback(result),
                             Waiter::Notify(tx) => {
                                 let _ = tx.send(result);
                             }
@@ -57,16 +56,17 @@ impl Flusher {
         Ok(Self { queue, skip })
     }
 
-    /// Calls `callback` once everything written so far is durable.
-    pub fn after_flush(&self, callback: LogFlushed<TypeConfig>) {
+    /// Calls `callback` once everything written so far is durable (at once with `--fsync
+    /// never`).
+    pub fn after_flush(&self, callback: impl FnOnce(std::io::Result<()>) + Send + 'static) {
         if self.skip {
-            callback.log_io_completed(Ok(()));
+            callback(Ok(()));
             return;
         }
-        if let Err(mpsc::SendError(Waiter::Append(callback))) =
-            self.queue.send(Waiter::Append(callback))
+        if let Err(mpsc::SendError(Waiter::Call(callback))) =
+            self.queue.send(Waiter::Call(Box::new(callback)))
         {
-            callback.log_io_completed(Err(std::io::Error::other("the flush thread is gone")));
+            callback(Err(std::io::Error::other("the flush thread is gone")));
         }
     }
 

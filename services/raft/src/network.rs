@@ -24,8 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::lease::LeaseClock;
-use crate::types::{Member, RaftId, TypeConfig};
+use crate::{LeaseClock, Member, RaftId, Types};
 
 type RpcError<E = openraft::error::Infallible> = RPCError<RaftId, Member, RaftError<RaftId, E>>;
 
@@ -44,13 +43,13 @@ impl Network {
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .connect_lazy();
-            channels.insert(crate::types::raft_id(name), channel);
+            channels.insert(crate::raft_id(name), channel);
         }
         Ok(Self { channels, lease })
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
+impl<C: Types> RaftNetworkFactory<C> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: RaftId, node: &Member) -> PeerClient {
@@ -149,10 +148,10 @@ impl Method {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl<C: Types> RaftNetwork<C> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RpcError> {
         let sent = Instant::now();
@@ -167,7 +166,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<RaftId>, RpcError<InstallSnapshotError>> {
         self.call(Method::Snapshot, &rpc, &option).await

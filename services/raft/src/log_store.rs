@@ -21,27 +21,30 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::flusher::Flusher;
-use crate::types::{Entry, LogId, RaftId, StorageError, TypeConfig, Vote};
+use crate::{Flusher, LogId, StorageError, Types, Vote, storage_error};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
-/// Entries kept in memory at most (the newest ones; a proposal carries at most
-/// [`crate::proposer::MAX_COMMANDS`] commands).
+/// Entries kept in memory at most (the newest ones).
 pub const RECENT_ENTRIES: usize = 256;
 
 /// The newest log entries, by index, contiguous: what replication and apply read under load.
-#[derive(Default)]
-struct Recent(BTreeMap<u64, Entry>);
+struct Recent<C: Types>(BTreeMap<u64, Entry<C>>);
 
-impl Recent {
-    fn append(&mut self, entries: &[Entry]) {
+impl<C: Types> Default for Recent<C> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<C: Types> Recent<C> {
+    fn append(&mut self, entries: &[Entry<C>]) {
         for entry in entries {
             let index = entry.log_id.index;
             // Keep the run contiguous: an append that does not follow on starts a new one.
@@ -60,7 +63,7 @@ impl Recent {
     }
 
     /// Entries `start..end` if all of them are here.
-    fn get(&self, start: u64, end: Bound<u64>) -> Option<Vec<Entry>> {
+    fn get(&self, start: u64, end: Bound<u64>) -> Option<Vec<Entry<C>>> {
         let (&first, _) = self.0.first_key_value()?;
         let (&last, _) = self.0.last_key_value()?;
         let end = match end {
@@ -89,28 +92,30 @@ impl Recent {
 }
 
 /// The log store; clones share the trees (openraft takes one as its log reader).
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<C: Types> {
     log: sled::Tree,
     raft: sled::Tree,
-    recent: Arc<Mutex<Recent>>,
+    recent: Arc<Mutex<Recent<C>>>,
     flusher: Flusher,
 }
 
-fn io_error(
-    subject: ErrorSubject<RaftId>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
-    StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+impl<C: Types> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            raft: self.raft.clone(),
+            recent: self.recent.clone(),
+            flusher: self.flusher.clone(),
+        }
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        io_error(
+        storage_error(
             ErrorSubject::Store,
             ErrorVerb::Read,
-            std::io::Error::other(format!("corrupt {what}: {e}")),
+            format!("corrupt {what}: {e}"),
         )
     })
 }
@@ -119,7 +124,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("raft types serialize")
 }
 
-impl LogStore {
+impl<C: Types> LogStore<C> {
     pub fn open(db: &sled::Db, flusher: Flusher) -> sled::Result<Self> {
         Ok(Self {
             log: db.open_tree("log")?,
@@ -133,7 +138,7 @@ impl LogStore {
         let bytes = self
             .raft
             .get(key)
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         bytes
             .map(|b| decode(&b, std::str::from_utf8(key).unwrap_or("metadata")))
             .transpose()
@@ -142,16 +147,16 @@ impl LogStore {
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         self.raft
             .insert(key, encode(value))
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C: Types> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry<C>>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
@@ -170,24 +175,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .range((Bound::Included(start.to_be_bytes()), end))
             .map(|item| {
                 let (_, bytes) =
-                    item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                    item.map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
                 decode(&bytes, "log entry")
             })
             .collect()
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl<C: Types> RaftLogStorage<C> for LogStore<C> {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError> {
         let purged: Option<LogId> = self.read_meta(PURGED)?;
         let last = match self
             .log
             .last()
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?
         {
-            Some((_, bytes)) => Some(decode::<Entry>(&bytes, "log entry")?.log_id),
+            Some((_, bytes)) => Some(decode::<Entry<C>>(&bytes, "log entry")?.log_id),
             None => purged,
         };
         Ok(LogState {
@@ -205,7 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flusher
             .flush()
             .await
-            .map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -222,25 +227,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
         let mut batch = sled::Batch::default();
         for entry in &entries {
             batch.insert(&entry.log_id.index.to_be_bytes(), encode(entry));
         }
         self.log
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.recent.lock().unwrap().append(&entries);
-        self.flusher.after_flush(callback);
+        self.flusher
+            .after_flush(move |flushed| callback.log_io_completed(flushed));
         Ok(())
     }
 
@@ -249,12 +251,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.recent.lock().unwrap().truncate(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(log_id.index.to_be_bytes()..) {
-            let (key, _) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let (key, _) =
+                item.map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             batch.remove(key);
         }
         self.log
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -263,36 +266,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.recent.lock().unwrap().purge(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
-            let (key, _) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let (key, _) =
+                item.map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             batch.remove(key);
         }
         self.log
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Proposal;
+    use crate::testing::TestTypes;
 
-    fn entry(index: u64) -> Entry {
+    fn entry(index: u64) -> Entry<TestTypes> {
         Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(Proposal {
-                commands: Vec::new().into(),
-            }),
+            payload: openraft::EntryPayload::Normal(format!("entry {index}")),
         }
     }
 
-    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+    fn indexes(entries: Option<Vec<Entry<TestTypes>>>) -> Option<Vec<u64>> {
         entries.map(|e| e.iter().map(|e| e.log_id.index).collect())
     }
 
     #[test]
     fn recent_entries_answer_only_ranges_they_hold_whole() {
-        let mut recent = Recent::default();
+        let mut recent = Recent::<TestTypes>::default();
         recent.append(&(1..=300).map(entry).collect::<Vec<_>>());
         let first = 300 - RECENT_ENTRIES as u64 + 1;
         assert_eq!(
@@ -320,7 +322,7 @@ mod tests {
 
     #[test]
     fn an_append_that_does_not_follow_on_starts_over() {
-        let mut recent = Recent::default();
+        let mut recent = Recent::<TestTypes>::default();
         recent.append(&[entry(1), entry(2)]);
         // A follower that installed a snapshot appends after a gap.
         recent.append(&[entry(10)]);
