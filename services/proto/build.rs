@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kv/v1/kv.proto",
         "proto/raft/v1/raft.proto",
         "proto/raftkv/v1/raftkv.proto",
+        "proto/log/v1/controller.proto",
         "proto/cache/v1/cache.proto",
         "proto/etcd/kv.proto",
     ];

@@ -7,7 +7,13 @@
 //!   and a follower's truncation point, as pure state machines.
 //! - [`group`]: a consumer group as its coordinator sees it (join, sync, heartbeat, session
 //!   timeout, generations, the range and round-robin assignors), a pure state machine.
+//! - [`controller`]: the controller quorum: cluster metadata on Raft (KRaft style), broker
+//!   registration, heartbeats and fencing, leader election, ISR changes.
+//! - [`node`]: `lab node log --role controller|broker`; [`cli`]: the `log` command.
 
+pub mod cli;
+pub mod controller;
 pub mod group;
+pub mod node;
 pub mod replication;
 pub mod storage;

@@ -23,6 +23,13 @@ pub mod raft {
     }
 }
 
+/// Project 3 (Kafka-lite): the controller quorum's API.
+pub mod log {
+    pub mod v1 {
+        tonic::include_proto!("log.v1");
+    }
+}
+
 pub mod raftkv {
     pub mod v1 {
         tonic::include_proto!("raftkv.v1");

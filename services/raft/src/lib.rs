@@ -10,8 +10,8 @@
 //!   addresses (the lab's link proxies); [`rpc`]: the peer-facing service.
 //! - [`lease`]: the leader lease built on AppendEntries acknowledgements; [`leader`]: the
 //!   "not the leader" answer and the client that follows it to the leader.
-//! - [`member`]: how nodes are named (openraft wants numbers); [`members`]: a membership in
-//!   names and a node's role, as status pages show them.
+//! - [`member`]: how nodes are named (openraft wants numbers); [`status`]: a membership in
+//!   names, a node's role, and the Raft fields of `/status` the lab's Raft view draws.
 //! - [`memory_machine`]: a state machine held in memory, snapshotted as JSON, for services
 //!   whose state is small (cluster metadata).
 //! - [`observer`]: Raft's changes as timeline events and Prometheus figures.
@@ -28,11 +28,11 @@ pub mod leader;
 pub mod lease;
 pub mod log_store;
 pub mod member;
-pub mod members;
 pub mod memory_machine;
 pub mod network;
 pub mod observer;
 pub mod rpc;
+pub mod status;
 
 use std::io::Cursor;
 
@@ -40,9 +40,9 @@ pub use flusher::Flusher;
 pub use lease::LeaseClock;
 pub use log_store::LogStore;
 pub use member::{Member, Names, raft_id};
-pub use members::{Members, role_name};
 pub use network::Network;
 pub use rpc::RaftRpc;
+pub use status::{Members, role_name};
 
 /// A distlab Raft application's types: its own commands (`D`, cloned: the log store keeps
 /// recent entries in memory) and outcomes (`R`); nodes
