@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft/v1/raft.proto",
         "proto/raftkv/v1/raftkv.proto",
         "proto/log/v1/controller.proto",
+        "proto/log/v1/broker.proto",
         "proto/cache/v1/cache.proto",
         "proto/etcd/kv.proto",
     ];

@@ -46,7 +46,7 @@ pub struct CacheNodeArgs {
     pub memcached: SocketAddr,
 
     /// Memory for items: bytes, or with k, m, g (64m).
-    #[arg(long, value_parser = parse_size, default_value = "64m")]
+    #[arg(long, value_parser = distlab_runtime::size::parse, default_value = "64m")]
     pub memory: usize,
 
     /// Replicas per key (N).
@@ -78,7 +78,7 @@ pub struct CacheNodeArgs {
     pub suspicion_timeout: Duration,
 
     /// Memory for hints kept for replicas that are down: bytes, or with k, m, g.
-    #[arg(long, value_parser = parse_size, default_value = "16m")]
+    #[arg(long, value_parser = distlab_runtime::size::parse, default_value = "16m")]
     pub hint_memory: usize,
 
     /// How long a hint is kept for a replica that does not come back.
@@ -88,28 +88,6 @@ pub struct CacheNodeArgs {
     /// How long a call to another node may take.
     #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "500ms")]
     pub peer_timeout: Duration,
-}
-
-/// `64m`, `512k`, `1g`, or a number of bytes.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (digits, unit) = match lower.strip_suffix(['k', 'm', 'g']) {
-        Some(digits) => (digits, &lower[digits.len()..]),
-        None => (lower.as_str(), ""),
-    };
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with k, m or g)"))?;
-    let scale = match unit {
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => 1,
-    };
-    number
-        .checked_mul(scale)
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?} must be above zero and fit in memory"))
 }
 
 #[derive(clap::Parser)]
@@ -466,20 +444,5 @@ impl NodeStatus for CacheStatus {
                 "deaths": g.deaths.get(),
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_units_and_refuse_nonsense() {
-        assert_eq!(parse_size("64m"), Ok(64 << 20));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("lots").unwrap_err().contains("lots"));
-        assert!(parse_size("99999999999999999g").is_err());
     }
 }

@@ -9,9 +9,13 @@
 //!   timeout, generations, the range and round-robin assignors), a pure state machine.
 //! - [`controller`]: the controller quorum: cluster metadata on Raft (KRaft style), broker
 //!   registration, heartbeats and fencing, leader election, ISR changes.
+//! - [`broker`]: partitions on a broker: produce with acks, fetch with long polls, follower
+//!   replication with truncation to the leader's epoch boundary, ISR proposals.
 //! - [`node`]: `lab node log --role controller|broker`; [`cli`]: the `log` command.
 
+pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod group;
 pub mod node;

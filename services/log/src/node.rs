@@ -6,6 +6,7 @@ use distlab_runtime::BadInput;
 use distlab_runtime::cli::{NodeArgs, NodeId};
 use distlab_runtime::node::Threads;
 
+use crate::broker::node::BrokerFlags;
 use crate::controller::node::ControllerFlags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +32,9 @@ pub struct LogNodeArgs {
 
     #[command(flatten)]
     pub controller: ControllerFlags,
+
+    #[command(flatten)]
+    pub broker: BrokerFlags,
 }
 
 /// The node's command line. A flag given twice takes its last value, so the lab can add a
@@ -74,10 +78,10 @@ impl LogNodeArgs {
     /// Everything that can be checked before the node starts.
     fn check(&self) -> Result<(), BadInput> {
         self.quorum()?;
-        if self.role == NodeRole::Controller {
-            self.controller.check()?;
+        match self.role {
+            NodeRole::Controller => self.controller.check().map(|_| ()),
+            NodeRole::Broker => self.broker.log_config().map(|_| ()),
         }
-        Ok(())
     }
 }
 
@@ -92,9 +96,10 @@ pub fn check_flags(flags: &[String]) -> Result<(), String> {
     ];
     all.extend(flags.iter().cloned());
     distlab_runtime::cli::parse_service_flags::<Cli>("log", &all).and_then(|cli| {
+        cli.args.controller.check().map_err(|e| e.to_string())?;
         cli.args
-            .controller
-            .check()
+            .broker
+            .log_config()
             .map(|_| ())
             .map_err(|e| e.to_string())
     })
@@ -127,10 +132,7 @@ pub async fn run(args: LogNodeArgs) -> anyhow::Result<()> {
         NodeRole::Controller => {
             crate::controller::node::run(node_args, quorum, args.controller).await
         }
-        NodeRole::Broker => Err(BadInput::new(
-            "--role broker: brokers are not built yet (Project 3 is in progress)",
-        )
-        .into()),
+        NodeRole::Broker => crate::broker::node::run(node_args, quorum, args.broker).await,
     }
 }
 

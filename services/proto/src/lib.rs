@@ -23,7 +23,7 @@ pub mod raft {
     }
 }
 
-/// Project 3 (Kafka-lite): the controller quorum's API.
+/// Project 3 (Kafka-lite): the controller quorum's and the brokers' APIs.
 pub mod log {
     pub mod v1 {
         tonic::include_proto!("log.v1");

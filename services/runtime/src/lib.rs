@@ -37,6 +37,7 @@ pub mod ready;
 pub mod retry;
 pub mod rpc;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;
 pub mod tls;
 

@@ -224,7 +224,7 @@ impl RetryPolicy {
         } else {
             last.code()
         };
-        Err(Status::new(
+        let mut gave_up = Status::new(
             code,
             format!(
                 "gave up after {number} attempt(s) in {} (deadline {}); last error: {:?}: {}",
@@ -233,7 +233,10 @@ impl RetryPolicy {
                 last.code(),
                 last.message()
             ),
-        ))
+        );
+        // The last answer's metadata (a service's error kind, a leader hint) still applies.
+        *gave_up.metadata_mut() = last.metadata().clone();
+        Err(gave_up)
     }
 }
 

@@ -1,0 +1,88 @@
+//! What a broker shows the lab (`/status` detail): per partition it replicates, its role,
+//! leader and epoch, replicas and ISR, its log's start, end and high watermark, and on a
+//! leader each follower's progress (what the ISR view draws).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use distlab_runtime::admin::NodeStatus;
+use serde_json::{Value, json};
+
+use super::Broker;
+use super::replica::Role;
+
+pub struct BrokerStatus {
+    pub broker: Arc<Broker>,
+    /// Fixed at start: log and replication settings.
+    pub config: Value,
+}
+
+impl NodeStatus for BrokerStatus {
+    fn role(&self) -> String {
+        "broker".to_string()
+    }
+
+    fn detail(&self) -> Value {
+        let now = self.broker.mono_ms();
+        let metadata = self.broker.metadata();
+        let partitions: Vec<Value> = self
+            .broker
+            .replicas()
+            .into_iter()
+            .map(|((topic, partition), replica)| {
+                let r = replica.lock().unwrap();
+                let info = metadata
+                    .topics
+                    .iter()
+                    .find(|t| t.name == topic)
+                    .and_then(|t| t.partitions.get(partition as usize));
+                let ends = r.ends();
+                let (role, followers) = match r.role() {
+                    Role::Leader { state, .. } => {
+                        let followers: serde_json::Map<String, Value> = state
+                            .progress()
+                            .iter()
+                            .map(|(name, p)| {
+                                (
+                                    name.clone(),
+                                    json!({
+                                        "log_end": p.log_end,
+                                        "in_sync": state.isr().contains(name),
+                                        "caught_up_ms_ago": now - p.last_caught_up_ms,
+                                        "fetched_ms_ago": p.last_fetch_ms.map(|t| now - t),
+                                    }),
+                                )
+                            })
+                            .collect();
+                        ("leader", Some(followers))
+                    }
+                    Role::Follower { .. } => ("follower", None),
+                    Role::Offline { .. } => ("offline", None),
+                };
+                json!({
+                    "topic": topic,
+                    "partition": partition,
+                    "role": role,
+                    "leader": info.and_then(|p| p.leader.clone()),
+                    "leader_epoch": r.leader_epoch(),
+                    "replicas": info.map(|p| p.replicas.clone()),
+                    "isr": info.map(|p| p.isr.clone()),
+                    "log_start": r.log().log_start_offset(),
+                    "log_end": ends.log_end,
+                    "high_watermark": ends.high_watermark,
+                    "segments": r.log().segment_count(),
+                    "bytes": r.log().size_bytes(),
+                    "followers": followers,
+                })
+            })
+            .collect();
+        json!({
+            "service": "broker",
+            "epoch": self.broker.epoch.load(Ordering::Relaxed),
+            "metadata_version": metadata.version,
+            "controller": metadata.controller,
+            "partitions": partitions,
+            "config": self.config,
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! The Project 3 client library: talks to brokers, finds each partition's leader from the
+//! metadata, and follows leadership as it moves.
+//!
+//! - [`LogClient`]: produce a batch, fetch from an offset, list offsets, get a producer id.
+//!   Every call runs under the shared retry policy; an answer that says "not the leader" (or
+//!   "not enough replicas", or "not replicated in time") refreshes the metadata and tries
+//!   again at the leader it names.
+//! - [`Producer`]: builds batches and, when idempotent, stamps them with its producer id and a
+//!   per-partition sequence number, the same on every retry: the leader appends a retried
+//!   batch once and answers a duplicate with its first offsets; a gap is refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distlab_proto::log::v1 as pb;
+use distlab_raft::leader::with_timeout;
+use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
+use tonic::Status;
+
+use crate::broker::BrokerRpc;
+use crate::controller::service::refusal_kind;
+use crate::storage::batch::{Batch, ProducerStamp, Record, split};
+
+/// Refusals that a fresh look at the metadata (and a wait) may cure.
+const REROUTE: &[&str] = &[
+    "not_leader_or_follower",
+    "fenced_leader_epoch",
+    "unknown_topic_or_partition",
+    "not_enough_replicas",
+    "request_timed_out",
+];
+
+#[derive(Clone)]
+pub struct LogClient {
+    brokers: Arc<BTreeMap<String, BrokerRpc>>,
+    metadata: Arc<Mutex<pb::ClusterMetadata>>,
+    policy: RetryPolicy,
+    metrics: ClientMetrics,
+}
+
+impl LogClient {
+    /// A client of the brokers `brokers` (name, address). Connects lazily.
+    pub fn connect_lazy(
+        brokers: &[(String, SocketAddr)],
+        policy: RetryPolicy,
+    ) -> anyhow::Result<Self> {
+        let rpcs = distlab_runtime::channel::per_node(brokers, &policy)?
+            .into_iter()
+            .map(|(name, channel)| {
+                let rpc = BrokerRpc::new(channel)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20);
+                (name, rpc)
+            })
+            .collect();
+        Ok(Self {
+            brokers: Arc::new(rpcs),
+            metadata: Arc::default(),
+            policy,
+            metrics: ClientMetrics::default(),
+        })
+    }
+
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.metrics
+    }
+
+    /// The metadata as this client last saw it.
+    pub fn cached_metadata(&self) -> pb::ClusterMetadata {
+        self.metadata.lock().unwrap().clone()
+    }
+
+    /// Asks the brokers in turn for their metadata and keeps the newest answer.
+    pub async fn refresh_metadata(&self) -> Result<pb::ClusterMetadata, Status> {
+        let mut last_error = Status::unavailable("no broker answered");
+        let mut best: Option<pb::ClusterMetadata> = None;
+        for rpc in self.brokers.values() {
+            let request = pb::MetadataRequest {
+                after_version: 0,
+                max_wait_ms: 0,
+            };
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(self.policy.attempt_timeout);
+            match rpc.clone().metadata(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    if best.as_ref().is_none_or(|b| reply.version > b.version) {
+                        best = Some(reply);
+                    }
+                    // One answer with topics is enough unless it is behind others we reach
+                    // anyway; stop at the first to keep refreshes cheap.
+                    break;
+                }
+                Err(status) => last_error = status,
+            }
+        }
+        let best = best.ok_or(last_error)?;
+        let mut cached = self.metadata.lock().unwrap();
+        if best.version >= cached.version {
+            *cached = best;
+        }
+        Ok(cached.clone())
+    }
+
+    /// The leader of `topic`/`partition` as the cached metadata says, and its RPC client.
+    fn leader_of(&self, topic: &str, partition: u32) -> Result<(String, BrokerRpc), Status> {
+        let metadata = self.metadata.lock().unwrap();
+        let info = metadata
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .ok_or_else(|| {
+                Status::unavailable(format!(
+                    "no partition {topic}/{partition} in the metadata yet"
+                ))
+            })?;
+        let leader = info.leader.clone().ok_or_else(|| {
+            Status::unavailable(format!("{topic}/{partition} is offline (no leader)"))
+        })?;
+        let rpc = self.brokers.get(&leader).cloned().ok_or_else(|| {
+            Status::unavailable(format!(
+                "the leader of {topic}/{partition}, {leader}, is not a broker this client knows"
+            ))
+        })?;
+        Ok((leader, rpc))
+    }
+
+    /// Runs `call` at the leader of `topic`/`partition` under the retry policy, refreshing
+    /// the metadata whenever the answer says the leader is elsewhere (or absent).
+    async fn at_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(BrokerRpc, distlab_runtime::retry::Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.policy
+            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                let client = self.clone();
+                let routed = self
+                    .leader_of(topic, partition)
+                    .map(|(_, rpc)| call(rpc, attempt));
+                async move {
+                    let result = match routed {
+                        Ok(fut) => fut.await.map(|r| r.into_inner()),
+                        Err(status) => Err(status),
+                    };
+                    match result {
+                        Ok(value) => Ok(value),
+                        Err(status) => {
+                            let reroute = refusal_kind(&status)
+                                .is_some_and(|k| REROUTE.contains(&k))
+                                || distlab_runtime::retry::is_retryable(&status)
+                                || status.code() == tonic::Code::Unavailable;
+                            if !reroute {
+                                return Err(status);
+                            }
+                            let _ = client.refresh_metadata().await;
+                            // Retried: said as UNAVAILABLE, with the kind kept for the caller.
+                            let mut again = Status::unavailable(status.message().to_string());
+                            *again.metadata_mut() = status.metadata().clone();
+                            Err(again)
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Appends `batch` to `topic`/`partition`. `acks`: see [`pb::Acks`]. With `Acks::None`
+    /// the answer is not waited for: the result is only whether it was sent.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &Batch,
+        acks: pb::Acks,
+    ) -> Result<pb::ProduceResponse, Status> {
+        let timeout_ms = self.policy.attempt_timeout.as_millis() as u32;
+        let request = pb::ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            acks: acks as i32,
+            batch: batch.bytes().clone(),
+            timeout_ms: timeout_ms.saturating_sub(200).max(100),
+        };
+        if acks == pb::Acks::None {
+            let (_, mut rpc) = match self.leader_of(topic, partition) {
+                Ok(found) => found,
+                Err(_) => {
+                    self.refresh_metadata().await?;
+                    self.leader_of(topic, partition)?
+                }
+            };
+            let request = tonic::Request::new(request);
+            tokio::spawn(async move {
+                let _ = rpc.produce(request).await;
+            });
+            return Ok(pb::ProduceResponse::default());
+        }
+        self.at_leader(topic, partition, |mut rpc, attempt| {
+            let request = with_timeout(request.clone(), attempt);
+            async move { rpc.produce(request).await }
+        })
+        .await
+    }
+
+    /// Batches from `offset` (up to the high watermark), waiting up to `max_wait` when there
+    /// is nothing yet.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetched, Status> {
+        let reply = self
+            .at_leader(topic, partition, |mut rpc, attempt| {
+                let wait = max_wait.min(attempt.timeout.saturating_sub(Duration::from_millis(300)));
+                let request = with_timeout(
+                    pb::FetchRequest {
+                        topic: topic.to_string(),
+                        partition,
+                        offset,
+                        max_bytes,
+                        max_wait_ms: wait.as_millis() as u32,
+                        ..Default::default()
+                    },
+                    attempt,
+                );
+                async move { rpc.fetch(request).await }
+            })
+            .await?;
+        let batches = split(reply.records.clone())
+            .map_err(|e| Status::data_loss(format!("a corrupt batch from the broker: {e}")))?;
+        let records = batches
+            .iter()
+            .flat_map(|b| b.records().collect::<Vec<_>>())
+            .filter(|r| r.offset >= offset)
+            .collect();
+        Ok(Fetched {
+            records,
+            high_watermark: reply.high_watermark,
+            log_start: reply.log_start,
+        })
+    }
+
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<pb::ListOffsetsResponse, Status> {
+        self.at_leader(topic, partition, |mut rpc, attempt| {
+            let request = with_timeout(
+                pb::ListOffsetsRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    timestamp: None,
+                },
+                attempt,
+            );
+            async move { rpc.list_offsets(request).await }
+        })
+        .await
+    }
+
+    /// A fresh producer id (and epoch) from any broker.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), Status> {
+        let brokers: Vec<BrokerRpc> = self.brokers.values().cloned().collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let reply = self
+            .policy
+            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut rpc = brokers[i % brokers.len()].clone();
+                let request = with_timeout(pb::InitProducerIdRequest {}, attempt);
+                async move { rpc.init_producer_id(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok((reply.producer_id, reply.producer_epoch as i16))
+    }
+}
+
+/// What a consumer's fetch got.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Records at or after the offset asked for, in offset order.
+    pub records: Vec<Record>,
+    pub high_watermark: u64,
+    pub log_start: u64,
+}
+
+/// Sends records to partitions with one acks setting; idempotent if asked.
+pub struct Producer {
+    client: LogClient,
+    acks: pb::Acks,
+    /// Producer id and epoch, when idempotent.
+    identity: Option<(i64, i16)>,
+    /// The next sequence number per partition.
+    sequences: Mutex<BTreeMap<(String, u32), i32>>,
+}
+
+impl Producer {
+    /// A producer; `idempotent` asks a broker for a producer id first.
+    pub async fn new(client: LogClient, acks: pb::Acks, idempotent: bool) -> Result<Self, Status> {
+        let identity = if idempotent {
+            Some(client.init_producer_id().await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            client,
+            acks,
+            identity,
+            sequences: Mutex::default(),
+        })
+    }
+
+    pub fn producer_id(&self) -> Option<i64> {
+        self.identity.map(|(id, _)| id)
+    }
+
+    /// Sends `records` (key, value) to `topic`/`partition` as one batch; its first and last
+    /// offsets (zeros with acks=0).
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[(Option<&[u8]>, &[u8])],
+    ) -> Result<(u64, u64), Status> {
+        if records.is_empty() {
+            return Err(Status::invalid_argument(
+                "a batch needs at least one record",
+            ));
+        }
+        let now = crate::broker::Broker::wall_ms();
+        let key = (topic.to_string(), partition);
+        let stamp = match self.identity {
+            Some((producer_id, producer_epoch)) => ProducerStamp {
+                producer_id,
+                producer_epoch,
+                base_sequence: *self.sequences.lock().unwrap().get(&key).unwrap_or(&0),
+            },
+            None => ProducerStamp::NONE,
+        };
+        let batch = Batch::build(records.iter().map(|(k, v)| (*k, *v, now)), stamp);
+        let reply = self
+            .client
+            .produce(topic, partition, &batch, self.acks)
+            .await?;
+        if self.identity.is_some() {
+            let mut sequences = self.sequences.lock().unwrap();
+            let next = sequences.entry(key).or_insert(0);
+            *next = next.wrapping_add(records.len() as i32);
+        }
+        Ok((reply.base_offset, reply.last_offset))
+    }
+}

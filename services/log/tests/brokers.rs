@@ -1,0 +1,320 @@
+//! Three controllers and three brokers as real `log serve` processes on loopback: an
+//! idempotent `acks=all` producer loses and duplicates nothing when the partition leader is
+//! killed; a paused follower falls out of the ISR and comes back; with too few in-sync
+//! replicas `acks=all` is refused; a restarted broker catches up from its own log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use distlab_log::client::{LogClient, Producer};
+use distlab_log::controller::client::ControllerClient;
+use distlab_log::controller::service::refusal_kind;
+use distlab_proto::log::v1 as pb;
+use distlab_runtime::launch::{NodeProcess, free_ports};
+use distlab_runtime::retry::RetryPolicy;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::process::Command;
+
+const CONTROLLERS: [&str; 3] = ["c1", "c2", "c3"];
+const BROKERS: [&str; 3] = ["b1", "b2", "b3"];
+
+struct Cluster {
+    ports: BTreeMap<&'static str, SocketAddr>,
+    dirs: BTreeMap<&'static str, tempfile::TempDir>,
+    nodes: BTreeMap<&'static str, NodeProcess>,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let names: Vec<&'static str> = CONTROLLERS.into_iter().chain(BROKERS).collect();
+        let ports = free_ports(names.len()).unwrap();
+        let mut cluster = Self {
+            ports: names.iter().copied().zip(ports).collect(),
+            dirs: names
+                .iter()
+                .map(|n| (*n, tempfile::tempdir().unwrap()))
+                .collect(),
+            nodes: BTreeMap::new(),
+        };
+        for name in names {
+            cluster.start_node(name).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, name: &'static str) {
+        let role = if CONTROLLERS.contains(&name) {
+            "controller"
+        } else {
+            "broker"
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_log"));
+        command
+            .args([
+                "serve",
+                "--role",
+                role,
+                "--id",
+                name,
+                "--controllers",
+                "c1,c2,c3",
+            ])
+            .arg("--listen")
+            .arg(self.ports[name].to_string())
+            .args(["--admin", "127.0.0.1:0"])
+            .args([
+                "--broker-session-timeout",
+                "1s",
+                "--replica-lag-time-max",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(self.dirs[name].path());
+        for (peer, port) in &self.ports {
+            if *peer != name {
+                command.arg("--peer").arg(format!("{peer}={port}"));
+            }
+        }
+        let node = NodeProcess::spawn(command, Duration::from_secs(20))
+            .await
+            .unwrap();
+        self.nodes.insert(name, node);
+    }
+
+    fn addresses(&self, names: &[&str]) -> Vec<(String, SocketAddr)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), self.ports[n]))
+            .collect()
+    }
+
+    fn controller(&self) -> ControllerClient {
+        let policy = RetryPolicy {
+            max_attempts: 50,
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        };
+        ControllerClient::connect_lazy(&self.addresses(&CONTROLLERS), policy).unwrap()
+    }
+
+    fn client(&self) -> LogClient {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(20),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..RetryPolicy::default()
+        };
+        LogClient::connect_lazy(&self.addresses(&BROKERS), policy).unwrap()
+    }
+
+    async fn status(&self, name: &str) -> Value {
+        let url = format!("http://{}/status", self.nodes[name].ready().admin);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+}
+
+/// The metadata once `done` holds for it (20 s at most).
+async fn metadata_until(
+    controller: &ControllerClient,
+    what: &str,
+    done: impl Fn(&pb::ClusterMetadata) -> bool,
+) -> pb::ClusterMetadata {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut version = 0;
+    loop {
+        let metadata = controller
+            .metadata(version, Duration::from_secs(1))
+            .await
+            .unwrap();
+        if done(&metadata) {
+            return metadata;
+        }
+        version = metadata.version;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 20 s: {what}; metadata {metadata:?}"
+        );
+    }
+}
+
+fn partition0(metadata: &pb::ClusterMetadata) -> &pb::PartitionInfo {
+    &metadata.topics[0].partitions[0]
+}
+
+/// Starts the cluster and creates topic `t`: one partition, three replicas, `min_insync`.
+async fn cluster_with_topic(min_insync: u32) -> (Cluster, ControllerClient) {
+    let cluster = Cluster::start().await;
+    let controller = cluster.controller();
+    metadata_until(&controller, "three live brokers", |m| {
+        m.brokers.iter().filter(|b| !b.fenced).count() == 3
+    })
+    .await;
+    controller
+        .create_topic(pb::CreateTopicRequest {
+            name: "t".into(),
+            partitions: 1,
+            replication_factor: 3,
+            min_insync_replicas: min_insync,
+            unclean_leader_election: false,
+        })
+        .await
+        .unwrap();
+    (cluster, controller)
+}
+
+/// Everything a consumer can read from `t`/0, as text.
+async fn consume_all(client: &LogClient) -> Vec<String> {
+    let mut offset = 0;
+    let mut values = Vec::new();
+    loop {
+        let fetched = client
+            .fetch("t", 0, offset, 1 << 20, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if fetched.records.is_empty() && offset >= fetched.high_watermark {
+            return values;
+        }
+        for record in fetched.records {
+            assert_eq!(record.offset, offset, "offsets are consecutive");
+            values.push(String::from_utf8_lossy(&record.value).into_owned());
+            offset += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_loses_and_duplicates_nothing_when_the_leader_is_killed() {
+    let (mut cluster, controller) = cluster_with_topic(2).await;
+    let client = cluster.client();
+    client.refresh_metadata().await.unwrap();
+    let producer = Producer::new(client.clone(), pb::Acks::All, true)
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let value = format!("m{i}");
+        producer
+            .send("t", 0, &[(None, value.as_bytes())])
+            .await
+            .unwrap();
+        acked.push(value);
+    }
+    let leader = partition0(&controller.metadata(0, Duration::ZERO).await.unwrap())
+        .leader
+        .clone()
+        .unwrap();
+    let leader: &'static str = BROKERS.into_iter().find(|b| *b == leader).unwrap();
+    cluster.nodes.get_mut(leader).unwrap().kill().await.unwrap();
+    for i in 40..80 {
+        let value = format!("m{i}");
+        producer
+            .send("t", 0, &[(None, value.as_bytes())])
+            .await
+            .unwrap();
+        acked.push(value);
+    }
+    let metadata = controller.metadata(0, Duration::ZERO).await.unwrap();
+    let p = partition0(&metadata);
+    assert_ne!(p.leader.as_deref(), Some(leader));
+    assert!(p.leader_epoch >= 1, "{p:?}");
+    assert_eq!(
+        consume_all(&client).await,
+        acked,
+        "every acknowledged message, once, in order"
+    );
+
+    // The killed leader comes back on its own log: it truncates to the new leader's epoch
+    // boundary, catches up and rejoins the ISR.
+    cluster.nodes.remove(leader);
+    cluster.start_node(leader).await;
+    metadata_until(&controller, "the old leader back in the ISR", |m| {
+        partition0(m).isr.len() == 3
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = cluster.status(leader).await;
+        let partition = &status["detail"]["partitions"][0];
+        if partition["log_end"] == 80 && partition["role"] == "follower" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{leader} did not catch up: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_leaves_the_isr_and_acks_all_needs_min_insync() {
+    let (cluster, controller) = cluster_with_topic(2).await;
+    let client = cluster.client();
+    client.refresh_metadata().await.unwrap();
+    let producer = Producer::new(client.clone(), pb::Acks::All, true)
+        .await
+        .unwrap();
+    producer.send("t", 0, &[(None, b"first")]).await.unwrap();
+    let metadata = controller.metadata(0, Duration::ZERO).await.unwrap();
+    let p = partition0(&metadata).clone();
+    let leader = p.leader.clone().unwrap();
+    let followers: Vec<&'static str> = BROKERS.into_iter().filter(|b| *b != leader).collect();
+
+    // One follower paused: it leaves the ISR after the lag time; acks=all still works.
+    cluster.nodes[followers[0]].signal(Signal::SIGSTOP).unwrap();
+    let shrunk = metadata_until(&controller, "ISR shrank", |m| partition0(m).isr.len() == 2).await;
+    assert!(!partition0(&shrunk).isr.contains(&followers[0].to_string()));
+    producer.send("t", 0, &[(None, b"second")]).await.unwrap();
+
+    // Two paused: the ISR is the leader alone, below min.insync.replicas 2.
+    cluster.nodes[followers[1]].signal(Signal::SIGSTOP).unwrap();
+    metadata_until(&controller, "ISR is the leader alone", |m| {
+        partition0(m).isr.len() == 1
+    })
+    .await;
+    let batch = distlab_log::storage::batch::Batch::build(
+        [(None, &b"third"[..], 0)],
+        distlab_log::storage::batch::ProducerStamp::NONE,
+    );
+    let impatient = LogClient::connect_lazy(
+        &cluster.addresses(&BROKERS),
+        RetryPolicy {
+            max_attempts: 1,
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        },
+    )
+    .unwrap();
+    impatient.refresh_metadata().await.unwrap();
+    let refused = impatient
+        .produce("t", 0, &batch, pb::Acks::All)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal_kind(&refused),
+        Some("not_enough_replicas"),
+        "{refused:?}"
+    );
+    // acks=1 does not care.
+    impatient
+        .produce("t", 0, &batch, pb::Acks::Leader)
+        .await
+        .unwrap();
+
+    // Both back: they catch up and rejoin.
+    for f in &followers {
+        cluster.nodes[f].signal(Signal::SIGCONT).unwrap();
+    }
+    metadata_until(&controller, "ISR whole again", |m| {
+        partition0(m).isr.len() == 3
+    })
+    .await;
+    let values = consume_all(&client).await;
+    assert_eq!(values, vec!["first", "second", "third"]);
+}
