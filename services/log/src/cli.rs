@@ -1,8 +1,10 @@
 //! The `log` command: run a node, or talk to a cluster.
 //!
 //! `log serve --role controller|broker ...` runs a node (the same as `lab node log`);
-//! `log topics create|list|describe` manage topics through the controller quorum.
+//! `log topics create|list|describe` manage topics through the controller quorum;
+//! `log produce` sends stdin's lines, `log consume` prints a partition.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use distlab_runtime::cli::Peer;
 use distlab_runtime::node::run_cli;
 use distlab_runtime::retry::RetryPolicy;
 
+use crate::client::{LogClient, Producer};
 use crate::controller::client::ControllerClient;
 use crate::node::{self, LogNodeArgs};
 
@@ -33,6 +36,86 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Send stdin to a topic, one message per line (`KEY<TAB>VALUE` with --keyed).
+    Produce {
+        topic: String,
+        /// The partition (default: by key with --keyed, else round-robin over the partitions).
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long, value_parser = parse_acks, default_value = "all")]
+        acks: pb::Acks,
+        /// Lines are `KEY<TAB>VALUE`.
+        #[arg(long)]
+        keyed: bool,
+        /// Messages per batch at most.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Not idempotent: a retried batch may be appended twice.
+        #[arg(long)]
+        no_idempotence: bool,
+        #[command(flatten)]
+        brokers: BrokerArgs,
+    },
+    /// Print a partition's messages, one per line.
+    Consume {
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// The first offset (default: the log's start).
+        #[arg(long)]
+        offset: Option<u64>,
+        /// Keep waiting for new messages (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// Print each message's offset and key before its value.
+        #[arg(long)]
+        verbose: bool,
+        #[command(flatten)]
+        brokers: BrokerArgs,
+    },
+}
+
+/// `0`, `1` or `all` (`-1`).
+fn parse_acks(text: &str) -> Result<pb::Acks, String> {
+    match text {
+        "0" => Ok(pb::Acks::None),
+        "1" => Ok(pb::Acks::Leader),
+        "all" | "-1" => Ok(pb::Acks::All),
+        other => Err(format!("acks {other:?}: expected 0, 1 or all")),
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// The brokers: ID=ADDR (gRPC), repeatable or comma-separated.
+    #[arg(long = "broker", env = "LOG_BROKERS", value_delimiter = ',', value_parser = Peer::parse, required = true)]
+    pub brokers: Vec<Peer>,
+    /// Longest one attempt may take.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "2s")]
+    pub timeout: Duration,
+    /// Longest one call may take, retries included.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "15s")]
+    pub deadline: Duration,
+}
+
+impl BrokerArgs {
+    async fn connect(&self) -> anyhow::Result<LogClient> {
+        let nodes: Vec<_> = self
+            .brokers
+            .iter()
+            .map(|p| (p.id.to_string(), p.addr))
+            .collect();
+        let policy = RetryPolicy {
+            max_attempts: 50,
+            attempt_timeout: self.timeout,
+            deadline: self.deadline,
+            max_backoff: Duration::from_millis(500),
+            ..RetryPolicy::default()
+        };
+        let client = LogClient::connect_lazy(&nodes, policy)?;
+        client.refresh_metadata().await?;
+        Ok(client)
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -98,6 +181,170 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => unreachable!("handled by run"),
         Command::Topics { command, client } => topics(command, client.connect()?).await,
+        Command::Produce {
+            topic,
+            partition,
+            acks,
+            keyed,
+            batch,
+            no_idempotence,
+            brokers,
+        } => {
+            let client = brokers.connect().await?;
+            let partitions = partition_count(&client, &topic)?;
+            if let Some(p) = partition
+                && p >= partitions
+            {
+                anyhow::bail!("{topic} has {partitions} partitions; there is no partition {p}");
+            }
+            let producer = Producer::new(client, acks, !no_idempotence).await?;
+            produce(
+                &producer,
+                &topic,
+                partition,
+                partitions,
+                keyed,
+                batch.max(1),
+            )
+            .await
+        }
+        Command::Consume {
+            topic,
+            partition,
+            offset,
+            follow,
+            verbose,
+            brokers,
+        } => {
+            let client = brokers.connect().await?;
+            let partitions = partition_count(&client, &topic)?;
+            if partition >= partitions {
+                anyhow::bail!(
+                    "{topic} has {partitions} partitions; there is no partition {partition}"
+                );
+            }
+            consume(&client, &topic, partition, offset, follow, verbose).await
+        }
+    }
+}
+
+fn partition_count(client: &LogClient, topic: &str) -> anyhow::Result<u32> {
+    let metadata = client.cached_metadata();
+    let info = metadata
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .ok_or_else(|| anyhow::anyhow!("no topic {topic} (create it with `log topics create`)"))?;
+    Ok(info.partitions.len() as u32)
+}
+
+/// Which partition a keyed message goes to: FNV-1a of the key, modulo the partitions.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+async fn produce(
+    producer: &Producer,
+    topic: &str,
+    partition: Option<u32>,
+    partitions: u32,
+    keyed: bool,
+    batch: usize,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut pending: BTreeMap<u32, Vec<(Option<Vec<u8>>, Vec<u8>)>> = BTreeMap::new();
+    let (mut sent, mut next) = (0u64, 0u32);
+    let mut line_number = 0;
+    loop {
+        let line = lines.next_line().await?;
+        let done = line.is_none();
+        if let Some(line) = line {
+            line_number += 1;
+            let (key, value) = if keyed {
+                let (key, value) = line.split_once('\t').ok_or_else(|| {
+                    anyhow::anyhow!("line {line_number}: --keyed wants KEY<TAB>VALUE")
+                })?;
+                (Some(key.as_bytes().to_vec()), value.as_bytes().to_vec())
+            } else {
+                (None, line.into_bytes())
+            };
+            let p = match (partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(key)) => partition_for_key(key, partitions),
+                (None, None) => {
+                    next = (next + 1) % partitions;
+                    next
+                }
+            };
+            pending.entry(p).or_default().push((key, value));
+        }
+        let full: Vec<u32> = pending
+            .iter()
+            .filter(|(_, messages)| done || messages.len() >= batch)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in full {
+            let messages = pending.remove(&p).unwrap_or_default();
+            let records: Vec<(Option<&[u8]>, &[u8])> = messages
+                .iter()
+                .map(|(k, v)| (k.as_deref(), v.as_slice()))
+                .collect();
+            let (first, last) = producer.send(topic, p, &records).await?;
+            sent += records.len() as u64;
+            eprintln!(
+                "{topic}/{p}: {} messages at offsets {first}..={last}",
+                records.len()
+            );
+        }
+        if done {
+            break;
+        }
+    }
+    eprintln!("sent {sent} messages to {topic}");
+    Ok(())
+}
+
+async fn consume(
+    client: &LogClient,
+    topic: &str,
+    partition: u32,
+    offset: Option<u64>,
+    follow: bool,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let mut offset = match offset {
+        Some(offset) => offset,
+        None => client.list_offsets(topic, partition).await?.log_start,
+    };
+    loop {
+        let wait = if follow {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        let fetched = client
+            .fetch(topic, partition, offset, 1 << 20, wait)
+            .await?;
+        for record in &fetched.records {
+            let value = String::from_utf8_lossy(&record.value);
+            if verbose {
+                let key = record
+                    .key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
+                println!("{}\t{}\t{value}", record.offset, key.unwrap_or_default());
+            } else {
+                println!("{value}");
+            }
+            offset = record.offset + 1;
+        }
+        if fetched.records.is_empty() && !follow && offset >= fetched.high_watermark {
+            return Ok(());
+        }
     }
 }
 
