@@ -56,6 +56,7 @@ pub fn run(args: ScenarioArgs) -> ExitCode {
     distlab_runtime::node::run_cli("lab", "warn", || async move {
         let mut reports = Vec::new();
         for variant in &variants {
+            let validated = validated.for_variant(variant.as_ref());
             let cluster = validated.variant_cluster(variant.as_ref(), args.seed, &args.node_flags);
             let report = match &args.record {
                 None => {

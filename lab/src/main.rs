@@ -118,6 +118,8 @@ enum CheckerName {
     KeyMovement,
     /// Every hint delivered by the end, from hints_pending/hints_drained events (Project 1).
     HintsDrained,
+    /// Acknowledged messages all read at the end, once, in order (Project 3).
+    LogDelivery,
 }
 
 impl CheckerName {
@@ -131,6 +133,7 @@ impl CheckerName {
             CheckerName::NoLostWrites => CheckSpec::NoLostWrites,
             CheckerName::KeyMovement => CheckSpec::KeyMovement,
             CheckerName::HintsDrained => CheckSpec::HintsDrained,
+            CheckerName::LogDelivery => CheckSpec::LogDelivery,
         }
     }
 }

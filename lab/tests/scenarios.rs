@@ -107,10 +107,16 @@ fn every_shipped_scenario_passes() {
                 "events.jsonl",
                 "report.json",
                 "scenario.yaml",
-                "n1/node.log",
             ] {
                 assert!(run.join(trace).exists(), "{name} has no {trace}");
             }
+            // Every node's log, in a directory named for the node (n1, c1, b1...).
+            let node_logs = std::fs::read_dir(&run)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("node.log").exists())
+                .count();
+            assert!(node_logs >= 1, "{name} left no node log");
             let report: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap())
                     .unwrap();

@@ -45,6 +45,7 @@ pub fn for_project(project: &Project) -> ProjectUi {
         "proj0" => crate::projects::proj0::console(),
         "proj1" => crate::projects::proj1::console(),
         "proj2" => crate::projects::proj2::console(),
+        "proj3" => crate::projects::proj3::console(),
         _ => ProjectUi {
             figures: &[],
             views: vec![Box::new(ClusterView)],

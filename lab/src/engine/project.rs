@@ -22,6 +22,15 @@ pub struct Role {
     pub count: Count,
     /// Node ids are this prefix and a number: `n1`, `broker2`...
     pub id_prefix: &'static str,
+    /// Service flags for nodes of this role (`--role broker`), before the project's.
+    pub flags: &'static [&'static str],
+}
+
+impl Project {
+    /// The role called `name`.
+    pub fn role(&self, name: &str) -> Option<&'static Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
 }
 
 /// How a project's nodes talk to each other (each link gets a proxy).
@@ -110,6 +119,7 @@ pub const PROJECTS: &[Project] = &[
     crate::projects::proj0::PROJECT,
     crate::projects::proj1::PROJECT,
     crate::projects::proj2::PROJECT,
+    crate::projects::proj3::PROJECT,
 ];
 
 impl std::fmt::Debug for Project {

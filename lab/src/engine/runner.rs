@@ -167,6 +167,7 @@ pub fn run_checks(
                 CheckSpec::NoLostWrites => check::cache::no_lost_writes(history),
                 CheckSpec::KeyMovement => check::cache::key_movement(events),
                 CheckSpec::HintsDrained => check::cache::hints_drained(events),
+                CheckSpec::LogDelivery => check::log::log_delivery(history),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

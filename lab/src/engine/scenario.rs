@@ -57,6 +57,9 @@ pub struct Variant {
     /// Added to every node's flags after the scenario's `node_flags`.
     #[serde(default)]
     pub node_flags: Vec<String>,
+    /// Replaces the scenario's workload for this run (Project 3: one run per acks mode).
+    #[serde(default)]
+    pub workload: Option<WorkloadSpec>,
 }
 
 /// The verdict a scenario expects of a check.
@@ -262,6 +265,9 @@ pub enum CheckSpec {
     KeyMovement,
     /// Every node holding hints delivered them all by the end.
     HintsDrained,
+    /// Every message acknowledged with acks=all is read at the end, none twice, each
+    /// producer's in order (loss with acks=1/0 is counted, not failed): Project 3.
+    LogDelivery,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -279,6 +285,7 @@ impl CheckSpec {
             CheckSpec::NoLostWrites => "no_lost_writes",
             CheckSpec::KeyMovement => "key_movement",
             CheckSpec::HintsDrained => "hints_drained",
+            CheckSpec::LogDelivery => "log_delivery",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()
@@ -447,6 +454,17 @@ pub struct Validated {
     pub nodes: Vec<String>,
 }
 
+impl Validated {
+    /// The scenario as `variant` runs it: with the variant's workload, if it has one.
+    pub fn for_variant(&self, variant: Option<&Variant>) -> Validated {
+        let mut run = self.clone();
+        if let Some(workload) = variant.and_then(|v| v.workload.clone()) {
+            run.scenario.workload = Some(workload);
+        }
+        run
+    }
+}
+
 /// Reads and validates a scenario file; errors are `FILE:LINE[:COL]: message`.
 pub fn load(path: &Path) -> Result<Validated, String> {
     let text = std::fs::read_to_string(path)
@@ -472,17 +490,27 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
         .into_iter()
         .map(|n| n.id)
         .collect();
-    if let Some(w) = &scenario.workload
-        && (w.clients == 0
+    let workloads = scenario.workload.iter().map(|w| (w, "workload")).chain(
+        scenario
+            .variants
+            .iter()
+            .filter_map(|v| Some((v.workload.as_ref()?, "variants"))),
+    );
+    for (w, key) in workloads {
+        if w.clients == 0
             || w.keys == 0
             || !(0.0..=1.0).contains(&w.reads)
             || w.rate < 0.0
-            || !(0.0..=10.0).contains(&w.zipf))
-    {
-        return Err(format!(
-            "{name}{}: workload needs clients >= 1, keys >= 1, reads between 0 and 1, rate >= 0, zipf between 0 and 10",
-            top("workload")
-        ));
+            || !(0.0..=10.0).contains(&w.zipf)
+            || w.acks
+                .as_deref()
+                .is_some_and(|a| !["0", "1", "all", "-1"].contains(&a))
+        {
+            return Err(format!(
+                "{name}{}: workload needs clients >= 1, keys >= 1, reads between 0 and 1, rate >= 0, zipf between 0 and 10, acks 0, 1 or all",
+                top(key)
+            ));
+        }
     }
     // Steps may name the nodes that earlier `add-node` steps add.
     let mut grown = nodes.clone();

@@ -104,6 +104,7 @@ impl Session {
             .into_iter()
             .map(|n| Target {
                 node: n.id,
+                role: n.role,
                 addr: n.client,
             })
             .collect()

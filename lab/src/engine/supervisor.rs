@@ -299,6 +299,7 @@ impl Supervisor {
             ])
             .arg(slot.dir.join("data"))
             .args(self.network.peer_flags(id))
+            .args(self.project.role(slot.role).map_or(&[][..], |r| r.flags))
             .args(self.project.node_flags)
             .args(&self.node_flags);
         if let Some(flag) = self.project.initial_members_flag {

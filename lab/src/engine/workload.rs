@@ -24,7 +24,7 @@ use tonic::Code;
 use super::history::{OpType, Recorder};
 
 /// The workload section of a scenario.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Concurrent clients (each one operation at a time).
@@ -53,6 +53,10 @@ pub struct WorkloadSpec {
     /// hottest); 0, the default, draws them uniformly.
     #[serde(default)]
     pub zipf: f64,
+    /// Project 3: when a producer counts a message as written: `0` (sent), `1` (the leader
+    /// appended it) or `all` (every in-sync replica holds it), the default.
+    #[serde(default)]
+    pub acks: Option<String>,
 }
 
 fn default_clients() -> usize {
@@ -88,6 +92,7 @@ impl Default for WorkloadSpec {
             deletes: default_deletes(),
             cas: default_cas(),
             zipf: 0.0,
+            acks: None,
         }
     }
 }
@@ -307,6 +312,8 @@ fn not_applied(code: Code) -> bool {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub node: String,
+    /// Its role in the project (`node`, `controller`, `broker`...).
+    pub role: &'static str,
     pub addr: SocketAddr,
 }
 

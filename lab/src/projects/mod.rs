@@ -7,5 +7,6 @@
 pub mod proj0;
 pub mod proj1;
 pub mod proj2;
+pub mod proj3;
 pub mod raft_view;
 pub mod ring_view;

@@ -35,6 +35,7 @@ pub const PROJECT: Project = Project {
         name: "server",
         count: Count::Rest,
         id_prefix: "n",
+        flags: &[],
     }],
     default_nodes: 1,
     peer_links: PeerLinks::None,

@@ -246,6 +246,9 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (hash % u64::from(partitions.max(1))) as u32
 }
 
+/// A line to send: its key (with --keyed) and value.
+type Message = (Option<Vec<u8>>, Vec<u8>);
+
 async fn produce(
     producer: &Producer,
     topic: &str,
@@ -256,7 +259,7 @@ async fn produce(
 ) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut pending: BTreeMap<u32, Vec<(Option<Vec<u8>>, Vec<u8>)>> = BTreeMap::new();
+    let mut pending: BTreeMap<u32, Vec<Message>> = BTreeMap::new();
     let (mut sent, mut next) = (0u64, 0u32);
     let mut line_number = 0;
     loop {

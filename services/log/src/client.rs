@@ -17,6 +17,7 @@ use std::time::Duration;
 use distlab_proto::log::v1 as pb;
 use distlab_raft::leader::with_timeout;
 use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::broker::BrokerRpc;
@@ -38,6 +39,8 @@ pub struct LogClient {
     metadata: Arc<Mutex<pb::ClusterMetadata>>,
     policy: RetryPolicy,
     metrics: ClientMetrics,
+    /// `acks=0` produces, sent in order by one task (started with the first).
+    unacknowledged: Arc<std::sync::OnceLock<mpsc::UnboundedSender<pb::ProduceRequest>>>,
 }
 
 impl LogClient {
@@ -60,7 +63,46 @@ impl LogClient {
             metadata: Arc::default(),
             policy,
             metrics: ClientMetrics::default(),
+            unacknowledged: Arc::default(),
         })
+    }
+
+    /// Queues an `acks=0` produce: one task sends them in order, one at a time (as Kafka's
+    /// producer does over one connection), without anyone waiting for the answers. A failed
+    /// send refreshes the metadata (the leader moved or died) and is not retried.
+    fn send_unacknowledged(
+        &self,
+        request: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse, Status> {
+        let queue = self.unacknowledged.get_or_init(|| {
+            let (queue, mut waiting) = mpsc::unbounded_channel::<pb::ProduceRequest>();
+            // Without this queue: the task ends when the last client handle drops it.
+            let client = Self {
+                unacknowledged: Arc::default(),
+                ..self.clone()
+            };
+            tokio::spawn(async move {
+                while let Some(request) = waiting.recv().await {
+                    let routed = client.leader_of(&request.topic, request.partition);
+                    let sent = match routed {
+                        Ok((_, mut rpc)) => {
+                            let mut call = tonic::Request::new(request);
+                            call.set_timeout(client.policy.attempt_timeout);
+                            rpc.produce(call).await.is_ok()
+                        }
+                        Err(_) => false,
+                    };
+                    if !sent {
+                        let _ = client.refresh_metadata().await;
+                    }
+                }
+            });
+            queue
+        });
+        queue
+            .send(request)
+            .map_err(|_| Status::unavailable("the acks=0 sender stopped"))?;
+        Ok(pb::ProduceResponse::default())
     }
 
     pub fn metrics(&self) -> &ClientMetrics {
@@ -191,18 +233,7 @@ impl LogClient {
             timeout_ms: timeout_ms.saturating_sub(200).max(100),
         };
         if acks == pb::Acks::None {
-            let (_, mut rpc) = match self.leader_of(topic, partition) {
-                Ok(found) => found,
-                Err(_) => {
-                    self.refresh_metadata().await?;
-                    self.leader_of(topic, partition)?
-                }
-            };
-            let request = tonic::Request::new(request);
-            tokio::spawn(async move {
-                let _ = rpc.produce(request).await;
-            });
-            return Ok(pb::ProduceResponse::default());
+            return self.send_unacknowledged(request);
         }
         self.at_leader(topic, partition, |mut rpc, attempt| {
             let request = with_timeout(request.clone(), attempt);
@@ -298,33 +329,56 @@ pub struct Fetched {
 }
 
 /// Sends records to partitions with one acks setting; idempotent if asked.
+///
+/// A send that fails may still have been appended. Its sequence numbers cannot be given to
+/// other records (the broker would take them for a retry of it) nor skipped (a gap is
+/// refused), so after a failure an idempotent producer starts over with a new producer id
+/// (as Kafka's producer bumps its epoch).
 pub struct Producer {
     client: LogClient,
     acks: pb::Acks,
-    /// Producer id and epoch, when idempotent.
+    idempotent: bool,
+    state: Mutex<Sequences>,
+}
+
+#[derive(Default)]
+struct Sequences {
+    /// Producer id and epoch, when idempotent and known.
     identity: Option<(i64, i16)>,
     /// The next sequence number per partition.
-    sequences: Mutex<BTreeMap<(String, u32), i32>>,
+    next: BTreeMap<(String, u32), i32>,
 }
 
 impl Producer {
     /// A producer; `idempotent` asks a broker for a producer id first.
     pub async fn new(client: LogClient, acks: pb::Acks, idempotent: bool) -> Result<Self, Status> {
-        let identity = if idempotent {
-            Some(client.init_producer_id().await?)
-        } else {
-            None
-        };
-        Ok(Self {
+        let producer = Self {
             client,
             acks,
-            identity,
-            sequences: Mutex::default(),
-        })
+            idempotent,
+            state: Mutex::default(),
+        };
+        producer.identity().await?;
+        Ok(producer)
     }
 
     pub fn producer_id(&self) -> Option<i64> {
-        self.identity.map(|(id, _)| id)
+        self.state.lock().unwrap().identity.map(|(id, _)| id)
+    }
+
+    /// The producer id to stamp batches with (a new one after a failed send).
+    async fn identity(&self) -> Result<Option<(i64, i16)>, Status> {
+        if !self.idempotent {
+            return Ok(None);
+        }
+        if let Some(identity) = self.state.lock().unwrap().identity {
+            return Ok(Some(identity));
+        }
+        let identity = self.client.init_producer_id().await?;
+        let mut state = self.state.lock().unwrap();
+        state.identity = Some(identity);
+        state.next.clear();
+        Ok(Some(identity))
     }
 
     /// Sends `records` (key, value) to `topic`/`partition` as one batch; its first and last
@@ -342,24 +396,33 @@ impl Producer {
         }
         let now = crate::broker::Broker::wall_ms();
         let key = (topic.to_string(), partition);
-        let stamp = match self.identity {
+        let stamp = match self.identity().await? {
             Some((producer_id, producer_epoch)) => ProducerStamp {
                 producer_id,
                 producer_epoch,
-                base_sequence: *self.sequences.lock().unwrap().get(&key).unwrap_or(&0),
+                base_sequence: *self.state.lock().unwrap().next.get(&key).unwrap_or(&0),
             },
             None => ProducerStamp::NONE,
         };
         let batch = Batch::build(records.iter().map(|(k, v)| (*k, *v, now)), stamp);
-        let reply = self
+        match self
             .client
             .produce(topic, partition, &batch, self.acks)
-            .await?;
-        if self.identity.is_some() {
-            let mut sequences = self.sequences.lock().unwrap();
-            let next = sequences.entry(key).or_insert(0);
-            *next = next.wrapping_add(records.len() as i32);
+            .await
+        {
+            Ok(reply) => {
+                if self.idempotent {
+                    let mut state = self.state.lock().unwrap();
+                    let next = state.next.entry(key).or_insert(0);
+                    *next = next.wrapping_add(records.len() as i32);
+                }
+                Ok((reply.base_offset, reply.last_offset))
+            }
+            Err(status) => {
+                // Appended or not, its sequence numbers are spent: start over.
+                self.state.lock().unwrap().identity = None;
+                Err(status)
+            }
         }
-        Ok((reply.base_offset, reply.last_offset))
     }
 }

@@ -6,11 +6,13 @@
 //! - [`cache`]: Project 1's: no lost acknowledged write (last-writer-wins), key movement per
 //!   join or leave, hints drained.
 //! - [`raft`]: Election Safety (one leader per term) from the nodes' `became_leader` events.
+//! - [`log`]: Project 3's delivery: acknowledged messages read back once, in order.
 
 pub mod bench;
 pub mod cache;
 pub mod kv;
 pub mod linearizable;
+pub mod log;
 pub mod raft;
 
 use serde::Serialize;

@@ -38,6 +38,7 @@ pub const PROJECT: Project = Project {
         name: "node",
         count: Count::Rest,
         id_prefix: "n",
+        flags: &[],
     }],
     default_nodes: 3,
     peer_links: PeerLinks::Tcp,
