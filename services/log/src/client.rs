@@ -20,7 +20,7 @@ use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::broker::BrokerRpc;
+use crate::broker::{BrokerRpc, broker_rpc};
 use crate::controller::service::refusal_kind;
 use crate::storage::batch::{Batch, ProducerStamp, Record, split};
 
@@ -51,12 +51,7 @@ impl LogClient {
     ) -> anyhow::Result<Self> {
         let rpcs = distlab_runtime::channel::per_node(brokers, &policy)?
             .into_iter()
-            .map(|(name, channel)| {
-                let rpc = BrokerRpc::new(channel)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20);
-                (name, rpc)
-            })
+            .map(|(name, channel)| (name, broker_rpc(channel)))
             .collect();
         Ok(Self {
             brokers: Arc::new(rpcs),
@@ -114,36 +109,30 @@ impl LogClient {
         self.metadata.lock().unwrap().clone()
     }
 
-    /// Asks the brokers in turn for their metadata and keeps the newest answer.
+    /// Asks the brokers in turn for their metadata; the first answer is kept unless the cache
+    /// is newer (brokers follow the controller within a long poll, and a stale answer is
+    /// corrected by the next refusal it leads to).
     pub async fn refresh_metadata(&self) -> Result<pb::ClusterMetadata, Status> {
         let mut last_error = Status::unavailable("no broker answered");
-        let mut best: Option<pb::ClusterMetadata> = None;
         for rpc in self.brokers.values() {
-            let request = pb::MetadataRequest {
+            let mut request = tonic::Request::new(pb::MetadataRequest {
                 after_version: 0,
                 max_wait_ms: 0,
-            };
-            let mut request = tonic::Request::new(request);
+            });
             request.set_timeout(self.policy.attempt_timeout);
             match rpc.clone().metadata(request).await {
                 Ok(reply) => {
                     let reply = reply.into_inner();
-                    if best.as_ref().is_none_or(|b| reply.version > b.version) {
-                        best = Some(reply);
+                    let mut cached = self.metadata.lock().unwrap();
+                    if reply.version >= cached.version {
+                        *cached = reply;
                     }
-                    // One answer with topics is enough unless it is behind others we reach
-                    // anyway; stop at the first to keep refreshes cheap.
-                    break;
+                    return Ok(cached.clone());
                 }
                 Err(status) => last_error = status,
             }
         }
-        let best = best.ok_or(last_error)?;
-        let mut cached = self.metadata.lock().unwrap();
-        if best.version >= cached.version {
-            *cached = best;
-        }
-        Ok(cached.clone())
+        Err(last_error)
     }
 
     /// The leader of `topic`/`partition` as the cached metadata says, and its RPC client.

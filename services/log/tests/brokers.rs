@@ -3,6 +3,8 @@
 //! killed; a paused follower falls out of the ISR and comes back; with too few in-sync
 //! replicas `acks=all` is refused; a restarted broker catches up from its own log.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use distlab_runtime::launch::{NodeProcess, free_ports};
 use distlab_runtime::retry::RetryPolicy;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use support::metadata_until;
 use tokio::process::Command;
 
 const CONTROLLERS: [&str; 3] = ["c1", "c2", "c3"];
@@ -115,30 +118,6 @@ impl Cluster {
     async fn status(&self, name: &str) -> Value {
         let url = format!("http://{}/status", self.nodes[name].ready().admin);
         reqwest::get(url).await.unwrap().json().await.unwrap()
-    }
-}
-
-/// The metadata once `done` holds for it (20 s at most).
-async fn metadata_until(
-    controller: &ControllerClient,
-    what: &str,
-    done: impl Fn(&pb::ClusterMetadata) -> bool,
-) -> pb::ClusterMetadata {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut version = 0;
-    loop {
-        let metadata = controller
-            .metadata(version, Duration::from_secs(1))
-            .await
-            .unwrap();
-        if done(&metadata) {
-            return metadata;
-        }
-        version = metadata.version;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 20 s: {what}; metadata {metadata:?}"
-        );
     }
 }
 

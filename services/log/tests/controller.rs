@@ -3,6 +3,8 @@
 //! partitions get new leaders, it leaves the ISRs), survive the loss of their leader with the
 //! metadata intact, refuse stale ISR changes, and a restarted controller catches up.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use distlab_proto::log::v1 as pb;
 use distlab_runtime::launch::{NodeProcess, free_ports};
 use distlab_runtime::retry::RetryPolicy;
 use serde_json::Value;
+use support::metadata_until;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -112,30 +115,6 @@ fn heartbeat(client: ControllerClient, broker: &'static str, epoch: u64) -> Canc
         }
     });
     stop
-}
-
-/// The metadata once `done` holds for it (20 s at most).
-async fn metadata_until(
-    client: &ControllerClient,
-    what: &str,
-    done: impl Fn(&pb::ClusterMetadata) -> bool,
-) -> pb::ClusterMetadata {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut version = 0;
-    loop {
-        let metadata = client
-            .metadata(version, Duration::from_secs(1))
-            .await
-            .unwrap();
-        if done(&metadata) {
-            return metadata;
-        }
-        version = metadata.version;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 20 s: {what}; metadata {metadata:?}"
-        );
-    }
 }
 
 fn partition<'a>(

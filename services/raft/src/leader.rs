@@ -52,6 +52,20 @@ pub struct LeaderClient<Rpc> {
 }
 
 impl<Rpc: Clone> LeaderClient<Rpc> {
+    /// A client of `nodes` (name, address), one lazily connected channel per node, each
+    /// wrapped in its RPC client by `rpc`.
+    pub fn connect_lazy(
+        nodes: &[(String, std::net::SocketAddr)],
+        policy: RetryPolicy,
+        rpc: impl Fn(distlab_runtime::channel::TracedChannel) -> Rpc,
+    ) -> anyhow::Result<Self> {
+        let rpcs = distlab_runtime::channel::per_node(nodes, &policy)?
+            .into_iter()
+            .map(|(name, channel)| (name, rpc(channel)))
+            .collect();
+        Ok(Self::new(rpcs, policy))
+    }
+
     /// `nodes`: every node's name and its RPC client (at least one).
     pub fn new(nodes: Vec<(String, Rpc)>, policy: RetryPolicy) -> Self {
         assert!(!nodes.is_empty(), "a leader client needs a node");

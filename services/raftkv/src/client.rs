@@ -42,12 +42,8 @@ impl RaftKvClient {
         nodes: &[(String, SocketAddr)],
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        let rpcs = distlab_runtime::channel::per_node(nodes, &policy)?
-            .into_iter()
-            .map(|(name, channel)| (name, pb::raft_kv_client::RaftKvClient::new(channel)))
-            .collect();
         Ok(Self {
-            cluster: LeaderClient::new(rpcs, policy),
+            cluster: LeaderClient::connect_lazy(nodes, policy, Rpc::new)?,
             session: rand::random(),
             seq: Arc::new(AtomicU64::new(0)),
         })

@@ -33,6 +33,16 @@ use replica::{Replica, Role};
 
 pub type BrokerRpc = pb::broker_client::BrokerClient<distlab_runtime::channel::TracedChannel>;
 
+/// Messages between brokers and clients may be this large (a fetch of many batches).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// A broker's RPC client over `channel`, taking messages up to [`MAX_MESSAGE`].
+pub fn broker_rpc(channel: distlab_runtime::channel::TracedChannel) -> BrokerRpc {
+    BrokerRpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
 /// A partition's name: `topic/index`.
 pub fn partition_name(topic: &str, partition: u32) -> String {
     format!("{topic}/{partition}")

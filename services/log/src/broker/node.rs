@@ -20,7 +20,9 @@ use tonic::service::Routes;
 
 use super::service::BrokerApi;
 use super::status::BrokerStatus;
-use super::{Broker, BrokerRpc, follow_metadata, housekeeping, keep_registered};
+use super::{
+    Broker, BrokerRpc, MAX_MESSAGE, broker_rpc, follow_metadata, housekeeping, keep_registered,
+};
 use crate::controller::client::ControllerClient;
 use crate::storage::partition::{FsyncPolicy, LogConfig};
 
@@ -118,12 +120,7 @@ pub async fn run(
         };
         distlab_runtime::channel::per_node(&brokers, &policy)?
             .into_iter()
-            .map(|(name, channel)| {
-                let rpc = BrokerRpc::new(channel)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20);
-                (name, rpc)
-            })
+            .map(|(name, channel)| (name, broker_rpc(channel)))
             .collect()
     };
 
@@ -164,8 +161,8 @@ pub async fn run(
     };
     let routes = Routes::new(
         pb::broker_server::BrokerServer::new(api)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20),
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
     );
     let served = node.serve(routes, status).await;
     // Tell the controller this broker is leaving (leadership moves at once).

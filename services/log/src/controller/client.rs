@@ -27,12 +27,8 @@ impl ControllerClient {
         nodes: &[(String, SocketAddr)],
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        let rpcs = distlab_runtime::channel::per_node(nodes, &policy)?
-            .into_iter()
-            .map(|(name, channel)| (name, Rpc::new(channel)))
-            .collect();
         Ok(Self {
-            cluster: LeaderClient::new(rpcs, policy),
+            cluster: LeaderClient::connect_lazy(nodes, policy, Rpc::new)?,
         })
     }
 

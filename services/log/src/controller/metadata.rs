@@ -170,6 +170,19 @@ pub struct Election {
     pub unclean: bool,
 }
 
+impl Election {
+    /// `partition` (number `index` of `topic`) as its leadership now stands.
+    fn of(topic: &str, index: usize, partition: &Partition, unclean: bool) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition: index as u32,
+            leader: partition.leader.clone(),
+            leader_epoch: partition.leader_epoch,
+            unclean,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case", tag = "error", content = "detail")]
 pub enum MetadataError {
@@ -368,13 +381,7 @@ impl Metadata {
                     }
                     partition.leader_epoch += 1;
                     partition.partition_epoch += 1;
-                    elections.push(Election {
-                        topic: name.clone(),
-                        partition: index as u32,
-                        leader: partition.leader.clone(),
-                        leader_epoch: partition.leader_epoch,
-                        unclean: is_unclean,
-                    });
+                    elections.push(Election::of(name, index, partition, is_unclean));
                 } else if partition.isr.len() > 1 && partition.isr.iter().any(|r| r == broker) {
                     partition.isr.retain(|r| r != broker);
                     partition.partition_epoch += 1;
@@ -415,13 +422,7 @@ impl Metadata {
                 partition.leader = Some(broker.to_string());
                 partition.leader_epoch += 1;
                 partition.partition_epoch += 1;
-                elections.push(Election {
-                    topic: name.clone(),
-                    partition: index as u32,
-                    leader: partition.leader.clone(),
-                    leader_epoch: partition.leader_epoch,
-                    unclean: !clean,
-                });
+                elections.push(Election::of(name, index, partition, !clean));
             }
         }
         self.count_unclean(&elections);

@@ -29,7 +29,7 @@ pub struct StorageBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "100ms,every-batch")]
     pub fsync: Vec<String>,
     /// Measured time per figure.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "5s")]
     pub duration: Duration,
     /// Segment size.
     #[arg(long, default_value_t = 64 << 20)]
@@ -37,13 +37,6 @@ pub struct StorageBenchArgs {
     /// Most bytes the log keeps while the bench runs.
     #[arg(long, default_value_t = 1 << 30)]
     pub retention: u64,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match FsyncPolicy::parse(text)? {
-        FsyncPolicy::Interval(every) => Ok(every),
-        _ => Err(format!("{text:?} is not a duration")),
-    }
 }
 
 pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {

@@ -45,7 +45,7 @@ impl FsyncPolicy {
             "every-batch" => Ok(Self::EveryBatch),
             "never" => Ok(Self::Never),
             other => {
-                let every = parse_duration(other).map_err(|e| {
+                let every = distlab_runtime::duration::parse(other).map_err(|e| {
                     format!("fsync policy {other:?}: expected every-batch, never or a duration like 100ms ({e})")
                 })?;
                 if every.is_zero() {
@@ -54,22 +54,6 @@ impl FsyncPolicy {
                 Ok(Self::Interval(every))
             }
         }
-    }
-}
-
-/// `250ms`, `2s`, `5m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or("no unit (ms, s, m, h)")?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| "no number")?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!("unknown unit {unit:?}")),
     }
 }
 
