@@ -1,7 +1,7 @@
 //! Predicates on a node's status, for `wait: {status: "detail.keys >= 8"}` steps.
 //!
 //! `PATH OP VALUE`: PATH is dotted into the node's `{"role": ..., "detail": {...}}` (as its
-//! `/status` reports them); OP is one of `== != >= <= > <`; VALUE is a number, `true`,
+//! `/status` reports them; a number steps into a list: `detail.partitions.0.role`); OP is one of `== != >= <= > <`; VALUE is a number, `true`,
 //! `false`, or a word (compared as a string; it may be quoted: `role == "leader"`, and a quoted
 //! `"5"` or `"true"` is the string). Numbers compare as numbers; everything else only
 //! with `==` and `!=`.
@@ -80,7 +80,7 @@ impl StatusPredicate {
 
     /// Whether `status` (`{"role": ..., "detail": ...}`) satisfies it. A missing path does not.
     pub fn holds(&self, status: &serde_json::Value) -> bool {
-        let Some(found) = self.path.iter().try_fold(status, |v, key| v.get(key)) else {
+        let Some(found) = self.path.iter().try_fold(status, |v, key| step(v, key)) else {
             return false;
         };
         match (found.as_f64(), self.value.as_f64()) {
@@ -113,8 +113,16 @@ impl StatusPredicate {
 /// if it is missing or null.
 pub fn lookup<'a>(status: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     path.split('.')
-        .try_fold(status, |v, key| v.get(key))
+        .try_fold(status, |v, key| step(v, key))
         .filter(|v| !v.is_null())
+}
+
+/// One step of a path: a field of an object, or an element of a list by its number.
+fn step<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match value {
+        serde_json::Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+        _ => value.get(key),
+    }
 }
 
 /// Checks a path written in a scenario: dotted words, starting at `role` or `detail`.
@@ -138,6 +146,17 @@ impl fmt::Display for StatusPredicate {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_number_in_a_path_steps_into_a_list() {
+        let status = json!({"detail": {"partitions": [{"role": "leader"}, {"role": "follower"}]}});
+        let p = StatusPredicate::parse("detail.partitions.1.role == follower").unwrap();
+        assert!(p.holds(&status));
+        let p = StatusPredicate::parse("detail.partitions.0.role == follower").unwrap();
+        assert!(!p.holds(&status));
+        assert!(lookup(&status, "detail.partitions.2.role").is_none());
+        assert!(lookup(&status, "detail.partitions.x").is_none());
+    }
 
     #[test]
     fn predicates_compare_numbers_words_and_flags() {

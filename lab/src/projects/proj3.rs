@@ -56,6 +56,8 @@ pub const PROJECT: Project = Project {
     workload: &Producers,
     checks: &[
         CheckSpec::LogDelivery,
+        // The controllers' Raft: their `became_leader` events.
+        CheckSpec::ElectionSafety,
         CheckSpec::Availability { min: None },
     ],
 };
