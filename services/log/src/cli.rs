@@ -240,10 +240,7 @@ fn partition_count(client: &LogClient, topic: &str) -> anyhow::Result<u32> {
 
 /// Which partition a keyed message goes to: FNV-1a of the key, modulo the partitions.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % u64::from(partitions.max(1))) as u32
+    (distlab_runtime::hash::fnv1a(key.iter().copied()) % u64::from(partitions.max(1))) as u32
 }
 
 /// A line to send: its key (with --keyed) and value.

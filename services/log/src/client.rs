@@ -187,8 +187,7 @@ impl LogClient {
                         Err(status) => {
                             let reroute = refusal_kind(&status)
                                 .is_some_and(|k| REROUTE.contains(&k))
-                                || distlab_runtime::retry::is_retryable(&status)
-                                || status.code() == tonic::Code::Unavailable;
+                                || distlab_runtime::retry::is_retryable(&status);
                             if !reroute {
                                 return Err(status);
                             }

@@ -25,9 +25,7 @@ impl fmt::Display for Member {
 
 /// A node's Raft id: FNV-1a of its name (stable across restarts and machines).
 pub fn raft_id(name: &str) -> RaftId {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    distlab_runtime::hash::fnv1a(name.bytes())
 }
 
 /// Names of the nodes this node knows (itself and its `--peer`s), by Raft id.

@@ -102,6 +102,11 @@ where
         f(&self.state.lock().unwrap().machine)
     }
 
+    /// The id of the last entry applied.
+    pub fn applied(&self) -> Option<LogId> {
+        *self.applied.borrow()
+    }
+
     /// The id of the last entry applied: changes after each applied batch.
     pub fn subscribe(&self) -> watch::Receiver<Option<LogId>> {
         self.applied.subscribe()

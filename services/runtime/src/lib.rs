@@ -31,6 +31,7 @@ pub mod bench;
 pub mod channel;
 pub mod cli;
 pub mod duration;
+pub mod hash;
 pub mod launch;
 pub mod node;
 pub mod ready;

@@ -55,13 +55,7 @@ impl LinkId {
 
     /// A stable number for seeding this link's randomness from the run's seed.
     fn salt(&self) -> u64 {
-        self.from
-            .bytes()
-            .chain([b'>'])
-            .chain(self.to.bytes())
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
+        distlab_runtime::hash::fnv1a(self.from.bytes().chain([b'>']).chain(self.to.bytes()))
     }
 }
 

@@ -67,17 +67,15 @@ impl Fingerprint {
     }
 
     fn of(parts: &[&[u8]]) -> Self {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut hash = OFFSET;
-        for part in parts {
-            // Length-prefix each part so ("ab","c") and ("a","bc") differ.
-            for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(PRIME);
-            }
-        }
-        Self(hash)
+        // Length-prefix each part so ("ab","c") and ("a","bc") differ.
+        Self(distlab_runtime::hash::fnv1a(parts.iter().flat_map(
+            |part| {
+                (part.len() as u64)
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain(part.iter().copied())
+            },
+        )))
     }
 }
 

@@ -48,9 +48,8 @@ fn replica_refusal(e: &ReplicaError) -> Status {
 impl BrokerApi {
     fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<Replica>>, Status> {
         self.broker.replica(topic, partition).ok_or_else(|| {
-            let known = self
-                .broker
-                .metadata()
+            let metadata = self.broker.metadata();
+            let known = metadata
                 .topics
                 .iter()
                 .any(|t| t.name == topic && (partition as usize) < t.partitions.len());
@@ -67,7 +66,7 @@ impl BrokerApi {
                     "unknown_topic_or_partition",
                     format!(
                         "no partition {name} (as of metadata version {})",
-                        self.broker.metadata().version
+                        metadata.version
                     ),
                 )
             }

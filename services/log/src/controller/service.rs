@@ -114,7 +114,7 @@ impl ControllerApi {
     }
 
     fn metadata(&self) -> pb::ClusterMetadata {
-        let version = self.machine.subscribe().borrow().map_or(0, |id| id.index);
+        let version = self.machine.applied().map_or(0, |id| id.index);
         self.machine
             .read(|m| cluster_metadata(m, version, &self.names.name(self.me)))
     }
