@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raftkv/v1/raftkv.proto",
         "proto/log/v1/controller.proto",
         "proto/log/v1/broker.proto",
+        "proto/log/v1/group.proto",
         "proto/cache/v1/cache.proto",
         "proto/etcd/kv.proto",
     ];

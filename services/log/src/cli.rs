@@ -2,7 +2,8 @@
 //!
 //! `log serve --role controller|broker ...` runs a node (the same as `lab node log`);
 //! `log topics create|list|describe` manage topics through the controller quorum;
-//! `log produce` sends stdin's lines, `log consume` prints a partition.
+//! `log produce` sends stdin's lines, `log consume` prints a partition (or, with `--group`,
+//! the partitions a consumer group assigns it); `log groups list|describe` show the groups.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -14,7 +15,9 @@ use distlab_runtime::node::run_cli;
 use distlab_runtime::retry::RetryPolicy;
 
 use crate::client::{LogClient, Producer};
+use crate::consumer::{Consumed, GroupConfig, GroupConsumer};
 use crate::controller::client::ControllerClient;
+use crate::group::Assignor;
 use crate::node::{self, LogNodeArgs};
 
 /// Project 3 of distlab: Kafka-lite, a replicated commit log.
@@ -56,14 +59,24 @@ pub enum Command {
         #[command(flatten)]
         brokers: BrokerArgs,
     },
-    /// Print a partition's messages, one per line.
+    /// Print a partition's messages, one per line; with --group, as a member of a consumer
+    /// group (every partition the group assigns it, from the group's committed offsets).
     Consume {
         topic: String,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "group")]
         partition: u32,
         /// The first offset (default: the log's start).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "group")]
         offset: Option<u64>,
+        /// Read as a member of this consumer group, committing what was printed.
+        #[arg(long)]
+        group: Option<String>,
+        /// How the group splits partitions: `range` or `roundrobin`.
+        #[arg(long, value_parser = Assignor::parse, default_value = "range", requires = "group")]
+        assignor: Assignor,
+        /// A member silent this long is removed from the group.
+        #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "3s", requires = "group")]
+        session_timeout: Duration,
         /// Keep waiting for new messages (until interrupted).
         #[arg(long)]
         follow: bool,
@@ -73,6 +86,21 @@ pub enum Command {
         #[command(flatten)]
         brokers: BrokerArgs,
     },
+    /// List consumer groups, or describe one (members, assignment, committed offsets, lag).
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+        #[command(flatten)]
+        brokers: BrokerArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupsCommand {
+    /// Every group the brokers coordinate, with its coordinator.
+    List,
+    /// A group's state, generation, members and their partitions, committed offsets and lag.
+    Describe { group: String },
 }
 
 /// `0`, `1` or `all` (`-1`).
@@ -210,11 +238,31 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Consume {
             topic,
+            group: Some(group),
+            assignor,
+            session_timeout,
+            follow,
+            verbose,
+            brokers,
+            ..
+        } => {
+            let client = brokers.connect().await?;
+            partition_count(&client, &topic)?;
+            let mut config = GroupConfig::new(&group, "log-consume", vec![topic]);
+            config.assignor = assignor;
+            config.session_timeout = session_timeout;
+            config.rebalance_timeout = session_timeout;
+            config.heartbeat_every = (session_timeout / 6).max(Duration::from_millis(50));
+            consume_in_group(GroupConsumer::new(client, config), follow, verbose).await
+        }
+        Command::Consume {
+            topic,
             partition,
             offset,
             follow,
             verbose,
             brokers,
+            ..
         } => {
             let client = brokers.connect().await?;
             let partitions = partition_count(&client, &topic)?;
@@ -225,6 +273,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
             consume(&client, &topic, partition, offset, follow, verbose).await
         }
+        Command::Groups { command, brokers } => groups(command, brokers.connect().await?).await,
     }
 }
 
@@ -346,6 +395,147 @@ async fn consume(
             return Ok(());
         }
     }
+}
+
+fn print_record(consumed: &Consumed, verbose: bool) {
+    let record = &consumed.record;
+    let value = String::from_utf8_lossy(&record.value);
+    if verbose {
+        let key = record
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        println!(
+            "{}\t{}\t{}\t{value}",
+            consumed.partition,
+            record.offset,
+            key.unwrap_or_default()
+        );
+    } else {
+        println!("{value}");
+    }
+}
+
+/// Reads as a group member: without `follow`, until a poll finds nothing new; with it, until
+/// interrupted. Commits after every poll and leaves at the end.
+async fn consume_in_group(
+    mut consumer: GroupConsumer,
+    follow: bool,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        if let Some(joined) = consumer.ensure_joined().await? {
+            let partitions: Vec<String> =
+                joined.assignment.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "joined generation {} as {} with [{}] in {} ms",
+                joined.generation,
+                joined.member_id,
+                partitions.join(", "),
+                joined.took.as_millis()
+            );
+        }
+        let polled = tokio::select! {
+            polled = consumer.poll(Duration::from_millis(500)) => polled?,
+            _ = &mut interrupted => break,
+        };
+        for consumed in &polled {
+            print_record(consumed, verbose);
+        }
+        if let Err(status) = consumer.commit().await {
+            eprintln!(
+                "commit refused ({}); rejoining",
+                distlab_runtime::rpc::describe(&status)
+            );
+        }
+        if polled.is_empty() && !follow && !consumer.needs_join() {
+            break;
+        }
+    }
+    consumer.close().await?;
+    Ok(())
+}
+
+async fn groups(command: GroupsCommand, client: LogClient) -> anyhow::Result<()> {
+    match command {
+        GroupsCommand::List => {
+            let groups = client.list_groups().await?;
+            if groups.is_empty() {
+                println!("(no groups)");
+            }
+            for (group, coordinator) in groups {
+                println!("{group:<24} coordinator {coordinator}");
+            }
+        }
+        GroupsCommand::Describe { group } => {
+            let request = pb::DescribeGroupRequest {
+                group: group.clone(),
+            };
+            let g = client
+                .at_coordinator(&group, None, |mut rpc, attempt| {
+                    let request = distlab_raft::leader::with_timeout(request.clone(), attempt);
+                    async move { rpc.describe_group(request).await }
+                })
+                .await?;
+            print!("{}", describe_group(&g));
+        }
+    }
+    Ok(())
+}
+
+/// A group as `log groups describe` prints it.
+fn describe_group(g: &pb::GroupDescription) -> String {
+    let mut out = format!(
+        "group {} · coordinator {} · {} · generation {} · assignor {} · rebalances {}\n",
+        g.group,
+        g.coordinator,
+        g.state,
+        g.generation,
+        if g.assignor.is_empty() {
+            "-"
+        } else {
+            &g.assignor
+        },
+        g.rebalances
+    );
+    if let Some(r) = &g.last_rebalance {
+        out.push_str(&format!(
+            "  last rebalance: generation {} with {} members in {} ms ({})\n",
+            r.generation, r.members, r.took_ms, r.reason
+        ));
+    }
+    for m in &g.members {
+        let partitions: Vec<String> = m
+            .assignment
+            .iter()
+            .map(|p| format!("{}/{}", p.topic, p.partition))
+            .collect();
+        out.push_str(&format!(
+            "  member {:<28} partitions [{}] · heard {} ms ago\n",
+            m.member_id,
+            partitions.join(", "),
+            m.silent_ms
+        ));
+    }
+    let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for p in &g.partitions {
+        out.push_str(&format!(
+            "  {}/{:<3} committed {:<8} high watermark {:<8} lag {:<8} member {}\n",
+            p.topic,
+            p.partition,
+            or_dash(p.committed),
+            or_dash(p.high_watermark),
+            or_dash(p.lag),
+            if p.member_id.is_empty() {
+                "-"
+            } else {
+                &p.member_id
+            },
+        ));
+    }
+    out
 }
 
 async fn topics(command: TopicsCommand, controller: ControllerClient) -> anyhow::Result<()> {

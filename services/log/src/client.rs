@@ -33,9 +33,25 @@ const REROUTE: &[&str] = &[
     "request_timed_out",
 ];
 
+/// A broker's group coordinator API.
+pub type GroupRpc =
+    pb::group_coordinator_client::GroupCoordinatorClient<distlab_runtime::channel::TracedChannel>;
+
+/// Refusals after which a group's coordinator must be looked up again.
+const FIND_AGAIN: &[&str] = &[
+    "not_coordinator",
+    "coordinator_not_available",
+    "coordinator_load_in_progress",
+];
+
 #[derive(Clone)]
 pub struct LogClient {
     brokers: Arc<BTreeMap<String, BrokerRpc>>,
+    groups: Arc<BTreeMap<String, GroupRpc>>,
+    /// The coordinator of each group, as last found.
+    coordinators: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Which broker the next FindCoordinator goes to.
+    next_broker: Arc<std::sync::atomic::AtomicUsize>,
     metadata: Arc<Mutex<pb::ClusterMetadata>>,
     policy: RetryPolicy,
     metrics: ClientMetrics,
@@ -49,12 +65,20 @@ impl LogClient {
         brokers: &[(String, SocketAddr)],
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        let rpcs = distlab_runtime::channel::per_node(brokers, &policy)?
+        let channels = distlab_runtime::channel::per_node(brokers, &policy)?;
+        let groups = channels
+            .iter()
+            .map(|(name, channel)| (name.clone(), GroupRpc::new(channel.clone())))
+            .collect();
+        let rpcs = channels
             .into_iter()
             .map(|(name, channel)| (name, broker_rpc(channel)))
             .collect();
         Ok(Self {
             brokers: Arc::new(rpcs),
+            groups: Arc::new(groups),
+            coordinators: Arc::default(),
+            next_broker: Arc::default(),
             metadata: Arc::default(),
             policy,
             metrics: ClientMetrics::default(),
@@ -305,6 +329,127 @@ impl LogClient {
             .await?;
         Ok((reply.producer_id, reply.producer_epoch as i16))
     }
+
+    /// The policy calls run under.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The broker coordinating `group` (the first ask in a cluster creates
+    /// `__consumer_offsets`; the answer comes once it has leaders).
+    pub async fn find_coordinator(&self, group: &str) -> Result<String, Status> {
+        let policy = RetryPolicy {
+            max_attempts: self.policy.max_attempts.max(10),
+            ..self.policy.clone()
+        };
+        policy
+            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                self.find_coordinator_once(group, attempt)
+            })
+            .await
+    }
+
+    /// One FindCoordinator, at the next broker in turn; remembers the answer.
+    async fn find_coordinator_once(
+        &self,
+        group: &str,
+        attempt: distlab_runtime::retry::Attempt,
+    ) -> Result<String, Status> {
+        let i = self
+            .next_broker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut rpc = self
+            .groups
+            .values()
+            .nth(i % self.groups.len())
+            .cloned()
+            .expect("at least one broker");
+        let request = with_timeout(
+            pb::FindCoordinatorRequest {
+                group: group.to_string(),
+            },
+            attempt,
+        );
+        let reply = rpc
+            .find_coordinator(request)
+            .await
+            .map_err(retried_if(FIND_AGAIN))?
+            .into_inner();
+        self.coordinators
+            .lock()
+            .unwrap()
+            .insert(group.to_string(), reply.coordinator.clone());
+        Ok(reply.coordinator)
+    }
+
+    /// Every group some broker coordinates, with its coordinator (brokers that do not answer
+    /// are skipped).
+    pub async fn list_groups(&self) -> Result<BTreeMap<String, String>, Status> {
+        let mut groups = BTreeMap::new();
+        let mut answered = false;
+        let mut last_error = Status::unavailable("no broker answered");
+        for (name, rpc) in self.groups.iter() {
+            let mut request = tonic::Request::new(pb::ListGroupsRequest {});
+            request.set_timeout(self.policy.attempt_timeout);
+            match rpc.clone().list_groups(request).await {
+                Ok(reply) => {
+                    answered = true;
+                    for group in reply.into_inner().groups {
+                        groups.insert(group, name.clone());
+                    }
+                }
+                Err(status) => last_error = status,
+            }
+        }
+        if answered {
+            Ok(groups)
+        } else {
+            Err(last_error)
+        }
+    }
+
+    /// Runs `call` at `group`'s coordinator under `policy` (the client's when `None`),
+    /// looking the coordinator up again whenever an answer says it moved.
+    pub async fn at_coordinator<T, F, Fut>(
+        &self,
+        group: &str,
+        policy: Option<&RetryPolicy>,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(GroupRpc, distlab_runtime::retry::Attempt) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let policy = policy.unwrap_or(&self.policy);
+        let call = Mutex::new(call);
+        policy
+            .call(Idempotence::Idempotent, &self.metrics, |attempt| {
+                let call = &call;
+                async move {
+                    let known = self.coordinators.lock().unwrap().get(group).cloned();
+                    let name = match known {
+                        Some(name) => name,
+                        None => self.find_coordinator_once(group, attempt).await?,
+                    };
+                    let rpc = self.groups.get(&name).cloned().ok_or_else(|| {
+                        Status::unavailable(format!(
+                            "the coordinator {name} is not a broker this client knows"
+                        ))
+                    })?;
+                    let pending = (call.lock().unwrap())(rpc, attempt);
+                    pending.await.map(|r| r.into_inner()).map_err(|status| {
+                        let find_again = refusal_kind(&status)
+                            .is_some_and(|k| FIND_AGAIN.contains(&k))
+                            || distlab_runtime::retry::is_retryable(&status);
+                        if find_again {
+                            self.coordinators.lock().unwrap().remove(group);
+                        }
+                        retried_if(FIND_AGAIN)(status)
+                    })
+                }
+            })
+            .await
+    }
 }
 
 /// What a consumer's fetch got.
@@ -411,6 +556,20 @@ impl Producer {
                 self.state.lock().unwrap().identity = None;
                 Err(status)
             }
+        }
+    }
+}
+
+/// Turns a refusal whose kind is in `kinds` into UNAVAILABLE (which the retry policy retries),
+/// keeping its kind and message for the caller.
+fn retried_if(kinds: &'static [&'static str]) -> impl Fn(Status) -> Status {
+    move |status| {
+        if refusal_kind(&status).is_some_and(|k| kinds.contains(&k)) {
+            let mut again = Status::unavailable(status.message().to_string());
+            *again.metadata_mut() = status.metadata().clone();
+            again
+        } else {
+            status
         }
     }
 }

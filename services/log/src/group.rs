@@ -15,7 +15,9 @@
 //!   (a rebalance), as is one that **leaves**.
 //! - Offsets are **committed** by members of the current generation only (a zombie from an
 //!   older generation is refused, so it cannot move a partition's offset after it was
-//!   reassigned).
+//!   reassigned). A member may still commit while a rebalance is being prepared (its
+//!   generation is still the current one): it commits what it read before it rejoins.
+//! - A member waiting in a join is not expired: the rebalance timeout bounds its wait.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +30,7 @@ pub struct TopicPartition {
 
 impl std::fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
+        write!(f, "{}/{}", self.topic, self.partition)
     }
 }
 
@@ -172,6 +174,33 @@ pub enum GroupError {
     IllegalGeneration { got: u32, current: u32 },
     #[error("the group is rebalancing: join again")]
     RebalanceInProgress,
+    #[error("the group uses the {group} assignor, not {asked}")]
+    InconsistentAssignor {
+        group: &'static str,
+        asked: &'static str,
+    },
+}
+
+impl GroupError {
+    /// The `log-error` kind a refusal carries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownMember(_) => "unknown_member_id",
+            Self::IllegalGeneration { .. } => "illegal_generation",
+            Self::RebalanceInProgress => "rebalance_in_progress",
+            Self::InconsistentAssignor { .. } => "inconsistent_group_protocol",
+        }
+    }
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::PreparingRebalance => "preparing_rebalance",
+            Self::Stable => "stable",
+        }
+    }
 }
 
 /// What a joining member is told once its generation forms.
@@ -195,11 +224,17 @@ pub struct Group {
     /// When the current rebalance began, and why.
     rebalancing: Option<(i64, String)>,
     last_rebalance: Option<Rebalance>,
+    rebalances: u32,
+    /// Part of every member id this group gives, so ids from another incarnation of the group
+    /// (an earlier coordinator) are never given again.
+    incarnation: String,
     next_member: u64,
 }
 
 impl Group {
-    pub fn new(id: &str, assignor: Assignor, rebalance_timeout_ms: i64) -> Self {
+    /// A group without members. `incarnation` goes into the member ids it gives (e.g. the
+    /// coordinator and its leader epoch): unique per coordinator incarnation.
+    pub fn new(id: &str, assignor: Assignor, rebalance_timeout_ms: i64, incarnation: &str) -> Self {
         Self {
             id: id.to_string(),
             state: GroupState::Empty,
@@ -210,8 +245,24 @@ impl Group {
             rebalance_timeout_ms,
             rebalancing: None,
             last_rebalance: None,
+            rebalances: 0,
+            incarnation: incarnation.to_string(),
             next_member: 0,
         }
+    }
+
+    pub fn assignor(&self) -> Assignor {
+        self.assignor
+    }
+
+    /// Completed rebalances since this group was formed here.
+    pub fn rebalances(&self) -> u32 {
+        self.rebalances
+    }
+
+    /// When the current rebalance began, and why (`None` unless preparing one).
+    pub fn rebalancing(&self) -> Option<&(i64, String)> {
+        self.rebalancing.as_ref()
     }
 
     pub fn state(&self) -> GroupState {
@@ -244,6 +295,8 @@ impl Group {
 
     /// A consumer joins (`member_id` empty the first time: one is given). Returns the member
     /// id; the join is answered by [`Group::joined`] once the generation forms.
+    /// `assignor`: the one the member asks for; a group without members adopts it, one with
+    /// members refuses another. `rebalance_timeout_ms`, likewise, is the first member's.
     pub fn join(
         &mut self,
         member_id: &str,
@@ -254,7 +307,7 @@ impl Group {
     ) -> Result<String, GroupError> {
         let id = if member_id.is_empty() {
             self.next_member += 1;
-            format!("{client_id}-{}", self.next_member)
+            format!("{client_id}-{}-{}", self.incarnation, self.next_member)
         } else if self.members.contains_key(member_id) {
             member_id.to_string()
         } else {
@@ -284,6 +337,27 @@ impl Group {
             self.members.get_mut(&id).expect("inserted").joined = true;
         }
         Ok(id)
+    }
+
+    /// Sets the assignor and rebalance timeout for the next members, if the group has none
+    /// (a group with members keeps its own; asking for another assignor is refused).
+    pub fn adopt(
+        &mut self,
+        assignor: Assignor,
+        rebalance_timeout_ms: i64,
+    ) -> Result<(), GroupError> {
+        if self.members.is_empty() {
+            self.assignor = assignor;
+            self.rebalance_timeout_ms = rebalance_timeout_ms;
+            Ok(())
+        } else if assignor != self.assignor {
+            Err(GroupError::InconsistentAssignor {
+                group: self.assignor.name(),
+                asked: assignor.name(),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// The answer to `member_id`'s join, once its generation formed (`None`: keep waiting).
@@ -317,14 +391,18 @@ impl Group {
         self.check_member(member_id, generation, now_ms)
     }
 
-    /// Whether `member_id` may commit offsets in `generation`.
+    /// Whether `member_id` may commit offsets in `generation`: the current one, also while
+    /// the next is being prepared.
     pub fn check_commit(
         &mut self,
         member_id: &str,
         generation: u32,
         now_ms: i64,
     ) -> Result<(), GroupError> {
-        self.check_member(member_id, generation, now_ms)
+        match self.check_member(member_id, generation, now_ms) {
+            Err(GroupError::RebalanceInProgress) if generation == self.generation => Ok(()),
+            other => other,
+        }
     }
 
     pub fn leave(&mut self, member_id: &str, now_ms: i64) -> Result<(), GroupError> {
@@ -341,9 +419,11 @@ impl Group {
     /// rejoined completes. `topics`: partition counts of the subscribed topics. Returns the
     /// removed members.
     pub fn tick(&mut self, now_ms: i64, topics: &BTreeMap<String, u32>) -> Vec<String> {
+        let preparing = self.state == GroupState::PreparingRebalance;
         let expired: Vec<String> = self
             .members
             .values()
+            .filter(|m| !(preparing && m.joined))
             .filter(|m| now_ms.saturating_sub(m.last_heard_ms) > m.session_timeout_ms)
             .map(|m| m.id.clone())
             .collect();
@@ -436,6 +516,7 @@ impl Group {
             .collect();
         self.assignment = self.assignor.assign(&subscriptions, &subscribed);
         self.state = GroupState::Stable;
+        self.rebalances += 1;
         self.last_rebalance = Some(Rebalance {
             generation: self.generation,
             reason,
@@ -503,7 +584,7 @@ mod tests {
     #[test]
     fn members_join_rebalance_and_expire() {
         let partitions = counts(&[("orders", 4)]);
-        let mut group = Group::new("g", Assignor::Range, 3_000);
+        let mut group = Group::new("g", Assignor::Range, 3_000, "i1");
         let a = group
             .join("", "app", topics(&["orders"]), 1_000, 0)
             .unwrap();
@@ -552,6 +633,7 @@ mod tests {
             Err(GroupError::IllegalGeneration { got: 1, current: 2 })
         );
         assert_eq!(group.check_commit(&a, 2, 160), Ok(()));
+        assert!(a.starts_with("app-i1-"), "{a}");
 
         // c dies: no heartbeat for longer than its session timeout.
         for t in [500, 900, 1_100] {
@@ -561,6 +643,9 @@ mod tests {
         }
         assert_eq!(group.tick(1_201, &partitions), vec![c.clone()]);
         assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // While it prepares, the current generation may still commit what it read.
+        assert_eq!(group.check_commit(&a, 2, 1_201), Ok(()));
+        assert_eq!(group.rebalances(), 2);
         assert_eq!(
             group.heartbeat(&c, 2, 1_202),
             Err(GroupError::UnknownMember(c))
@@ -579,7 +664,7 @@ mod tests {
     #[test]
     fn a_member_that_does_not_rejoin_in_time_is_dropped() {
         let partitions = counts(&[("t", 2)]);
-        let mut group = Group::new("g", Assignor::RoundRobin, 500);
+        let mut group = Group::new("g", Assignor::RoundRobin, 500, "i1");
         let a = group.join("", "x", topics(&["t"]), 10_000, 0).unwrap();
         let b = group.join("", "x", topics(&["t"]), 10_000, 0).unwrap();
         group.tick(1, &partitions);
@@ -592,5 +677,39 @@ mod tests {
         assert_eq!(group.sync(&c, 2, 610).unwrap().len(), 2);
         group.leave(&c, 700).unwrap();
         assert_eq!(group.state(), GroupState::Empty);
+    }
+
+    /// A member that rejoined waits for the others without a heartbeat: its session does not
+    /// expire meanwhile (the rebalance timeout bounds the wait); an assignor other than the
+    /// group's is refused while it has members.
+    #[test]
+    fn a_member_waiting_in_a_join_does_not_expire() {
+        let partitions = counts(&[("t", 2)]);
+        let mut group = Group::new("g", Assignor::Range, 5_000, "i1");
+        let a = group.join("", "x", topics(&["t"]), 1_000, 0).unwrap();
+        let b = group.join("", "x", topics(&["t"]), 1_000, 0).unwrap();
+        group.tick(1, &partitions);
+        assert_eq!(
+            group.adopt(Assignor::RoundRobin, 5_000),
+            Err(GroupError::InconsistentAssignor {
+                group: "range",
+                asked: "roundrobin"
+            })
+        );
+        // a rejoins at 10 and waits; b's heartbeat at 900 is told to rejoin, but b is stuck.
+        group.join(&a, "x", topics(&["t"]), 1_000, 10).unwrap();
+        assert_eq!(
+            group.heartbeat(&b, 1, 900),
+            Err(GroupError::RebalanceInProgress)
+        );
+        assert_eq!(
+            group.tick(1_011, &partitions),
+            Vec::<String>::new(),
+            "a is waiting in its join"
+        );
+        assert_eq!(group.tick(1_901, &partitions), vec![b]);
+        assert_eq!(group.joined(&a).unwrap().generation, 2);
+        group.leave(&a, 5_020).unwrap();
+        assert_eq!(group.adopt(Assignor::RoundRobin, 2_000), Ok(()));
     }
 }

@@ -5,145 +5,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use distlab_log::client::{LogClient, Producer};
-use distlab_log::controller::client::ControllerClient;
 use distlab_log::controller::service::refusal_kind;
 use distlab_proto::log::v1 as pb;
-use distlab_runtime::launch::{NodeProcess, free_ports};
 use distlab_runtime::retry::RetryPolicy;
 use nix::sys::signal::Signal;
-use serde_json::Value;
+use support::cluster::{BROKERS, cluster_with_topic};
 use support::metadata_until;
-use tokio::process::Command;
-
-const CONTROLLERS: [&str; 3] = ["c1", "c2", "c3"];
-const BROKERS: [&str; 3] = ["b1", "b2", "b3"];
-
-struct Cluster {
-    ports: BTreeMap<&'static str, SocketAddr>,
-    dirs: BTreeMap<&'static str, tempfile::TempDir>,
-    nodes: BTreeMap<&'static str, NodeProcess>,
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        let names: Vec<&'static str> = CONTROLLERS.into_iter().chain(BROKERS).collect();
-        let ports = free_ports(names.len()).unwrap();
-        let mut cluster = Self {
-            ports: names.iter().copied().zip(ports).collect(),
-            dirs: names
-                .iter()
-                .map(|n| (*n, tempfile::tempdir().unwrap()))
-                .collect(),
-            nodes: BTreeMap::new(),
-        };
-        for name in names {
-            cluster.start_node(name).await;
-        }
-        cluster
-    }
-
-    async fn start_node(&mut self, name: &'static str) {
-        let role = if CONTROLLERS.contains(&name) {
-            "controller"
-        } else {
-            "broker"
-        };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_log"));
-        command
-            .args([
-                "serve",
-                "--role",
-                role,
-                "--id",
-                name,
-                "--controllers",
-                "c1,c2,c3",
-            ])
-            .arg("--listen")
-            .arg(self.ports[name].to_string())
-            .args(["--admin", "127.0.0.1:0"])
-            .args([
-                "--broker-session-timeout",
-                "1s",
-                "--replica-lag-time-max",
-                "1s",
-            ])
-            .arg("--data-dir")
-            .arg(self.dirs[name].path());
-        for (peer, port) in &self.ports {
-            if *peer != name {
-                command.arg("--peer").arg(format!("{peer}={port}"));
-            }
-        }
-        let node = NodeProcess::spawn(command, Duration::from_secs(20))
-            .await
-            .unwrap();
-        self.nodes.insert(name, node);
-    }
-
-    fn addresses(&self, names: &[&str]) -> Vec<(String, SocketAddr)> {
-        names
-            .iter()
-            .map(|n| (n.to_string(), self.ports[n]))
-            .collect()
-    }
-
-    fn controller(&self) -> ControllerClient {
-        let policy = RetryPolicy {
-            max_attempts: 50,
-            attempt_timeout: Duration::from_secs(2),
-            deadline: Duration::from_secs(20),
-            ..RetryPolicy::default()
-        };
-        ControllerClient::connect_lazy(&self.addresses(&CONTROLLERS), policy).unwrap()
-    }
-
-    fn client(&self) -> LogClient {
-        let policy = RetryPolicy {
-            max_attempts: 100,
-            attempt_timeout: Duration::from_secs(2),
-            deadline: Duration::from_secs(20),
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        };
-        LogClient::connect_lazy(&self.addresses(&BROKERS), policy).unwrap()
-    }
-
-    async fn status(&self, name: &str) -> Value {
-        let url = format!("http://{}/status", self.nodes[name].ready().admin);
-        reqwest::get(url).await.unwrap().json().await.unwrap()
-    }
-}
 
 fn partition0(metadata: &pb::ClusterMetadata) -> &pb::PartitionInfo {
     &metadata.topics[0].partitions[0]
-}
-
-/// Starts the cluster and creates topic `t`: one partition, three replicas, `min_insync`.
-async fn cluster_with_topic(min_insync: u32) -> (Cluster, ControllerClient) {
-    let cluster = Cluster::start().await;
-    let controller = cluster.controller();
-    metadata_until(&controller, "three live brokers", |m| {
-        m.brokers.iter().filter(|b| !b.fenced).count() == 3
-    })
-    .await;
-    controller
-        .create_topic(pb::CreateTopicRequest {
-            name: "t".into(),
-            partitions: 1,
-            replication_factor: 3,
-            min_insync_replicas: min_insync,
-            unclean_leader_election: false,
-        })
-        .await
-        .unwrap();
-    (cluster, controller)
 }
 
 /// Everything a consumer can read from `t`/0, as text.
@@ -168,7 +41,7 @@ async fn consume_all(client: &LogClient) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_loses_and_duplicates_nothing_when_the_leader_is_killed() {
-    let (mut cluster, controller) = cluster_with_topic(2).await;
+    let (mut cluster, controller) = cluster_with_topic(1, 2).await;
     let client = cluster.client();
     client.refresh_metadata().await.unwrap();
     let producer = Producer::new(client.clone(), pb::Acks::All, true)
@@ -232,7 +105,7 @@ async fn acks_all_loses_and_duplicates_nothing_when_the_leader_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_follower_leaves_the_isr_and_acks_all_needs_min_insync() {
-    let (cluster, controller) = cluster_with_topic(2).await;
+    let (cluster, controller) = cluster_with_topic(1, 2).await;
     let client = cluster.client();
     client.refresh_metadata().await.unwrap();
     let producer = Producer::new(client.clone(), pb::Acks::All, true)

@@ -3,6 +3,7 @@
 //! - [`replica`]: one partition on this broker (its log; leader, follower or offline).
 //! - [`service`]: the `log.v1.Broker` gRPC API.
 //! - [`fetcher`]: a follower's loop: truncate to the leader's epoch boundary, then fetch.
+//! - [`coordinator`]: the consumer groups whose `__consumer_offsets` partition it leads.
 //! - [`node`]: flags and wiring; [`status`]: what the lab sees.
 //!
 //! This module holds the broker's shared state and the tasks that keep it in step with the
@@ -10,6 +11,7 @@
 //! each partition as it says), propose ISR changes (a follower that caught up, one that fell
 //! behind), flush logs on the fsync interval.
 
+pub mod coordinator;
 pub mod fetcher;
 pub mod node;
 pub mod replica;
@@ -69,6 +71,7 @@ pub struct Broker {
     started: Instant,
     /// Producer ids handed out from the block the controller gave: (next, end).
     producer_ids: tokio::sync::Mutex<(u64, u64)>,
+    pub coordinator: coordinator::Coordinator,
 }
 
 impl Broker {
@@ -92,6 +95,7 @@ impl Broker {
             metadata: watch::channel(pb::ClusterMetadata::default()).0,
             started: Instant::now(),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            coordinator: coordinator::Coordinator::default(),
         }
     }
 

@@ -18,6 +18,7 @@ use distlab_runtime::retry::RetryPolicy;
 use serde_json::json;
 use tonic::service::Routes;
 
+use super::coordinator::{self, GroupApi};
 use super::service::BrokerApi;
 use super::status::BrokerStatus;
 use super::{
@@ -144,6 +145,7 @@ pub async fn run(
     ));
     tokio::spawn(follow_metadata(broker.clone(), poller, shutdown.clone()));
     tokio::spawn(housekeeping(broker.clone(), shutdown.clone()));
+    tokio::spawn(coordinator::run(broker.clone(), shutdown.clone()));
 
     let status = Arc::new(BrokerStatus {
         broker: broker.clone(),
@@ -163,7 +165,12 @@ pub async fn run(
         pb::broker_server::BrokerServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-    );
+    )
+    .add_service(pb::group_coordinator_server::GroupCoordinatorServer::new(
+        GroupApi {
+            broker: broker.clone(),
+        },
+    ));
     let served = node.serve(routes, status).await;
     // Tell the controller this broker is leaving (leadership moves at once).
     let _ = tokio::time::timeout(Duration::from_secs(3), registration).await;

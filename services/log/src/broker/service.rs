@@ -45,38 +45,92 @@ fn replica_refusal(e: &ReplicaError) -> Status {
     refusal(code, e.kind(), e.to_string())
 }
 
+/// The replica of `topic`/`partition` on `broker`, or the refusal saying why there is none
+/// (the partition is elsewhere, or does not exist).
+pub fn replica_of(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<Mutex<Replica>>, Status> {
+    broker.replica(topic, partition).ok_or_else(|| {
+        let metadata = broker.metadata();
+        let known = metadata
+            .topics
+            .iter()
+            .any(|t| t.name == topic && (partition as usize) < t.partitions.len());
+        let name = partition_name(topic, partition);
+        if known {
+            refusal(
+                tonic::Code::FailedPrecondition,
+                "not_leader_or_follower",
+                format!("{} does not replicate {name}", broker.me),
+            )
+        } else {
+            refusal(
+                tonic::Code::NotFound,
+                "unknown_topic_or_partition",
+                format!(
+                    "no partition {name} (as of metadata version {})",
+                    metadata.version
+                ),
+            )
+        }
+    })
+}
+
+/// Waits until `ready` holds for the replica's ends, or `wait` passes.
+async fn wait_for(replica: &Mutex<Replica>, wait: Duration, ready: impl Fn(Ends) -> bool) {
+    let mut ends = replica.lock().unwrap().watch();
+    let _ = tokio::time::timeout(wait, ends.wait_for(|e| ready(*e))).await;
+}
+
+/// Appends `batch` to `topic`/`partition`, which this broker must lead. With `acks_all`
+/// (refused below min.insync.replicas) the answer waits, up to `wait`, until the ISR holds
+/// the batch. Used by Produce and by the group coordinator's offset commits.
+pub async fn append(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    batch: &Batch,
+    acks_all: bool,
+    wait: Duration,
+) -> Result<pb::ProduceResponse, Status> {
+    let replica = replica_of(broker, topic, partition)?;
+    let (appended, leader_epoch) = replica
+        .lock()
+        .unwrap()
+        .produce(batch, acks_all, Broker::wall_ms())
+        .map_err(|e| replica_refusal(&e))?;
+    let (base_offset, last_offset) = appended.offsets();
+    if acks_all {
+        let wait = wait.min(MAX_WAIT);
+        wait_for(&replica, wait, |ends| ends.high_watermark > last_offset).await;
+        match replica.lock().unwrap().acks_all_outcome(last_offset) {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                return Err(refusal(
+                    tonic::Code::DeadlineExceeded,
+                    "request_timed_out",
+                    format!(
+                        "offset {last_offset} was appended but not replicated to the ISR within {} ms",
+                        wait.as_millis()
+                    ),
+                ));
+            }
+            Err(e) => return Err(replica_refusal(&e)),
+        }
+    }
+    Ok(pb::ProduceResponse {
+        base_offset,
+        last_offset,
+        duplicate: matches!(appended, Appended::Duplicate { .. }),
+        leader_epoch,
+    })
+}
+
 impl BrokerApi {
     fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<Replica>>, Status> {
-        self.broker.replica(topic, partition).ok_or_else(|| {
-            let metadata = self.broker.metadata();
-            let known = metadata
-                .topics
-                .iter()
-                .any(|t| t.name == topic && (partition as usize) < t.partitions.len());
-            let name = partition_name(topic, partition);
-            if known {
-                refusal(
-                    tonic::Code::FailedPrecondition,
-                    "not_leader_or_follower",
-                    format!("{} does not replicate {name}", self.broker.me),
-                )
-            } else {
-                refusal(
-                    tonic::Code::NotFound,
-                    "unknown_topic_or_partition",
-                    format!(
-                        "no partition {name} (as of metadata version {})",
-                        metadata.version
-                    ),
-                )
-            }
-        })
-    }
-
-    /// Waits until `ready` holds for the replica's ends, or `wait` passes.
-    async fn wait_for(replica: &Mutex<Replica>, wait: Duration, ready: impl Fn(Ends) -> bool) {
-        let mut ends = replica.lock().unwrap().watch();
-        let _ = tokio::time::timeout(wait, ends.wait_for(|e| ready(*e))).await;
+        replica_of(&self.broker, topic, partition)
     }
 }
 
@@ -97,38 +151,17 @@ impl pb::broker_server::Broker for BrokerApi {
                 format!("the batch: {e}"),
             )
         })?;
-        let replica = self.replica(&request.topic, request.partition)?;
-        let acks_all = acks == pb::Acks::All;
-        let (appended, leader_epoch) = replica
-            .lock()
-            .unwrap()
-            .produce(&batch, acks_all, Broker::wall_ms())
-            .map_err(|e| replica_refusal(&e))?;
-        let (base_offset, last_offset) = appended.offsets();
-        if acks_all {
-            let wait = Duration::from_millis(request.timeout_ms.into()).min(MAX_WAIT);
-            Self::wait_for(&replica, wait, |ends| ends.high_watermark > last_offset).await;
-            match replica.lock().unwrap().acks_all_outcome(last_offset) {
-                Ok(Some(())) => {}
-                Ok(None) => {
-                    return Err(refusal(
-                        tonic::Code::DeadlineExceeded,
-                        "request_timed_out",
-                        format!(
-                            "offset {last_offset} was appended but not replicated to the ISR within {} ms",
-                            wait.as_millis()
-                        ),
-                    ));
-                }
-                Err(e) => return Err(replica_refusal(&e)),
-            }
-        }
-        Ok(Response::new(pb::ProduceResponse {
-            base_offset,
-            last_offset,
-            duplicate: matches!(appended, Appended::Duplicate { .. }),
-            leader_epoch,
-        }))
+        let wait = Duration::from_millis(request.timeout_ms.into());
+        let answer = append(
+            &self.broker,
+            &request.topic,
+            request.partition,
+            &batch,
+            acks == pb::Acks::All,
+            wait,
+        )
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn fetch(
@@ -161,7 +194,7 @@ impl pb::broker_server::Broker for BrokerApi {
             let wait = Duration::from_millis(request.max_wait_ms.into()).min(MAX_WAIT);
             let offset = request.offset;
             let is_follower = follower.is_some();
-            Self::wait_for(&replica, wait, |ends| {
+            wait_for(&replica, wait, |ends| {
                 if is_follower {
                     ends.log_end > offset
                 } else {

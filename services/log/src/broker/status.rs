@@ -1,6 +1,7 @@
 //! What a broker shows the lab (`/status` detail): per partition it replicates, its role,
 //! leader and epoch, replicas and ISR, its log's start, end and high watermark, and on a
-//! leader each follower's progress (what the ISR view draws).
+//! leader each follower's progress (what the ISR view draws); and the consumer groups it
+//! coordinates, with members, assignment, committed offsets and lag (the lag view).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,8 +77,16 @@ impl NodeStatus for BrokerStatus {
                 })
             })
             .collect();
+        let groups: Vec<Value> = self
+            .broker
+            .coordinator
+            .describe_all(&self.broker)
+            .iter()
+            .map(group_detail)
+            .collect();
         json!({
             "service": "broker",
+            "groups": groups,
             "epoch": self.broker.epoch.load(Ordering::Relaxed),
             "metadata_version": metadata.version,
             "controller": metadata.controller,
@@ -85,4 +94,54 @@ impl NodeStatus for BrokerStatus {
             "config": self.config,
         })
     }
+}
+
+/// One coordinated group as JSON: lag per partition (`topic/partition`) and in total.
+fn group_detail(g: &distlab_proto::log::v1::GroupDescription) -> Value {
+    let lag: serde_json::Map<String, Value> = g
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                super::partition_name(&p.topic, p.partition),
+                json!({
+                    "committed": p.committed,
+                    "high_watermark": p.high_watermark,
+                    "lag": p.lag,
+                    "member": p.member_id,
+                }),
+            )
+        })
+        .collect();
+    let members: serde_json::Map<String, Value> = g
+        .members
+        .iter()
+        .map(|m| {
+            let assigned: Vec<String> = m
+                .assignment
+                .iter()
+                .map(|p| super::partition_name(&p.topic, p.partition))
+                .collect();
+            (
+                m.member_id.clone(),
+                json!({"assignment": assigned, "silent_ms": m.silent_ms}),
+            )
+        })
+        .collect();
+    json!({
+        "group": g.group,
+        "state": g.state,
+        "generation": g.generation,
+        "assignor": g.assignor,
+        "members": members,
+        "partitions": lag,
+        "total_lag": g.partitions.iter().filter_map(|p| p.lag).sum::<u64>(),
+        "rebalances": g.rebalances,
+        "last_rebalance": g.last_rebalance.as_ref().map(|r| json!({
+            "generation": r.generation,
+            "reason": r.reason,
+            "took_ms": r.took_ms,
+            "members": r.members,
+        })),
+    })
 }

@@ -1,5 +1,7 @@
 //! What the real-process tests share.
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use distlab_log::controller::client::ControllerClient;
