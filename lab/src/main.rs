@@ -120,6 +120,8 @@ enum CheckerName {
     HintsDrained,
     /// Acknowledged messages all read at the end, once, in order (Project 3).
     LogDelivery,
+    /// The consumer group read every message, caught up; rebalances and lag (Project 3).
+    GroupDelivery,
 }
 
 impl CheckerName {
@@ -134,6 +136,7 @@ impl CheckerName {
             CheckerName::KeyMovement => CheckSpec::KeyMovement,
             CheckerName::HintsDrained => CheckSpec::HintsDrained,
             CheckerName::LogDelivery => CheckSpec::LogDelivery,
+            CheckerName::GroupDelivery => CheckSpec::GroupDelivery,
         }
     }
 }

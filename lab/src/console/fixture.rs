@@ -20,6 +20,7 @@ pub fn node(id: &str, state: ProcessState, health: Health) -> NodeView {
             client: "127.0.0.1:1".parse().unwrap(),
             admin: None,
             restarts: u32::from(state == ProcessState::Down),
+            data_dir: std::path::PathBuf::from("/nonexistent"),
         },
         health,
         role: Some("server".into()),

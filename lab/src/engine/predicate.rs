@@ -1,8 +1,9 @@
 //! Predicates on a node's status, for `wait: {status: "detail.keys >= 8"}` steps.
 //!
 //! `PATH OP VALUE`: PATH is dotted into the node's `{"role": ..., "detail": {...}}` (as its
-//! `/status` reports them; a number steps into a list: `detail.partitions.0.role`); OP is one of `== != >= <= > <`; VALUE is a number, `true`,
-//! `false`, or a word (compared as a string; it may be quoted: `role == "leader"`, and a quoted
+//! `/status` reports them; a number steps into a list, `detail.partitions.0.role`, and so does
+//! the `name` of one of its elements, `detail.partitions.events/0.role`); OP is one of
+//! `== != >= <= > <`; VALUE is a number, `true`, `false`, or a word (compared as a string; it may be quoted: `role == "leader"`, and a quoted
 //! `"5"` or `"true"` is the string). Numbers compare as numbers; everything else only
 //! with `==` and `!=`.
 
@@ -117,10 +118,14 @@ pub fn lookup<'a>(status: &'a serde_json::Value, path: &str) -> Option<&'a serde
         .filter(|v| !v.is_null())
 }
 
-/// One step of a path: a field of an object, or an element of a list by its number.
+/// One step of a path: a field of an object, or an element of a list by its number or by
+/// its `name` field (`detail.partitions.events/0.role`).
 fn step<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     match value {
-        serde_json::Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+        serde_json::Value::Array(items) => match key.parse::<usize>() {
+            Ok(index) => items.get(index),
+            Err(_) => items.iter().find(|item| item["name"] == key),
+        },
         _ => value.get(key),
     }
 }
@@ -148,12 +153,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_number_in_a_path_steps_into_a_list() {
-        let status = json!({"detail": {"partitions": [{"role": "leader"}, {"role": "follower"}]}});
+    fn a_number_or_a_name_in_a_path_steps_into_a_list() {
+        let status = json!({"detail": {"partitions": [
+            {"name": "t/0", "role": "leader"},
+            {"name": "t/1", "role": "follower"},
+        ]}});
         let p = StatusPredicate::parse("detail.partitions.1.role == follower").unwrap();
         assert!(p.holds(&status));
         let p = StatusPredicate::parse("detail.partitions.0.role == follower").unwrap();
         assert!(!p.holds(&status));
+        let p = StatusPredicate::parse("detail.partitions.t/1.role == follower").unwrap();
+        assert!(p.holds(&status));
         assert!(lookup(&status, "detail.partitions.2.role").is_none());
         assert!(lookup(&status, "detail.partitions.x").is_none());
     }

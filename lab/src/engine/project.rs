@@ -164,7 +164,9 @@ pub struct PlannedNode {
 }
 
 impl Project {
-    /// The nodes of a cluster of `nodes` nodes (fixed roles first, then the rest).
+    /// The nodes of a cluster of `nodes` nodes: the fixed roles first (in the order the
+    /// project lists them), then the `Rest` role's. So a plan for more nodes starts with the
+    /// plan for fewer (the supervisor's spare nodes come last).
     pub fn plan(&self, nodes: usize) -> Result<Vec<PlannedNode>, String> {
         let fixed: usize = self
             .roles
@@ -174,11 +176,13 @@ impl Project {
                 Count::Rest => 0,
             })
             .sum();
-        if nodes < fixed.max(1) {
+        // At least one node of every role.
+        let rest = usize::from(self.roles.iter().any(|r| matches!(r.count, Count::Rest)));
+        let least = (fixed + rest).max(1);
+        if nodes < least {
             return Err(format!(
-                "{} needs at least {} node(s), got {nodes}",
+                "{} needs at least {least} node(s), got {nodes}",
                 self.name,
-                fixed.max(1)
             ));
         }
         if nodes > 16 {
@@ -187,7 +191,12 @@ impl Project {
             ));
         }
         let mut planned = Vec::new();
-        for role in self.roles {
+        let fixed_first = self
+            .roles
+            .iter()
+            .filter(|r| matches!(r.count, Count::Fixed(_)))
+            .chain(self.roles.iter().filter(|r| matches!(r.count, Count::Rest)));
+        for role in fixed_first {
             let count = match role.count {
                 Count::Fixed(n) => n,
                 Count::Rest => nodes - fixed,
@@ -216,6 +225,12 @@ mod tests {
             ["n1", "n2", "n3"]
         );
         assert!(proj0.plan(0).unwrap_err().contains("at least 1"));
+        // Fixed roles first, then the rest: a bigger plan extends a smaller one.
+        let proj3 = find("proj3").unwrap();
+        let ids = |n| -> Vec<String> { proj3.plan(n).unwrap().into_iter().map(|p| p.id).collect() };
+        assert_eq!(ids(8), ["c1", "c2", "c3", "g1", "g2", "b1", "b2", "b3"]);
+        assert_eq!(ids(10)[..8], ids(8)[..]);
+        assert!(proj3.plan(5).unwrap_err().contains("at least 6"));
         assert!(
             find("proj99")
                 .unwrap_err()

@@ -168,6 +168,7 @@ pub fn run_checks(
                 CheckSpec::KeyMovement => check::cache::key_movement(events),
                 CheckSpec::HintsDrained => check::cache::hints_drained(events),
                 CheckSpec::LogDelivery => check::log::log_delivery(history),
+                CheckSpec::GroupDelivery => check::log::group_delivery(history, events),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

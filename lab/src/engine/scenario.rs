@@ -268,6 +268,10 @@ pub enum CheckSpec {
     /// Every message acknowledged with acks=all is read at the end, none twice, each
     /// producer's in order (loss with acks=1/0 is counted, not failed): Project 3.
     LogDelivery,
+    /// The consumer group caught up and its members, together, read every message the
+    /// partitions hold at the end (redeliveries counted; rebalances and lag measured):
+    /// Project 3.
+    GroupDelivery,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -286,6 +290,7 @@ impl CheckSpec {
             CheckSpec::KeyMovement => "key_movement",
             CheckSpec::HintsDrained => "hints_drained",
             CheckSpec::LogDelivery => "log_delivery",
+            CheckSpec::GroupDelivery => "group_delivery",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()

@@ -106,6 +106,7 @@ impl Session {
                 node: n.id,
                 role: n.role,
                 addr: n.client,
+                data_dir: n.data_dir,
             })
             .collect()
     }

@@ -82,6 +82,8 @@ pub struct NodeInfo {
     pub client: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub restarts: u32,
+    /// Its `--data-dir` (kept across restarts).
+    pub data_dir: PathBuf,
 }
 
 struct Slot {
@@ -539,6 +541,7 @@ impl Supervisor {
                 .expect("every node has a client link"),
             admin: alive.map(|p| p.ready().admin),
             restarts: slot.restarts,
+            data_dir: slot.dir.join("data"),
         };
         let exit = slot.process.as_ref().map(NodeProcess::exit_watch);
         self.published

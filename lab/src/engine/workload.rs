@@ -315,6 +315,8 @@ pub struct Target {
     /// Its role in the project (`node`, `controller`, `broker`...).
     pub role: &'static str,
     pub addr: SocketAddr,
+    /// Its data dir (what a node left there, e.g. a consumer's journal, for final reads).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// What the workload did on each node, for live figures (the console's sparklines): counts

@@ -1,17 +1,22 @@
 //! Project 3 in the lab: Kafka-lite (`services/log`): three controllers (Raft over the cluster
-//! metadata) and the rest brokers, a producer workload, and the delivery check.
+//! metadata), brokers, and two consumer nodes (`g1`, `g2`: members of consumer group `lab`
+//! reading `events`); a producer workload, and the delivery checks.
 //!
 //! The workload: each client is a producer (idempotent unless `acks: 0`) sending messages
 //! `PROCESS:SEQ` to topic `events` (3 partitions, replicated on up to 3 brokers,
 //! `min.insync.replicas` 2 when there are 2 or more), each keyed by one of the spec's keys so
 //! a key's messages share a partition. The client creates the topic if it is missing. At the
-//! end the runner reads every partition back (`log_delivery` checks it).
+//! end the runner waits for the group to catch up (its committed offsets at every partition's
+//! high watermark), records what each consumer node's journal says it read, and reads every
+//! partition back: `log_delivery` checks the producers' promises, `group_delivery` the
+//! group's.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use distlab_log::cli::partition_for_key;
 use distlab_log::client::{LogClient, Producer};
+use distlab_log::consumer::journal;
 use distlab_log::controller::client::ControllerClient;
 use distlab_log::controller::service::refusal_kind;
 use distlab_proto::log::v1 as pb;
@@ -45,8 +50,14 @@ pub const PROJECT: Project = Project {
             id_prefix: "b",
             flags: &["--role", "broker"],
         },
+        Role {
+            name: "consumer",
+            count: Count::Fixed(2),
+            id_prefix: "g",
+            flags: &["--role", "consumer", "--group", GROUP, "--topic", TOPIC],
+        },
     ],
-    default_nodes: 6,
+    default_nodes: 8,
     peer_links: PeerLinks::Tcp,
     node_flags: &["--controllers", "c1,c2,c3"],
     initial_members_flag: None,
@@ -56,6 +67,7 @@ pub const PROJECT: Project = Project {
     workload: &Producers,
     checks: &[
         CheckSpec::LogDelivery,
+        CheckSpec::GroupDelivery,
         // The controllers' Raft: their `became_leader` events.
         CheckSpec::ElectionSafety,
         CheckSpec::Availability { min: None },
@@ -64,6 +76,8 @@ pub const PROJECT: Project = Project {
 
 /// The workload's topic.
 pub const TOPIC: &str = "events";
+/// The consumer nodes' group.
+pub const GROUP: &str = "lab";
 const PARTITIONS: u32 = 3;
 
 /// The node table's figures and the views of a Project 3 console.
@@ -100,6 +114,14 @@ pub fn console() -> ProjectUi {
             Figure {
                 header: "meta v",
                 value: |n| detail_number(n, "metadata_version"),
+            },
+            Figure {
+                header: "gen",
+                value: |n| detail_number(n, "generation"),
+            },
+            Figure {
+                header: "lag",
+                value: |n| detail_number(n, "total_lag"),
             },
         ],
         views: vec![Box::new(ClusterView)],
@@ -177,6 +199,20 @@ impl Driver for Producers {
             let client =
                 LogClient::connect_lazy(&node_addrs(&with_role(targets, "broker")), policy)?;
             let _ = client.refresh_metadata().await;
+            let consumers = with_role(targets, "consumer");
+            if !consumers.is_empty() {
+                record_call(
+                    recorder,
+                    FINAL_PROCESS,
+                    "drain",
+                    GROUP,
+                    json!(null),
+                    drain_group(&client, deadline),
+                    |ends| Completion::ok(ends, Some(json!({"final": true}))),
+                )
+                .await;
+                record_journals(recorder, &consumers);
+            }
             for partition in 0..PARTITIONS {
                 let key = format!("{TOPIC}/{partition}");
                 record_call(
@@ -192,6 +228,129 @@ impl Driver for Producers {
             }
             Ok(())
         })
+    }
+}
+
+/// Waits (up to `deadline`) until group [`GROUP`] has committed every partition of `events`
+/// up to its high watermark; its committed offsets and the high watermarks.
+async fn drain_group(
+    client: &LogClient,
+    deadline: Duration,
+) -> Result<serde_json::Value, tonic::Status> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let group = client.describe_group(GROUP).await?;
+        let mut committed = serde_json::Map::new();
+        let mut ends = serde_json::Map::new();
+        let mut behind = 0;
+        for partition in 0..PARTITIONS {
+            let key = format!("{TOPIC}/{partition}");
+            let end = client.list_offsets(TOPIC, partition).await?.high_watermark;
+            let done = group
+                .partitions
+                .iter()
+                .find(|p| p.topic == TOPIC && p.partition == partition)
+                .and_then(|p| p.committed);
+            if done.unwrap_or(0) < end {
+                behind += 1;
+            }
+            committed.insert(key.clone(), json!(done));
+            ends.insert(key, json!(end));
+        }
+        if behind == 0 {
+            return Ok(json!({"committed": committed, "high_watermark": ends}));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "group {GROUP} did not catch up: committed {} of high watermarks {}",
+                serde_json::Value::Object(committed),
+                serde_json::Value::Object(ends)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Records what the consumer nodes' journals say the group read: one `consumed` operation
+/// per partition (value: its messages in the order they were read, by whichever member;
+/// meta: the members' nodes, the largest lag a read found, and the longest time between two
+/// reads, which under a steady workload is how long the partition went without a reader). A
+/// journal that cannot be read is a failed `consumed` operation keyed by its node; a missing
+/// one (the node never read anything) records nothing.
+fn record_journals(recorder: &Recorder, consumers: &[Target]) {
+    let mut entries: Vec<(String, journal::Entry)> = Vec::new();
+    for consumer in consumers {
+        let path = consumer.data_dir.join(journal::FILE);
+        if !path.exists() {
+            continue;
+        }
+        match journal::read(&path) {
+            Ok(read) => entries.extend(read.into_iter().map(|e| (consumer.node.clone(), e))),
+            Err(e) => {
+                let key = Some(consumer.node.as_str());
+                recorder.record(
+                    FINAL_PROCESS,
+                    OpType::Invoke,
+                    "consumed",
+                    key,
+                    json!(null),
+                    None,
+                );
+                recorder.record(
+                    FINAL_PROCESS,
+                    OpType::Fail,
+                    "consumed",
+                    key,
+                    json!(null),
+                    Some(format!("{e:#}")),
+                );
+            }
+        }
+    }
+    entries.sort_by_key(|(_, e)| e.at_ms);
+    let mut by_partition: std::collections::BTreeMap<&str, Vec<&(String, journal::Entry)>> =
+        std::collections::BTreeMap::new();
+    for entry in &entries {
+        by_partition
+            .entry(&entry.1.partition)
+            .or_default()
+            .push(entry);
+    }
+    for (partition, reads) in by_partition {
+        let values: Vec<&str> = reads
+            .iter()
+            .flat_map(|(_, e)| e.values.iter().map(String::as_str))
+            .collect();
+        let nodes: std::collections::BTreeSet<&str> =
+            reads.iter().map(|(node, _)| node.as_str()).collect();
+        let max_lag = reads.iter().map(|(_, e)| e.lag).max().unwrap_or(0);
+        let longest_gap_ms = reads
+            .windows(2)
+            .map(|w| w[1].1.at_ms - w[0].1.at_ms)
+            .max()
+            .unwrap_or(0);
+        recorder.record(
+            FINAL_PROCESS,
+            OpType::Invoke,
+            "consumed",
+            Some(partition),
+            json!(null),
+            None,
+        );
+        recorder.record_with(
+            FINAL_PROCESS,
+            OpType::Ok,
+            "consumed",
+            Some(partition),
+            json!(values),
+            None,
+            Some(json!({
+                "nodes": nodes,
+                "max_lag": max_lag,
+                "longest_gap_ms": longest_gap_ms,
+                "final": true,
+            })),
+        );
     }
 }
 

@@ -470,15 +470,7 @@ async fn groups(command: GroupsCommand, client: LogClient) -> anyhow::Result<()>
             }
         }
         GroupsCommand::Describe { group } => {
-            let request = pb::DescribeGroupRequest {
-                group: group.clone(),
-            };
-            let g = client
-                .at_coordinator(&group, None, |mut rpc, attempt| {
-                    let request = distlab_raft::leader::with_timeout(request.clone(), attempt);
-                    async move { rpc.describe_group(request).await }
-                })
-                .await?;
+            let g = client.describe_group(&group).await?;
             print!("{}", describe_group(&g));
         }
     }

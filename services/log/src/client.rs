@@ -408,6 +408,18 @@ impl LogClient {
         }
     }
 
+    /// `group` as its coordinator describes it: state, members, committed offsets, lag.
+    pub async fn describe_group(&self, group: &str) -> Result<pb::GroupDescription, Status> {
+        let request = pb::DescribeGroupRequest {
+            group: group.to_string(),
+        };
+        self.at_coordinator(group, None, |mut rpc, attempt| {
+            let request = with_timeout(request.clone(), attempt);
+            async move { rpc.describe_group(request).await }
+        })
+        .await
+    }
+
     /// Runs `call` at `group`'s coordinator under `policy` (the client's when `None`),
     /// looking the coordinator up again whenever an answer says it moved.
     pub async fn at_coordinator<T, F, Fut>(

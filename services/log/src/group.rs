@@ -225,6 +225,9 @@ pub struct Group {
     rebalancing: Option<(i64, String)>,
     last_rebalance: Option<Rebalance>,
     rebalances: u32,
+    /// The partition counts of the subscribed topics the assignment was made with: a change
+    /// (a topic created or grown) starts a rebalance.
+    assigned_counts: BTreeMap<String, u32>,
     /// Part of every member id this group gives, so ids from another incarnation of the group
     /// (an earlier coordinator) are never given again.
     incarnation: String,
@@ -246,6 +249,7 @@ impl Group {
             rebalancing: None,
             last_rebalance: None,
             rebalances: 0,
+            assigned_counts: BTreeMap::new(),
             incarnation: incarnation.to_string(),
             next_member: 0,
         }
@@ -416,9 +420,22 @@ impl Group {
 
     /// Time passes: members silent past their session timeout are removed; a rebalance past
     /// its timeout completes without the members that did not rejoin; one that everybody
-    /// rejoined completes. `topics`: partition counts of the subscribed topics. Returns the
-    /// removed members.
+    /// rejoined completes; a stable group whose subscribed topics changed their partition
+    /// counts (one was created, say) rebalances. `topics`: partition counts of the topics.
+    /// Returns the removed members.
     pub fn tick(&mut self, now_ms: i64, topics: &BTreeMap<String, u32>) -> Vec<String> {
+        if self.state == GroupState::Stable {
+            let counts = self.subscribed_counts(topics);
+            if counts != self.assigned_counts {
+                let changed: Vec<&String> = counts
+                    .keys()
+                    .chain(self.assigned_counts.keys())
+                    .filter(|t| counts.get(*t) != self.assigned_counts.get(*t))
+                    .collect();
+                let reason = format!("the partitions of {} changed", changed[0]);
+                self.begin_rebalance(reason, now_ms);
+            }
+        }
         let preparing = self.state == GroupState::PreparingRebalance;
         let expired: Vec<String> = self
             .members
@@ -452,6 +469,16 @@ impl Group {
             }
         }
         dropped
+    }
+
+    /// The partition counts of the topics some member subscribes to.
+    fn subscribed_counts(&self, topics: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+        let subscribed = self.subscribed_topics();
+        topics
+            .iter()
+            .filter(|(t, _)| subscribed.contains(*t))
+            .map(|(t, c)| (t.clone(), *c))
+            .collect()
     }
 
     fn check_member(
@@ -509,12 +536,9 @@ impl Group {
             .values()
             .map(|m| (m.id.clone(), m.topics.clone()))
             .collect();
-        let subscribed: BTreeMap<String, u32> = topics
-            .iter()
-            .filter(|(t, _)| subscriptions.values().any(|s| s.contains(*t)))
-            .map(|(t, c)| (t.clone(), *c))
-            .collect();
+        let subscribed = self.subscribed_counts(topics);
         self.assignment = self.assignor.assign(&subscriptions, &subscribed);
+        self.assigned_counts = subscribed;
         self.state = GroupState::Stable;
         self.rebalances += 1;
         self.last_rebalance = Some(Rebalance {
@@ -711,5 +735,26 @@ mod tests {
         assert_eq!(group.joined(&a).unwrap().generation, 2);
         group.leave(&a, 5_020).unwrap();
         assert_eq!(group.adopt(Assignor::RoundRobin, 2_000), Ok(()));
+    }
+
+    /// Members subscribed to a topic that does not exist yet get nothing; once it is created
+    /// the group rebalances and the partitions are assigned.
+    #[test]
+    fn a_topic_created_after_the_subscription_starts_a_rebalance() {
+        let mut group = Group::new("g", Assignor::Range, 5_000, "i1");
+        let a = group.join("", "x", topics(&["later"]), 10_000, 0).unwrap();
+        group.tick(1, &counts(&[("other", 4)]));
+        assert_eq!(group.sync(&a, 1, 2).unwrap(), vec![]);
+        group.tick(3, &counts(&[("other", 4)]));
+        assert_eq!(group.state(), GroupState::Stable, "nothing changed");
+        group.tick(4, &counts(&[("other", 4), ("later", 2)]));
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(
+            group.rebalancing().unwrap().1,
+            "the partitions of later changed"
+        );
+        group.join(&a, "x", topics(&["later"]), 10_000, 5).unwrap();
+        group.tick(6, &counts(&[("other", 4), ("later", 2)]));
+        assert_eq!(group.sync(&a, 2, 7).unwrap().len(), 2);
     }
 }

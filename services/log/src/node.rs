@@ -1,12 +1,13 @@
-//! `lab node log --role controller|broker ...`: one service, two kinds of node. Both take the
-//! node contract's flags and `--controllers` (which nodes form the controller quorum); each
-//! role has its own flags besides.
+//! `lab node log --role controller|broker|consumer ...`: one service, three kinds of node. All
+//! take the node contract's flags and `--controllers` (which nodes form the controller
+//! quorum); each role has its own flags besides.
 
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::{NodeArgs, NodeId};
 use distlab_runtime::node::Threads;
 
 use crate::broker::node::BrokerFlags;
+use crate::consumer::node::ConsumerFlags;
 use crate::controller::node::ControllerFlags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,6 +16,8 @@ pub enum NodeRole {
     Controller,
     /// A broker: partitions' logs, produce and fetch, replication, group coordination.
     Broker,
+    /// A consumer group member (what the lab kills to watch a rebalance).
+    Consumer,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,6 +38,8 @@ pub struct LogNodeArgs {
 
     #[command(flatten)]
     pub broker: BrokerFlags,
+    #[command(flatten)]
+    pub consumer: ConsumerFlags,
 }
 
 /// The node's command line. A flag given twice takes its last value, so the lab can add a
@@ -52,9 +57,9 @@ impl LogNodeArgs {
         let me = self.node.id.to_string();
         let peers: Vec<String> = self.node.peers.iter().map(|p| p.id.to_string()).collect();
         let given: Vec<String> = self.controllers.iter().map(|c| c.to_string()).collect();
-        if given.is_empty() && self.role == NodeRole::Broker {
+        if given.is_empty() && self.role != NodeRole::Controller {
             return Err(BadInput::new(
-                "a broker needs --controllers (the controller quorum's node ids)",
+                "a broker or consumer needs --controllers (the controller quorum's node ids)",
             ));
         }
         let quorum = distlab_raft::flags::first_members(
@@ -68,9 +73,9 @@ impl LogNodeArgs {
                 "--controllers {} does not name this controller ({me})",
                 quorum.join(",")
             ))),
-            NodeRole::Broker if quorum.contains(&me) => Err(BadInput::new(format!(
-                "--controllers names this broker ({me}); a node is one or the other"
-            ))),
+            NodeRole::Broker | NodeRole::Consumer if quorum.contains(&me) => Err(BadInput::new(
+                format!("--controllers names this node ({me}), which is not a controller"),
+            )),
             _ => Ok(quorum),
         }
     }
@@ -81,6 +86,7 @@ impl LogNodeArgs {
         match self.role {
             NodeRole::Controller => self.controller.check().map(|_| ()),
             NodeRole::Broker => self.broker.log_config().map(|_| ()),
+            NodeRole::Consumer => self.consumer.check(),
         }
     }
 }
@@ -133,6 +139,7 @@ pub async fn run(args: LogNodeArgs) -> anyhow::Result<()> {
             crate::controller::node::run(node_args, quorum, args.controller).await
         }
         NodeRole::Broker => crate::broker::node::run(node_args, quorum, args.broker).await,
+        NodeRole::Consumer => crate::consumer::node::run(node_args, quorum, args.consumer).await,
     }
 }
 
@@ -173,6 +180,16 @@ mod tests {
                 .to_string()
                 .contains("needs --controllers")
         );
+        let args = with(&["--role", "consumer", "--controllers", "c1,c2"]).unwrap();
+        assert!(
+            args.quorum()
+                .unwrap_err()
+                .to_string()
+                .contains("not a controller")
+        );
+        let args = with(&["--role", "consumer", "--controllers", "c2"]).unwrap();
+        let e = args.check().unwrap_err().to_string();
+        assert!(e.contains("needs --topic"), "{e}");
         assert!(parse(&["--id", "c1", "--role", "janitor"]).is_err());
         let e = check_flags(&["--broker-session-timeout".into(), "10ms".into()]).unwrap_err();
         assert!(e.contains("below 100ms"), "{e}");

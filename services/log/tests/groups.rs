@@ -99,17 +99,6 @@ async fn read_until_all(
     }
 }
 
-async fn describe(client: &LogClient) -> pb::GroupDescription {
-    let request = pb::DescribeGroupRequest { group: "g".into() };
-    client
-        .at_coordinator("g", None, |mut rpc, _| {
-            let request = request.clone();
-            async move { rpc.describe_group(request).await }
-        })
-        .await
-        .unwrap()
-}
-
 /// The group's description once `done` holds (20 s at most).
 async fn group_until(
     client: &LogClient,
@@ -118,7 +107,7 @@ async fn group_until(
 ) -> pb::GroupDescription {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let g = describe(client).await;
+        let g = client.describe_group("g").await.unwrap();
         if done(&g) {
             return g;
         }

@@ -10,10 +10,20 @@
 //! - no message appears twice (the idempotent producer's promise);
 //! - each producer's messages appear in a partition in the order it sent them;
 //! - nothing appears that no producer sent.
+//!
+//! And the consumer group's check, [`group_delivery`]: the runner's `drain` (the group's
+//! committed offsets reached every partition's high watermark) and the `consumed` operations
+//! it recorded from the consumer nodes' journals, against the final reads: every message the
+//! log holds at the end was read by some member (at least once: redeliveries after a
+//! rebalance are counted, not failed). The coordinators' `rebalance_completed` events give
+//! the rebalances and how long each took; the journals the largest lag a read found and the
+//! longest time a partition went between two reads (a dead member's partitions wait for its
+//! session to expire and the group to rebalance).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Verdict;
+use crate::engine::events::{Event, EventKind};
 use crate::engine::history::{FINAL_PROCESS, Op, OpType, invocations_and_completions};
 
 /// A message's producer and sequence number, from `PROCESS:SEQ`.
@@ -151,6 +161,177 @@ pub fn log_delivery(history: &[Op]) -> Verdict {
     }
 }
 
+/// The final reads: per partition, its messages (`None`: the read failed).
+fn final_reads(history: &[Op]) -> BTreeMap<&str, Option<Vec<&str>>> {
+    invocations_and_completions(history)
+        .into_iter()
+        .filter(|(_, op)| op.f == "read" && op.process >= FINAL_PROCESS)
+        .filter_map(|(_, op)| {
+            let messages = (op.kind == OpType::Ok).then(|| {
+                op.value
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
+                    .unwrap_or_default()
+            });
+            Some((op.key.as_deref()?, messages))
+        })
+        .collect()
+}
+
+pub fn group_delivery(history: &[Op], events: &[Event]) -> Verdict {
+    let checker = "group_delivery".to_string();
+    let mut drain: Option<(bool, String)> = None;
+    // Per partition: how many times each message was read by the group.
+    let mut consumed: BTreeMap<&str, HashMap<&str, usize>> = BTreeMap::new();
+    let mut journals_failed = Vec::new();
+    let mut max_lag = 0u64;
+    let mut longest_gap: Option<(u64, &str)> = None;
+    for (_, op) in invocations_and_completions(history) {
+        if op.process < FINAL_PROCESS {
+            continue;
+        }
+        match op.f.as_str() {
+            "drain" => {
+                drain = Some(if op.kind == OpType::Ok {
+                    (true, String::new())
+                } else {
+                    (false, op.error.clone().unwrap_or_default())
+                });
+            }
+            "consumed" if op.kind == OpType::Ok => {
+                let Some(partition) = op.key.as_deref() else {
+                    continue;
+                };
+                let counts = consumed.entry(partition).or_default();
+                for message in op.value.as_array().into_iter().flatten() {
+                    if let Some(m) = message.as_str() {
+                        *counts.entry(m).or_default() += 1;
+                    }
+                }
+                let meta = |field: &str| op.meta.as_ref().and_then(|m| m[field].as_u64());
+                max_lag = max_lag.max(meta("max_lag").unwrap_or(0));
+                if let Some(gap) = meta("longest_gap_ms")
+                    && longest_gap.is_none_or(|(g, _)| gap > g)
+                {
+                    longest_gap = Some((gap, partition));
+                }
+            }
+            "consumed" => journals_failed.push(format!(
+                "{}'s journal: {}",
+                op.key.as_deref().unwrap_or("?"),
+                op.error.as_deref().unwrap_or("unreadable")
+            )),
+            _ => {}
+        }
+    }
+    let rebalances: Vec<(f64, u64, String)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::NodeEvent && e.what.starts_with("rebalance_completed"))
+        .map(|e| {
+            (
+                e.t,
+                e.fields
+                    .get("took_ms")
+                    .and_then(|t| t.as_u64())
+                    .unwrap_or(0),
+                e.fields
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let Some((drained, drain_error)) = drain else {
+        return Verdict {
+            checker,
+            valid: true,
+            summary: "no consumer group in this run (no consumer nodes)".into(),
+            evidence: Vec::new(),
+            figures: Vec::new(),
+        };
+    };
+
+    let finals = final_reads(history);
+    let mut evidence = Vec::new();
+    if !drained {
+        evidence.push(format!("the group did not catch up: {drain_error}"));
+    }
+    evidence.extend(journals_failed.iter().cloned());
+    let (mut held, mut not_consumed, mut distinct, mut reads, mut gone, mut unread) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    for (partition, read) in &finals {
+        let Some(read) = read else {
+            unread += 1;
+            evidence.push(format!("{partition}: not read at the end"));
+            continue;
+        };
+        let counts = consumed.get(partition);
+        let in_log: BTreeSet<&str> = read.iter().copied().collect();
+        held += in_log.len();
+        for message in &in_log {
+            if counts.is_none_or(|c| !c.contains_key(message)) {
+                not_consumed += 1;
+                if evidence.len() < 20 {
+                    evidence.push(format!(
+                        "{partition}: {message} is in the log but no member read it"
+                    ));
+                }
+            }
+        }
+        for (message, n) in counts.into_iter().flatten() {
+            distinct += 1;
+            reads += n;
+            if !in_log.contains(message) {
+                gone += 1;
+            }
+        }
+    }
+    for (t, took, reason) in rebalances.iter().take(10) {
+        evidence.push(format!("rebalance at {t:.1}s took {took} ms ({reason})"));
+    }
+    let longest = rebalances.iter().map(|r| r.1).max();
+    let valid = drained && not_consumed == 0 && unread == 0 && journals_failed.is_empty();
+    let summary = format!(
+        "{held} messages in the log: {} read by the group, {not_consumed} not; {} redelivered; {} rebalances{}; largest lag {max_lag}{}{}",
+        held - not_consumed,
+        reads - distinct,
+        rebalances.len(),
+        longest.map_or(String::new(), |ms| format!(" (longest {ms} ms)")),
+        longest_gap.map_or(String::new(), |(ms, p)| format!(
+            "; {p} went {:.1} s between reads",
+            ms as f64 / 1000.0
+        )),
+        if drained {
+            ""
+        } else {
+            "; the group did not catch up"
+        }
+    );
+    Verdict {
+        checker,
+        valid,
+        summary,
+        evidence,
+        figures: vec![
+            ("in the log".into(), held.to_string()),
+            ("not consumed".into(), not_consumed.to_string()),
+            ("redelivered".into(), (reads - distinct).to_string()),
+            ("consumed, then gone".into(), gone.to_string()),
+            ("rebalances".into(), rebalances.len().to_string()),
+            (
+                "longest rebalance".into(),
+                longest.map_or("-".into(), |ms| format!("{ms} ms")),
+            ),
+            ("largest lag".into(), max_lag.to_string()),
+            (
+                "longest unread".into(),
+                longest_gap.map_or("-".into(), |(ms, _)| format!("{:.1} s", ms as f64 / 1000.0)),
+            ),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -281,5 +462,111 @@ mod tests {
         let verdict = log_delivery(&h.0);
         assert!(!verdict.valid);
         assert!(verdict.evidence[0].contains("not read at the end"));
+    }
+
+    impl History {
+        fn drain(&mut self, ok: bool) {
+            self.push(
+                FINAL_PROCESS,
+                OpType::Invoke,
+                "drain",
+                "lab",
+                json!(null),
+                None,
+            );
+            let kind = if ok { OpType::Ok } else { OpType::Fail };
+            self.push(FINAL_PROCESS, kind, "drain", "lab", json!({}), None);
+            if !ok {
+                self.0.last_mut().unwrap().error = Some("committed 3 of 5".into());
+            }
+        }
+
+        fn consumed(&mut self, messages: &[&str], gap_ms: u64) {
+            self.push(
+                FINAL_PROCESS,
+                OpType::Invoke,
+                "consumed",
+                "t/0",
+                json!(null),
+                None,
+            );
+            self.push(
+                FINAL_PROCESS,
+                OpType::Ok,
+                "consumed",
+                "t/0",
+                json!(messages),
+                Some(json!({"max_lag": 4, "longest_gap_ms": gap_ms})),
+            );
+        }
+    }
+
+    fn rebalance(t: f64, took_ms: u64) -> Event {
+        Event {
+            t,
+            kind: EventKind::NodeEvent,
+            node: Some("b2".into()),
+            what: "rebalance_completed: group lab: generation 2".into(),
+            fields: serde_json::from_value(
+                json!({"took_ms": took_ms, "reason": "g2's session expired"}),
+            )
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_group_must_read_everything_in_the_log_and_catch_up() {
+        // Everything read, one message twice (a redelivery after a rebalance): valid.
+        let mut h = History::default();
+        h.send(1, "1:1", OpType::Ok, "all");
+        h.send(1, "1:2", OpType::Ok, "all");
+        h.drain(true);
+        h.consumed(&["1:1", "1:2", "1:2"], 3_300);
+        h.final_read(&["1:1", "1:2"]);
+        let verdict = group_delivery(&h.0, &[rebalance(3.0, 20), rebalance(6.0, 540)]);
+        assert!(verdict.valid, "{verdict:?}");
+        for figure in [
+            ("redelivered", "1"),
+            ("rebalances", "2"),
+            ("longest rebalance", "540 ms"),
+            ("largest lag", "4"),
+            ("longest unread", "3.3 s"),
+        ] {
+            assert!(
+                verdict
+                    .figures
+                    .contains(&(figure.0.into(), figure.1.into())),
+                "{figure:?} in {:?}",
+                verdict.figures
+            );
+        }
+
+        // A message in the log nobody read.
+        let mut h = History::default();
+        h.send(1, "1:1", OpType::Ok, "all");
+        h.send(1, "1:2", OpType::Ok, "all");
+        h.drain(true);
+        h.consumed(&["1:1"], 0);
+        h.final_read(&["1:1", "1:2"]);
+        let verdict = group_delivery(&h.0, &[]);
+        assert!(!verdict.valid);
+        assert!(verdict.evidence[0].contains("1:2 is in the log but no member read it"));
+
+        // The group never caught up.
+        let mut h = History::default();
+        h.send(1, "1:1", OpType::Ok, "all");
+        h.drain(false);
+        h.consumed(&["1:1"], 0);
+        h.final_read(&["1:1"]);
+        let verdict = group_delivery(&h.0, &[]);
+        assert!(!verdict.valid);
+        assert!(verdict.evidence[0].contains("did not catch up: committed 3 of 5"));
+
+        // No consumer nodes at all: nothing to judge.
+        let mut h = History::default();
+        h.send(1, "1:1", OpType::Ok, "all");
+        h.final_read(&["1:1"]);
+        let verdict = group_delivery(&h.0, &[]);
+        assert!(verdict.valid && verdict.summary.contains("no consumer group"));
     }
 }

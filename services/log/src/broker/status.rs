@@ -61,6 +61,7 @@ impl NodeStatus for BrokerStatus {
                     Role::Offline { .. } => ("offline", None),
                 };
                 json!({
+                    "name": super::partition_name(&topic, partition),
                     "topic": topic,
                     "partition": partition,
                     "role": role,

@@ -8,6 +8,12 @@
 //! coordinator answers "rebalance in progress" (or stops knowing the member, or moves), the
 //! next poll commits what was read and joins again. Delivery is at least once: what a member
 //! read but did not commit before it died is read again by the partition's next owner.
+//!
+//! - [`node`]: `--role consumer`, a group member as a node the lab can kill and pause.
+//! - [`journal`]: what such a node read, kept in its data dir for the lab's checks.
+
+pub mod journal;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,6 +100,8 @@ pub struct GroupConsumer {
     assignment: Vec<TopicPartition>,
     positions: BTreeMap<TopicPartition, u64>,
     committed: BTreeMap<TopicPartition, u64>,
+    /// Per assigned partition, the high watermark its last fetch saw.
+    high_watermarks: BTreeMap<TopicPartition, u64>,
     rejoin: Arc<AtomicU8>,
     /// Stops the heartbeat task (also when the consumer is dropped without closing).
     heartbeat: Option<DropGuard>,
@@ -110,6 +118,7 @@ impl GroupConsumer {
             assignment: Vec::new(),
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
+            high_watermarks: BTreeMap::new(),
             rejoin: Arc::new(AtomicU8::new(REJOIN)),
             heartbeat: None,
         }
@@ -130,6 +139,23 @@ impl GroupConsumer {
     /// The next offset to read per assigned partition.
     pub fn positions(&self) -> &BTreeMap<TopicPartition, u64> {
         &self.positions
+    }
+
+    /// The offsets committed for the assigned partitions, as this member knows them.
+    pub fn committed(&self) -> &BTreeMap<TopicPartition, u64> {
+        &self.committed
+    }
+
+    /// Per assigned partition: how far behind its high watermark (as last fetched) this
+    /// member's position is.
+    pub fn lag(&self) -> BTreeMap<TopicPartition, u64> {
+        self.positions
+            .iter()
+            .filter_map(|(tp, position)| {
+                let hw = self.high_watermarks.get(tp)?;
+                Some((tp.clone(), hw.saturating_sub(*position)))
+            })
+            .collect()
     }
 
     /// Whether the next poll will (re)join first.
@@ -169,12 +195,19 @@ impl GroupConsumer {
                 (tp, offset, fetched)
             });
         }
-        let mut out = Vec::new();
+        // Every fetch first, then the positions: a poll cancelled while it waits has moved
+        // nothing, so no record is skipped.
+        let mut results = Vec::new();
         while let Some(done) = fetches.join_next().await {
-            let (tp, offset, fetched) =
-                done.map_err(|e| Status::internal(format!("a fetch task failed: {e}")))?;
+            results.push(done.map_err(|e| Status::internal(format!("a fetch task failed: {e}")))?);
+        }
+        let mut out = Vec::new();
+        let mut out_of_range = Vec::new();
+        for (tp, offset, fetched) in results {
             match fetched {
                 Ok(fetched) => {
+                    self.high_watermarks
+                        .insert(tp.clone(), fetched.high_watermark);
                     if let Some(last) = fetched.records.last() {
                         self.positions.insert(tp.clone(), last.offset + 1);
                     }
@@ -184,17 +217,18 @@ impl GroupConsumer {
                     }));
                 }
                 Err(status) if refusal_kind(&status) == Some("offset_out_of_range") => {
-                    let start = self
-                        .client
-                        .list_offsets(&tp.topic, tp.partition)
-                        .await?
-                        .log_start;
-                    tracing::warn!(partition = %tp, offset, start, "offset out of range; starting over at the log start");
-                    self.positions.insert(tp, start);
+                    out_of_range.push((tp, offset));
                 }
                 Err(status) => {
                     tracing::debug!(partition = %tp, error = %distlab_runtime::rpc::describe(&status), "fetch failed; trying again next poll");
                 }
+            }
+        }
+        for (tp, offset) in out_of_range {
+            // Retention removed what this member had not read: start at what is left.
+            if let Ok(offsets) = self.client.list_offsets(&tp.topic, tp.partition).await {
+                tracing::warn!(partition = %tp, offset, start = offsets.log_start, "offset out of range; starting over at the log start");
+                self.positions.insert(tp, offsets.log_start);
             }
         }
         out.sort_by(|a, b| (&a.partition, a.record.offset).cmp(&(&b.partition, b.record.offset)));
@@ -419,6 +453,7 @@ impl GroupConsumer {
             })
             .collect();
         self.positions.clear();
+        self.high_watermarks.clear();
         for tp in self.assignment.clone() {
             let position = match self.committed.get(&tp) {
                 Some(&offset) => offset,
