@@ -130,6 +130,9 @@ pub struct NodeSeries {
     pub p99_ms: Option<f64>,
     /// The node's state at each second (oldest first).
     pub states: VecDeque<NodeState>,
+    /// Its reported lag (`detail.total_lag`: a consumer's messages behind the high
+    /// watermarks) at each second it reported one.
+    pub lag: VecDeque<u64>,
     totals: Option<(u64, u64)>,
 }
 
@@ -246,6 +249,9 @@ impl App {
         for view in &self.model.nodes {
             let series = self.series.entry(view.node.id.clone()).or_default();
             push_capped(&mut series.states, NodeState::of(view));
+            if let Some(lag) = view.detail.get("total_lag").and_then(|l| l.as_u64()) {
+                push_capped(&mut series.lag, lag);
+            }
             let sample = samples.iter().find(|s| s.node == view.node.id);
             let totals = sample.map_or((0, 0), |s| (s.ok, s.errors));
             let (ok, err) = match series.totals {

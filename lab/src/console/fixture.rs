@@ -9,7 +9,10 @@ use crate::engine::supervisor::{NodeInfo, ProcessState};
 use crate::engine::workload::LoadSample;
 
 pub fn node(id: &str, state: ProcessState, health: Health) -> NodeView {
-    let number: u32 = id.trim_start_matches('n').parse().unwrap_or(0);
+    let number: u32 = id
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+        .parse()
+        .unwrap_or(1);
     NodeView {
         node: NodeInfo {
             id: id.into(),
@@ -191,6 +194,127 @@ pub fn raft_app() -> App {
         ),
     ] {
         app.push_event(e);
+    }
+    app
+}
+
+/// A Project 3 console on view `view`: brokers b1-b3 with b3 killed (its replicas offline) and
+/// b2 fallen out of events/0's ISR; consumer g2 killed, g1 holding every partition with a
+/// backlog; the ISR and rebalance events on the timeline.
+pub fn log_app(view: usize) -> App {
+    let running = |id: &str, role: &'static str, detail: serde_json::Value| {
+        let mut v = node(id, ProcessState::Running, Health::Responsive);
+        v.node.role = role;
+        v.role = Some(role.into());
+        v.detail = detail;
+        v
+    };
+    let partition = |name: &str, role: &str, leader: &str, isr: &[&str], ends: (u64, u64)| {
+        serde_json::json!({
+            "name": name, "role": role, "leader": leader, "leader_epoch": 1,
+            "replicas": ["b1", "b2", "b3"], "isr": isr,
+            "log_start": 0, "log_end": ends.0, "high_watermark": ends.1,
+        })
+    };
+    let group = serde_json::json!({
+        "group": "lab", "state": "stable", "generation": 4, "rebalances": 3,
+        "last_rebalance": {"generation": 4, "took_ms": 535, "reason": "g2-b1e0-2's session expired", "members": 1},
+        "partitions": {
+            "events/0": {"committed": 1480, "high_watermark": 1500, "lag": 20, "member": "g1-b1e0-1"},
+            "events/1": {"committed": 1490, "high_watermark": 1490, "lag": 0, "member": "g1-b1e0-1"},
+        },
+    });
+    let b1 = running(
+        "b1",
+        "broker",
+        serde_json::json!({
+            "epoch": 9, "metadata_version": 40,
+            "partitions": [
+                partition("events/0", "leader", "b1", &["b1"], (1520, 1500)),
+                partition("events/1", "follower", "b2", &["b2", "b1"], (1490, 1490)),
+                partition("__consumer_offsets/0", "leader", "b1", &["b1", "b2"], (300, 300)),
+            ],
+            "groups": [group],
+        }),
+    );
+    let b2 = running(
+        "b2",
+        "broker",
+        serde_json::json!({
+            "epoch": 10, "metadata_version": 40,
+            "partitions": [
+                partition("events/0", "follower", "b1", &["b1"], (900, 900)),
+                partition("events/1", "leader", "b2", &["b2", "b1"], (1490, 1490)),
+                partition("__consumer_offsets/0", "follower", "b1", &["b1", "b2"], (300, 300)),
+            ],
+            "groups": [],
+        }),
+    );
+    let mut b3 = running("b3", "broker", serde_json::json!({}));
+    b3.node.state = ProcessState::Down;
+    b3.node.pid = None;
+    b3.health = Health::Down;
+    let g1 = running(
+        "g1",
+        "consumer",
+        serde_json::json!({
+            "state": "member", "member": "g1-b1e0-1", "generation": 4,
+            "assignment": ["events/0", "events/1"], "total_lag": 20,
+            "config": {"group": "lab"},
+        }),
+    );
+    let mut g2 = running(
+        "g2",
+        "consumer",
+        serde_json::json!({
+            "state": "member", "member": "g2-b1e0-2", "generation": 3,
+            "assignment": ["events/1"], "total_lag": 0, "config": {"group": "lab"},
+        }),
+    );
+    g2.node.state = ProcessState::Down;
+    g2.node.pid = None;
+    g2.health = Health::Down;
+    let mut app = App::new(project::find("proj3").unwrap(), 3);
+    app.view = view;
+    app.observe(ClusterModel {
+        project: "proj3",
+        elapsed_secs: 30.0,
+        nodes: vec![b1, b2, b3, g1, g2],
+    });
+    for lag in [0, 2, 1, 0, 3, 40, 180, 260, 120, 60, 20] {
+        app.model.nodes[3].detail["total_lag"] = lag.into();
+        app.sample(&[]);
+    }
+    for (t, node, what) in [
+        (
+            12.0,
+            "b1",
+            "isr_shrink_proposed: events/0: followers fell behind; proposing ISR [b1]",
+        ),
+        (12.1, "c1", "isr_changed: events/0: ISR [b1]"),
+        (
+            18.0,
+            "b2",
+            "rebalance_started: group lab: rebalancing (g2-b1e0-2's session expired)",
+        ),
+        (
+            18.5,
+            "b2",
+            "rebalance_completed: group lab: generation 4 with 1 members after 535 ms",
+        ),
+        (
+            18.6,
+            "g1",
+            "joined_generation: joined generation 4 as g1-b1e0-1 with [events/0, events/1]",
+        ),
+    ] {
+        app.push_event(Event {
+            t,
+            kind: EventKind::NodeEvent,
+            node: Some(node.into()),
+            what: what.into(),
+            fields: Default::default(),
+        });
     }
     app
 }

@@ -743,7 +743,12 @@ fn describe(
         .into_iter()
         .map(|tp| {
             let committed = committed.and_then(|c| c.get(&tp)).map(|c| c.offset);
-            let high_watermark = hws.get(&tp).copied();
+            // A member commits only what it read below the high watermark: a cached one
+            // below the commit is stale, and the commit is the better bound.
+            let high_watermark = match (hws.get(&tp).copied(), committed) {
+                (Some(hw), Some(c)) => Some(hw.max(c)),
+                (hw, _) => hw,
+            };
             pb::PartitionLag {
                 lag: committed
                     .zip(high_watermark)

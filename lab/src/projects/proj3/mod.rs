@@ -11,6 +11,9 @@
 //! partition back: `log_delivery` checks the producers' promises, `group_delivery` the
 //! group's.
 
+pub mod isr_view;
+pub mod lag_view;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +83,7 @@ pub const TOPIC: &str = "events";
 pub const GROUP: &str = "lab";
 const PARTITIONS: u32 = 3;
 
-/// The node table's figures and the views of a Project 3 console.
+/// The node table's figures and the views of a Project 3 console (it opens on the ISR view).
 pub fn console() -> ProjectUi {
     ProjectUi {
         figures: &[
@@ -124,7 +127,11 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "total_lag"),
             },
         ],
-        views: vec![Box::new(ClusterView)],
+        views: vec![
+            Box::new(isr_view::IsrView),
+            Box::new(lag_view::LagView),
+            Box::new(ClusterView),
+        ],
     }
 }
 

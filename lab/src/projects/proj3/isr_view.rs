@@ -1,0 +1,323 @@
+//! The ISR view: every partition against every broker, drawn from the brokers' `/status`
+//! details (each reports its own replicas: role, log end, high watermark; the leader's report
+//! says who is in sync), with the ISR and leadership events of the timeline under it.
+//!
+//! ```text
+//! partition            epoch  b1              b2              b3
+//! events/0             e1     L ██████████▓   ○ ██████        ● ██████████
+//! events/1             e0     ● ██████████    L ██████████    ● ██████████
+//! L leader ● in sync ○ out of sync × offline · none  █ to the HW ▓ past it
+//! 12.3s b1 isr_shrink_proposed: events/0: followers fell behind; proposing ISR [b1, b3]
+//! ```
+//!
+//! Each partition's bars share one scale, from its lowest log start to its highest log end,
+//! so a follower that lags is shorter and the leader's tail past the high watermark (written,
+//! not yet on every ISR member) shows as ▓.
+
+use std::collections::BTreeMap;
+
+use ratatui_core::layout::Rect;
+use ratatui_core::style::{Color, Modifier, Style};
+use ratatui_core::terminal::Frame;
+use ratatui_core::text::{Line, Span};
+use ratatui_widgets::block::Block;
+use ratatui_widgets::borders::Borders;
+use ratatui_widgets::paragraph::Paragraph;
+use serde_json::Value;
+
+use crate::console::app::{App, NodeState};
+use crate::console::views::View;
+use crate::engine::events::EventKind;
+use crate::engine::model::NodeView;
+
+pub struct IsrView;
+
+/// The timeline events this view lists.
+const ISR_EVENTS: &[&str] = &[
+    "isr_",
+    "leader_elected",
+    "partition_offline",
+    "unclean_election",
+    "broker_fenced",
+    "broker_unfenced",
+    "log_truncated",
+];
+
+/// One broker's copy of a partition, as it reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct Copy {
+    log_start: u64,
+    log_end: u64,
+    high_watermark: u64,
+}
+
+/// A partition as the brokers report it.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Partition {
+    name: String,
+    leader: Option<String>,
+    leader_epoch: u64,
+    replicas: Vec<String>,
+    isr: Vec<String>,
+    copies: BTreeMap<String, Copy>,
+}
+
+/// What a broker is to a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    Leader,
+    InSync,
+    OutOfSync,
+    Offline,
+    NoReplica,
+}
+
+impl Cell {
+    fn glyph(self) -> (&'static str, Style) {
+        match self {
+            Self::Leader => (
+                "L",
+                Style::default()
+                    .fg(Color::Green)
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Self::InSync => ("●", Style::default().fg(Color::Green)),
+            Self::OutOfSync => ("○", Style::default().fg(Color::Yellow)),
+            Self::Offline => ("×", Style::default().fg(Color::Red)),
+            Self::NoReplica => ("·", Style::default().fg(Color::DarkGray)),
+        }
+    }
+}
+
+fn brokers(nodes: &[NodeView]) -> Vec<&NodeView> {
+    nodes.iter().filter(|n| n.node.role == "broker").collect()
+}
+
+/// Every partition some broker reports, user topics first: the leader's report wins for the
+/// leader, epoch, replicas and ISR (it is the newest), any report otherwise.
+fn partitions(nodes: &[NodeView]) -> Vec<Partition> {
+    let mut found: BTreeMap<(bool, String), Partition> = BTreeMap::new();
+    for broker in brokers(nodes) {
+        if NodeState::of(broker) == NodeState::Down {
+            continue;
+        }
+        let reported = broker.detail.get("partitions").and_then(Value::as_array);
+        for p in reported.into_iter().flatten() {
+            let Some(name) = p["name"].as_str() else {
+                continue;
+            };
+            let entry = found
+                .entry((name.starts_with("__"), name.to_string()))
+                .or_default();
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            };
+            let leads = p["role"] == "leader";
+            if leads || entry.name.is_empty() {
+                entry.name = name.to_string();
+                entry.leader = p["leader"].as_str().map(str::to_string);
+                entry.leader_epoch = p["leader_epoch"].as_u64().unwrap_or(0);
+                entry.replicas = strings(&p["replicas"]);
+                entry.isr = strings(&p["isr"]);
+            }
+            entry.copies.insert(
+                broker.node.id.clone(),
+                Copy {
+                    log_start: p["log_start"].as_u64().unwrap_or(0),
+                    log_end: p["log_end"].as_u64().unwrap_or(0),
+                    high_watermark: p["high_watermark"].as_u64().unwrap_or(0),
+                },
+            );
+        }
+    }
+    found.into_values().collect()
+}
+
+fn cell(partition: &Partition, broker: &NodeView) -> Cell {
+    let id = &broker.node.id;
+    if !partition.replicas.contains(id) {
+        Cell::NoReplica
+    } else if NodeState::of(broker) == NodeState::Down || partition.leader.is_none() {
+        Cell::Offline
+    } else if partition.leader.as_deref() == Some(id) {
+        Cell::Leader
+    } else if partition.isr.contains(id) {
+        Cell::InSync
+    } else {
+        Cell::OutOfSync
+    }
+}
+
+/// A copy's bar, `width` wide on the partition's scale: █ up to the high watermark (the
+/// leader's: what every ISR member holds), ▓ from there to this copy's log end.
+fn bar(copy: &Copy, high_watermark: u64, (lo, hi): (u64, u64), width: usize) -> String {
+    let span = hi.saturating_sub(lo).max(1) as f64;
+    let at = |offset: u64| (offset.clamp(lo, hi) - lo) as f64 / span * width as f64;
+    // The solid part rounds down and a tail past the HW up, so a short tail still shows.
+    let solid = at(copy.log_end.min(high_watermark)).floor() as usize;
+    let end = if copy.log_end > high_watermark {
+        (at(copy.log_end).ceil() as usize).max(solid)
+    } else {
+        solid
+    };
+    let mut out = "█".repeat(solid);
+    out.push_str(&"▓".repeat(end - solid));
+    out.push_str(&" ".repeat(width - end));
+    out
+}
+
+impl View for IsrView {
+    fn title(&self) -> &'static str {
+        "isr"
+    }
+
+    fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let nodes = &app.model.nodes;
+        let brokers = brokers(nodes);
+        let partitions = partitions(nodes);
+        let under = partitions
+            .iter()
+            .filter(|p| p.leader.is_some() && p.isr.len() < p.replicas.len())
+            .count();
+        let offline = partitions.iter().filter(|p| p.leader.is_none()).count();
+        let title = format!(
+            " isr: {} partitions · {under} under-replicated · {offline} offline ",
+            partitions.len()
+        );
+        let block = Block::default().borders(Borders::ALL).title(title);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        if inner.height == 0 || inner.width < 40 || brokers.is_empty() {
+            return;
+        }
+        let name_width = partitions
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(9)
+            .max(9)
+            + 1;
+        let per_broker =
+            (inner.width as usize).saturating_sub(name_width + 6 + 16) / brokers.len().max(1);
+        let bar_width = per_broker.saturating_sub(3).clamp(3, 24);
+        let mut lines = Vec::new();
+        let mut header = format!("{:<name_width$}{:<6}", "partition", "epoch");
+        for b in &brokers {
+            header.push_str(&format!("{:<w$}", b.node.id, w = bar_width + 3));
+        }
+        header.push_str("hw / log end");
+        lines.push(Line::styled(
+            header,
+            Style::default().add_modifier(Modifier::BOLD),
+        ));
+        for p in &partitions {
+            let hw = p
+                .leader
+                .as_ref()
+                .and_then(|l| p.copies.get(l))
+                .map(|c| c.high_watermark)
+                .unwrap_or_else(|| {
+                    p.copies
+                        .values()
+                        .map(|c| c.high_watermark)
+                        .max()
+                        .unwrap_or(0)
+                });
+            let lo = p.copies.values().map(|c| c.log_start).min().unwrap_or(0);
+            let hi = p.copies.values().map(|c| c.log_end).max().unwrap_or(0);
+            let name_style = if p.leader.is_none() {
+                Style::default().fg(Color::Red)
+            } else if p.name.starts_with("__") {
+                Style::default().fg(Color::DarkGray)
+            } else {
+                Style::default()
+            };
+            let mut spans = vec![
+                Span::styled(format!("{:<name_width$}", p.name), name_style),
+                Span::raw(format!("{:<6}", format!("e{}", p.leader_epoch))),
+            ];
+            for b in &brokers {
+                let c = cell(p, b);
+                let (glyph, style) = c.glyph();
+                spans.push(Span::styled(glyph, style));
+                spans.push(Span::raw(" "));
+                let drawn = match (c, p.copies.get(&b.node.id)) {
+                    (Cell::NoReplica | Cell::Offline, _) | (_, None) => " ".repeat(bar_width),
+                    (_, Some(copy)) => bar(copy, hw, (lo, hi), bar_width),
+                };
+                spans.push(Span::styled(drawn, style));
+                spans.push(Span::raw(" "));
+            }
+            spans.push(Span::raw(format!("{hw} / {hi}")));
+            lines.push(Line::from(spans));
+        }
+        lines.push(Line::styled(
+            "L leader ● in sync ○ out of sync × offline · none  █ to the HW ▓ past it",
+            Style::default().fg(Color::DarkGray),
+        ));
+        let room = (inner.height as usize).saturating_sub(lines.len());
+        let events: Vec<Line> = app
+            .events
+            .iter()
+            .filter(|e| {
+                e.kind == EventKind::NodeEvent && ISR_EVENTS.iter().any(|p| e.what.starts_with(p))
+            })
+            .rev()
+            .take(room)
+            .map(|e| {
+                Line::from(format!(
+                    "{:>6.1}s {} {}",
+                    e.t,
+                    e.node.as_deref().unwrap_or("-"),
+                    e.what
+                ))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        lines.extend(events);
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_show_the_high_watermark_and_the_tail_past_it() {
+        let copy = |log_end, high_watermark| Copy {
+            log_start: 0,
+            log_end,
+            high_watermark,
+        };
+        assert_eq!(bar(&copy(100, 80), 80, (0, 100), 10), "████████▓▓");
+        assert_eq!(bar(&copy(50, 50), 80, (0, 100), 10), "█████     ");
+        assert_eq!(
+            bar(&copy(96, 95), 95, (0, 100), 10),
+            "█████████▓",
+            "a short tail shows"
+        );
+        assert_eq!(bar(&copy(0, 0), 0, (0, 0), 4), "    ");
+    }
+
+    /// The whole console on a Project 3 cluster, on its ISR view: b2 fell out of events/0's
+    /// ISR, b3 is down.
+    #[test]
+    fn the_isr_view_of_a_shrunk_isr() {
+        use ratatui_core::backend::TestBackend;
+        use ratatui_core::terminal::Terminal;
+        let app = crate::console::fixture::log_app(0);
+        let ui = crate::console::views::for_project(app.project);
+        let mut terminal = Terminal::new(TestBackend::new(140, 40)).unwrap();
+        terminal
+            .draw(|frame| crate::console::ui::draw(frame, &app, &ui))
+            .unwrap();
+        insta::assert_snapshot!(terminal.backend().to_string());
+    }
+}
