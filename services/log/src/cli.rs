@@ -159,8 +159,12 @@ pub enum TopicsCommand {
         #[arg(long, default_value_t = 1)]
         min_insync_replicas: u32,
         /// Let a replica outside the ISR lead when no in-sync one is alive (loses data).
-        #[arg(long)]
+        /// Default: the controllers' `--unclean-leader-election`.
+        #[arg(long, conflicts_with = "clean_leader_election")]
         unclean_leader_election: bool,
+        /// Never let a replica outside the ISR lead, whatever the controllers' default.
+        #[arg(long)]
+        clean_leader_election: bool,
     },
     /// Every topic, one line each.
     List,
@@ -538,6 +542,7 @@ async fn topics(command: TopicsCommand, controller: ControllerClient) -> anyhow:
             replication_factor,
             min_insync_replicas,
             unclean_leader_election,
+            clean_leader_election,
         } => {
             let topic = controller
                 .create_topic(pb::CreateTopicRequest {
@@ -545,7 +550,13 @@ async fn topics(command: TopicsCommand, controller: ControllerClient) -> anyhow:
                     partitions,
                     replication_factor,
                     min_insync_replicas,
-                    unclean_leader_election,
+                    unclean_leader_election: if unclean_leader_election {
+                        Some(true)
+                    } else if clean_leader_election {
+                        Some(false)
+                    } else {
+                        None
+                    },
                 })
                 .await?;
             println!("created {}", topic.name);

@@ -157,7 +157,7 @@ async fn the_controller_quorum_fences_silent_brokers_and_survives_its_leader() {
             partitions: 3,
             replication_factor: 3,
             min_insync_replicas: 2,
-            unclean_leader_election: false,
+            unclean_leader_election: Some(false),
         })
         .await
         .unwrap();

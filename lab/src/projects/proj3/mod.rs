@@ -404,7 +404,8 @@ impl ProducerClient {
                 partitions: PARTITIONS,
                 replication_factor,
                 min_insync_replicas: if replication_factor >= 2 { 2 } else { 1 },
-                unclean_leader_election: false,
+                // The controllers' default (`--unclean-leader-election` as a node flag).
+                unclean_leader_election: None,
             })
             .await;
         match created {

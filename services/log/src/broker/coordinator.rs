@@ -330,7 +330,8 @@ impl Coordinator {
                     partitions: OFFSETS_PARTITIONS,
                     replication_factor: live.min(3),
                     min_insync_replicas: 1,
-                    unclean_leader_election: false,
+                    // Committed offsets are never given up for availability.
+                    unclean_leader_election: Some(false),
                 })
                 .await;
             match created {

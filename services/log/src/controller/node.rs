@@ -32,6 +32,12 @@ pub struct ControllerFlags {
     /// partitions get new leaders and it leaves every ISR.
     #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "2s")]
     pub broker_session_timeout: Duration,
+
+    /// The default for topics created without saying: a replica outside the ISR may lead
+    /// when no in-sync one is alive (the partition stays available; what only the dead
+    /// leader had is lost). Kafka's `unclean.leader.election.enable`.
+    #[arg(long)]
+    pub unclean_leader_election: bool,
 }
 
 impl ControllerFlags {
@@ -109,11 +115,13 @@ pub async fn run(
         names: names.clone(),
         machine: machine.clone(),
         liveness: Arc::new(LeaderLiveness::new(flags.broker_session_timeout)),
+        unclean_by_default: flags.unclean_leader_election,
     });
     tokio::spawn(fence_silent_brokers(api.clone(), shutdown.clone()));
     let mut shown = flags.raft.describe(&config);
     shown["broker_session_timeout_ms"] = (flags.broker_session_timeout.as_millis() as u64).into();
     shown["controllers"] = quorum.clone().into();
+    shown["unclean_leader_election"] = flags.unclean_leader_election.into();
     let status = Arc::new(ControllerStatus {
         raft: raft.clone(),
         names,

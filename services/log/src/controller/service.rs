@@ -39,6 +39,8 @@ pub struct ControllerApi {
     pub names: Names,
     pub machine: MetadataMachine,
     pub liveness: Arc<LeaderLiveness>,
+    /// Whether a topic created without saying allows unclean leader election.
+    pub unclean_by_default: bool,
 }
 
 /// The leader's liveness tracking: present while this controller leads.
@@ -363,7 +365,9 @@ impl pb::controller_server::Controller for ControllerApi {
         self.leader_only()?;
         let config = TopicConfig {
             min_insync_replicas: request.min_insync_replicas.max(1),
-            unclean_leader_election: request.unclean_leader_election,
+            unclean_leader_election: request
+                .unclean_leader_election
+                .unwrap_or(self.unclean_by_default),
         };
         let name = request.name.clone();
         let outcome = self

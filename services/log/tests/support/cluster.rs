@@ -131,7 +131,7 @@ pub async fn cluster_with_topic(partitions: u32, min_insync: u32) -> (Cluster, C
             partitions,
             replication_factor: 3,
             min_insync_replicas: min_insync,
-            unclean_leader_election: false,
+            unclean_leader_election: Some(false),
         })
         .await
         .unwrap();
