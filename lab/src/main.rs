@@ -151,9 +151,9 @@ enum ProjectBench {
     /// Project 2: Raft KV writes, reads (read-index vs lease), snapshots, failover, and
     /// etcd under the same load.
     Proj2(lab::projects::proj2::bench::Proj2BenchArgs),
-    /// Project 3 (so far its storage): appends and reads of one partition's log per message
-    /// size and fsync policy.
-    Proj3(distlab_log::storage::bench::StorageBenchArgs),
+    /// Project 3: one partition's log alone; then brokers (1 with acks=1, 3 with RF 3 and
+    /// acks=all): produce and consume throughput, end-to-end latency.
+    Proj3(lab::projects::proj3::bench::Proj3BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -267,13 +267,13 @@ fn main() -> ExitCode {
                     lab::projects::proj2::bench::run(&args, exe).await
                 })
             }
-            ProjectBench::Proj3(args) => match distlab_log::storage::bench::run(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
+            ProjectBench::Proj3(args) => {
+                // One thread for the load: the brokers need the cores.
+                distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
+                    let exe = std::env::current_exe()?;
+                    lab::projects::proj3::bench::run(&args, exe).await
+                })
+            }
             ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -171,6 +171,9 @@ pub struct App {
     /// Who led when, from the timeline (for leader strips); newest last.
     pub leadership: VecDeque<LeaderMark>,
     pub series: BTreeMap<String, NodeSeries>,
+    /// Per partition, the lag the running nodes report for it (`detail.lag`, summed) at each
+    /// second: Project 3's consumers.
+    pub partition_lag: BTreeMap<String, VecDeque<u64>>,
     pub load: LoadFigures,
     pub selected: usize,
     /// Index into the project's views.
@@ -200,6 +203,7 @@ impl App {
             events: VecDeque::new(),
             leadership: VecDeque::new(),
             series: BTreeMap::new(),
+            partition_lag: BTreeMap::new(),
             load: LoadFigures::default(),
             selected: 0,
             view: 0,
@@ -246,6 +250,30 @@ impl App {
     /// state for the state strips.
     pub fn sample(&mut self, samples: &[LoadSample]) {
         let (mut ok_sum, mut err_sum) = (0, 0);
+        let mut lags: BTreeMap<String, u64> = BTreeMap::new();
+        for view in &self.model.nodes {
+            if NodeState::of(view) != NodeState::Running {
+                continue;
+            }
+            for (partition, lag) in view
+                .detail
+                .get("lag")
+                .and_then(|l| l.as_object())
+                .into_iter()
+                .flatten()
+            {
+                *lags.entry(partition.clone()).or_default() += lag.as_u64().unwrap_or(0);
+            }
+        }
+        // A partition nobody reports this second (its member died) is not behind by nothing:
+        // it keeps its last figure until someone reads it again.
+        for (partition, series) in &mut self.partition_lag {
+            let last = series.back().copied().unwrap_or(0);
+            push_capped(series, lags.remove(partition).unwrap_or(last));
+        }
+        for (partition, lag) in lags {
+            push_capped(self.partition_lag.entry(partition).or_default(), lag);
+        }
         for view in &self.model.nodes {
             let series = self.series.entry(view.node.id.clone()).or_default();
             push_capped(&mut series.states, NodeState::of(view));
@@ -709,6 +737,21 @@ mod tests {
         assert_eq!(app.log_filter, "alph");
         press(&mut app, KeyCode::Esc);
         assert_eq!(app.visible_logs().len(), 3);
+    }
+
+    /// Running consumers' per-partition lags are sampled each second (a paused node's figure
+    /// is stale and left out); a partition nobody reports (its member died) keeps its last
+    /// figure.
+    #[test]
+    fn partition_lag_is_sampled_from_the_nodes_that_report_it() {
+        let mut app = app();
+        app.model.nodes[0].detail["lag"] = serde_json::json!({"t/0": 5, "t/1": 2});
+        app.model.nodes[1].detail["lag"] = serde_json::json!({"t/1": 100});
+        app.sample(&[]);
+        app.model.nodes[0].detail["lag"] = serde_json::json!({"t/0": 7});
+        app.sample(&[]);
+        assert_eq!(app.partition_lag["t/0"], [5, 7]);
+        assert_eq!(app.partition_lag["t/1"], [2, 2]);
     }
 
     #[test]

@@ -283,6 +283,8 @@ pub fn log_app(view: usize) -> App {
     });
     for lag in [0, 2, 1, 0, 3, 40, 180, 260, 120, 60, 20] {
         app.model.nodes[3].detail["total_lag"] = lag.into();
+        app.model.nodes[3].detail["lag"] =
+            serde_json::json!({"events/0": lag, "events/1": lag / 4});
         app.sample(&[]);
     }
     for (t, node, what) in [

@@ -1,13 +1,14 @@
 //! The lag view: the consumer group as its members and its coordinator report it, with each
-//! member's lag over the last minute and the group's rebalances from the timeline.
+//! member's and each partition's lag over the last minute and the group's rebalances from the
+//! timeline.
 //!
 //! ```text
 //! group lab · coordinator b2 · stable · generation 4 · 3 rebalances, last 535 ms (g2-b2e1-2's session expired)
 //! node  state      gen  partitions            lag   last minute
 //! g1    member     4    events/0 events/1     12    ▁▂▁▁█▅▂▁▁
 //! g2    down       3    events/2              -
-//! partition   committed   hw          lag    member
-//! events/0    1520        1532        12     g1-b2e1-1
+//! partition           committed hw        lag    member      last minute
+//! events/0            1520      1532      12     g1          ▁▁▂█▅▁▁
 //! 14.2s b2 rebalance_completed: group lab: generation 4 with 1 members after 535 ms (...)
 //! ```
 //!
@@ -161,40 +162,55 @@ impl View for LagView {
         }
         top.push(Line::styled(
             format!(
-                "{:<20}{:<12}{:<12}{:<8}member",
-                "partition", "committed", "hw", "lag"
+                "{:<20}{:<10}{:<10}{:<7}{:<12}last minute",
+                "partition", "committed", "hw", "lag", "member"
             ),
             bold,
         ));
+        let partitions_at = top.len() as u16;
+        let mut partition_names = Vec::new();
         if let Some((_, g)) = coordinator
             && let Some(partitions) = g["partitions"].as_object()
         {
             for (name, p) in partitions {
+                let member = text(&p["member"]);
+                // Member ids are `client-coordinator-n`: the client (the node) is enough here.
+                let member = member.split('-').next().unwrap_or("-").to_string();
                 top.push(Line::from(format!(
-                    "{name:<20}{:<12}{:<12}{:<8}{}",
+                    "{name:<20}{:<10}{:<10}{:<7}{member:<12}",
                     text(&p["committed"]),
                     text(&p["high_watermark"]),
                     text(&p["lag"]),
-                    text(&p["member"]),
                 )));
+                partition_names.push(name.clone());
             }
         }
         let [table, events] =
             Layout::vertical([Constraint::Length(top.len() as u16), Constraint::Fill(1)])
                 .areas(inner);
         frame.render_widget(Paragraph::new(top), table);
-        // Each member's lag over the last minute, after its row's text.
+        // Lag over the last minute, after each member's and each partition's row.
         let spark_x = table.x + 59;
         if table.width > 62 {
-            for (i, c) in consumers.iter().enumerate() {
-                let y = table.y + members_at + i as u16;
+            let width = table.width - 59;
+            let members = consumers.iter().enumerate().map(|(i, c)| {
+                (
+                    members_at + i as u16,
+                    app.series.get(&c.node.id).map(|s| &s.lag),
+                )
+            });
+            let partitions = partition_names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (partitions_at + i as u16, app.partition_lag.get(name)));
+            for (row, series) in members.chain(partitions) {
+                let y = table.y + row;
                 if y >= table.y + table.height {
                     break;
                 }
-                let width = table.width - 59;
-                let data: Vec<u64> = app.series.get(&c.node.id).map_or(Vec::new(), |s| {
-                    let skip = s.lag.len().saturating_sub(width as usize);
-                    s.lag.iter().skip(skip).copied().collect()
+                let data: Vec<u64> = series.map_or(Vec::new(), |s| {
+                    let skip = s.len().saturating_sub(width as usize);
+                    s.iter().skip(skip).copied().collect()
                 });
                 frame.render_widget(
                     Sparkline::default()

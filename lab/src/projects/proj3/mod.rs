@@ -11,6 +11,7 @@
 //! partition back: `log_delivery` checks the producers' promises, `group_delivery` the
 //! group's.
 
+pub mod bench;
 pub mod isr_view;
 pub mod lag_view;
 

@@ -103,6 +103,10 @@ pub struct PartitionLog {
     producers: ProducerStates,
     last_sync: Instant,
     unsynced: bool,
+    /// When (the appender's clock) the newest segment got its first batch in this process:
+    /// its age counts from the later of this and its first record's timestamp, so records
+    /// stamped long ago do not roll a segment per batch.
+    newest_since_ms: Option<i64>,
 }
 
 impl PartitionLog {
@@ -170,6 +174,7 @@ impl PartitionLog {
             producers: ProducerStates::default(),
             last_sync: Instant::now(),
             unsynced: false,
+            newest_since_ms: None,
         };
         // Epochs past what survived are gone with their data.
         let end = log.log_end_offset();
@@ -272,6 +277,9 @@ impl PartitionLog {
         if self.should_roll(batch, now_ms) {
             self.roll()?;
         }
+        if self.newest().is_empty() || self.newest_since_ms.is_none() {
+            self.newest_since_ms = Some(now_ms);
+        }
         self.epochs
             .assign(batch.leader_epoch(), batch.base_offset())?;
         self.newest_mut().append(batch)?;
@@ -292,9 +300,10 @@ impl PartitionLog {
         }
         let too_big = newest.size() + batch.len() as u64 > self.config.segment_bytes;
         let too_old = self.config.segment_age.is_some_and(|age| {
-            newest
-                .first_timestamp()
-                .is_some_and(|first| now_ms.saturating_sub(first) >= age.as_millis() as i64)
+            newest.first_timestamp().is_some_and(|first| {
+                let since = first.max(self.newest_since_ms.unwrap_or(first));
+                now_ms.saturating_sub(since) >= age.as_millis() as i64
+            })
         });
         // Offsets in a segment's index are 32 bits from its base.
         let too_far = batch.last_offset() - newest.base() > u64::from(u32::MAX);
@@ -722,10 +731,26 @@ mod tests {
             segment_age: Some(Duration::from_millis(50)),
             ..small()
         };
-        let (mut log, _) = PartitionLog::open(dir.path(), config).unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config.clone()).unwrap();
         // Batch i's timestamp is 1000 + 10 i: a new segment every 5 batches.
         for i in 0..20 {
             log.append_as_leader(&batch(i), 1, 1_000 + 10 * i as i64)
+                .unwrap();
+        }
+        assert_eq!(log.segment_count(), 4);
+
+        // Records stamped long ago (a client's clock, or timestamp 0) roll the segment once
+        // it has been written to for the age, not on every batch.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config).unwrap();
+        let stamped_at = |i: u64, ts: i64| {
+            Batch::build(
+                [(None, format!("v{i}").as_bytes(), ts)],
+                ProducerStamp::NONE,
+            )
+        };
+        for i in 0..20 {
+            log.append_as_leader(&stamped_at(i, 0), 1, 1_000 + 10 * i as i64)
                 .unwrap();
         }
         assert_eq!(log.segment_count(), 4);
