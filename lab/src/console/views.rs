@@ -17,6 +17,7 @@ use ratatui_widgets::sparkline::Sparkline;
 
 use super::app::{App, HISTORY_SECS, NodeState};
 use super::ui::state_style;
+use crate::engine::events::EventKind;
 use crate::engine::model::NodeView;
 use crate::engine::project::Project;
 
@@ -67,6 +68,30 @@ pub fn detail_number(node: &NodeView, field: &str) -> String {
         .get(field)
         .and_then(|v| v.as_u64())
         .map_or("-".into(), |n| n.to_string())
+}
+
+/// The newest `room` node events whose kind starts with one of `prefixes`, oldest first, one
+/// line each (`  12.3s b1 isr_changed: ...`): a view's own slice of the timeline.
+pub fn recent_events(app: &App, prefixes: &[&str], room: usize) -> Vec<Line<'static>> {
+    let mut lines: Vec<Line<'static>> = app
+        .events
+        .iter()
+        .rev()
+        .filter(|e| {
+            e.kind == EventKind::NodeEvent && prefixes.iter().any(|p| e.what.starts_with(p))
+        })
+        .take(room)
+        .map(|e| {
+            Line::from(format!(
+                "{:>6.1}s {} {}",
+                e.t,
+                e.node.as_deref().unwrap_or("-"),
+                e.what
+            ))
+        })
+        .collect();
+    lines.reverse();
+    lines
 }
 
 /// Every project's first view: per node, the workload's request and error rates as

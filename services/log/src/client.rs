@@ -38,11 +38,7 @@ pub type GroupRpc =
     pb::group_coordinator_client::GroupCoordinatorClient<distlab_runtime::channel::TracedChannel>;
 
 /// Refusals after which a group's coordinator must be looked up again.
-const FIND_AGAIN: &[&str] = &[
-    "not_coordinator",
-    "coordinator_not_available",
-    "coordinator_load_in_progress",
-];
+const FIND_AGAIN: &[&str] = &["not_coordinator", "coordinator_not_available"];
 
 #[derive(Clone)]
 pub struct LogClient {
@@ -216,10 +212,7 @@ impl LogClient {
                                 return Err(status);
                             }
                             let _ = client.refresh_metadata().await;
-                            // Retried: said as UNAVAILABLE, with the kind kept for the caller.
-                            let mut again = Status::unavailable(status.message().to_string());
-                            *again.metadata_mut() = status.metadata().clone();
-                            Err(again)
+                            Err(retryable(status))
                         }
                     }
                 }
@@ -358,12 +351,23 @@ impl LogClient {
         let i = self
             .next_broker
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut rpc = self
-            .groups
-            .values()
-            .nth(i % self.groups.len())
-            .cloned()
-            .expect("at least one broker");
+        // Among the peers the metadata names as brokers, once known (a client may have been
+        // given peers that are not brokers: a consumer node gets every node of the cluster).
+        let pool: Vec<GroupRpc> = {
+            let metadata = self.metadata.lock().unwrap();
+            let brokers: Vec<GroupRpc> = self
+                .groups
+                .iter()
+                .filter(|(name, _)| metadata.brokers.iter().any(|b| &b.name == *name))
+                .map(|(_, rpc)| rpc.clone())
+                .collect();
+            if brokers.is_empty() {
+                self.groups.values().cloned().collect()
+            } else {
+                brokers
+            }
+        };
+        let mut rpc = pool[i % pool.len()].clone();
         let request = with_timeout(
             pb::FindCoordinatorRequest {
                 group: group.to_string(),
@@ -572,14 +576,19 @@ impl Producer {
     }
 }
 
-/// Turns a refusal whose kind is in `kinds` into UNAVAILABLE (which the retry policy retries),
-/// keeping its kind and message for the caller.
+/// `status` said as UNAVAILABLE, which the retry policy retries, with its message and kind
+/// kept for the caller.
+fn retryable(status: Status) -> Status {
+    let mut again = Status::unavailable(status.message().to_string());
+    *again.metadata_mut() = status.metadata().clone();
+    again
+}
+
+/// [`retryable`] for a refusal whose kind is in `kinds`; others unchanged.
 fn retried_if(kinds: &'static [&'static str]) -> impl Fn(Status) -> Status {
     move |status| {
         if refusal_kind(&status).is_some_and(|k| kinds.contains(&k)) {
-            let mut again = Status::unavailable(status.message().to_string());
-            *again.metadata_mut() = status.metadata().clone();
-            again
+            retryable(status)
         } else {
             status
         }

@@ -26,8 +26,7 @@ use ratatui_widgets::paragraph::Paragraph;
 use serde_json::Value;
 
 use crate::console::app::{App, NodeState};
-use crate::console::views::View;
-use crate::engine::events::EventKind;
+use crate::console::views::{View, recent_events};
 use crate::engine::model::NodeView;
 
 pub struct IsrView;
@@ -260,26 +259,7 @@ impl View for IsrView {
             Style::default().fg(Color::DarkGray),
         ));
         let room = (inner.height as usize).saturating_sub(lines.len());
-        let events: Vec<Line> = app
-            .events
-            .iter()
-            .filter(|e| {
-                e.kind == EventKind::NodeEvent && ISR_EVENTS.iter().any(|p| e.what.starts_with(p))
-            })
-            .rev()
-            .take(room)
-            .map(|e| {
-                Line::from(format!(
-                    "{:>6.1}s {} {}",
-                    e.t,
-                    e.node.as_deref().unwrap_or("-"),
-                    e.what
-                ))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let events = recent_events(app, ISR_EVENTS, room);
         lines.extend(events);
         frame.render_widget(Paragraph::new(lines), inner);
     }

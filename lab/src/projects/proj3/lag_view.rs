@@ -28,8 +28,7 @@ use serde_json::Value;
 
 use crate::console::app::{App, NodeState};
 use crate::console::ui::state_style;
-use crate::console::views::View;
-use crate::engine::events::EventKind;
+use crate::console::views::{View, recent_events};
 use crate::engine::model::NodeView;
 
 pub struct LagView;
@@ -225,26 +224,7 @@ impl View for LagView {
                 );
             }
         }
-        let lines: Vec<Line> = app
-            .events
-            .iter()
-            .filter(|e| {
-                e.kind == EventKind::NodeEvent && GROUP_EVENTS.iter().any(|p| e.what.starts_with(p))
-            })
-            .rev()
-            .take(events.height as usize)
-            .map(|e| {
-                Line::from(format!(
-                    "{:>6.1}s {} {}",
-                    e.t,
-                    e.node.as_deref().unwrap_or("-"),
-                    e.what
-                ))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let lines = recent_events(app, GROUP_EVENTS, events.height as usize);
         frame.render_widget(Paragraph::new(lines), events);
     }
 }

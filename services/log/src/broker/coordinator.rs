@@ -503,7 +503,7 @@ impl Coordinator {
         if request.offsets.is_empty() {
             return Ok(());
         }
-        let (partition, ()) = self.on_commit_check(broker, &request)?;
+        let partition = self.check_commit(broker, &request)?;
         let records: Vec<(String, CommitRecord)> = request
             .offsets
             .iter()
@@ -542,11 +542,12 @@ impl Coordinator {
         Ok(())
     }
 
-    fn on_commit_check(
+    /// Whether the request's member may commit now; the group's offsets partition.
+    fn check_commit(
         &self,
         broker: &Broker,
         request: &pb::OffsetCommitRequest,
-    ) -> Result<(u32, ()), Status> {
+    ) -> Result<u32, Status> {
         check_group_name(&request.group)?;
         let (partition, checked) = self.with_shard(broker, &request.group, |shard| match shard
             .groups
@@ -556,7 +557,7 @@ impl Coordinator {
             None => Err(GroupError::UnknownMember(request.member_id.clone())),
         })?;
         checked.map_err(|e| group_refusal(&e))?;
-        Ok((partition, ()))
+        Ok(partition)
     }
 
     pub fn fetch_offsets(

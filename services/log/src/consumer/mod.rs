@@ -85,6 +85,16 @@ pub struct Generation {
     pub took: Duration,
 }
 
+/// What a refusal from the coordinator means for a member: join again (as a new member when
+/// it no longer knows this one), or nothing (`None`: retry as before).
+fn rejoin_for(status: &Status) -> Option<u8> {
+    match refusal_kind(status) {
+        Some("unknown_member_id") => Some(REJOIN_AS_NEW),
+        Some("illegal_generation" | "rebalance_in_progress") => Some(REJOIN),
+        _ => None,
+    }
+}
+
 /// What the heartbeat task tells the poll loop.
 const IN_GENERATION: u8 = 0;
 const REJOIN: u8 = 1;
@@ -303,12 +313,8 @@ impl GroupConsumer {
     }
 
     fn on_refusal(&self, status: &Status) {
-        match refusal_kind(status) {
-            Some("unknown_member_id") => self.rejoin.store(REJOIN_AS_NEW, Ordering::Relaxed),
-            Some("illegal_generation" | "rebalance_in_progress") => {
-                self.rejoin.store(REJOIN, Ordering::Relaxed);
-            }
-            _ => {}
+        if let Some(flag) = rejoin_for(status) {
+            self.rejoin.store(flag, Ordering::Relaxed);
         }
     }
 
@@ -374,12 +380,8 @@ impl GroupConsumer {
                 .await;
             let assignment = match synced {
                 Ok(synced) => synced.assignment,
-                Err(status)
-                    if matches!(
-                        refusal_kind(&status),
-                        Some("rebalance_in_progress" | "illegal_generation" | "unknown_member_id")
-                    ) =>
-                {
+                // The generation moved on before this member synced: join it.
+                Err(status) if rejoin_for(&status).is_some() => {
                     self.on_refusal(&status);
                     continue;
                 }
@@ -504,16 +506,12 @@ impl GroupConsumer {
                     () = cancelled.cancelled() => return,
                 };
                 let Err(status) = answer else { continue };
-                let kind = refusal_kind(&status);
-                match kind {
-                    Some("unknown_member_id") => rejoin.store(REJOIN_AS_NEW, Ordering::Relaxed),
-                    Some("rebalance_in_progress" | "illegal_generation") => {
-                        rejoin.store(REJOIN, Ordering::Relaxed);
-                    }
-                    // The coordinator is unreachable or moved: keep trying; a new coordinator
-                    // answers "unknown member".
-                    _ => continue,
-                }
+                // The coordinator is unreachable or moved: keep trying (a new coordinator
+                // answers "unknown member").
+                let Some(flag) = rejoin_for(&status) else {
+                    continue;
+                };
+                rejoin.store(flag, Ordering::Relaxed);
                 return;
             }
         });

@@ -2,8 +2,8 @@
 //! T ...`), so the lab can kill it, pause it or cut it off like any other process and watch
 //! the group rebalance.
 //!
-//! Its brokers are the `--peer`s that the cluster metadata names as brokers (asked of the
-//! peers that are not `--controllers`). It polls, writes what it read to its
+//! Its brokers are among its `--peer`s that are not `--controllers` (the others are consumers:
+//! calls go to the brokers the cluster metadata names). It polls, writes what it read to its
 //! [journal](super::journal) in `--data-dir`, commits, and shows its generation, assignment,
 //! positions and lag in `/status`; a SIGTERM commits and leaves the group (a SIGKILL does not:
 //! its session expires). It serves no gRPC API of its own.
@@ -161,24 +161,32 @@ pub async fn run(
     served
 }
 
-/// The brokers among `candidates`: the names the cluster metadata lists (asked until some
-/// peer answers).
-async fn find_brokers(
+/// A client of the brokers among `candidates` (every peer but the controllers): asks them for
+/// the metadata until one answers with brokers and every topic in `topics` in it (the group's
+/// first join then comes after its topics exist, so `__consumer_offsets` is made after them and
+/// does not shift their placement). The client keeps every candidate (a broker that is down
+/// now, or registers later, is one of them); calls go to the brokers the metadata names.
+async fn connect(
     candidates: &[(String, SocketAddr)],
+    topics: &[String],
     policy: &RetryPolicy,
     shutdown: &CancellationToken,
-) -> Option<Vec<(String, SocketAddr)>> {
-    let probe = LogClient::connect_lazy(candidates, policy.clone()).ok()?;
+) -> Option<LogClient> {
+    let client = match LogClient::connect_lazy(candidates, policy.clone()) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot reach the brokers");
+            return None;
+        }
+    };
     loop {
-        if let Ok(metadata) = probe.refresh_metadata().await {
-            let brokers: Vec<(String, SocketAddr)> = candidates
+        if let Ok(metadata) = client.refresh_metadata().await
+            && !metadata.brokers.is_empty()
+            && topics
                 .iter()
-                .filter(|(name, _)| metadata.brokers.iter().any(|b| &b.name == name))
-                .cloned()
-                .collect();
-            if !brokers.is_empty() {
-                return Some(brokers);
-            }
+                .all(|topic| metadata.topics.iter().any(|t| &t.name == topic))
+        {
+            return Some(client);
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -201,17 +209,9 @@ async fn consume(
         max_backoff: Duration::from_millis(200),
         ..RetryPolicy::default()
     };
-    let Some(brokers) = find_brokers(&candidates, &policy, &shutdown).await else {
+    let Some(client) = connect(&candidates, &config.topics, &policy, &shutdown).await else {
         return;
     };
-    let client = match LogClient::connect_lazy(&brokers, policy) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "cannot reach the brokers");
-            return;
-        }
-    };
-    let _ = client.refresh_metadata().await;
     let mut consumer = GroupConsumer::new(client, config);
     while !shutdown.is_cancelled() {
         let joined = tokio::select! {
