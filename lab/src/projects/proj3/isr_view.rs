@@ -54,6 +54,9 @@ struct Copy {
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Partition {
     name: String,
+    /// How fresh the report the leader, epoch, replicas and ISR came from is: (from a
+    /// running broker, leader epoch, from the leader).
+    rank: (bool, u64, bool),
     leader: Option<String>,
     leader_epoch: u64,
     replicas: Vec<String>,
@@ -92,12 +95,15 @@ fn brokers(nodes: &[NodeView]) -> Vec<&NodeView> {
     nodes.iter().filter(|n| n.node.role == "broker").collect()
 }
 
-/// Every partition some broker reports, user topics first: the leader's report wins for the
-/// leader, epoch, replicas and ISR (it is the newest), any report otherwise.
+/// Every partition some broker reports, user topics first. The leader, epoch, replicas and
+/// ISR come from the freshest report: a running broker's before a paused or unresponsive
+/// one's (whose last report may predate a failover), the highest leader epoch, the leader's.
+/// Each broker's own copy (log start and end, high watermark) is its own report.
 fn partitions(nodes: &[NodeView]) -> Vec<Partition> {
     let mut found: BTreeMap<(bool, String), Partition> = BTreeMap::new();
     for broker in brokers(nodes) {
-        if NodeState::of(broker) == NodeState::Down {
+        let state = NodeState::of(broker);
+        if state == NodeState::Down {
             continue;
         }
         let reported = broker.detail.get("partitions").and_then(Value::as_array);
@@ -115,11 +121,17 @@ fn partitions(nodes: &[NodeView]) -> Vec<Partition> {
                     .filter_map(|s| s.as_str().map(str::to_string))
                     .collect()
             };
-            let leads = p["role"] == "leader";
-            if leads || entry.name.is_empty() {
+            let leader_epoch = p["leader_epoch"].as_u64().unwrap_or(0);
+            let rank = (
+                state == NodeState::Running,
+                leader_epoch,
+                p["role"] == "leader",
+            );
+            if entry.name.is_empty() || rank > entry.rank {
+                entry.rank = rank;
                 entry.name = name.to_string();
                 entry.leader = p["leader"].as_str().map(str::to_string);
-                entry.leader_epoch = p["leader_epoch"].as_u64().unwrap_or(0);
+                entry.leader_epoch = leader_epoch;
                 entry.replicas = strings(&p["replicas"]);
                 entry.isr = strings(&p["isr"]);
             }
@@ -284,6 +296,64 @@ mod tests {
             "a short tail shows"
         );
         assert_eq!(bar(&copy(0, 0), 0, (0, 0), 4), "    ");
+    }
+
+    /// A paused broker's last report (it led, in an older epoch) does not hide the failover
+    /// the running brokers report.
+    #[test]
+    fn a_paused_brokers_stale_report_loses_to_the_running_ones() {
+        use crate::console::fixture::node;
+        use crate::engine::model::Health;
+        use crate::engine::supervisor::ProcessState;
+        let broker = |id: &str, state, role: &str, leader: &str, epoch: u64, isr: &[&str]| {
+            let mut v = node(id, state, Health::Responsive);
+            v.node.role = "broker";
+            v.detail = serde_json::json!({"partitions": [{
+                "name": "t/0", "role": role, "leader": leader, "leader_epoch": epoch,
+                "replicas": ["b1", "b2", "b3"], "isr": isr,
+                "log_start": 0, "log_end": 10, "high_watermark": 10,
+            }]});
+            v
+        };
+        let nodes = [
+            broker(
+                "b1",
+                ProcessState::Running,
+                "leader",
+                "b1",
+                1,
+                &["b1", "b2"],
+            ),
+            broker(
+                "b2",
+                ProcessState::Running,
+                "follower",
+                "b1",
+                1,
+                &["b1", "b2"],
+            ),
+            broker(
+                "b3",
+                ProcessState::Paused,
+                "leader",
+                "b3",
+                0,
+                &["b1", "b2", "b3"],
+            ),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0]] {
+            let nodes: Vec<NodeView> = order.iter().map(|&i| nodes[i].clone()).collect();
+            let p = &partitions(&nodes)[0];
+            assert_eq!(
+                (p.leader.as_deref(), p.leader_epoch, p.isr.len()),
+                (Some("b1"), 1, 2)
+            );
+            assert_eq!(
+                cell(p, &nodes[order.iter().position(|&i| i == 2).unwrap()]),
+                Cell::OutOfSync
+            );
+            assert_eq!(p.copies.len(), 3, "every broker's own copy is drawn");
+        }
     }
 
     /// The whole console on a Project 3 cluster, on its ISR view: b2 fell out of events/0's
