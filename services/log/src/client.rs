@@ -20,7 +20,7 @@ use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::broker::{BrokerRpc, broker_rpc};
+use crate::broker::{BrokerRpc, broker_rpc, partition_info};
 use crate::controller::service::refusal_kind;
 use crate::storage::batch::{Batch, ProducerStamp, Record, split};
 
@@ -158,16 +158,11 @@ impl LogClient {
     /// The leader of `topic`/`partition` as the cached metadata says, and its RPC client.
     fn leader_of(&self, topic: &str, partition: u32) -> Result<(String, BrokerRpc), Status> {
         let metadata = self.metadata.lock().unwrap();
-        let info = metadata
-            .topics
-            .iter()
-            .find(|t| t.name == topic)
-            .and_then(|t| t.partitions.get(partition as usize))
-            .ok_or_else(|| {
-                Status::unavailable(format!(
-                    "no partition {topic}/{partition} in the metadata yet"
-                ))
-            })?;
+        let info = partition_info(&metadata, topic, partition).ok_or_else(|| {
+            Status::unavailable(format!(
+                "no partition {topic}/{partition} in the metadata yet"
+            ))
+        })?;
         let leader = info.leader.clone().ok_or_else(|| {
             Status::unavailable(format!("{topic}/{partition} is offline (no leader)"))
         })?;
@@ -286,6 +281,37 @@ impl LogClient {
             high_watermark: reply.high_watermark,
             log_start: reply.log_start,
         })
+    }
+
+    /// Reads `topic`/`partition` from its log start up to its high watermark, 1 MiB per
+    /// fetch, handing each fetch's records (in offset order) to `each`.
+    pub async fn read_through(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut each: impl FnMut(Vec<Record>),
+    ) -> Result<(), Status> {
+        let mut offset = self.list_offsets(topic, partition).await?.log_start;
+        loop {
+            let fetched = self
+                .fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+                .await?;
+            if fetched.records.is_empty() && offset >= fetched.high_watermark {
+                return Ok(());
+            }
+            if let Some(last) = fetched.records.last() {
+                offset = last.offset + 1;
+            }
+            each(fetched.records);
+        }
+    }
+
+    /// Every record of `topic`/`partition` up to its high watermark, in offset order.
+    pub async fn read_all(&self, topic: &str, partition: u32) -> Result<Vec<Record>, Status> {
+        let mut records = Vec::new();
+        self.read_through(topic, partition, |fetched| records.extend(fetched))
+            .await?;
+        Ok(records)
     }
 
     pub async fn list_offsets(
@@ -543,7 +569,7 @@ impl Producer {
                 "a batch needs at least one record",
             ));
         }
-        let now = crate::broker::Broker::wall_ms();
+        let now = distlab_runtime::clock::wall_ms();
         let key = (topic.to_string(), partition);
         let stamp = match self.identity().await? {
             Some((producer_id, producer_epoch)) => ProducerStamp {

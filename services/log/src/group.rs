@@ -28,6 +28,30 @@ pub struct TopicPartition {
     pub partition: u32,
 }
 
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl From<&distlab_proto::log::v1::GroupPartition> for TopicPartition {
+    fn from(p: &distlab_proto::log::v1::GroupPartition) -> Self {
+        Self::new(p.topic.clone(), p.partition)
+    }
+}
+
+impl From<TopicPartition> for distlab_proto::log::v1::GroupPartition {
+    fn from(tp: TopicPartition) -> Self {
+        Self {
+            topic: tp.topic,
+            partition: tp.partition,
+        }
+    }
+}
+
 impl std::fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.topic, self.partition)

@@ -21,22 +21,14 @@ fn partition0(metadata: &pb::ClusterMetadata) -> &pb::PartitionInfo {
 
 /// Everything a consumer can read from `t`/0, as text.
 async fn consume_all(client: &LogClient) -> Vec<String> {
-    let mut offset = 0;
-    let mut values = Vec::new();
-    loop {
-        let fetched = client
-            .fetch("t", 0, offset, 1 << 20, Duration::from_millis(200))
-            .await
-            .unwrap();
-        if fetched.records.is_empty() && offset >= fetched.high_watermark {
-            return values;
-        }
-        for record in fetched.records {
-            assert_eq!(record.offset, offset, "offsets are consecutive");
-            values.push(String::from_utf8_lossy(&record.value).into_owned());
-            offset += 1;
-        }
+    let records = client.read_all("t", 0).await.unwrap();
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.offset, i as u64, "offsets are consecutive");
     }
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,7 @@ pub mod admin;
 pub mod bench;
 pub mod channel;
 pub mod cli;
+pub mod clock;
 pub mod duration;
 pub mod hash;
 pub mod launch;

@@ -37,38 +37,24 @@ pub fn log_delivery(history: &[Op]) -> Verdict {
     // Per partition: acknowledged messages and their acks mode.
     let mut acked: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
     let mut sent: BTreeSet<&str> = BTreeSet::new();
-    let mut finals: BTreeMap<&str, Option<Vec<&str>>> = BTreeMap::new();
+    let finals = final_reads(history);
     for (start, op) in invocations_and_completions(history) {
-        let Some(partition) = op.key.as_deref() else {
+        let (Some(partition), "send") = (op.key.as_deref(), op.f.as_str()) else {
             continue;
         };
-        match (op.f.as_str(), op.kind) {
-            ("read", kind) if op.process >= FINAL_PROCESS => {
-                let messages = (kind == OpType::Ok).then(|| {
-                    op.value
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
-                        .unwrap_or_default()
-                });
-                finals.insert(partition, messages);
-            }
-            ("send", kind) => {
-                let Some(message) = start.value.as_str() else {
-                    continue;
-                };
-                sent.insert(message);
-                if kind == OpType::Ok {
-                    let acks = op
-                        .meta
-                        .as_ref()
-                        .and_then(|m| m.get("acks"))
-                        .and_then(|a| a.as_str())
-                        .unwrap_or("all")
-                        .to_string();
-                    acked.entry(partition).or_default().push((message, acks));
-                }
-            }
-            _ => {}
+        let Some(message) = start.value.as_str() else {
+            continue;
+        };
+        sent.insert(message);
+        if op.kind == OpType::Ok {
+            let acks = op
+                .meta
+                .as_ref()
+                .and_then(|m| m.get("acks"))
+                .and_then(|a| a.as_str())
+                .unwrap_or("all")
+                .to_string();
+            acked.entry(partition).or_default().push((message, acks));
         }
     }
 

@@ -228,7 +228,7 @@ async fn produce(
     let value = vec![b'x'; message_bytes];
     // One batch, sent again and again: not idempotent, so the broker appends each copy. Its
     // timestamp is now (segments roll and retention runs by the records' age).
-    let now_ms = distlab_log::broker::Broker::wall_ms();
+    let now_ms = distlab_runtime::clock::wall_ms();
     let batch = Batch::build(
         (0..records).map(|_| (None, value.as_slice(), now_ms)),
         ProducerStamp::NONE,
@@ -278,19 +278,13 @@ async fn consume(
     for partition in 0..args.partitions {
         let (client, topic) = (client.clone(), topic.to_string());
         reads.spawn(async move {
-            let end = client.list_offsets(&topic, partition).await?.high_watermark;
-            let (mut offset, mut messages) = (0u64, 0u64);
-            while offset < end {
-                let fetched = client
-                    .fetch(&topic, partition, offset, 1 << 20, Duration::ZERO)
-                    .await?;
-                let Some(last) = fetched.records.last() else {
-                    anyhow::bail!("{topic}/{partition}: nothing at offset {offset}");
-                };
-                offset = last.offset + 1;
-                messages += fetched.records.len() as u64;
-            }
-            Ok::<u64, anyhow::Error>(messages)
+            let mut messages = 0u64;
+            client
+                .read_through(&topic, partition, |records| {
+                    messages += records.len() as u64
+                })
+                .await
+                .map(|()| messages)
         });
     }
     let mut messages = 0;
@@ -359,7 +353,7 @@ async fn end_to_end(
         tick.tick().await;
         let mut value = (epoch.elapsed().as_micros() as u64).to_be_bytes().to_vec();
         value.resize(100, b'x');
-        let now_ms = distlab_log::broker::Broker::wall_ms();
+        let now_ms = distlab_runtime::clock::wall_ms();
         let batch = Batch::build([(None, value.as_slice(), now_ms)], ProducerStamp::NONE);
         let (client, partition) = (client.clone(), (sent % u64::from(args.partitions)) as u32);
         sends.spawn(async move {

@@ -18,6 +18,7 @@ pub mod lag_view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distlab_log::broker::partition_info;
 use distlab_log::cli::partition_for_key;
 use distlab_log::client::{LogClient, Producer};
 use distlab_log::consumer::journal;
@@ -364,20 +365,11 @@ fn record_journals(recorder: &Recorder, consumers: &[Target]) {
 
 /// Every message of `events`/`partition` up to its high watermark, in offset order.
 async fn read_partition(client: &LogClient, partition: u32) -> Result<Vec<String>, tonic::Status> {
-    let mut offset = client.list_offsets(TOPIC, partition).await?.log_start;
-    let mut messages = Vec::new();
-    loop {
-        let fetched = client
-            .fetch(TOPIC, partition, offset, 1 << 20, Duration::ZERO)
-            .await?;
-        if fetched.records.is_empty() && offset >= fetched.high_watermark {
-            return Ok(messages);
-        }
-        for record in fetched.records {
-            messages.push(String::from_utf8_lossy(&record.value).into_owned());
-            offset = record.offset + 1;
-        }
-    }
+    let records = client.read_all(TOPIC, partition).await?;
+    Ok(records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect())
 }
 
 /// One producer.
@@ -422,12 +414,7 @@ impl ProducerClient {
 
     /// The broker that leads `partition`, as this client's metadata says.
     fn leader(&self, partition: u32) -> String {
-        self.client
-            .cached_metadata()
-            .topics
-            .iter()
-            .find(|t| t.name == TOPIC)
-            .and_then(|t| t.partitions.get(partition as usize))
+        partition_info(&self.client.cached_metadata(), TOPIC, partition)
             .and_then(|p| p.leader.clone())
             .unwrap_or_else(|| "-".into())
     }

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 
 use super::replica::Replica;
 use super::service::{append, refusal};
-use super::{Broker, partition_name};
+use super::{Broker, partition_info, partition_name};
 use crate::group::{Assignor, Group, GroupError, GroupState, TopicPartition};
 use crate::storage::batch::{Batch, ProducerStamp, split};
 
@@ -82,10 +82,7 @@ struct Shard {
 impl Shard {
     fn remember(&mut self, record: CommitRecord, at: u64) {
         let offsets = self.committed.entry(record.group).or_default();
-        let tp = TopicPartition {
-            topic: record.topic,
-            partition: record.partition,
-        };
+        let tp = TopicPartition::new(record.topic, record.partition);
         if offsets.get(&tp).is_none_or(|c| c.at <= at) {
             offsets.insert(
                 tp,
@@ -445,15 +442,16 @@ impl Coordinator {
         }
     }
 
-    /// Runs one membership check on `group` (sync, heartbeat, leave), logging what changed.
+    /// Runs one membership check on `group` (sync, heartbeat, leave, commit), logging what
+    /// changed; the group's offsets partition and the check's answer.
     fn on_member<T>(
         &self,
         broker: &Broker,
         group: &str,
         member: &str,
         f: impl FnOnce(&mut Group, i64) -> Result<T, GroupError>,
-    ) -> Result<T, Status> {
-        let (_, result) = self.with_shard(broker, group, |shard| {
+    ) -> Result<(u32, T), Status> {
+        let (partition, result) = self.with_shard(broker, group, |shard| {
             let Some(g) = shard.groups.get_mut(group) else {
                 return (Err(GroupError::UnknownMember(member.to_string())), false);
             };
@@ -465,7 +463,7 @@ impl Coordinator {
         if changed {
             self.notify();
         }
-        result.map_err(|e| group_refusal(&e))
+        Ok((partition, result.map_err(|e| group_refusal(&e))?))
     }
 
     pub fn sync(
@@ -473,11 +471,12 @@ impl Coordinator {
         broker: &Broker,
         request: &pb::SyncGroupRequest,
     ) -> Result<pb::SyncGroupResponse, Status> {
-        let partitions = self.on_member(broker, &request.group, &request.member_id, |g, now| {
-            g.sync(&request.member_id, request.generation, now)
-        })?;
+        let (_, partitions) =
+            self.on_member(broker, &request.group, &request.member_id, |g, now| {
+                g.sync(&request.member_id, request.generation, now)
+            })?;
         Ok(pb::SyncGroupResponse {
-            assignment: partitions.into_iter().map(to_pb).collect(),
+            assignment: partitions.into_iter().map(Into::into).collect(),
         })
     }
 
@@ -485,12 +484,14 @@ impl Coordinator {
         self.on_member(broker, &request.group, &request.member_id, |g, now| {
             g.heartbeat(&request.member_id, request.generation, now)
         })
+        .map(|(_, ())| ())
     }
 
     pub fn leave(&self, broker: &Broker, request: &pb::LeaveGroupRequest) -> Result<(), Status> {
         self.on_member(broker, &request.group, &request.member_id, |g, now| {
             g.leave(&request.member_id, now)
         })
+        .map(|(_, ())| ())
     }
 
     /// OffsetCommit: checks the member's generation, appends the offsets to the group's
@@ -503,7 +504,11 @@ impl Coordinator {
         if request.offsets.is_empty() {
             return Ok(());
         }
-        let partition = self.check_commit(broker, &request)?;
+        check_group_name(&request.group)?;
+        let (partition, ()) =
+            self.on_member(broker, &request.group, &request.member_id, |g, now| {
+                g.check_commit(&request.member_id, request.generation, now)
+            })?;
         let records: Vec<(String, CommitRecord)> = request
             .offsets
             .iter()
@@ -525,7 +530,7 @@ impl Coordinator {
             .iter()
             .map(|(_, r)| serde_json::to_vec(r).expect("a commit record serializes"))
             .collect();
-        let now = Broker::wall_ms();
+        let now = distlab_runtime::clock::wall_ms();
         let batch = Batch::build(
             records
                 .iter()
@@ -542,31 +547,13 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Whether the request's member may commit now; the group's offsets partition.
-    fn check_commit(
-        &self,
-        broker: &Broker,
-        request: &pb::OffsetCommitRequest,
-    ) -> Result<u32, Status> {
-        check_group_name(&request.group)?;
-        let (partition, checked) = self.with_shard(broker, &request.group, |shard| match shard
-            .groups
-            .get_mut(&request.group)
-        {
-            Some(g) => g.check_commit(&request.member_id, request.generation, broker.mono_ms()),
-            None => Err(GroupError::UnknownMember(request.member_id.clone())),
-        })?;
-        checked.map_err(|e| group_refusal(&e))?;
-        Ok(partition)
-    }
-
     pub fn fetch_offsets(
         &self,
         broker: &Broker,
         request: &pb::OffsetFetchRequest,
     ) -> Result<pb::OffsetFetchResponse, Status> {
         check_group_name(&request.group)?;
-        let wanted: BTreeSet<TopicPartition> = request.partitions.iter().map(from_pb).collect();
+        let wanted: BTreeSet<TopicPartition> = request.partitions.iter().map(Into::into).collect();
         let (_, offsets) = self.with_shard(broker, &request.group, |shard| {
             shard
                 .committed
@@ -682,12 +669,8 @@ impl Coordinator {
                     continue;
                 }
             }
-            let leader = metadata
-                .topics
-                .iter()
-                .find(|t| t.name == tp.topic)
-                .and_then(|t| t.partitions.get(tp.partition as usize))
-                .and_then(|p| p.leader.clone());
+            let leader =
+                partition_info(&metadata, &tp.topic, tp.partition).and_then(|p| p.leader.clone());
             let Some(mut rpc) = leader.and_then(|l| broker.peers.get(&l).cloned()) else {
                 continue;
             };
@@ -702,20 +685,6 @@ impl Coordinator {
             }
         }
         self.high_watermarks.lock().unwrap().extend(found);
-    }
-}
-
-fn to_pb(tp: TopicPartition) -> pb::GroupPartition {
-    pb::GroupPartition {
-        topic: tp.topic,
-        partition: tp.partition,
-    }
-}
-
-fn from_pb(p: &pb::GroupPartition) -> TopicPartition {
-    TopicPartition {
-        topic: p.topic.clone(),
-        partition: p.partition,
     }
 }
 
@@ -777,7 +746,7 @@ fn describe(
                         .into_iter()
                         .flatten()
                         .cloned()
-                        .map(to_pb)
+                        .map(Into::into)
                         .collect(),
                     silent_ms: now - m.last_heard_ms,
                 })

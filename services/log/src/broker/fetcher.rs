@@ -70,8 +70,12 @@ pub async fn follow(
                 // Truncated or written meanwhile: fetch again from the new end.
                 return Ok(());
             }
-            r.append_replicated(&batches, reply.high_watermark, Broker::wall_ms())
-                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            r.append_replicated(
+                &batches,
+                reply.high_watermark,
+                distlab_runtime::clock::wall_ms(),
+            )
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
             Ok::<(), tonic::Status>(())
         };
         let result = tokio::select! {

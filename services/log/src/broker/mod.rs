@@ -50,6 +50,19 @@ pub fn partition_name(topic: &str, partition: u32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// `topic`/`partition` in `metadata`, if the metadata has it.
+pub fn partition_info<'a>(
+    metadata: &'a pb::ClusterMetadata,
+    topic: &str,
+    partition: u32,
+) -> Option<&'a pb::PartitionInfo> {
+    metadata
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.partitions.get(partition as usize))
+}
+
 /// A partition on this broker, shared by the service and the tasks.
 pub type SharedReplica = Arc<Mutex<Replica>>;
 
@@ -102,13 +115,6 @@ impl Broker {
     /// Milliseconds on this broker's monotonic clock (replication timing).
     pub fn mono_ms(&self) -> i64 {
         self.started.elapsed().as_millis() as i64
-    }
-
-    /// Milliseconds since the epoch (batch timestamps, segment ages).
-    pub fn wall_ms() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
     }
 
     pub fn metadata(&self) -> pb::ClusterMetadata {
@@ -305,7 +311,7 @@ pub async fn keep_registered(
         if broker.epoch.load(Ordering::Relaxed) == 0 {
             match broker
                 .controller
-                .register_broker(&broker.me, &address, Broker::wall_ms())
+                .register_broker(&broker.me, &address, distlab_runtime::clock::wall_ms())
                 .await
             {
                 Ok(epoch) => {
@@ -414,7 +420,11 @@ pub async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
             if let Err(e) = r.log_mut().flush_if_due(Instant::now()) {
                 tracing::error!(partition = %r.name, error = %format!("{e:#}"), "flushing the log");
             }
-            if retention_due && let Err(e) = r.log_mut().enforce_retention(Broker::wall_ms()) {
+            if retention_due
+                && let Err(e) = r
+                    .log_mut()
+                    .enforce_retention(distlab_runtime::clock::wall_ms())
+            {
                 tracing::error!(partition = %r.name, error = %format!("{e:#}"), "retention");
             }
         }

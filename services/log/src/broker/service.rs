@@ -11,7 +11,7 @@ use distlab_proto::log::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::replica::{Ends, Replica, ReplicaError};
-use super::{Broker, partition_name};
+use super::{Broker, partition_info, partition_name};
 use crate::controller::service::ERROR_KIND;
 use crate::storage::batch::Batch;
 use crate::storage::partition::Appended;
@@ -54,10 +54,7 @@ pub fn replica_of(
 ) -> Result<Arc<Mutex<Replica>>, Status> {
     broker.replica(topic, partition).ok_or_else(|| {
         let metadata = broker.metadata();
-        let known = metadata
-            .topics
-            .iter()
-            .any(|t| t.name == topic && (partition as usize) < t.partitions.len());
+        let known = partition_info(&metadata, topic, partition).is_some();
         let name = partition_name(topic, partition);
         if known {
             refusal(
@@ -99,7 +96,7 @@ pub async fn append(
     let (appended, leader_epoch) = replica
         .lock()
         .unwrap()
-        .produce(batch, acks_all, Broker::wall_ms())
+        .produce(batch, acks_all, distlab_runtime::clock::wall_ms())
         .map_err(|e| replica_refusal(&e))?;
     let (base_offset, last_offset) = appended.offsets();
     if acks_all {

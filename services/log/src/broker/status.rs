@@ -32,11 +32,7 @@ impl NodeStatus for BrokerStatus {
             .into_iter()
             .map(|((topic, partition), replica)| {
                 let r = replica.lock().unwrap();
-                let info = metadata
-                    .topics
-                    .iter()
-                    .find(|t| t.name == topic)
-                    .and_then(|t| t.partitions.get(partition as usize));
+                let info = super::partition_info(&metadata, &topic, partition);
                 let ends = r.ends();
                 let (role, followers) = match r.role() {
                     Role::Leader { state, .. } => {

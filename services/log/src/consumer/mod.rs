@@ -276,13 +276,8 @@ impl GroupConsumer {
         match result {
             Ok(_) => {
                 for o in offsets {
-                    self.committed.insert(
-                        TopicPartition {
-                            topic: o.topic,
-                            partition: o.partition,
-                        },
-                        o.offset,
-                    );
+                    self.committed
+                        .insert(TopicPartition::new(o.topic, o.partition), o.offset);
                 }
                 Ok(())
             }
@@ -358,11 +353,12 @@ impl GroupConsumer {
                 .await;
             let joined = match joined {
                 Ok(joined) => joined,
-                Err(status) if refusal_kind(&status) == Some("unknown_member_id") => {
-                    self.rejoin.store(REJOIN_AS_NEW, Ordering::Relaxed);
+                // Not known here any more (join as a new member), or the join outlasted the
+                // rebalance: join again.
+                Err(status) if rejoin_for(&status).is_some() => {
+                    self.on_refusal(&status);
                     continue;
                 }
-                Err(status) if refusal_kind(&status) == Some("rebalance_in_progress") => continue,
                 Err(status) => return Err(status),
             };
             self.member_id = joined.member_id.clone();
@@ -388,13 +384,7 @@ impl GroupConsumer {
                 Err(status) => return Err(status),
             };
             self.generation = joined.generation;
-            self.assignment = assignment
-                .into_iter()
-                .map(|p| TopicPartition {
-                    topic: p.topic,
-                    partition: p.partition,
-                })
-                .collect();
+            self.assignment = assignment.iter().map(Into::into).collect();
             self.start_positions().await?;
             self.rejoin.store(IN_GENERATION, Ordering::Relaxed);
             self.start_heartbeat();
@@ -404,7 +394,8 @@ impl GroupConsumer {
                 assignment: self.assignment.clone(),
                 took: started.elapsed(),
             };
-            tracing::info!(
+            // The consumer node logs it as an event; here it is for debugging a client.
+            tracing::debug!(
                 group,
                 member = self.member_id,
                 generation = self.generation,
@@ -425,14 +416,7 @@ impl GroupConsumer {
     async fn start_positions(&mut self) -> Result<(), Status> {
         let request = pb::OffsetFetchRequest {
             group: self.config.group.clone(),
-            partitions: self
-                .assignment
-                .iter()
-                .map(|tp| pb::GroupPartition {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                })
-                .collect(),
+            partitions: self.assignment.iter().cloned().map(Into::into).collect(),
         };
         let fetched = self
             .client
@@ -444,15 +428,7 @@ impl GroupConsumer {
         self.committed = fetched
             .offsets
             .into_iter()
-            .map(|o| {
-                (
-                    TopicPartition {
-                        topic: o.topic,
-                        partition: o.partition,
-                    },
-                    o.offset,
-                )
-            })
+            .map(|o| (TopicPartition::new(o.topic, o.partition), o.offset))
             .collect();
         self.positions.clear();
         self.high_watermarks.clear();

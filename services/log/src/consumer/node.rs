@@ -287,7 +287,7 @@ async fn consume(
 /// One entry per partition the poll read.
 fn journal_entries(consumer: &GroupConsumer, polled: &[Consumed]) -> Vec<Entry> {
     let mut by_partition: BTreeMap<String, Entry> = BTreeMap::new();
-    let now = crate::broker::Broker::wall_ms();
+    let now = distlab_runtime::clock::wall_ms();
     let lag = consumer.lag();
     for c in polled {
         let entry = by_partition

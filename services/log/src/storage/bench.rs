@@ -90,7 +90,7 @@ fn append_and_read(
     let started = Instant::now();
     let mut segments = log.segment_count();
     while started.elapsed() < args.duration {
-        let now_ms = now_ms();
+        let now_ms = distlab_runtime::clock::wall_ms();
         // Built per batch, as a broker receives a new one per produce request.
         let batch = Batch::build(
             (0..records).map(|_| (None, value.as_slice(), now_ms)),
@@ -138,10 +138,4 @@ fn append_and_read(
         read_messages as f64 / seconds.max(1e-9),
     );
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
