@@ -247,6 +247,9 @@ pub struct Group {
     rebalance_timeout_ms: i64,
     /// When the current rebalance began, and why.
     rebalancing: Option<(i64, String)>,
+    /// Time the current rebalance does not count against its timeout: the coordinator was
+    /// not running (see [`Group::excuse_absence`]).
+    rebalance_excused_ms: i64,
     last_rebalance: Option<Rebalance>,
     rebalances: u32,
     /// The partition counts of the subscribed topics the assignment was made with: a change
@@ -271,6 +274,7 @@ impl Group {
             assignor,
             rebalance_timeout_ms,
             rebalancing: None,
+            rebalance_excused_ms: 0,
             last_rebalance: None,
             rebalances: 0,
             assigned_counts: BTreeMap::new(),
@@ -475,7 +479,8 @@ impl Group {
         }
         let mut dropped = expired;
         if let Some((started, _)) = &self.rebalancing {
-            let timed_out = now_ms.saturating_sub(*started) >= self.rebalance_timeout_ms;
+            let waited = now_ms.saturating_sub(*started) - self.rebalance_excused_ms;
+            let timed_out = waited >= self.rebalance_timeout_ms;
             if timed_out {
                 let missing: Vec<String> = self
                     .members
@@ -493,6 +498,19 @@ impl Group {
             }
         }
         dropped
+    }
+
+    /// The coordinator did not run for the `absent_ms` before `now_ms` (its process was
+    /// stopped, or starved): nobody could reach it, so that time counts against no member's
+    /// session and not against the rebalance timeout. No member is taken as heard after
+    /// `now_ms`.
+    pub fn excuse_absence(&mut self, absent_ms: i64, now_ms: i64) {
+        for member in self.members.values_mut() {
+            member.last_heard_ms = member.last_heard_ms.saturating_add(absent_ms).min(now_ms);
+        }
+        if self.rebalancing.is_some() {
+            self.rebalance_excused_ms += absent_ms;
+        }
     }
 
     /// The partition counts of the topics some member subscribes to.
@@ -541,6 +559,7 @@ impl Group {
     fn begin_rebalance(&mut self, reason: String, now_ms: i64) {
         self.state = GroupState::PreparingRebalance;
         self.rebalancing = Some((now_ms, reason));
+        self.rebalance_excused_ms = 0;
         for member in self.members.values_mut() {
             member.joined = false;
         }
@@ -759,6 +778,37 @@ mod tests {
         assert_eq!(group.joined(&a).unwrap().generation, 2);
         group.leave(&a, 5_020).unwrap();
         assert_eq!(group.adopt(Assignor::RoundRobin, 2_000), Ok(()));
+    }
+
+    /// A coordinator that was stopped for longer than the sessions expires nobody for it:
+    /// the time it was away counts against no session and not against a rebalance timeout;
+    /// time after it is back counts as usual.
+    #[test]
+    fn the_time_the_coordinator_was_away_expires_nobody() {
+        let partitions = counts(&[("t", 2)]);
+        let mut group = Group::new("g", Assignor::Range, 2_000, "i1");
+        let a = group.join("", "x", topics(&["t"]), 1_000, 0).unwrap();
+        let b = group.join("", "x", topics(&["t"]), 1_000, 0).unwrap();
+        group.tick(1, &partitions);
+        group.heartbeat(&a, 1, 500).unwrap();
+        group.heartbeat(&b, 1, 900).unwrap();
+
+        // Stopped from 1_000 to 6_000: back, it excuses the 5 s before its first tick.
+        group.excuse_absence(5_000, 6_000);
+        assert!(group.tick(6_000, &partitions).is_empty());
+        assert_eq!(group.state(), GroupState::Stable);
+        // a was last heard 500 ms before the stop: its session ends 500 ms after it.
+        assert_eq!(group.tick(6_501, &partitions), vec![a]);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+
+        // Stopped again mid-rebalance (b has not rejoined): the rebalance timeout (2 s from
+        // 6_501) does not run while the coordinator is away, b's session is renewed.
+        group.excuse_absence(3_000, 9_600);
+        assert!(group.tick(9_600, &partitions).is_empty(), "b is excused");
+        group.join(&b, "x", topics(&["t"]), 1_000, 9_700).unwrap();
+        group.tick(9_701, &partitions);
+        assert_eq!(group.generation(), 2);
+        assert_eq!(group.sync(&b, 2, 9_702).unwrap().len(), 2);
     }
 
     /// Members subscribed to a topic that does not exist yet get nothing; once it is created

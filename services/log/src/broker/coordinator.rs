@@ -17,6 +17,7 @@
 //! Rebalances, expiries and coordinator moves are logged as events for the lab's timeline.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Its partition count when a broker creates it (on the first FindCoordinator).
 pub const OFFSETS_PARTITIONS: u32 = 3;
+
+/// The coordinator's timer runs every 100 ms; a gap of more than this between two runs of
+/// the coordinator means it was away (its process stopped, or starved), and its groups
+/// excuse their members for that time.
+const AWAY_AFTER_MS: i64 = 1_000;
 
 /// How long an offset commit waits for the ISR to hold it.
 const COMMIT_WAIT: Duration = Duration::from_secs(5);
@@ -243,6 +249,8 @@ pub struct Coordinator {
     changed: watch::Sender<u64>,
     /// The high watermarks of the groups' partitions, as last asked.
     high_watermarks: Mutex<BTreeMap<TopicPartition, u64>>,
+    /// When the coordinator last ran (its timer or a request), on the broker's clock.
+    last_ran_ms: AtomicI64,
 }
 
 impl Default for Coordinator {
@@ -251,6 +259,7 @@ impl Default for Coordinator {
             shards: Mutex::default(),
             changed: watch::channel(0).0,
             high_watermarks: Mutex::default(),
+            last_ran_ms: AtomicI64::new(-1),
         }
     }
 }
@@ -258,6 +267,37 @@ impl Default for Coordinator {
 impl Coordinator {
     fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Notes that the coordinator runs now (with `shards` locked) and returns the time. After
+    /// an absence (see [`AWAY_AFTER_MS`]) no member could reach it, so its groups do not count
+    /// that time against sessions or rebalance timeouts: a coordinator that was paused does
+    /// not expire its whole groups when it is back (nor, still believing it leads, before it
+    /// learns that another broker took its groups over).
+    fn running(&self, broker: &Broker, shards: &mut BTreeMap<u32, Shard>) -> i64 {
+        let now = broker.mono_ms();
+        let last = self.last_ran_ms.swap(now, Ordering::Relaxed);
+        let away = now - last;
+        if last >= 0 && away > AWAY_AFTER_MS {
+            let groups: Vec<&mut Group> = shards
+                .values_mut()
+                .flat_map(|s| s.groups.values_mut())
+                .collect();
+            if !groups.is_empty() {
+                tracing::info!(
+                    event = "coordinator_was_away",
+                    away_ms = away,
+                    groups = groups.len(),
+                    "the coordinator did not run for {away} ms (stopped or starved): that \
+                     time counts against no session or rebalance of its {} group(s)",
+                    groups.len()
+                );
+            }
+            for group in groups {
+                group.excuse_absence(away, now);
+            }
+        }
+        now
     }
 
     /// Runs `f` on the shard holding `group`, if this broker coordinates it (loading the
@@ -298,6 +338,7 @@ impl Coordinator {
             ));
         };
         let mut shards = self.shards.lock().unwrap();
+        self.running(broker, &mut shards);
         if shards.get(&p).is_none_or(|s| s.leader_epoch != epoch) {
             shards.insert(p, load(&replica, epoch, &broker.me)?);
         }
@@ -601,9 +642,9 @@ impl Coordinator {
     /// completes rebalances.
     fn tick(&self, broker: &Broker) {
         let counts = topic_counts(&broker.metadata());
-        let now = broker.mono_ms();
         let mut changed = false;
         let mut shards = self.shards.lock().unwrap();
+        let now = self.running(broker, &mut shards);
         shards.retain(|p, shard| {
             let leads = broker
                 .replica(OFFSETS_TOPIC, *p)
@@ -776,21 +817,38 @@ fn describe(
     }
 }
 
-/// The coordinator's timer (every 100 ms) and lag refresh (every second), until `shutdown`.
+/// The coordinator's timer (every 100 ms) and, on a task of its own so that a slow leader
+/// never holds the timer up, its lag refresh (every second), until `shutdown`.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::spawn(every(
+        Duration::from_secs(1),
+        broker.clone(),
+        shutdown.clone(),
+        |broker| async move { broker.coordinator.refresh_high_watermarks(&broker).await },
+    ));
+    every(
+        Duration::from_millis(100),
+        broker,
+        shutdown,
+        |broker| async move { broker.coordinator.tick(&broker) },
+    )
+    .await;
+}
+
+/// Runs `f` every `period` (the next run `period` after the last one ended), until `shutdown`.
+async fn every<F, Fut>(period: Duration, broker: Arc<Broker>, shutdown: CancellationToken, f: F)
+where
+    F: Fn(Arc<Broker>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_refresh = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        broker.coordinator.tick(&broker);
-        if last_refresh.elapsed() >= Duration::from_secs(1) {
-            last_refresh = tokio::time::Instant::now();
-            broker.coordinator.refresh_high_watermarks(&broker).await;
-        }
+        f(broker.clone()).await;
     }
 }
 
