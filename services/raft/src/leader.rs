@@ -152,6 +152,18 @@ impl<Rpc: Clone> LeaderClient<Rpc> {
             .await
     }
 
+    /// [`LeaderClient::call`] for the common case: every attempt sends a copy of `request`
+    /// with the attempt's timeout, through `send` (`|mut rpc, r| async move { rpc.get(r).await }`).
+    pub async fn unary<Req, T, F, Fut>(&self, request: &Req, send: F) -> Result<T, Status>
+    where
+        Req: Clone,
+        F: Fn(Rpc, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(|rpc, attempt| send(rpc, with_timeout(request.clone(), attempt)))
+            .await
+    }
+
     /// After a failed attempt at node `index`: where to go next, and whether to retry (a
     /// redirect is retried: the answer was "not here", not "failed").
     fn redirect(&self, index: usize, name: &str, status: Status, silent: &Silent) -> Status {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use distlab_proto::raftkv::v1 as pb;
-use distlab_raft::leader::{LeaderClient, with_timeout};
+use distlab_raft::leader::LeaderClient;
 use distlab_runtime::retry::{ClientMetrics, RetryPolicy};
 use prost::bytes::Bytes;
 use tonic::Status;
@@ -83,10 +83,7 @@ impl RaftKvClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.put(request).await }
-            })
+            .unary(&request, |mut rpc, r| async move { rpc.put(r).await })
             .await?;
         Ok(reply.index)
     }
@@ -98,10 +95,7 @@ impl RaftKvClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.get(request).await }
-            })
+            .unary(&request, |mut rpc, r| async move { rpc.get(r).await })
             .await?;
         Ok(reply.found.then(|| reply.value.to_vec()))
     }
@@ -114,10 +108,7 @@ impl RaftKvClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.delete(request).await }
-            })
+            .unary(&request, |mut rpc, r| async move { rpc.delete(r).await })
             .await?;
         Ok(reply.existed)
     }
@@ -137,9 +128,8 @@ impl RaftKvClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.compare_and_set(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.compare_and_set(r).await
             })
             .await?;
         Ok(CasOutcome {
@@ -152,10 +142,10 @@ impl RaftKvClient {
     pub async fn add_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
         let request = pb::MemberRequest { id: id.to_string() };
         self.cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.add_member(request).await }
-            })
+            .unary(
+                &request,
+                |mut rpc, r| async move { rpc.add_member(r).await },
+            )
             .await
     }
 
@@ -163,10 +153,10 @@ impl RaftKvClient {
     pub async fn remove_member(&self, id: &str) -> Result<pb::MembershipResponse, Status> {
         let request = pb::MemberRequest { id: id.to_string() };
         self.cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.remove_member(request).await }
-            })
+            .unary(
+                &request,
+                |mut rpc, r| async move { rpc.remove_member(r).await },
+            )
             .await
     }
 

@@ -51,9 +51,8 @@ impl ControllerClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.register_broker(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.register_broker(r).await
             })
             .await?;
         Ok(reply.epoch)
@@ -67,9 +66,8 @@ impl ControllerClient {
         };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.broker_heartbeat(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.broker_heartbeat(r).await
             })
             .await?;
         Ok(reply.fenced)
@@ -82,9 +80,8 @@ impl ControllerClient {
             epoch,
         };
         self.cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.shutdown_broker(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.shutdown_broker(r).await
             })
             .await?;
         Ok(())
@@ -96,10 +93,10 @@ impl ControllerClient {
     ) -> Result<pb::TopicInfo, Status> {
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.create_topic(request).await }
-            })
+            .unary(
+                &request,
+                |mut rpc, r| async move { rpc.create_topic(r).await },
+            )
             .await?;
         reply
             .topic
@@ -112,9 +109,8 @@ impl ControllerClient {
     ) -> Result<pb::PartitionInfo, Status> {
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request.clone(), attempt);
-                async move { rpc.alter_partition(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.alter_partition(r).await
             })
             .await?;
         reply
@@ -127,9 +123,8 @@ impl ControllerClient {
         let request = pb::AllocateProducerIdsRequest { count };
         let reply = self
             .cluster
-            .call(|mut rpc, attempt| {
-                let request = with_timeout(request, attempt);
-                async move { rpc.allocate_producer_ids(request).await }
+            .unary(&request, |mut rpc, r| async move {
+                rpc.allocate_producer_ids(r).await
             })
             .await?;
         Ok((reply.first, reply.count))
