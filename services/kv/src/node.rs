@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use distlab_runtime::BadInput;
 use distlab_runtime::cli::NodeArgs;
+use distlab_runtime::clock::Every;
 use distlab_runtime::node::{Node, Threads};
 use serde_json::json;
 use tonic::service::Routes;
@@ -153,13 +154,8 @@ pub async fn run(args: KvNodeArgs) -> anyhow::Result<()> {
 }
 
 async fn sweep_tokens(store: Arc<dyn Store>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(TOKEN_SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+    let mut every = Every::new(TOKEN_SWEEP_EVERY, &shutdown);
+    while every.tick().await {
         match store.expire_tokens(store::now_ms()) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(expired = n, "expired idempotency tokens"),

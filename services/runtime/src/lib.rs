@@ -19,6 +19,8 @@
 //! - [`retry`]: the client-side retry policy (exponential backoff with full jitter, attempt
 //!   timeouts, overall deadline) every client library uses.
 //! - [`tls`]: mTLS configuration from PEM files, and throwaway certificates for trying it.
+//! - [`clock`]: the wall clock records are stamped with, and [`clock::Every`], the beat of
+//!   the services' periodic background tasks.
 //! - [`launch`]: starting a node as a child process and waiting for its ready line (used by
 //!   the lab, benchmarks and end-to-end tests).
 //!

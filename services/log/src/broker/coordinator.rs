@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use distlab_proto::log::v1 as pb;
+use distlab_runtime::clock::Every;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -820,35 +821,19 @@ fn describe(
 /// The coordinator's timer (every 100 ms) and, on a task of its own so that a slow leader
 /// never holds the timer up, its lag refresh (every second), until `shutdown`.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-    tokio::spawn(every(
-        Duration::from_secs(1),
-        broker.clone(),
-        shutdown.clone(),
-        |broker| async move { broker.coordinator.refresh_high_watermarks(&broker).await },
-    ));
-    every(
-        Duration::from_millis(100),
-        broker,
-        shutdown,
-        |broker| async move { broker.coordinator.tick(&broker) },
-    )
-    .await;
-}
-
-/// Runs `f` every `period` (the next run `period` after the last one ended), until `shutdown`.
-async fn every<F, Fut>(period: Duration, broker: Arc<Broker>, shutdown: CancellationToken, f: F)
-where
-    F: Fn(Arc<Broker>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
+    let mut lag = Every::new(Duration::from_secs(1), &shutdown);
+    let lag_broker = broker.clone();
+    tokio::spawn(async move {
+        while lag.tick().await {
+            lag_broker
+                .coordinator
+                .refresh_high_watermarks(&lag_broker)
+                .await;
         }
-        f(broker.clone()).await;
+    });
+    let mut timer = Every::new(Duration::from_millis(100), &shutdown);
+    while timer.tick().await {
+        broker.coordinator.tick(&broker);
     }
 }
 

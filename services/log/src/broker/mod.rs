@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlab_proto::log::v1 as pb;
+use distlab_runtime::clock::Every;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -386,14 +387,9 @@ pub async fn follow_metadata(
 /// On every tick: leaders check their followers' lag (and propose shrinking the ISR), and
 /// logs flush when their fsync interval is due.
 pub async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = Every::new(Duration::from_millis(50), &shutdown);
     let mut last_retention = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+    while every.tick().await {
         let now = broker.mono_ms();
         let retention_due = last_retention.elapsed() > Duration::from_secs(5);
         if retention_due {

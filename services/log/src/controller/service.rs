@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use distlab_proto::log::v1 as pb;
 use distlab_raft::{Names, RaftId};
+use distlab_runtime::clock::Every;
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio_util::sync::CancellationToken;
@@ -472,13 +473,8 @@ impl pb::controller_server::Controller for ControllerApi {
 
 /// While this controller leads: fences brokers whose session ran out. Runs until `shutdown`.
 pub async fn fence_silent_brokers(api: Arc<ControllerApi>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+    let mut every = Every::new(Duration::from_millis(100), &shutdown);
+    while every.tick().await {
         if !api.is_leader() {
             api.liveness.forget();
             continue;
