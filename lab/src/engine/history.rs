@@ -51,6 +51,19 @@ pub struct Op {
     pub meta: Option<serde_json::Value>,
 }
 
+impl Op {
+    /// The service answered: `ok`, or a `fail` that carries what the service said in `meta`
+    /// (a cas whose expected value did not match: the service's "no", not an outage). A
+    /// `fail` without `meta` is an error the client got instead of an answer.
+    pub fn answered(&self) -> bool {
+        match self.kind {
+            OpType::Ok => true,
+            OpType::Fail => self.meta.is_some(),
+            OpType::Invoke | OpType::Info => false,
+        }
+    }
+}
+
 /// Processes at or above this number are the runner's final reads, not the workload.
 pub const FINAL_PROCESS: u64 = 1_000_000;
 

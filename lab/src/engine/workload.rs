@@ -231,7 +231,7 @@ pub fn failure_kind(code: Code) -> OpType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// `ok`; or `fail` when the service answered that it did not do it (a cas whose expected
-    /// value did not match).
+    /// value did not match; see [`Completion::refused`]).
     pub kind: OpType,
     /// The result (a read's value) or, for `fail`, the argument again.
     pub value: serde_json::Value,
@@ -247,6 +247,17 @@ impl Completion {
             value,
             error: None,
             meta,
+        }
+    }
+
+    /// The service answered that it did not do it (`why`); `said` is its answer, which tells
+    /// this `fail` from an error in the history ([`crate::engine::history::Op::answered`]).
+    pub fn refused(value: serde_json::Value, why: &str, said: serde_json::Value) -> Self {
+        Self {
+            kind: OpType::Fail,
+            value,
+            error: Some(why.to_string()),
+            meta: Some(said),
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn availability(history: &[Op], timeline: &[Event], min: Option<f64>) -> Ver
         .filter(|op| op.kind != OpType::Invoke && op.process < FINAL_PROCESS)
         .collect();
     let share = |ops: &[&Op]| {
-        let ok = ops.iter().filter(|op| op.kind == OpType::Ok).count();
+        let ok = ops.iter().filter(|op| op.answered()).count();
         (ok, ops.len())
     };
     let (ok, total) = share(&completions);
@@ -104,7 +104,7 @@ pub fn availability(history: &[Op], timeline: &[Event], min: Option<f64>) -> Ver
         ok as f64 / total as f64
     };
     let mut evidence = vec![format!(
-        "overall: {:.1}% ({ok} of {total} operations ok)",
+        "overall: {:.1}% ({ok} of {total} operations answered)",
         overall * 100.0
     )];
     // Windows between consecutive faults.
@@ -150,18 +150,18 @@ pub fn availability(history: &[Op], timeline: &[Event], min: Option<f64>) -> Ver
     let valid = total > 0 && min.is_none_or(|m| overall >= m);
     Verdict {
         figures: vec![(
-            "operations ok".to_string(),
+            "operations answered".to_string(),
             format!("{:.1}% of {total}", overall * 100.0),
         )],
         checker: "availability".to_string(),
         valid,
         summary: match min {
             Some(m) => format!(
-                "{:.1}% of operations succeeded (required: {:.1}%)",
+                "{:.1}% of operations answered (required: {:.1}%)",
                 overall * 100.0,
                 m * 100.0
             ),
-            None => format!("{:.1}% of operations succeeded", overall * 100.0),
+            None => format!("{:.1}% of operations answered", overall * 100.0),
         },
         evidence,
     }
@@ -230,6 +230,12 @@ mod tests {
             op(1, 1, OpType::Ok, "write", 1, None),
             op(2, 1, OpType::Info, "write", 1, None),
             op(3, 1, OpType::Info, "write", 1, None),
+            // The service's "no" to a cas is an answer; an error instead of one is not.
+            Op {
+                meta: Some(json!({ "swapped": false })),
+                ..op(4, 1, OpType::Fail, "cas", 1, None)
+            },
+            op(5, 1, OpType::Fail, "cas", 1, None),
         ];
         let timeline = vec![Event {
             t: 1.5,
@@ -252,10 +258,10 @@ mod tests {
             verdict
                 .evidence
                 .iter()
-                .any(|l| l.contains("0.0% (0/2) after n1: pause")),
+                .any(|l| l.contains("25.0% (1/4) after n1: pause")),
             "{:#?}",
             verdict.evidence
         );
-        assert!(!availability(&history, &timeline, Some(0.9)).valid);
+        assert!(!availability(&history, &timeline, Some(0.6)).valid);
     }
 }

@@ -209,17 +209,12 @@ impl RegisterClient {
                         value.to_string(),
                     );
                     record_call(recorder, process, "cas", key, arg.clone(), call, |o| {
-                        let meta = Some(json!({ "swapped": o.swapped }));
+                        let said = json!({ "swapped": o.swapped });
                         if o.swapped {
-                            Completion::ok(arg, meta)
+                            Completion::ok(arg, Some(said))
                         } else {
                             // It did not happen: the register's value was not the expected one.
-                            Completion {
-                                kind: OpType::Fail,
-                                value: arg,
-                                error: Some("cas did not match".into()),
-                                meta,
-                            }
+                            Completion::refused(arg, "cas did not match", said)
                         }
                     })
                     .await
