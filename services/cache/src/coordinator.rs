@@ -34,6 +34,9 @@ use crate::placement::{MemberId, Placement};
 use crate::protocol::{Command, Reply, Value};
 use crate::store::{Replica, Store, Stored, Version};
 
+/// How long a quorum read waits on the replicas it asked before it asks one more as well.
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// N, W and R.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -384,20 +387,45 @@ impl<P: Peers> Coordinator<P> {
             let mine = self.with_store(|s| s.replica_of(key, now));
             copies.push((self.me.clone(), mine));
         }
-        let others: Vec<&MemberId> = replicas
+        let wanted = self.settings.read_quorum.min(replicas.len());
+        // As many replicas as the quorum needs are asked at once; one more is asked when one
+        // fails, or when none answered for `HEDGE_AFTER` (Cassandra's speculative retry): a
+        // slow or dead replica not yet known down holds a read up that long, not its timeout.
+        let others: Vec<MemberId> = replicas
             .iter()
             .filter(|r| **r != self.me && !self.is_down(r))
+            .cloned()
             .collect();
-        let wanted = self.settings.read_quorum.min(replicas.len());
+        let mut others = others.into_iter().peekable();
+        let mut fetches = tokio::task::JoinSet::new();
         let mut asked = 0;
-        for member in others {
-            if copies.len() >= wanted {
-                break;
-            }
+        let mut ask = |fetches: &mut tokio::task::JoinSet<_>, member: MemberId| {
             asked += 1;
-            match self.peers.fetch(member, key.clone()).await {
-                Ok(copy) => copies.push((member.clone(), copy)),
-                Err(e) => tracing::debug!(error = %e, "replica did not answer a read"),
+            let (peers, key) = (self.peers.clone(), key.clone());
+            fetches.spawn(async move {
+                let copy = peers.fetch(&member, key).await;
+                (member, copy)
+            });
+        };
+        while copies.len() < wanted {
+            while copies.len() + fetches.len() < wanted
+                && let Some(member) = others.next()
+            {
+                ask(&mut fetches, member);
+            }
+            let more = others.peek().is_some();
+            tokio::select! {
+                done = fetches.join_next() => match done {
+                    None => break,
+                    Some(Ok((member, Ok(copy)))) => copies.push((member, copy)),
+                    Some(Ok((_, Err(e)))) => {
+                        tracing::debug!(error = %e, "replica did not answer a read");
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "a replica read failed"),
+                },
+                () = tokio::time::sleep(HEDGE_AFTER), if more => {
+                    ask(&mut fetches, others.next().expect("peeked"));
+                }
             }
         }
         if copies.len() < wanted {
@@ -804,11 +832,13 @@ mod tests {
     use crate::placement::PlacementKind;
     use crate::protocol;
 
-    /// Nodes in one process: a peer call is a direct call, unless the callee is down.
+    /// Nodes in one process: a peer call is a direct call, unless the callee is down (an
+    /// error at once) or stuck (a read it never answers).
     #[derive(Default)]
     struct Net {
         nodes: Mutex<BTreeMap<MemberId, Weak<Coordinator<Link>>>>,
         down: Mutex<BTreeSet<MemberId>>,
+        stuck: Mutex<BTreeSet<MemberId>>,
     }
 
     #[derive(Clone)]
@@ -837,6 +867,9 @@ mod tests {
             Ok(self.node(to)?.take_replicas(entries))
         }
         async fn fetch(&self, to: &str, key: Bytes) -> Result<Option<Replica>, PeerError> {
+            if self.0.stuck.lock().unwrap().contains(to) {
+                std::future::pending::<()>().await;
+            }
             Ok(self.node(to)?.copy_of(&key))
         }
         async fn hint(
@@ -1035,6 +1068,27 @@ mod tests {
             reply.starts_with("SERVER_ERROR read quorum not reached"),
             "{reply}"
         );
+    }
+
+    /// A replica that does not answer (not yet known down) holds a quorum read up for the
+    /// hedge delay only: then the next replica is asked as well, and makes the quorum.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_replica_holds_no_quorum_read_up() {
+        let cluster = Cluster::new(3, NWR);
+        let replicas = cluster.replicas_of("k");
+        cluster.run(&replicas[0], "set k 0 0 1\r\nx\r\n").await;
+        cluster.settle().await;
+        for stuck in &replicas[1..] {
+            cluster.net.stuck.lock().unwrap().insert(stuck.clone());
+            let read = cluster.run(&replicas[0], "get k\r\n");
+            // Paused time: if the read waited on the stuck replica for good, the clock would
+            // jump to this timeout at once.
+            let reply = tokio::time::timeout(Duration::from_secs(3600), read)
+                .await
+                .unwrap_or_else(|_| panic!("the read waited on {stuck}"));
+            assert_eq!(reply, "VALUE k 0 1\r\nx\r\nEND\r\n");
+            cluster.net.stuck.lock().unwrap().clear();
+        }
     }
 
     #[tokio::test]
