@@ -169,7 +169,10 @@ pub fn list_scenarios() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    println!("\nscenarios ({}):", dir.display());
+    println!(
+        "\nshipped scenarios, in {}/ (`lab scenario FILE` runs one headless, `lab run PROJ --scenario FILE` in the console):",
+        dir.display()
+    );
     for file in files {
         match scenario::load(&file) {
             Ok(v) => println!("  {:<32} {}", v.scenario.name, v.scenario.description),

@@ -28,6 +28,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Node {
         /// The service (kv...) or its project (proj0...); `lab list` shows them.
+        #[arg(allow_hyphen_values = true)]
         service: String,
         /// The node's flags (--id, --listen, --admin, --data-dir, --peer, and the service's
         /// own); `lab node kv --help` lists them.
@@ -102,25 +103,34 @@ enum Command {
     },
 }
 
+/// The checkers by the names scenario files use (`election_safety`); the kebab-case spelling
+/// (`election-safety`) is taken too.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum CheckerName {
     /// Registers: read, write, cas, delete per key.
     Linearizable,
     /// No write applied twice (Project 0's key versions).
+    #[value(name = "applied_once", alias = "applied-once")]
     AppliedOnce,
     /// The share of operations that succeeded, per fault window (no minimum).
     Availability,
     /// At most one leader per term (Raft), from the timeline's became_leader events.
+    #[value(name = "election_safety", alias = "election-safety")]
     ElectionSafety,
     /// Every acknowledged write (or a newer one) readable at the end (Project 1).
+    #[value(name = "no_lost_writes", alias = "no-lost-writes")]
     NoLostWrites,
     /// Keys moved per join or leave <= 1.25 x K/N, from ring_changed events (Project 1).
+    #[value(name = "key_movement", alias = "key-movement")]
     KeyMovement,
     /// Every hint delivered by the end, from hints_pending/hints_drained events (Project 1).
+    #[value(name = "hints_drained", alias = "hints-drained")]
     HintsDrained,
     /// Acknowledged messages all read at the end, once, in order (Project 3).
+    #[value(name = "log_delivery", alias = "log-delivery")]
     LogDelivery,
     /// The consumer group read every message, caught up; rebalances and lag (Project 3).
+    #[value(name = "group_delivery", alias = "group-delivery")]
     GroupDelivery,
 }
 
@@ -179,6 +189,21 @@ fn parse_size(text: &str) -> Result<(u16, u16), String> {
     Ok((w, h))
 }
 
+/// `lab node --help`: what the command does and the services it runs (each service's own
+/// flags are behind `lab node SERVICE --help`).
+fn node_help() -> String {
+    let mut out = String::from(
+        "Run one node of a service in the foreground (this is how the lab starts its nodes).\n\n\
+         Usage: lab node SERVICE --id n1 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir DIR \
+         [--peer n2=ADDR ...] [service flags]\n\nServices:\n",
+    );
+    for project in lab::engine::project::PROJECTS {
+        out += &format!("  {:<8} {} ({})\n", project.service, project.title, project.name);
+    }
+    out += "\n`lab node SERVICE --help` lists a service's flags.\n";
+    out
+}
+
 /// mimalloc, not the system allocator: a node serving a request allocates and frees many
 /// small buffers (HTTP/2 frames, protobuf, sled), and glibc's malloc and free were a fifth of
 /// a raftkv leader's CPU.
@@ -188,14 +213,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::List => {
+            println!("projects (`lab run PROJ` opens the console on one):");
             for project in lab::engine::project::PROJECTS {
                 let roles: Vec<_> = project.roles.iter().map(|r| r.name).collect();
+                let nodes = if project.console_nodes() == project.default_nodes {
+                    format!("{} nodes", project.default_nodes)
+                } else {
+                    format!(
+                        "{} nodes in lab run, {} in lab up and scenarios",
+                        project.console_nodes(),
+                        project.default_nodes
+                    )
+                };
                 println!(
-                    "{:<7} {:<60} roles: {}  default nodes: {}",
+                    "  {:<7} {}\n          roles: {} · {nodes}",
                     project.name,
                     project.title,
                     roles.join(", "),
-                    project.default_nodes
                 );
             }
             lab::headless::list_scenarios();
@@ -233,6 +267,10 @@ fn main() -> ExitCode {
             let flags = split_flags(node_flags.as_deref().unwrap_or_default());
             lab::up::run(project, nodes, runs_dir, seed, flags)
         }),
+        Command::Node { service, .. } if ["--help", "-h", "help"].contains(&service.as_str()) => {
+            print!("{}", node_help());
+            ExitCode::SUCCESS
+        }
         Command::Node { service, args } => match lab::engine::project::find_service(&service) {
             Ok(project) => (project.node_main)(&format!("lab node {}", project.service), args),
             Err(e) => {

@@ -16,6 +16,13 @@ pub async fn run(
     seed: u64,
     node_flags: Vec<String>,
 ) -> anyhow::Result<()> {
+    // Both signals are caught from here to the end, each by one stream that keeps a signal
+    // delivered while nobody waits on it. A `ctrl_c()` future made for each wait lost two:
+    // one that arrived as the start finished (the select took the finished start and dropped
+    // the future that had consumed the signal), and one that arrived between the two waits,
+    // while the addresses were printed (a new `ctrl_c()` hears only later signals).
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let project = project::find(&project).map_err(distlab_runtime::BadInput)?;
     let exe = std::env::current_exe().context("finding the lab executable")?;
     let spec = ClusterSpec {
@@ -23,10 +30,9 @@ pub async fn run(
         ..ClusterSpec::new(project, nodes.unwrap_or(project.default_nodes), seed)
     };
     let supervisor = Supervisor::new(spec, &runs_dir, exe).await?;
-    let mut term = signal(SignalKind::terminate())?;
     let started = tokio::select! {
         started = supervisor.start_all() => started,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted while starting")),
         _ = term.recv() => Err(anyhow::anyhow!("terminated while starting")),
     };
     if let Err(e) = started {
@@ -64,7 +70,7 @@ pub async fn run(
     println!("Ctrl-C stops the cluster.");
 
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = term.recv() => {}
     }
     eprintln!("stopping...");

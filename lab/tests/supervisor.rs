@@ -169,6 +169,50 @@ fn sigkill_the_lab_and_no_node_survives() {
     }
 }
 
+/// `lab up` stops its cluster on a SIGINT sent the moment it says the cluster is up: the
+/// signal lands while it prints the addresses, before it waits for Ctrl-C, and must not be
+/// lost (it once was: a `ctrl_c()` made for the wait heard only later signals).
+#[test]
+fn lab_up_stops_on_a_sigint_sent_as_soon_as_the_cluster_is_up() {
+    use std::io::BufRead;
+    let runs = tempfile::tempdir().unwrap();
+    let mut lab = std::process::Command::new(LAB)
+        .args(["up", "proj0", "--nodes", "1", "--runs-dir"])
+        .arg(runs.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(lab.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with(r#"{"event":"cluster_up""#) {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "lab up ended early");
+    }
+    let pid = nix::unistd::Pid::from_raw(lab.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest = std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<String>>()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = lab.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = lab.kill();
+            panic!("lab up did not stop on SIGINT: {:?}", rest.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest = rest.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.iter().any(|l| l.starts_with("stopped;")), "{rest:?}");
+}
+
 /// The model shows a paused node as unresponsive within a few polls, while the others stay
 /// responsive: polling one node never waits on another.
 #[tokio::test]

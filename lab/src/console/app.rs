@@ -35,8 +35,11 @@ pub struct LeaderMark {
 }
 
 impl LeaderMark {
-    /// The mark `event` makes, given who led before it.
-    fn of(event: &Event, leader: Option<&str>) -> Option<Self> {
+    /// The mark `event` makes, given who led before it and the highest term any node was
+    /// seen to lead. A node that says it leads an older term (a restarted leader replaying its
+    /// last term before it hears of the new one, an old leader cut off from the majority) does
+    /// not take the lead from the leader of a newer term, and its stepping down clears nothing.
+    fn of(event: &Event, leader: Option<&str>, newest_term: Option<u64>) -> Option<Self> {
         use crate::engine::events::EventKind;
         let node = event.node.as_deref()?;
         let term = event.fields.get("term").and_then(|t| t.as_u64());
@@ -47,8 +50,9 @@ impl LeaderMark {
             election,
         };
         let is_leader = leader == Some(node);
+        let stale = matches!((term, newest_term), (Some(term), Some(newest)) if term < newest);
         match event.kind {
-            EventKind::NodeEvent if event.what.starts_with("became_leader") => {
+            EventKind::NodeEvent if event.what.starts_with("became_leader") && !stale => {
                 Some(mark(Some(node), false))
             }
             EventKind::NodeEvent if event.what.starts_with("election_started") => {
@@ -225,7 +229,7 @@ impl App {
     }
 
     pub fn push_event(&mut self, event: Event) {
-        if let Some(mark) = LeaderMark::of(&event, self.leader_now()) {
+        if let Some(mark) = LeaderMark::of(&event, self.leader_now(), self.newest_leader_term()) {
             if self.leadership.len() == LEADER_MARKS_KEPT {
                 self.leadership.pop_front();
             }
@@ -244,6 +248,15 @@ impl App {
             .rev()
             .find(|m| !m.election)
             .and_then(|m| m.leader.as_deref())
+    }
+
+    /// The highest term any node was seen to become leader of.
+    fn newest_leader_term(&self) -> Option<u64> {
+        self.leadership
+            .iter()
+            .filter(|m| !m.election && m.leader.is_some())
+            .filter_map(|m| m.term)
+            .max()
     }
 
     /// Once a second: the workload's per-node totals, turned into rates, and every node's
@@ -655,6 +668,41 @@ mod tests {
         press(&mut app, KeyCode::Down);
         press(&mut app, KeyCode::Char('L'));
         assert_eq!(app.selected, 0, "the one that answers");
+    }
+
+    /// The leader strip's marks through a failover: n1 leads term 1, is killed, n2 wins
+    /// term 2; n1 restarts, says it leads its old term 1 for a moment and steps down. The
+    /// stale mark must not take the lead from n2 (the strip showed "none" from then on).
+    #[test]
+    fn a_restarted_leader_of_an_older_term_does_not_take_the_strip() {
+        use crate::engine::events::EventKind;
+        let mut app = app();
+        let event = |t: f64, kind: EventKind, node: &str, what: &str, term: Option<u64>| Event {
+            t,
+            kind,
+            node: Some(node.into()),
+            what: what.into(),
+            fields: term
+                .map(|term| serde_json::json!({ "term": term }))
+                .and_then(|f| f.as_object().cloned())
+                .unwrap_or_default(),
+        };
+        app.push_event(event(1.0, EventKind::NodeEvent, "n1", "became_leader in term 1", Some(1)));
+        assert_eq!(app.leader_now(), Some("n1"));
+        app.push_event(event(2.0, EventKind::NodeCrashed, "n1", "killed", None));
+        assert_eq!(app.leader_now(), None);
+        app.push_event(event(3.0, EventKind::NodeEvent, "n2", "election_started", Some(2)));
+        app.push_event(event(3.2, EventKind::NodeEvent, "n2", "became_leader in term 2", Some(2)));
+        assert_eq!(app.leader_now(), Some("n2"));
+        app.push_event(event(5.0, EventKind::NodeEvent, "n1", "became_leader in term 1", Some(1)));
+        assert_eq!(app.leader_now(), Some("n2"), "a mark of an older term");
+        app.push_event(event(5.1, EventKind::NodeEvent, "n1", "stepped_down", Some(2)));
+        assert_eq!(app.leader_now(), Some("n2"), "n1 was not the leader");
+        // A newer term's leader does take over, and its stepping down clears it.
+        app.push_event(event(9.0, EventKind::NodeEvent, "n1", "became_leader in term 3", Some(3)));
+        assert_eq!(app.leader_now(), Some("n1"));
+        app.push_event(event(9.5, EventKind::NodeEvent, "n1", "stepped_down", Some(3)));
+        assert_eq!(app.leader_now(), None);
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn plan(args: &RunArgs) -> Result<(ClusterSpec, Option<Validated>), String> {
             node_flags: flags,
             ..ClusterSpec::new(
                 project,
-                args.nodes.unwrap_or(project.default_nodes.max(3)),
+                args.nodes.unwrap_or(project.console_nodes()),
                 args.seed.unwrap_or(1),
             )
         },

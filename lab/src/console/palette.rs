@@ -6,11 +6,20 @@
 use std::time::Duration;
 
 use crate::engine::scenario::{
-    self, LoadStep, LoadSwitch, NemesisFault, NemesisStep, Selector, Span, Step,
+    self, LoadStep, LoadSwitch, NemesisFault, NemesisStep, Selector, Span, Step, WaitStep,
 };
 
 /// Every command word, with the shape of its arguments (shown when a line is wrong).
 pub const COMMANDS: &[(&str, &str)] = &[
+    ("sleep", "sleep DURATION (e.g. sleep 2s)"),
+    (
+        "wait",
+        "wait leader | one_leader | all_up | converged, or as a scenario writes it: wait {status: \"detail.keys >= 8\", on: n1, timeout: 10s}",
+    ),
+    (
+        "assert",
+        "assert CONDITION (what wait takes; it must hold now)",
+    ),
     ("kill", "kill NODES"),
     ("terminate", "terminate NODES"),
     ("pause", "pause NODES"),
@@ -59,6 +68,24 @@ pub fn parse(line: &str, nodes: &[String]) -> Result<Step, String> {
     };
     let step = match word {
         "" => return Err("type a command; Tab completes, esc cancels".into()),
+        "sleep" => {
+            need_args("a duration")?;
+            let duration = distlab_runtime::duration::parse(rest)
+                .map_err(|e| format!("{rest:?}: {e}; {}", usage("sleep")))?;
+            Step::Sleep(Span(duration))
+        }
+        "wait" | "assert" => {
+            need_args("a condition")?;
+            // The scenario file's own grammar: what follows `- wait:` there follows `wait` here.
+            let wait: WaitStep = serde_yaml::from_str(rest).map_err(|_| {
+                format!("{rest:?} is not a condition; {}", usage(word))
+            })?;
+            if word == "wait" {
+                Step::Wait(wait)
+            } else {
+                Step::Assert(wait)
+            }
+        }
         "kill" | "terminate" | "pause" | "resume" | "restart" | "start" => {
             need_args("nodes (n1, n1,n3, all, random, down...)")?;
             let names: Vec<String> = rest
@@ -232,6 +259,35 @@ mod tests {
             Ok(Step::Load(LoadStep::Rate { rate: 500.0 }))
         );
         assert_eq!(parse("add-node", &nodes()), Ok(Step::AddNode));
+        use crate::engine::scenario::Condition;
+        assert_eq!(
+            parse("sleep 1500ms", &nodes()),
+            Ok(Step::Sleep(Span(Duration::from_millis(1500))))
+        );
+        assert_eq!(
+            parse("wait leader", &nodes()),
+            Ok(Step::Wait(WaitStep::Condition(Condition::Leader)))
+        );
+        assert_eq!(
+            parse("wait {until: all_up, timeout: 20s}", &nodes()),
+            Ok(Step::Wait(WaitStep::Full {
+                until: Condition::AllUp,
+                timeout: Some(Span(Duration::from_secs(20)))
+            }))
+        );
+        let status = parse(r#"assert {status: "detail.keys >= 8", on: n1}"#, &nodes()).unwrap();
+        assert_eq!(status.describe(), "assert status detail.keys >= 8 on n1");
+        assert!(
+            parse("wait leaderr", &nodes())
+                .unwrap_err()
+                .contains("not a condition; usage: wait leader | one_leader")
+        );
+        assert!(parse("sleep soon", &nodes()).unwrap_err().contains("expected a duration"));
+        assert!(
+            parse(r#"wait {status: "detail.keys >= 8", on: n9}"#, &nodes())
+                .unwrap_err()
+                .contains("unknown node")
+        );
         assert_eq!(
             parse("remove-node n2", &nodes()),
             Ok(Step::RemoveNode(Selector::One("n2".into())))
@@ -261,7 +317,7 @@ mod tests {
         let e = parse("nemesis explode 10s", &nodes()).unwrap_err();
         assert!(e.contains("unknown fault \"explode\""), "{e}");
         let e = parse("zzz", &nodes()).unwrap_err();
-        assert!(e.contains("expected one of: kill"), "{e}");
+        assert!(e.contains("expected one of: sleep, wait, assert, kill"), "{e}");
         assert!(parse("kill", &nodes()).unwrap_err().contains("needs nodes"));
     }
 

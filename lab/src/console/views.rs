@@ -232,13 +232,16 @@ pub fn strip_glyph(state: NodeState) -> &'static str {
 /// A color per node, by its place in the cluster: the same node has the same color in every
 /// view (who led in the Raft strip, whose vnodes on the ring).
 pub fn node_color(nodes: &[NodeView], id: &str) -> Color {
+    // From the 256-colour palette: none is the green, yellow, red or magenta that mean a
+    // state (running/alive, paused/suspect, down/dead, unresponsive), so a member's colour is
+    // never read as its health.
     const COLORS: [Color; 6] = [
-        Color::Cyan,
-        Color::Magenta,
-        Color::Yellow,
-        Color::Blue,
-        Color::Green,
-        Color::LightRed,
+        Color::Indexed(39),  // sky blue
+        Color::Indexed(208), // orange
+        Color::Indexed(141), // lavender
+        Color::Indexed(37),  // teal
+        Color::Indexed(218), // pink
+        Color::Indexed(180), // tan
     ];
     let index = nodes.iter().position(|n| n.node.id == id).unwrap_or(0);
     COLORS[index % COLORS.len()]

@@ -163,7 +163,16 @@ pub struct PlannedNode {
     pub role: &'static str,
 }
 
+/// The most nodes one cluster may have.
+pub const MAX_NODES: usize = 16;
+
 impl Project {
+    /// How many nodes `lab run` starts without `--nodes`: the project's default, and at least
+    /// 3, so the console has something to break (`lab up` and scenarios take the default).
+    pub fn console_nodes(&self) -> usize {
+        self.default_nodes.max(3)
+    }
+
     /// The nodes of a cluster of `nodes` nodes: the fixed roles first (in the order the
     /// project lists them), then the `Rest` role's. So a plan for more nodes starts with the
     /// plan for fewer (the supervisor's spare nodes come last).
@@ -185,9 +194,12 @@ impl Project {
                 self.name,
             ));
         }
-        if nodes > 16 {
+        if nodes > MAX_NODES {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             return Err(format!(
-                "{nodes} nodes is more than this 2-core machine can run usefully (at most 16)"
+                "{nodes} nodes is more than the lab runs: at most {MAX_NODES}. Every node is a \
+                 process of its own, and this machine's {cores} core(s) would be shared so thinly \
+                 that timeouts would measure the scheduler, not the system"
             ));
         }
         let mut planned = Vec::new();

@@ -188,6 +188,21 @@ pub enum NemesisFault {
     Loss,
 }
 
+impl NemesisFault {
+    /// The word a scenario file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisFault::Kill => "kill",
+            NemesisFault::Terminate => "terminate",
+            NemesisFault::Pause => "pause",
+            NemesisFault::Partition => "partition",
+            NemesisFault::Isolate => "isolate",
+            NemesisFault::Delay => "delay",
+            NemesisFault::Loss => "loss",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum WaitStep {
@@ -255,22 +270,29 @@ pub enum CheckSpec {
     /// The history is linearizable (register model).
     Linearizable,
     /// No write was applied twice (versions).
+    #[serde(alias = "applied-once")]
     AppliedOnce,
     /// At most one leader per term (Raft's Election Safety), from the nodes' events.
+    #[serde(alias = "election-safety")]
     ElectionSafety,
     /// Every acknowledged write (or something newer) is readable after the heal
     /// (last-writer-wins stores: Project 1).
+    #[serde(alias = "no-lost-writes")]
     NoLostWrites,
     /// Each join or leave moved at most 1.25 x K/N keys' primaries, from `ring_changed` events.
+    #[serde(alias = "key-movement")]
     KeyMovement,
     /// Every node holding hints delivered them all by the end.
+    #[serde(alias = "hints-drained")]
     HintsDrained,
     /// Every message acknowledged with acks=all is read at the end, none twice, each
     /// producer's in order (loss with acks=1/0 is counted, not failed): Project 3.
+    #[serde(alias = "log-delivery")]
     LogDelivery,
     /// The consumer group caught up and its members, together, read every message the
     /// partitions hold at the end (redeliveries counted; rebalances and lag measured):
     /// Project 3.
+    #[serde(alias = "group-delivery")]
     GroupDelivery,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
@@ -313,16 +335,55 @@ impl WaitStep {
         }
     }
 
+    /// As the scenario file spells it: `leader`, `all_up (timeout 20s)`, `status
+    /// detail.keys >= 8 on n1`.
     pub fn describe(&self) -> String {
+        let timeout = |t: &Option<Span>| {
+            t.map(|t| format!(" (timeout {})", distlab_runtime::duration::format(t.0)))
+                .unwrap_or_default()
+        };
+        let on = |on: &Option<Selector>| on.as_ref().map(|s| format!(" on {}", s.describe())).unwrap_or_default();
         match self {
-            WaitStep::Condition(c) | WaitStep::Full { until: c, .. } => format!("{c:?}"),
+            WaitStep::Condition(c) => c.name().to_string(),
+            WaitStep::Full { until, timeout: t } => format!("{}{}", until.name(), timeout(t)),
             WaitStep::Status {
                 status,
-                count: Some(count),
-                ..
-            } => format!("status {status} on {count}"),
-            WaitStep::Status { status, .. } => format!("status {status}"),
-            WaitStep::Equal { equal, .. } => format!("equal {equal}"),
+                on: nodes,
+                count,
+                timeout: t,
+            } => format!(
+                "status {status}{}{}{}",
+                on(nodes),
+                count.map(|c| format!(" (at least {c})")).unwrap_or_default(),
+                timeout(t)
+            ),
+            WaitStep::Equal {
+                equal,
+                on: nodes,
+                timeout: t,
+            } => format!("equal {equal}{}{}", on(nodes), timeout(t)),
+        }
+    }
+}
+
+impl Condition {
+    /// The word a scenario file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::AllUp => "all_up",
+            Condition::Leader => "leader",
+            Condition::OneLeader => "one_leader",
+            Condition::Converged => "converged",
+        }
+    }
+}
+
+impl Selector {
+    /// As a step names it: `n1`, `[n1,n3]`, `leader`.
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::One(x) => x.clone(),
+            Selector::Many(xs) => format!("[{}]", xs.join(",")),
         }
     }
 }
@@ -330,10 +391,7 @@ impl WaitStep {
 impl Step {
     /// How the step reads on the timeline and in the report.
     pub fn describe(&self) -> String {
-        let sel = |s: &Selector| match s {
-            Selector::One(x) => x.clone(),
-            Selector::Many(xs) => format!("[{}]", xs.join(",")),
-        };
+        let sel = Selector::describe;
         match self {
             Step::Sleep(d) => format!("sleep {}", distlab_runtime::duration::format(d.0)),
             Step::Wait(w) => format!("wait {}", w.describe()),
@@ -354,9 +412,16 @@ impl Step {
             Step::Load(LoadStep::Rate { rate }) => format!("load rate {rate}"),
             Step::Mark(m) => format!("mark {m}"),
             Step::Nemesis(n) => format!(
-                "nemesis {:?} every {} for {}",
-                n.faults,
+                "nemesis {} every {}{} for {}",
+                n.faults
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 distlab_runtime::duration::format(n.every.0),
+                n.jitter
+                    .map(|j| format!(" ± {}", distlab_runtime::duration::format(j.0)))
+                    .unwrap_or_default(),
                 distlab_runtime::duration::format(n.duration.0)
             ),
         }
@@ -479,13 +544,18 @@ pub fn load(path: &Path) -> Result<Validated, String> {
 
 /// [`load`] for text already read; `name` is what errors call the file.
 pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
-    let scenario: Scenario = serde_yaml::from_str(text).map_err(|e| match e.location() {
+    let mut scenario: Scenario = serde_yaml::from_str(text).map_err(|e| match e.location() {
         Some(at) => {
             let message = super::serde_message(&e);
             format!("{name}:{}:{}: {message}", at.line(), at.column())
         }
         None => format!("{name}: {e}"),
     })?;
+    // Checks are named `election_safety` or `election-safety`, in `check:` and `expect:` alike.
+    scenario.expect = std::mem::take(&mut scenario.expect)
+        .into_iter()
+        .map(|(check, expect)| (check.replace('-', "_"), expect))
+        .collect();
     let top = |key: &str| line_of_key(text, key).map_or(String::new(), |l| format!(":{l}"));
     let project =
         project::find(&scenario.project).map_err(|e| format!("{name}{}: {e}", top("project")))?;
@@ -925,14 +995,14 @@ check:
         );
         assert_eq!(
             v.scenario.steps[9].describe(),
-            "assert status detail.keys >= 1"
+            "assert status detail.keys >= 1 on n1"
         );
 
         let timed = GOOD.replace(
             "  - heal\n",
             "  - heal\n  - assert: {until: leader, timeout: 2s}\n",
         );
-        assert!(error(&timed).contains("step 9 (assert Leader): assert checks the condition now"));
+        assert!(error(&timed).contains("step 9 (assert leader (timeout 2s)): assert checks the condition now"));
         let bad = GOOD.replace("  - heal\n", "  - heal\n  - assert: {status: 'keys'}\n");
         assert!(error(&bad).contains("PATH OP VALUE"), "{}", error(&bad));
     }
@@ -971,6 +1041,21 @@ check:
         assert!(e.contains("--heartbeat 1s must be"), "{e}");
     }
 
+    /// `election_safety` as scenario files write it and `election-safety` as command lines do
+    /// are the same check, in `check:` and in `expect:`.
+    #[test]
+    fn checks_may_be_spelled_with_dashes_or_underscores() {
+        let text = "name: s\nproject: proj2\nsteps:\n  - sleep: 1500ms\n  - wait: {until: all_up, timeout: 20s}\ncheck:\n  - election-safety\n  - linearizable\nexpect: {election-safety: invalid}\n";
+        let v = parse(text, "s.yaml").unwrap();
+        assert_eq!(v.scenario.check[0], CheckSpec::ElectionSafety);
+        assert_eq!(v.expects("election_safety"), Expect::Invalid);
+        let underscores = parse(&text.replace("election-safety", "election_safety"), "s.yaml").unwrap();
+        assert_eq!(underscores.scenario.check, v.scenario.check);
+        // Steps read as the file spells them.
+        let steps: Vec<String> = v.scenario.steps.iter().map(Step::describe).collect();
+        assert_eq!(steps, ["sleep 1500ms", "wait all_up (timeout 20s)"]);
+    }
+
     #[test]
     fn raft_steps_parse_and_are_refused_where_they_mean_nothing() {
         let text = "name: r\nproject: proj2\nnodes: 5\nsteps:\n  - partition: majority-minority leader\n  - wait: {status: 'role == \"leader\"', count: 2}\n  - wait: {equal: detail.applied, on: [n1, n2], timeout: 5s}\n  - wait: one_leader\n  - kill: random-follower\n  - remove-node: leader\n";
@@ -981,13 +1066,16 @@ check:
         );
         assert_eq!(
             v.scenario.steps[1].describe(),
-            "wait status role == \"leader\" on 2"
+            "wait status role == \"leader\" (at least 2)"
         );
         assert_eq!(
             v.scenario.steps[3],
             Step::Wait(WaitStep::Condition(Condition::OneLeader))
         );
-        assert_eq!(v.scenario.steps[2].describe(), "wait equal detail.applied");
+        assert_eq!(
+            v.scenario.steps[2].describe(),
+            "wait equal detail.applied on [n1,n2] (timeout 5s)"
+        );
 
         let proj0 = text
             .replace("proj2", "proj0")

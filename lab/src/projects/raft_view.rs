@@ -40,16 +40,7 @@ impl View for RaftView {
 
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let nodes = &app.model.nodes;
-        let leader = nodes
-            .iter()
-            .find(|n| n.live_role() == Some("leader"))
-            .map(|n| n.node.id.clone());
-        let term = nodes.iter().filter_map(|n| number(n, "term")).max();
-        let title = format!(
-            " raft: term {} · leader {} ",
-            term.map_or("-".into(), |t| t.to_string()),
-            leader.as_deref().unwrap_or("none")
-        );
+        let (title, leader) = title(nodes);
         let block = Block::default().borders(Borders::ALL).title(title);
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -100,6 +91,32 @@ impl View for RaftView {
             lines.extend(tail);
         }
         frame.render_widget(Paragraph::new(lines), inner);
+    }
+}
+
+/// The title names the leader of the newest term: an old leader cut off from the majority
+/// still says "leader" of its older term, and is not the cluster's leader. When nobody leads
+/// the newest term yet (an election in progress), the title says so, and who led before.
+fn title(nodes: &[NodeView]) -> (String, Option<String>) {
+    let term = nodes.iter().filter_map(|n| number(n, "term")).max();
+    let newest_leader = nodes
+        .iter()
+        .filter(|n| n.live_role() == Some("leader"))
+        .max_by_key(|n| number(n, "term"));
+    let led = newest_leader.map(|n| (n.node.id.clone(), number(n, "term")));
+    let term_text = term.map_or("-".into(), |t| t.to_string());
+    match led {
+        Some((id, led_term)) if led_term == term => {
+            (format!(" raft: term {term_text} · leader {id} "), Some(id))
+        }
+        Some((id, led_term)) => (
+            format!(
+                " raft: term {term_text} · no leader yet ({id} leads term {}) ",
+                led_term.map_or("-".into(), |t| t.to_string())
+            ),
+            Some(id),
+        ),
+        None => (format!(" raft: term {term_text} · leader none "), None),
     }
 }
 
@@ -426,6 +443,34 @@ mod tests {
             .unwrap();
         let screen = terminal.backend().to_string();
         insta::assert_snapshot!(screen);
+    }
+
+    /// An old leader cut off from the majority still says "leader" of its term: the title
+    /// names the leader of the newest term, or says that term has none yet.
+    #[test]
+    fn the_title_names_the_leader_of_the_newest_term() {
+        let mut nodes = [
+            node("n1", 0, 5, 5, 5),
+            node("n2", 0, 5, 5, 5),
+            node("n3", 0, 5, 5, 5),
+        ];
+        let lead = |n: &mut NodeView, role: &str, term: u64| {
+            n.role = Some(role.into());
+            n.detail["term"] = json!(term);
+        };
+        lead(&mut nodes[0], "leader", 4);
+        lead(&mut nodes[1], "leader", 5);
+        lead(&mut nodes[2], "follower", 5);
+        assert_eq!(title(&nodes).0, " raft: term 5 · leader n2 ");
+        assert_eq!(title(&nodes).1.as_deref(), Some("n2"));
+        lead(&mut nodes[2], "candidate", 6);
+        assert_eq!(
+            title(&nodes).0,
+            " raft: term 6 · no leader yet (n2 leads term 5) "
+        );
+        lead(&mut nodes[1], "follower", 6);
+        lead(&mut nodes[0], "follower", 6);
+        assert_eq!(title(&nodes), (" raft: term 6 · leader none ".into(), None));
     }
 
     #[test]

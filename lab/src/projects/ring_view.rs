@@ -13,9 +13,11 @@
 //! ```
 //!
 //! The circle is the hash space: each arc is colored by the member owning it (for the ring,
-//! the member of the next vnode clockwise, the same code the nodes route with; rendezvous has
-//! no positions, so its arcs are just the members' shares), and inside it a mark per vnode
-//! token in its member's color. Everything comes from the nodes'
+//! the member of the next vnode clockwise, the same code the nodes route with), and inside it
+//! a mark per vnode token in its member's color. Rendezvous has no positions, and a ring's
+//! hundreds of vnodes interleave more finely than terminal cells can show (every cell would
+//! take the colour of the last member drawn): then each member gets one arc as long as its
+//! share, and the circle says "by share". Member colours are none of the state colours. Everything comes from the nodes'
 //! `/status` details: `ring`, `members`, `ownership`, `hints`, `last_ring_change`.
 
 use std::collections::BTreeMap;
@@ -92,7 +94,10 @@ impl View for RingView {
             Layout::horizontal([Constraint::Length(circle_width), Constraint::Fill(1)])
                 .areas(inner);
         let ring = members(detail, "ring");
-        let arcs = arcs(detail, &ring);
+        // The circle's circumference in cells (the canvas spans -1.1..1.1 on both axes).
+        let cells_around =
+            std::f64::consts::PI * f64::from(circle.width + circle.height) / 2.2;
+        let (arcs, drawn) = arcs(detail, &ring, cells_around);
         frame.render_widget(
             Canvas::default()
                 .x_bounds([-1.1, 1.1])
@@ -103,9 +108,10 @@ impl View for RingView {
                     }
                     ctx.print(
                         -0.45,
-                        0.0,
+                        0.1,
                         Span::styled(format!("{} members", ring.len()), dim()),
                     );
+                    ctx.print(-0.45, -0.15, Span::styled(drawn.caption(), dim()));
                 }),
             circle,
         );
@@ -148,18 +154,50 @@ fn at(turn: f64, radius: f64) -> (f64, f64) {
     (radius * angle.sin(), radius * angle.cos())
 }
 
-/// The circle's points, per member: the arcs of the hash space it owns (radius 1) and, for
-/// the ring, a mark per vnode token inside them (radius 0.8).
-fn arcs(detail: &Value, ring: &[String]) -> BTreeMap<String, Vec<(f64, f64)>> {
+/// What the circle's arcs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drawn {
+    /// Where each member's tokens sit on the hash space (few tokens: their arcs can be seen).
+    Positions,
+    /// One arc per member as long as its share: rendezvous hashing has no positions, and a
+    /// ring's many vnodes interleave more finely than a terminal's cells, where every cell
+    /// would be drawn in whichever member came last and ownership could not be seen.
+    Shares,
+}
+
+impl Drawn {
+    fn caption(self) -> &'static str {
+        match self {
+            Drawn::Positions => "by position",
+            Drawn::Shares => "by share",
+        }
+    }
+}
+
+/// The circle's points, per member: the arcs of the hash space it owns (radius 1) and, when
+/// positions can be drawn, a mark per vnode token inside them (radius 0.8). A ring whose
+/// tokens outnumber half the cells around the circle (`cells_around`) is drawn by share.
+fn arcs(
+    detail: &Value,
+    ring: &[String],
+    cells_around: f64,
+) -> (BTreeMap<String, Vec<(f64, f64)>>, Drawn) {
     let mut arcs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     if ring.is_empty() {
-        return arcs;
+        return (arcs, Drawn::Shares);
     }
-    let owner_at: Box<dyn Fn(f64) -> String> = match detail["config"]["placement"].as_str() {
-        Some("ring") => {
-            let vnodes = detail["config"]["vnodes"]
-                .as_u64()
-                .unwrap_or(PlacementKind::DEFAULT_VNODES as u64) as usize;
+    let vnodes = detail["config"]["vnodes"]
+        .as_u64()
+        .unwrap_or(PlacementKind::DEFAULT_VNODES as u64) as usize;
+    let positions = detail["config"]["placement"].as_str() == Some("ring")
+        && ((ring.len() * vnodes) as f64) <= cells_around / 2.0;
+    let drawn = if positions {
+        Drawn::Positions
+    } else {
+        Drawn::Shares
+    };
+    let owner_at: Box<dyn Fn(f64) -> String> = match drawn {
+        Drawn::Positions => {
             let ring = Ring::new(ring.to_vec(), vnodes);
             let tokens: Vec<(u64, String)> = ring.tokens().map(|(t, m)| (t, m.clone())).collect();
             for (token, member) in &tokens {
@@ -173,8 +211,8 @@ fn arcs(detail: &Value, ring: &[String]) -> BTreeMap<String, Vec<(f64, f64)>> {
                 tokens[i % tokens.len()].1.clone()
             })
         }
-        _ => {
-            // Rendezvous: no positions; arcs as long as each member's share.
+        Drawn::Shares => {
+            // One arc per member, in ring order, as long as its share.
             let mut bounds = Vec::new();
             let mut acc = 0.0;
             for member in ring {
@@ -196,7 +234,7 @@ fn arcs(detail: &Value, ring: &[String]) -> BTreeMap<String, Vec<(f64, f64)>> {
         let turn = i as f64 / ARC_SAMPLES as f64;
         arcs.entry(owner_at(turn)).or_default().push(at(turn, 1.0));
     }
-    arcs
+    (arcs, drawn)
 }
 
 /// One line per member: its state as the seer has it, incarnation, share (a bar `bar` wide),
@@ -371,7 +409,9 @@ mod tests {
     fn arcs_cover_the_circle_and_follow_ownership() {
         let ring = ["n1", "n2", "n3", "n4"];
         let d = detail(&ring, json!({}), json!({}), Value::Null);
-        let arcs = arcs(&d, &ring.map(String::from));
+        // 4 x 64 tokens fit a circle 600 cells around: drawn where they are.
+        let (arcs, drawn) = arcs(&d, &ring.map(String::from), 600.0);
+        assert_eq!(drawn, Drawn::Positions);
         let on_circle = |m: &str| {
             arcs[m]
                 .iter()
@@ -386,6 +426,52 @@ mod tests {
             let owned = d["ownership"][member].as_f64().unwrap();
             assert!((share - owned).abs() < 0.02, "{member}: {share} vs {owned}");
         }
+    }
+
+    /// 256 tokens on a circle 80 cells around would paint every cell in the colour of the
+    /// last member drawn: the arcs show shares instead, one contiguous arc per member, with
+    /// no token marks.
+    #[test]
+    fn many_vnodes_are_drawn_as_one_arc_per_member() {
+        let ring = ["n1", "n2", "n3", "n4"];
+        let d = detail(&ring, json!({}), json!({}), Value::Null);
+        let (arcs, drawn) = arcs(&d, &ring.map(String::from), 80.0);
+        assert_eq!(drawn, Drawn::Shares);
+        let mut owners: Vec<&str> = Vec::new();
+        for i in 0..ARC_SAMPLES {
+            let turn = i as f64 / ARC_SAMPLES as f64;
+            let point = at(turn, 1.0);
+            let owner: &str = ring.iter().find(|m| arcs[**m].contains(&point)).unwrap();
+            if owners.last() != Some(&owner) {
+                owners.push(owner);
+            }
+        }
+        assert_eq!(owners, ["n1", "n2", "n3", "n4"], "one arc each, in ring order");
+        for member in ring {
+            let share = arcs[member].len() as f64 / ARC_SAMPLES as f64;
+            let owned = d["ownership"][member].as_f64().unwrap();
+            assert!((share - owned).abs() < 0.01, "{member}: {share} vs {owned}");
+        }
+    }
+
+    /// Members are told apart by colours that mean no state: never the green, yellow, red or
+    /// magenta of alive, suspect, dead and unresponsive.
+    #[test]
+    fn member_colours_are_not_state_colours() {
+        let nodes: Vec<NodeView> = (1..=8)
+            .map(|i| fixture::node(&format!("n{i}"), ProcessState::Running, Health::Responsive))
+            .collect();
+        let colours: Vec<Color> = nodes.iter().map(|n| node_color(&nodes, &n.node.id)).collect();
+        for colour in &colours {
+            assert!(
+                ![Color::Green, Color::Yellow, Color::Red, Color::LightRed, Color::Magenta]
+                    .contains(colour),
+                "{colour:?}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<String> =
+            colours[..6].iter().map(|c| format!("{c:?}")).collect();
+        assert_eq!(distinct.len(), 6, "six members, six colours");
     }
 
     #[test]
