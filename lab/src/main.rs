@@ -198,7 +198,10 @@ fn node_help() -> String {
          [--peer n2=ADDR ...] [service flags]\n\nServices:\n",
     );
     for project in lab::engine::project::PROJECTS {
-        out += &format!("  {:<8} {} ({})\n", project.service, project.title, project.name);
+        out += &format!(
+            "  {:<8} {} ({})\n",
+            project.service, project.title, project.name
+        );
     }
     out += "\n`lab node SERVICE --help` lists a service's flags.\n";
     out

@@ -187,16 +187,15 @@ fn lab_up_stops_on_a_sigint_sent_as_soon_as_the_cluster_is_up() {
     let mut line = String::new();
     while !line.starts_with(r#"{"event":"cluster_up""#) {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "lab up ended early");
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "lab up ended early"
+        );
     }
     let pid = nix::unistd::Pid::from_raw(lab.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let rest = std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map(Result::unwrap)
-            .collect::<Vec<String>>()
-    });
+    let rest =
+        std::thread::spawn(move || stdout.lines().map(Result::unwrap).collect::<Vec<String>>());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = lab.try_wait().unwrap() {

@@ -687,21 +687,63 @@ mod tests {
                 .and_then(|f| f.as_object().cloned())
                 .unwrap_or_default(),
         };
-        app.push_event(event(1.0, EventKind::NodeEvent, "n1", "became_leader in term 1", Some(1)));
+        app.push_event(event(
+            1.0,
+            EventKind::NodeEvent,
+            "n1",
+            "became_leader in term 1",
+            Some(1),
+        ));
         assert_eq!(app.leader_now(), Some("n1"));
         app.push_event(event(2.0, EventKind::NodeCrashed, "n1", "killed", None));
         assert_eq!(app.leader_now(), None);
-        app.push_event(event(3.0, EventKind::NodeEvent, "n2", "election_started", Some(2)));
-        app.push_event(event(3.2, EventKind::NodeEvent, "n2", "became_leader in term 2", Some(2)));
+        app.push_event(event(
+            3.0,
+            EventKind::NodeEvent,
+            "n2",
+            "election_started",
+            Some(2),
+        ));
+        app.push_event(event(
+            3.2,
+            EventKind::NodeEvent,
+            "n2",
+            "became_leader in term 2",
+            Some(2),
+        ));
         assert_eq!(app.leader_now(), Some("n2"));
-        app.push_event(event(5.0, EventKind::NodeEvent, "n1", "became_leader in term 1", Some(1)));
+        app.push_event(event(
+            5.0,
+            EventKind::NodeEvent,
+            "n1",
+            "became_leader in term 1",
+            Some(1),
+        ));
         assert_eq!(app.leader_now(), Some("n2"), "a mark of an older term");
-        app.push_event(event(5.1, EventKind::NodeEvent, "n1", "stepped_down", Some(2)));
+        app.push_event(event(
+            5.1,
+            EventKind::NodeEvent,
+            "n1",
+            "stepped_down",
+            Some(2),
+        ));
         assert_eq!(app.leader_now(), Some("n2"), "n1 was not the leader");
         // A newer term's leader does take over, and its stepping down clears it.
-        app.push_event(event(9.0, EventKind::NodeEvent, "n1", "became_leader in term 3", Some(3)));
+        app.push_event(event(
+            9.0,
+            EventKind::NodeEvent,
+            "n1",
+            "became_leader in term 3",
+            Some(3),
+        ));
         assert_eq!(app.leader_now(), Some("n1"));
-        app.push_event(event(9.5, EventKind::NodeEvent, "n1", "stepped_down", Some(3)));
+        app.push_event(event(
+            9.5,
+            EventKind::NodeEvent,
+            "n1",
+            "stepped_down",
+            Some(3),
+        ));
         assert_eq!(app.leader_now(), None);
     }
 

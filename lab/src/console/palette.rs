@@ -77,9 +77,8 @@ pub fn parse(line: &str, nodes: &[String]) -> Result<Step, String> {
         "wait" | "assert" => {
             need_args("a condition")?;
             // The scenario file's own grammar: what follows `- wait:` there follows `wait` here.
-            let wait: WaitStep = serde_yaml::from_str(rest).map_err(|_| {
-                format!("{rest:?} is not a condition; {}", usage(word))
-            })?;
+            let wait: WaitStep = serde_yaml::from_str(rest)
+                .map_err(|_| format!("{rest:?} is not a condition; {}", usage(word)))?;
             if word == "wait" {
                 Step::Wait(wait)
             } else {
@@ -282,7 +281,11 @@ mod tests {
                 .unwrap_err()
                 .contains("not a condition; usage: wait leader | one_leader")
         );
-        assert!(parse("sleep soon", &nodes()).unwrap_err().contains("expected a duration"));
+        assert!(
+            parse("sleep soon", &nodes())
+                .unwrap_err()
+                .contains("expected a duration")
+        );
         assert!(
             parse(r#"wait {status: "detail.keys >= 8", on: n9}"#, &nodes())
                 .unwrap_err()
@@ -317,7 +320,10 @@ mod tests {
         let e = parse("nemesis explode 10s", &nodes()).unwrap_err();
         assert!(e.contains("unknown fault \"explode\""), "{e}");
         let e = parse("zzz", &nodes()).unwrap_err();
-        assert!(e.contains("expected one of: sleep, wait, assert, kill"), "{e}");
+        assert!(
+            e.contains("expected one of: sleep, wait, assert, kill"),
+            "{e}"
+        );
         assert!(parse("kill", &nodes()).unwrap_err().contains("needs nodes"));
     }
 

@@ -72,8 +72,30 @@ impl CheckResult {
 pub struct OpCounts {
     pub total: u64,
     pub ok: u64,
+    /// The service answered "no" (a cas whose expected value did not match): it worked, and
+    /// said the operation did not happen. Not an error.
+    pub refused: u64,
+    /// Why, and how often (`cas did not match`: 174).
+    pub refused_why: std::collections::BTreeMap<String, u64>,
+    /// Failed without an answer from the service (an error the client got instead).
     pub fail: u64,
     pub info: u64,
+}
+
+impl OpCounts {
+    /// `ok 668, refused 136 (cas did not match), fail 0, info 0`.
+    pub fn describe(&self) -> String {
+        let why: Vec<&str> = self.refused_why.keys().map(String::as_str).collect();
+        let refused = if self.refused == 0 {
+            String::new()
+        } else {
+            format!(", refused {} ({})", self.refused, why.join(", "))
+        };
+        format!(
+            "ok {}{refused}, fail {}, info {}",
+            self.ok, self.fail, self.info
+        )
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -242,6 +264,11 @@ fn measure(history: &[Op]) -> (OpCounts, Latency) {
                 counts.ok += 1;
                 micros.saturating_record(((op.time - start) * 1e6) as u64);
             }
+            OpType::Fail if op.answered() => {
+                counts.refused += 1;
+                let why = op.error.clone().unwrap_or_else(|| "refused".into());
+                *counts.refused_why.entry(why).or_default() += 1;
+            }
             OpType::Fail => counts.fail += 1,
             _ => counts.info += 1,
         }
@@ -344,16 +371,14 @@ pub fn side_by_side(runs: &[(&str, &Report)]) -> String {
 
 pub fn summary(report: &Report) -> String {
     let mut out = format!(
-        "scenario {} (project {}, seed {}): {}\n  run dir: {}\n  ops: {} (ok {}, fail {}, info {}), {:.1} ok/s, latency p50 {:.1} ms, p99 {:.1} ms\n",
+        "scenario {} (project {}, seed {}): {}\n  run dir: {}\n  ops: {} ({}), {:.1} ok/s, latency p50 {:.1} ms, p99 {:.1} ms\n",
         report.scenario,
         report.project,
         report.seed,
         if report.passed { "PASS" } else { "FAIL" },
         report.run_dir.display(),
         report.ops.total,
-        report.ops.ok,
-        report.ops.fail,
-        report.ops.info,
+        report.ops.describe(),
         report.ok_per_sec,
         report.latency_ms.p50,
         report.latency_ms.p99,
@@ -410,4 +435,58 @@ pub fn summary(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A cas whose expected value did not match is the service's "no": counted as refused,
+    /// with its reason, not as a failure.
+    #[test]
+    fn refused_operations_are_told_from_failures() {
+        let op = |index: u64, process: u64, kind: OpType, error: Option<&str>, meta| Op {
+            index,
+            time: index as f64 * 0.1,
+            process,
+            kind,
+            f: "cas".into(),
+            key: Some("k".into()),
+            value: json!([1, 2]),
+            error: error.map(String::from),
+            meta,
+        };
+        let history = vec![
+            op(0, 1, OpType::Invoke, None, None),
+            op(1, 2, OpType::Invoke, None, None),
+            op(2, 3, OpType::Invoke, None, None),
+            op(3, 4, OpType::Invoke, None, None),
+            op(4, 1, OpType::Ok, None, None),
+            op(
+                5,
+                2,
+                OpType::Fail,
+                Some("cas did not match"),
+                Some(json!({"swapped": false})),
+            ),
+            op(6, 3, OpType::Fail, Some("unavailable"), None),
+            op(7, 4, OpType::Info, Some("timeout"), None),
+        ];
+        let (counts, _) = measure(&history);
+        assert_eq!(
+            (
+                counts.total,
+                counts.ok,
+                counts.refused,
+                counts.fail,
+                counts.info
+            ),
+            (4, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            counts.describe(),
+            "ok 1, refused 1 (cas did not match), fail 1, info 1"
+        );
+    }
 }

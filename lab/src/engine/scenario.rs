@@ -342,7 +342,11 @@ impl WaitStep {
             t.map(|t| format!(" (timeout {})", distlab_runtime::duration::format(t.0)))
                 .unwrap_or_default()
         };
-        let on = |on: &Option<Selector>| on.as_ref().map(|s| format!(" on {}", s.describe())).unwrap_or_default();
+        let on = |on: &Option<Selector>| {
+            on.as_ref()
+                .map(|s| format!(" on {}", s.describe()))
+                .unwrap_or_default()
+        };
         match self {
             WaitStep::Condition(c) => c.name().to_string(),
             WaitStep::Full { until, timeout: t } => format!("{}{}", until.name(), timeout(t)),
@@ -354,7 +358,9 @@ impl WaitStep {
             } => format!(
                 "status {status}{}{}{}",
                 on(nodes),
-                count.map(|c| format!(" (at least {c})")).unwrap_or_default(),
+                count
+                    .map(|c| format!(" (at least {c})"))
+                    .unwrap_or_default(),
                 timeout(t)
             ),
             WaitStep::Equal {
@@ -1002,7 +1008,10 @@ check:
             "  - heal\n",
             "  - heal\n  - assert: {until: leader, timeout: 2s}\n",
         );
-        assert!(error(&timed).contains("step 9 (assert leader (timeout 2s)): assert checks the condition now"));
+        assert!(
+            error(&timed)
+                .contains("step 9 (assert leader (timeout 2s)): assert checks the condition now")
+        );
         let bad = GOOD.replace("  - heal\n", "  - heal\n  - assert: {status: 'keys'}\n");
         assert!(error(&bad).contains("PATH OP VALUE"), "{}", error(&bad));
     }
@@ -1049,7 +1058,11 @@ check:
         let v = parse(text, "s.yaml").unwrap();
         assert_eq!(v.scenario.check[0], CheckSpec::ElectionSafety);
         assert_eq!(v.expects("election_safety"), Expect::Invalid);
-        let underscores = parse(&text.replace("election-safety", "election_safety"), "s.yaml").unwrap();
+        let underscores = parse(
+            &text.replace("election-safety", "election_safety"),
+            "s.yaml",
+        )
+        .unwrap();
         assert_eq!(underscores.scenario.check, v.scenario.check);
         // Steps read as the file spells them.
         let steps: Vec<String> = v.scenario.steps.iter().map(Step::describe).collect();

@@ -95,8 +95,7 @@ impl View for RingView {
                 .areas(inner);
         let ring = members(detail, "ring");
         // The circle's circumference in cells (the canvas spans -1.1..1.1 on both axes).
-        let cells_around =
-            std::f64::consts::PI * f64::from(circle.width + circle.height) / 2.2;
+        let cells_around = std::f64::consts::PI * f64::from(circle.width + circle.height) / 2.2;
         let (arcs, drawn) = arcs(detail, &ring, cells_around);
         frame.render_widget(
             Canvas::default()
@@ -446,7 +445,11 @@ mod tests {
                 owners.push(owner);
             }
         }
-        assert_eq!(owners, ["n1", "n2", "n3", "n4"], "one arc each, in ring order");
+        assert_eq!(
+            owners,
+            ["n1", "n2", "n3", "n4"],
+            "one arc each, in ring order"
+        );
         for member in ring {
             let share = arcs[member].len() as f64 / ARC_SAMPLES as f64;
             let owned = d["ownership"][member].as_f64().unwrap();
@@ -461,11 +464,20 @@ mod tests {
         let nodes: Vec<NodeView> = (1..=8)
             .map(|i| fixture::node(&format!("n{i}"), ProcessState::Running, Health::Responsive))
             .collect();
-        let colours: Vec<Color> = nodes.iter().map(|n| node_color(&nodes, &n.node.id)).collect();
+        let colours: Vec<Color> = nodes
+            .iter()
+            .map(|n| node_color(&nodes, &n.node.id))
+            .collect();
         for colour in &colours {
             assert!(
-                ![Color::Green, Color::Yellow, Color::Red, Color::LightRed, Color::Magenta]
-                    .contains(colour),
+                ![
+                    Color::Green,
+                    Color::Yellow,
+                    Color::Red,
+                    Color::LightRed,
+                    Color::Magenta
+                ]
+                .contains(colour),
                 "{colour:?}"
             );
         }
