@@ -14,7 +14,8 @@
 //!   names, a node's role, and the Raft fields of `/status` the lab's Raft view draws.
 //! - [`memory_machine`]: a state machine held in memory, snapshotted as JSON, for services
 //!   whose state is small (cluster metadata).
-//! - [`observer`]: Raft's changes as timeline events and Prometheus figures.
+//! - [`observer`]: Raft's changes as timeline events and Prometheus figures;
+//!   [`openraft_logs`]: openraft's own log lines with node names, its election noise below WARN.
 //! - [`flags`]: the flags every Raft node takes and the openraft config they make;
 //!   [`boot`]: opening the store, forming the first cluster.
 //!
@@ -31,6 +32,7 @@ pub mod member;
 pub mod memory_machine;
 pub mod network;
 pub mod observer;
+pub mod openraft_logs;
 pub mod rpc;
 pub mod status;
 

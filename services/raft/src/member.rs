@@ -42,6 +42,11 @@ impl Names {
         )
     }
 
+    /// Every id this node knows, with its name.
+    pub fn iter(&self) -> impl Iterator<Item = (RaftId, &str)> {
+        self.0.iter().map(|(id, name)| (*id, name.as_str()))
+    }
+
     /// The name of `id`, or the number if it is nobody this node knows.
     pub fn name(&self, id: RaftId) -> String {
         self.0.get(&id).cloned().unwrap_or_else(|| id.to_string())

@@ -130,6 +130,7 @@ pub async fn run(args: RaftKvNodeArgs) -> anyhow::Result<()> {
         .collect();
     let names =
         Names::new(std::iter::once(me_name.as_str()).chain(peers.iter().map(|(n, _)| n.as_str())));
+    distlab_raft::openraft_logs::install(&names);
     let me = raft_id(&me_name);
 
     let mut storage = Storage::open(&data_dir, args.raft.fsync == Fsync::Always)?;

@@ -160,14 +160,59 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let Some(trace_id) = event_trace_id(ctx, event) else {
+        let rewrite = rewrite_for(event.metadata().target());
+        let trace_id = event_trace_id(ctx, event);
+        if trace_id.is_none() && rewrite.is_none() {
             return self.0.format_event(ctx, writer, event);
-        };
+        }
         let mut line = String::with_capacity(256);
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        match line.strip_prefix('{') {
-            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
-            None => writer.write_str(&line),
+        if let Some(rewrite) = rewrite
+            && !rewrite(&mut line)
+        {
+            return Ok(()); // dropped: nothing is written, not even the newline
+        }
+        match (trace_id, line.strip_prefix('{')) {
+            (Some(trace_id), Some(rest)) => {
+                write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}")
+            }
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
+/// Rewrites a JSON log line in place; `false` drops it.
+pub type Rewrite = Box<dyn Fn(&mut String) -> bool + Send + Sync>;
+
+static REWRITES: std::sync::RwLock<Vec<(&'static str, std::sync::Arc<Rewrite>)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Rewrites the JSON lines of events whose target starts with `target` before they are
+/// written (a library's own log, whose words and levels are not ours: openraft logs an
+/// ordinary election's vote timeouts as ERROR and names nodes by 18-digit numbers). The
+/// rewrite may change the line ([`relevel`] its level, name what it numbers) or drop it.
+pub fn rewrite_lines(target: &'static str, rewrite: Rewrite) {
+    REWRITES
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((target, std::sync::Arc::new(rewrite)));
+}
+
+fn rewrite_for(target: &str) -> Option<std::sync::Arc<Rewrite>> {
+    let rewrites = REWRITES.read().unwrap_or_else(|e| e.into_inner());
+    rewrites
+        .iter()
+        .find(|(prefix, _)| target.starts_with(prefix))
+        .map(|(_, rewrite)| rewrite.clone())
+}
+
+/// Sets a JSON log line's `level` field to `level`.
+pub fn relevel(line: &mut String, level: tracing::Level) {
+    for from in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] {
+        let field = format!("\"level\":\"{from}\"");
+        if let Some(at) = line.find(&field) {
+            line.replace_range(at..at + field.len(), &format!("\"level\":\"{level}\""));
+            return;
         }
     }
 }

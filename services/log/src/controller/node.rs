@@ -75,6 +75,7 @@ pub async fn run(
         .collect();
     let names =
         Names::new(std::iter::once(me_name.as_str()).chain(peers.iter().map(|(n, _)| n.as_str())));
+    distlab_raft::openraft_logs::install(&names);
     let me = raft_id(&me_name);
 
     let (db, flusher) =
