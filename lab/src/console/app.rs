@@ -518,21 +518,24 @@ impl App {
     /// The keys that do something now, for the footer.
     pub fn footer_keys(&self) -> &'static [(&'static str, &'static str)] {
         match self.mode {
+            // The most used first: on a narrow terminal the last ones are left out (`?`
+            // lists every key).
             Mode::Normal => &[
                 ("?", "help"),
                 ("q", "quit"),
                 ("j/k", "select"),
+                ("L", "leader"),
                 ("K", "kill"),
                 ("p", "pause/resume"),
                 ("r", "restart"),
-                ("t", "terminate"),
                 ("i", "isolate"),
                 ("h", "heal"),
+                (":", "command"),
+                ("Tab", "view"),
                 ("l", "load on/off"),
                 ("+/-", "rate"),
-                (":", "command"),
+                ("t", "terminate"),
                 ("/", "filter"),
-                ("Tab", "view"),
             ],
             Mode::Palette(_) => &[("Enter", "run"), ("Tab", "complete"), ("esc", "cancel")],
             Mode::Filter(_) => &[("Enter", "apply"), ("esc", "cancel")],

@@ -11,11 +11,12 @@ use ratatui_widgets::block::Block;
 use ratatui_widgets::borders::Borders;
 use ratatui_widgets::clear::Clear;
 use ratatui_widgets::paragraph::{Paragraph, Wrap};
-use ratatui_widgets::table::{Cell, Row, Table};
+use ratatui_widgets::table::{Cell, Row, Table, TableState};
 
 use super::app::{App, HELP, Mode, NodeState};
-use super::views::ProjectUi;
+use super::views::{Figure, ProjectUi};
 use crate::engine::events::EventKind;
+use crate::engine::model::NodeView;
 use crate::engine::runner::Progress;
 
 /// Below this the console says the terminal is too small instead of drawing.
@@ -39,23 +40,58 @@ pub fn draw(frame: &mut Frame, app: &App, ui: &ProjectUi) {
     .areas(area);
     draw_header(frame, app, header);
     draw_nodes(frame, app, ui, table);
-    let [view, side] =
-        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(middle);
-    if let Some(current) = ui.views.get(app.view % ui.views.len().max(1)) {
-        current.render(app, frame, view);
-    }
-    if app.scenario.is_some() {
-        let [scenario, timeline] =
-            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
-        draw_scenario(frame, app, scenario);
-        draw_timeline(frame, app, timeline);
-    } else {
-        draw_timeline(frame, app, side);
-    }
+    draw_middle(frame, app, ui, middle);
     draw_logs(frame, app, logs);
     draw_footer(frame, app, footer);
     if app.mode == Mode::Help {
         draw_help(frame, area);
+    }
+}
+
+/// Rows a timeline (with its border) needs at the least to be worth drawing under a view.
+const TIMELINE_MIN_ROWS: u16 = 5;
+
+/// The project's view, the timeline, and the scenario pane if one plays. A view that needs a
+/// fixed number of rows gets them at full width, with the timeline (and the scenario) under
+/// it, so timeline entries read on one line; a view that fills its space (or one that would
+/// leave the timeline too little) sits beside them, and their entries wrap.
+fn draw_middle(frame: &mut Frame, app: &App, ui: &ProjectUi, middle: Rect) {
+    let current = ui.views.get(app.view % ui.views.len().max(1));
+    let wanted = current
+        .and_then(|v| v.wanted_rows(app, middle.width.saturating_sub(2)))
+        .map(|rows| rows + 2);
+    let (view, rest, stacked) = match wanted {
+        Some(rows) if rows + TIMELINE_MIN_ROWS <= middle.height => {
+            let [view, rest] =
+                Layout::vertical([Constraint::Length(rows), Constraint::Fill(1)]).areas(middle);
+            (view, rest, true)
+        }
+        _ => {
+            let [view, rest] =
+                Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+                    .areas(middle);
+            (view, rest, false)
+        }
+    };
+    if let Some(current) = current {
+        current.render(app, frame, view);
+    }
+    match (app.scenario.is_some(), stacked) {
+        (false, _) => draw_timeline(frame, app, rest),
+        (true, true) => {
+            let [timeline, scenario] =
+                Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                    .areas(rest);
+            draw_timeline(frame, app, timeline);
+            draw_scenario(frame, app, scenario);
+        }
+        (true, false) => {
+            let [scenario, timeline] =
+                Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
+                    .areas(rest);
+            draw_scenario(frame, app, scenario);
+            draw_timeline(frame, app, timeline);
+        }
     }
 }
 
@@ -113,9 +149,16 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
             .count()
     };
     let sep = || Span::raw(" │ ");
+    // Below 100 columns the tallies are glyphs and numbers only, so the load still fits.
+    let narrow = area.width < 100;
     let tally = |state: NodeState, word: &str| {
+        let word = if narrow {
+            String::new()
+        } else {
+            format!(" {word}")
+        };
         Span::styled(
-            format!(" {}{} {word}", state_mark(state), count(state)),
+            format!(" {}{}{word}", state_mark(state), count(state)),
             state_style(state),
         )
     };
@@ -176,67 +219,87 @@ fn progress_text(progress: &Progress, steps: usize) -> String {
     }
 }
 
+/// The node table. Below 100 columns it drops pid and uptime, and the project's figures that
+/// do not fit are left out from the last, so no column is cut mid-word; when the table has
+/// fewer rows than nodes, it scrolls to keep the selected node in sight.
 fn draw_nodes(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
-    let mut header = vec!["", "node", "role", "pid", "state", "uptime", "restarts"];
-    // Narrow terminals get the short header.
-    if area.width < 100 {
-        header[6] = "rst";
-    }
-    header.extend(ui.figures.iter().map(|f| f.header));
-    let rows = app.model.nodes.iter().enumerate().map(|(i, view)| {
-        let state = NodeState::of(view);
-        let selected = i == app.selected;
-        let uptime = match (state, view.uptime_secs) {
-            (NodeState::Down, _) | (_, None) => "-".to_string(),
-            (_, Some(up)) => clock(up),
-        };
-        let mut cells = vec![
-            Cell::from(if selected { "▶" } else { " " }),
-            Cell::from(view.node.id.clone()),
-            // A node that does not answer shows its last role in parentheses: what it was.
-            Cell::from(match (view.live_role(), &view.role) {
+    let narrow = area.width < 100;
+    // (header, width, cell) for the columns every project has.
+    type Column = (&'static str, u16, fn(&NodeView, NodeState) -> Cell<'static>);
+    let mut columns: Vec<Column> = vec![
+        ("node", 6, |v, _| Cell::from(v.node.id.clone())),
+        // A node that does not answer shows its last role in parentheses: what it was.
+        ("role", 11, |v, _| {
+            Cell::from(match (v.live_role(), &v.role) {
                 (Some(role), _) => role.to_string(),
                 (None, Some(last)) => format!("({last})"),
-                (None, None) => view.node.role.to_string(),
-            }),
-            Cell::from(view.node.pid.map_or("-".into(), |p| p.to_string())),
+                (None, None) => v.node.role.to_string(),
+            })
+        }),
+        ("pid", 7, |v, _| {
+            Cell::from(v.node.pid.map_or("-".into(), |p| p.to_string()))
+        }),
+        ("state", 14, |_, state| {
             Cell::from(Span::styled(
                 format!("{} {}", state_mark(state), state.name()),
                 state_style(state),
-            )),
-            Cell::from(uptime),
-            Cell::from(view.node.restarts.to_string()),
-        ];
+            ))
+        }),
+        ("uptime", 7, |v, state| {
+            Cell::from(match (state, v.uptime_secs) {
+                (NodeState::Down, _) | (_, None) => "-".to_string(),
+                (_, Some(up)) => clock(up),
+            })
+        }),
+        ("restarts", 8, |v, _| {
+            Cell::from(v.node.restarts.to_string())
+        }),
+    ];
+    if narrow {
+        columns.retain(|(header, ..)| !["pid", "uptime"].contains(header));
+        if let Some(restarts) = columns.iter_mut().find(|c| c.0 == "restarts") {
+            *restarts = ("rst", 3, restarts.2);
+        }
+    }
+    // Borders, the selection mark, and each column with the space after it.
+    let mut used = 2 + 1 + columns.iter().map(|c| c.1 + 1).sum::<u16>();
+    let figures: Vec<&Figure> = ui
+        .figures
+        .iter()
+        .take_while(|f| {
+            let width = f.header.len().max(6) as u16 + 1;
+            used += width;
+            used <= area.width
+        })
+        .collect();
+    let rows = app.model.nodes.iter().map(|view| {
+        let state = NodeState::of(view);
+        let mut cells: Vec<Cell> = columns
+            .iter()
+            .map(|(_, _, cell)| cell(view, state))
+            .collect();
         // A down node has no figures: its last ones would read as current.
-        cells.extend(ui.figures.iter().map(|f| match state {
+        cells.extend(figures.iter().map(|f| match state {
             NodeState::Down => Cell::from("-"),
             _ => Cell::from((f.value)(view)),
         }));
-        let row = Row::new(cells);
-        if selected {
-            row.style(Style::default().add_modifier(Modifier::REVERSED))
-        } else {
-            row
-        }
+        Row::new(cells)
     });
-    let mut widths = vec![
-        Constraint::Length(1),
-        Constraint::Length(6),
-        Constraint::Length(11), // "(candidate)"
-        Constraint::Length(7),
-        Constraint::Length(14),
-        Constraint::Length(7),
-        Constraint::Length(header[6].len() as u16),
-    ];
+    let mut header: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    header.extend(figures.iter().map(|f| f.header));
+    let mut widths: Vec<Constraint> = columns.iter().map(|c| Constraint::Length(c.1)).collect();
     widths.extend(
-        ui.figures
+        figures
             .iter()
             .map(|f| Constraint::Length(f.header.len().max(6) as u16)),
     );
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶")
         .block(Block::default().borders(Borders::ALL).title(" nodes "));
-    frame.render_widget(table, area);
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_scenario(frame: &mut Frame, app: &App, area: Rect) {
@@ -327,8 +390,10 @@ fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
             ])
         })
         .collect();
+    // An entry longer than the pane wraps (the node and what happened are never cut off);
+    // the oldest entries shown run off the bottom.
     frame.render_widget(
-        Paragraph::new(lines).block(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::default()
                 .borders(Borders::ALL)
                 .title(" timeline (newest first) "),
@@ -395,46 +460,93 @@ fn draw_logs(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// The footer's three rows: the keys valid now (two rows; one when a message needs two), and
+/// what the last command did. A key is never split from its label: keys that do not fit are
+/// left out, the least used last in the list (`?` lists them all).
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
-    let [keys, message] =
-        Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(area);
+    let message = app.message.as_ref().map(|m| {
+        let text = if m.error {
+            format!("error: {}", m.text)
+        } else {
+            m.text.clone()
+        };
+        (text, m.error)
+    });
+    let message_rows = match &message {
+        Some((text, _)) if text.chars().count() > usize::from(area.width) => 2,
+        _ => 1,
+    };
+    let [keys, message_area] = Layout::vertical([
+        Constraint::Length(area.height.saturating_sub(message_rows)),
+        Constraint::Length(message_rows),
+    ])
+    .areas(area);
     let key_style = Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED);
-    let mut spans = Vec::new();
-    match &app.mode {
-        Mode::Palette(line) => spans.push(Span::raw(format!(":{line}▏  "))),
-        Mode::ConfirmQuit => spans.push(Span::styled(
+    let lead = match &app.mode {
+        Mode::Palette(line) => Some(Span::raw(format!(":{line}▏  "))),
+        Mode::ConfirmQuit => Some(Span::styled(
             "quit? the cluster will be stopped  ",
             Style::default().add_modifier(Modifier::BOLD),
         )),
-        _ => {}
-    }
-    if app.stopping {
-        spans = vec![Span::styled(
+        _ => None,
+    };
+    let lines = if app.stopping {
+        vec![Line::styled(
             "stopping the cluster…",
             Style::default().add_modifier(Modifier::BOLD),
-        )];
+        )]
     } else {
-        for (key, what) in app.footer_keys() {
-            spans.push(Span::styled(format!(" {key} "), key_style));
-            spans.push(Span::raw(format!(" {what}  ")));
-        }
-    }
-    frame.render_widget(
-        Paragraph::new(Line::from(spans)).wrap(Wrap { trim: false }),
-        keys,
-    );
-    if let Some(m) = &app.message {
-        let style = if m.error {
+        let entries: Vec<Vec<Span>> = app
+            .footer_keys()
+            .iter()
+            .map(|(key, what)| {
+                vec![
+                    Span::styled(format!(" {key} "), key_style),
+                    Span::raw(format!(" {what}  ")),
+                ]
+            })
+            .collect();
+        pack(lead, entries, keys.width, keys.height)
+    };
+    frame.render_widget(Paragraph::new(lines), keys);
+    if let Some((text, error)) = message {
+        let style = if error {
             Style::default().fg(Color::Red)
         } else {
             Style::default()
         };
-        let prefix = if m.error { "error: " } else { "" };
         frame.render_widget(
-            Paragraph::new(format!("{prefix}{}", m.text)).style(style),
-            message,
+            Paragraph::new(text).style(style).wrap(Wrap { trim: false }),
+            message_area,
         );
     }
+}
+
+/// Lays `entries` (each a few spans that stay together) into at most `rows` lines of `width`,
+/// after `lead`; entries that do not fit are left out.
+fn pack<'a>(
+    lead: Option<Span<'a>>,
+    entries: Vec<Vec<Span<'a>>>,
+    width: u16,
+    rows: u16,
+) -> Vec<Line<'a>> {
+    let width = usize::from(width);
+    let mut lines: Vec<Vec<Span>> = vec![lead.into_iter().collect()];
+    let used = |line: &[Span]| {
+        line.iter()
+            .map(|s| s.content.chars().count())
+            .sum::<usize>()
+    };
+    for entry in entries {
+        let size: usize = used(&entry);
+        let last = lines.last_mut().expect("one line at least");
+        if used(last) + size.min(width) <= width {
+            last.extend(entry);
+        } else if lines.len() < usize::from(rows) {
+            lines.push(entry);
+        }
+    }
+    lines.into_iter().map(Line::from).collect()
 }
 
 fn draw_help(frame: &mut Frame, area: Rect) {
@@ -533,7 +645,7 @@ mod tests {
                 "sleep 1s".into(),
                 "kill n1".into(),
                 "restart n1".into(),
-                "wait AllUp".into(),
+                "wait all_up".into(),
             ],
             progress: Progress::Step(2),
             verdicts: Vec::new(),
@@ -548,6 +660,61 @@ mod tests {
         let screen = render(&app, 120, 36);
         assert!(screen.contains("FAIL applied-once"), "{screen}");
         assert!(screen.contains("scenario FAIL"), "{screen}");
+    }
+
+    /// At the smallest size, a long palette error wraps over two rows and is read whole, and
+    /// the footer keeps each key beside its label, `L` among the first.
+    #[test]
+    fn the_footer_keeps_keys_with_labels_and_long_errors_whole() {
+        let mut app = fixture::app();
+        let screen = render(&app, 80, 24);
+        let footer: Vec<&str> = screen.lines().rev().take(3).collect();
+        assert!(footer.iter().any(|l| l.contains(" L  leader")), "{screen}");
+        for line in &footer {
+            let line = line.trim_matches('"').trim_end();
+            assert!(
+                !line.ends_with(" l") && !line.ends_with(" r") && !line.ends_with(" K"),
+                "a key without its label: {line:?}"
+            );
+        }
+        let error = "nemesis \"kill,pause 30s every\" is not FAULTS DURATION [every D]; usage: nemesis FAULTS DURATION [every D] (e.g. nemesis kill,pause 30s)";
+        app.mode = Mode::Palette("nemesis kill,pause 30s every".into());
+        app.message = Some(Message {
+            text: error.into(),
+            error: true,
+        });
+        let screen = render(&app, 80, 24);
+        let bottom: String = screen
+            .lines()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|l| l.trim_matches('"').trim_end())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(bottom.contains("(e.g. nemesis kill,pause 30s)"), "{screen}");
+        assert!(bottom.starts_with("error: nemesis"), "{screen}");
+        assert!(screen.contains(":nemesis kill,pause 30s every"), "{screen}");
+    }
+
+    /// Eight nodes at 80x24: the table has rows for fewer, scrolls to the selected node, and
+    /// keeps every column whole (pid and uptime give way, then figures).
+    #[test]
+    fn the_node_table_keeps_the_selected_node_in_sight() {
+        use crate::engine::model::Health;
+        use crate::engine::supervisor::ProcessState;
+        let nodes = (1..=8)
+            .map(|i| fixture::node(&format!("n{i}"), ProcessState::Running, Health::Responsive))
+            .collect();
+        let mut app = fixture::with_nodes(nodes);
+        app.selected = 7;
+        let screen = render(&app, 80, 24);
+        assert!(screen.contains("▶n8"), "{screen}");
+        assert!(screen.contains("● running"), "{screen}");
+        assert!(!screen.contains("uptime"), "{screen}");
+        assert!(screen.contains("●8 ‖0 ?0 ✕0 │"), "short tallies: {screen}");
     }
 
     #[test]

@@ -25,6 +25,13 @@ use crate::engine::project::Project;
 pub trait View {
     fn title(&self) -> &'static str;
     fn render(&self, app: &App, frame: &mut Frame, area: Rect);
+    /// The rows (inside its border) the view needs to show everything that matters at this
+    /// inner `width`, if it needs a fixed number: then the console draws it at full width with
+    /// those rows and the timeline under it, where entries fit on a line. `None`: the view
+    /// fills what it is given (a circle, sparklines), beside the timeline.
+    fn wanted_rows(&self, _app: &App, _width: u16) -> Option<u16> {
+        None
+    }
 }
 
 /// What a project adds to the console.
@@ -102,6 +109,11 @@ pub struct ClusterView;
 impl View for ClusterView {
     fn title(&self) -> &'static str {
         "cluster"
+    }
+
+    /// Two rows per node.
+    fn wanted_rows(&self, app: &App, _width: u16) -> Option<u16> {
+        Some(app.model.nodes.len() as u16 * 2)
     }
 
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {

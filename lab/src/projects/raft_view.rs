@@ -38,6 +38,12 @@ impl View for RaftView {
         "raft"
     }
 
+    /// Members, a line per node, the selected node's indexes, the legend, the leader strip
+    /// (three lines).
+    fn wanted_rows(&self, app: &App, _width: u16) -> Option<u16> {
+        Some(app.model.nodes.len() as u16 + 6)
+    }
+
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let nodes = &app.model.nodes;
         let (title, leader) = title(nodes);
@@ -79,10 +85,14 @@ impl View for RaftView {
             Span::raw("        "),
             Span::styled(elections, Style::default().fg(Color::Red)),
         ]));
-        lines.push(Line::styled(
-            format!("        last {HISTORY_SECS} s: who led (· none); ^ an election started"),
-            dim(),
-        ));
+        let caption =
+            format!("        last {HISTORY_SECS} s: who led (· none); ^ an election started");
+        let caption = if caption.chars().count() <= usize::from(inner.width) {
+            caption
+        } else {
+            format!("{HISTORY_SECS} s: who led (· none); ^ election")
+        };
+        lines.push(Line::styled(caption, dim()));
         // Keep the strip in sight on a short pane: node lines give way first.
         let height = inner.height as usize;
         if lines.len() > height {

@@ -186,6 +186,12 @@ impl View for IsrView {
         "isr"
     }
 
+    /// The header, a row per partition, the legend, and a few of the ISR events.
+    fn wanted_rows(&self, app: &App, width: u16) -> Option<u16> {
+        let partitions = partitions(&app.model.nodes).len();
+        Some((1 + partitions + legend(width).len() + 3) as u16)
+    }
+
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let nodes = &app.model.nodes;
         let brokers = brokers(nodes);
@@ -195,10 +201,16 @@ impl View for IsrView {
             .filter(|p| p.leader.is_some() && p.isr.len() < p.replicas.len())
             .count();
         let offline = partitions.iter().filter(|p| p.leader.is_none()).count();
-        let title = format!(
+        let mut title = format!(
             " isr: {} partitions · {under} under-replicated · {offline} offline ",
             partitions.len()
         );
+        if title.chars().count() + 2 > usize::from(area.width) {
+            title = format!(
+                " isr: {under}/{} under-replicated · {offline} offline ",
+                partitions.len()
+            );
+        }
         let block = Block::default().borders(Borders::ALL).title(title);
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -266,10 +278,9 @@ impl View for IsrView {
             spans.push(Span::raw(format!("{hw} / {hi}")));
             lines.push(Line::from(spans));
         }
-        lines.push(Line::styled(
-            "L leader ● in sync ○ out of sync × offline · none  █ to the HW ▓ past it",
-            Style::default().fg(Color::DarkGray),
-        ));
+        for line in legend(inner.width) {
+            lines.push(Line::styled(line, Style::default().fg(Color::DarkGray)));
+        }
         let room = (inner.height as usize).saturating_sub(lines.len());
         let events = recent_events(app, ISR_EVENTS, room);
         lines.extend(events);
@@ -277,9 +288,44 @@ impl View for IsrView {
     }
 }
 
+/// The marks and bars explained, in as many lines of `width` as they need.
+fn legend(width: u16) -> Vec<String> {
+    const ITEMS: [&str; 7] = [
+        "L leader",
+        "● in sync",
+        "○ out of sync",
+        "× offline",
+        "· none",
+        "█ to the high watermark",
+        "▓ past it (not yet committed)",
+    ];
+    let mut lines: Vec<String> = vec![String::new()];
+    for item in ITEMS {
+        let line = lines.last_mut().expect("one line at least");
+        if line.is_empty() {
+            line.push_str(item);
+        } else if line.chars().count() + 2 + item.chars().count() <= usize::from(width) {
+            line.push_str("  ");
+            line.push_str(item);
+        } else {
+            lines.push(item.to_string());
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legend_wraps_between_items_never_inside_one() {
+        assert_eq!(legend(200).len(), 1);
+        let narrow = legend(44);
+        assert!(narrow.len() > 1);
+        assert!(narrow.iter().all(|l| l.chars().count() <= 44), "{narrow:?}");
+        assert_eq!(narrow.concat().matches("offline").count(), 1);
+    }
 
     #[test]
     fn bars_show_the_high_watermark_and_the_tail_past_it() {

@@ -86,20 +86,37 @@ fn summary(group: &str, coordinator: Option<(&str, &Value)>) -> String {
     )
 }
 
+/// The group the consumers are in (the lab runs one).
+fn group_of(nodes: &[NodeView]) -> String {
+    nodes
+        .iter()
+        .filter(|n| n.node.role == "consumer")
+        .find_map(|c| c.detail["config"]["group"].as_str())
+        .unwrap_or("lab")
+        .to_string()
+}
+
 impl View for LagView {
     fn title(&self) -> &'static str {
         "lag"
+    }
+
+    /// The summary, a row per member and per partition with their headers, and a few of the
+    /// group's events.
+    fn wanted_rows(&self, app: &App, _width: u16) -> Option<u16> {
+        let nodes = &app.model.nodes;
+        let consumers = nodes.iter().filter(|n| n.node.role == "consumer").count();
+        let partitions = coordinated(nodes, &group_of(nodes))
+            .and_then(|(_, g)| g["partitions"].as_object().map(|p| p.len()))
+            .unwrap_or(0);
+        Some((3 + consumers + partitions + 3) as u16)
     }
 
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
         let nodes = &app.model.nodes;
         let consumers: Vec<&NodeView> =
             nodes.iter().filter(|n| n.node.role == "consumer").collect();
-        let group = consumers
-            .iter()
-            .find_map(|c| c.detail["config"]["group"].as_str())
-            .unwrap_or("lab")
-            .to_string();
+        let group = group_of(nodes);
         let coordinator = coordinated(nodes, &group);
         let total: u64 = consumers
             .iter()
