@@ -158,25 +158,26 @@ pub fn scenarios_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
-/// Prints the shipped scenarios with their descriptions (for `lab list`).
-pub fn list_scenarios() {
+/// The shipped scenarios, a line each, under a heading (for `lab list`).
+pub fn list_scenarios() -> String {
     let dir = scenarios_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
+        return String::new();
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    println!(
-        "\nshipped scenarios, in {}/ (`lab scenario FILE` runs one headless, `lab run PROJ --scenario FILE` in the console):",
+    let mut out = format!(
+        "\nshipped scenarios, in {}/ (`lab scenario FILE` runs one headless, `lab run PROJ --scenario FILE` in the console):\n",
         dir.display()
     );
     for file in files {
-        match scenario::load(&file) {
-            Ok(v) => println!("  {:<32} {}", v.scenario.name, v.scenario.description),
-            Err(e) => println!("  {:<32} (invalid: {e})", file.display()),
-        }
+        out += &match scenario::load(&file) {
+            Ok(v) => format!("  {:<32} {}\n", v.scenario.name, v.scenario.description),
+            Err(e) => format!("  {:<32} (invalid: {e})\n", file.display()),
+        };
     }
+    out
 }

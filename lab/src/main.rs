@@ -216,7 +216,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::List => {
-            println!("projects (`lab run PROJ` opens the console on one):");
+            let mut out = String::from("projects (`lab run PROJ` opens the console on one):\n");
             for project in lab::engine::project::PROJECTS {
                 let roles: Vec<_> = project.roles.iter().map(|r| r.name).collect();
                 let nodes = if project.console_nodes() == project.default_nodes {
@@ -228,14 +228,16 @@ fn main() -> ExitCode {
                         project.default_nodes
                     )
                 };
-                println!(
-                    "  {:<7} {}\n          roles: {} · {nodes}",
+                out += &format!(
+                    "  {:<7} {}\n          roles: {} · {nodes}\n",
                     project.name,
                     project.title,
                     roles.join(", "),
                 );
             }
-            lab::headless::list_scenarios();
+            out += &lab::headless::list_scenarios();
+            // Written at once, and a reader that stops early (`lab list | head`) is no error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
             ExitCode::SUCCESS
         }
         Command::Run(args) => lab::console::run(args),
