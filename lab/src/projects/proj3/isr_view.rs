@@ -217,18 +217,26 @@ impl View for IsrView {
         if inner.height == 0 || inner.width < 40 || brokers.is_empty() {
             return;
         }
-        let name_width = partitions
-            .iter()
-            .map(|p| p.name.len())
-            .max()
-            .unwrap_or(9)
-            .max(9)
-            + 1;
-        let per_broker =
-            (inner.width as usize).saturating_sub(name_width + 6 + 16) / brokers.len().max(1);
-        let bar_width = per_broker.saturating_sub(3).clamp(3, 24);
+        let columns = Columns::fit(
+            inner.width,
+            partitions
+                .iter()
+                .map(|p| p.name.chars().count())
+                .max()
+                .unwrap_or(9),
+            brokers.len(),
+        );
+        let Columns {
+            name_width,
+            epoch_width,
+            bar_width,
+        } = columns;
         let mut lines = Vec::new();
-        let mut header = format!("{:<name_width$}{:<6}", "partition", "epoch");
+        let mut header = format!(
+            "{:<name_width$}{:<epoch_width$}",
+            "partition",
+            if epoch_width > 0 { "epoch" } else { "" }
+        );
         for b in &brokers {
             header.push_str(&format!("{:<w$}", b.node.id, w = bar_width + 3));
         }
@@ -260,8 +268,15 @@ impl View for IsrView {
                 Style::default()
             };
             let mut spans = vec![
-                Span::styled(format!("{:<name_width$}", p.name), name_style),
-                Span::raw(format!("{:<6}", format!("e{}", p.leader_epoch))),
+                Span::styled(
+                    format!("{:<name_width$}", elide_middle(&p.name, name_width - 1)),
+                    name_style,
+                ),
+                Span::raw(if epoch_width > 0 {
+                    format!("{:<epoch_width$}", format!("e{}", p.leader_epoch))
+                } else {
+                    String::new()
+                }),
             ];
             for b in &brokers {
                 let c = cell(p, b);
@@ -286,6 +301,65 @@ impl View for IsrView {
         lines.extend(events);
         frame.render_widget(Paragraph::new(lines), inner);
     }
+}
+
+/// How wide the grid's columns are: the partition name (with a space after it), the leader
+/// epoch, and each broker's bar (after its mark and a space; `hw / log end` takes the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Columns {
+    name_width: usize,
+    epoch_width: usize,
+    bar_width: usize,
+}
+
+impl Columns {
+    /// What fits in `width`: bars of 3 to 24 cells with every column whole; on a narrow pane
+    /// the epoch column goes first, then long partition names are shortened in the middle
+    /// (`__consu…sets/0`: the topic's start and the partition number stay), then the bars
+    /// shrink to nothing but the marks.
+    fn fit(width: u16, longest_name: usize, brokers: usize) -> Self {
+        const HW: usize = 14; // "1500 / 1520" and a little room
+        let width = usize::from(width);
+        let brokers = brokers.max(1);
+        let name = longest_name.max(9) + 1;
+        let bar = |name: usize, epoch: usize| {
+            (width.saturating_sub(name + epoch + HW) / brokers).saturating_sub(3)
+        };
+        if bar(name, 6) >= 3 {
+            return Self {
+                name_width: name,
+                epoch_width: 6,
+                bar_width: bar(name, 6).min(24),
+            };
+        }
+        if bar(name, 0) >= 3 {
+            return Self {
+                name_width: name,
+                epoch_width: 0,
+                bar_width: bar(name, 0).min(24),
+            };
+        }
+        let short = name.min(13);
+        Self {
+            name_width: short,
+            epoch_width: 0,
+            bar_width: bar(short, 0).min(3),
+        }
+    }
+}
+
+/// `name` in at most `width` characters: its start and its end, an ellipsis between.
+fn elide_middle(name: &str, width: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= width || width < 3 {
+        return name.to_string();
+    }
+    let tail = (width - 1) / 2;
+    let head = width - 1 - tail;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 /// The marks and bars explained, in as many lines of `width` as they need.
@@ -317,6 +391,25 @@ fn legend(width: u16) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A narrow pane (80x24 puts the grid beside the timeline) gives up the epoch column,
+    /// then the middle of long names, then the bars, so `hw / log end` is never cut off.
+    #[test]
+    fn narrow_panes_shed_columns_in_order() {
+        let wide = Columns::fit(118, 20, 3);
+        assert_eq!((wide.epoch_width, wide.bar_width), (6, 22));
+        let middling = Columns::fit(56, 20, 3);
+        assert_eq!((middling.name_width, middling.epoch_width), (21, 0));
+        let narrow = Columns::fit(44, 20, 3);
+        assert_eq!(narrow.epoch_width, 0);
+        assert!(narrow.name_width <= 13);
+        assert!(
+            narrow.name_width + 3 * (narrow.bar_width + 3) + 12 <= 44,
+            "{narrow:?}"
+        );
+        assert_eq!(elide_middle("__consumer_offsets/0", 12), "__cons…ets/0");
+        assert_eq!(elide_middle("events/0", 12), "events/0");
+    }
 
     #[test]
     fn the_legend_wraps_between_items_never_inside_one() {
