@@ -197,7 +197,7 @@ fn node_help() -> String {
          Usage: lab node SERVICE --id n1 --listen 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir DIR \
          [--peer n2=ADDR ...] [service flags]\n\nServices:\n",
     );
-    for project in lab::engine::project::PROJECTS {
+    for project in lab::engine::project::all() {
         out += &format!(
             "  {:<8} {} ({})\n",
             project.service, project.title, project.name
@@ -217,7 +217,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::List => {
             let mut out = String::from("projects (`lab run PROJ` opens the console on one):\n");
-            for project in lab::engine::project::PROJECTS {
+            for project in lab::engine::project::all() {
                 let roles: Vec<_> = project.roles.iter().map(|r| r.name).collect();
                 let nodes = if project.console_nodes() == project.default_nodes {
                     format!("{} nodes", project.default_nodes)

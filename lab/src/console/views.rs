@@ -49,16 +49,16 @@ pub struct Figure {
 
 /// The console parts of `project` (each project's module says what they are).
 pub fn for_project(project: &Project) -> ProjectUi {
-    match project.name {
-        "proj0" => crate::projects::proj0::console(),
-        "proj1" => crate::projects::proj1::console(),
-        "proj2" => crate::projects::proj2::console(),
-        "proj3" => crate::projects::proj3::console(),
-        _ => ProjectUi {
-            figures: &[],
-            views: vec![Box::new(ClusterView)],
-        },
-    }
+    crate::projects::REGISTRY
+        .iter()
+        .find(|plugin| plugin.project.name == project.name)
+        .map_or_else(
+            || ProjectUi {
+                figures: &[],
+                views: vec![Box::new(ClusterView)],
+            },
+            |plugin| (plugin.console)(),
+        )
 }
 
 /// A string from the node's `/status` detail, or `-`.

@@ -1,7 +1,8 @@
 //! Projects as plug-ins: what the engine needs to know to run each project's cluster.
 //!
 //! Each project is defined in its own module of `crate::projects` (roles, node flags, workload
-//! driver, checks) and listed once in [`PROJECTS`]; nothing else in the engine changes.
+//! driver, checks) and listed once, in `crate::projects::REGISTRY` ([`all`]); nothing else in
+//! the engine changes.
 
 use super::scenario::CheckSpec;
 use super::workload::{BoxFuture, Driver, Target};
@@ -114,13 +115,12 @@ pub fn split_flags(text: &str) -> Vec<String> {
     text.split_whitespace().map(String::from).collect()
 }
 
-/// Every project the lab can run.
-pub const PROJECTS: &[Project] = &[
-    crate::projects::proj0::PROJECT,
-    crate::projects::proj1::PROJECT,
-    crate::projects::proj2::PROJECT,
-    crate::projects::proj3::PROJECT,
-];
+/// Every project the lab can run, from the one registry ([`crate::projects::REGISTRY`]).
+pub fn all() -> impl Iterator<Item = &'static Project> {
+    crate::projects::REGISTRY
+        .iter()
+        .map(|plugin| &plugin.project)
+}
 
 impl std::fmt::Debug for Project {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,8 +130,8 @@ impl std::fmt::Debug for Project {
 
 /// The project called `name`; the error lists the known ones.
 pub fn find(name: &str) -> Result<&'static Project, String> {
-    PROJECTS.iter().find(|p| p.name == name).ok_or_else(|| {
-        let known: Vec<_> = PROJECTS.iter().map(|p| p.name).collect();
+    all().find(|p| p.name == name).ok_or_else(|| {
+        let known: Vec<_> = all().map(|p| p.name).collect();
         format!(
             "unknown project {name:?}; known projects: {}",
             known.join(", ")
@@ -141,12 +141,10 @@ pub fn find(name: &str) -> Result<&'static Project, String> {
 
 /// The project whose service is called `name` (or the project called `name`).
 pub fn find_service(name: &str) -> Result<&'static Project, String> {
-    PROJECTS
-        .iter()
+    all()
         .find(|p| p.service == name || p.name == name)
         .ok_or_else(|| {
-            let known: Vec<_> = PROJECTS
-                .iter()
+            let known: Vec<_> = all()
                 .map(|p| format!("{} ({})", p.service, p.name))
                 .collect();
             format!(
