@@ -342,13 +342,19 @@ fn draw_scenario(frame: &mut Frame, app: &App, area: Rect) {
                 .add_modifier(Modifier::BOLD),
         ));
     }
-    // Keep the current step in sight.
+    // Long steps and verdicts wrap; the first lines give way so the current step (or, once
+    // the scenario is over, the last verdict) stays in sight.
     let height = area.height.saturating_sub(2) as usize;
+    let width = usize::from(area.width.saturating_sub(2)).max(1);
+    let rows = |line: &Line| line.width().div_ceil(width).max(1);
     let focus = current.unwrap_or(lines.len().saturating_sub(1));
-    let skip = (focus + 1).saturating_sub(height);
+    let mut skip = 0;
+    while skip < focus && lines[skip..=focus].iter().map(rows).sum::<usize>() > height {
+        skip += 1;
+    }
     let lines: Vec<Line> = lines.into_iter().skip(skip).collect();
     frame.render_widget(
-        Paragraph::new(lines).block(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::default()
                 .borders(Borders::ALL)
                 .title(format!(" scenario {} ", scenario.name)),
@@ -656,9 +662,17 @@ mod tests {
         app.scenario.as_mut().unwrap().verdicts = vec![
             ("linearizable: 512 ops, valid".into(), true),
             ("applied-once: k3 version 4 written twice".into(), false),
+            (
+                "availability: 100.0% of operations answered (required: 30.0%)".into(),
+                true,
+            ),
         ];
         let screen = render(&app, 120, 36);
         assert!(screen.contains("FAIL applied-once"), "{screen}");
+        assert!(
+            screen.contains("(required: 30.0%)"),
+            "a long verdict wraps whole: {screen}"
+        );
         assert!(screen.contains("scenario FAIL"), "{screen}");
     }
 

@@ -77,28 +77,61 @@ pub fn detail_number(node: &NodeView, field: &str) -> String {
         .map_or("-".into(), |n| n.to_string())
 }
 
-/// The newest `room` node events whose kind starts with one of `prefixes`, oldest first, one
-/// line each (`  12.3s b1 isr_changed: ...`): a view's own slice of the timeline.
-pub fn recent_events(app: &App, prefixes: &[&str], room: usize) -> Vec<Line<'static>> {
-    let mut lines: Vec<Line<'static>> = app
-        .events
-        .iter()
-        .rev()
-        .filter(|e| {
-            e.kind == EventKind::NodeEvent && prefixes.iter().any(|p| e.what.starts_with(p))
-        })
-        .take(room)
-        .map(|e| {
-            Line::from(format!(
-                "{:>6.1}s {} {}",
-                e.t,
-                e.node.as_deref().unwrap_or("-"),
-                e.what
-            ))
-        })
-        .collect();
-    lines.reverse();
-    lines
+/// The newest node events whose kind starts with one of `prefixes` that fit in `room` rows of
+/// `width`, oldest first (`  12.3s b1 isr_changed: ...`): a view's own slice of the timeline. A
+/// long event wraps onto indented rows rather than losing its end (the ISR it names, say).
+pub fn recent_events(app: &App, prefixes: &[&str], room: usize, width: u16) -> Vec<Line<'static>> {
+    let mut rows: Vec<Line<'static>> = Vec::new();
+    for e in app.events.iter().rev().filter(|e| {
+        e.kind == EventKind::NodeEvent && prefixes.iter().any(|p| e.what.starts_with(p))
+    }) {
+        let text = format!(
+            "{:>6.1}s {} {}",
+            e.t,
+            e.node.as_deref().unwrap_or("-"),
+            e.what
+        );
+        let wrapped = wrap_words(&text, usize::from(width), 8);
+        if rows.len() + wrapped.len() > room {
+            break;
+        }
+        // Newest first while collecting; each event's own rows stay in order.
+        rows.splice(0..0, wrapped.into_iter().map(Line::from));
+    }
+    rows
+}
+
+/// `text` broken at spaces into rows of at most `width` characters, rows after the first
+/// indented by `indent`; a word longer than a row is cut into pieces.
+pub fn wrap_words(text: &str, width: usize, indent: usize) -> Vec<String> {
+    let width = width.max(indent + 8);
+    let body = text.trim_start_matches(' ');
+    let mut rows = vec![" ".repeat(text.len() - body.len())];
+    for word in body.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let row = rows.last_mut().expect("one row at least");
+            let used = row.chars().count();
+            let space = usize::from(used > 0 && !row.ends_with(' '));
+            if used + space + word.len() <= width {
+                if space == 1 {
+                    row.push(' ');
+                }
+                row.extend(word.iter());
+                break;
+            }
+            let fresh = " ".repeat(indent);
+            if used <= indent && word.len() > width - indent {
+                // Longer than any row: cut it.
+                let room = width - used;
+                row.extend(word.drain(..room));
+                rows.push(fresh);
+            } else {
+                rows.push(fresh);
+            }
+        }
+    }
+    rows
 }
 
 /// Every project's first view: per node, the workload's request and error rates as
@@ -272,6 +305,27 @@ fn last(series: &std::collections::VecDeque<u64>, width: u16) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_events_wrap_at_spaces_onto_indented_rows() {
+        let rows = wrap_words(
+            "   7.4s c1 isr_changed: __consumer_offsets/2: ISR expanded to [b1, b2, b3]",
+            40,
+            8,
+        );
+        assert_eq!(
+            rows,
+            [
+                "   7.4s c1 isr_changed:",
+                "        __consumer_offsets/2: ISR",
+                "        expanded to [b1, b2, b3]"
+            ]
+        );
+        assert!(rows.iter().all(|r| r.chars().count() <= 40));
+        let long = wrap_words(&"x".repeat(50), 20, 4);
+        assert!(long.iter().all(|r| r.chars().count() <= 20), "{long:?}");
+        assert_eq!(long.concat().matches('x').count(), 50);
+    }
     use NodeState::*;
 
     #[test]

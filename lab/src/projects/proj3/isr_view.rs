@@ -297,7 +297,7 @@ impl View for IsrView {
             lines.push(Line::styled(line, Style::default().fg(Color::DarkGray)));
         }
         let room = (inner.height as usize).saturating_sub(lines.len());
-        let events = recent_events(app, ISR_EVENTS, room);
+        let events = recent_events(app, ISR_EVENTS, room, inner.width);
         lines.extend(events);
         frame.render_widget(Paragraph::new(lines), inner);
     }

@@ -241,7 +241,7 @@ impl View for LagView {
                 );
             }
         }
-        let lines = recent_events(app, GROUP_EVENTS, events.height as usize);
+        let lines = recent_events(app, GROUP_EVENTS, events.height as usize, events.width);
         frame.render_widget(Paragraph::new(lines), events);
     }
 }
