@@ -2,11 +2,20 @@
 //! every job through worker crashes, slow workers and its own restart.
 //!
 //! - [`split`]: input files cut into map tasks by size, at line boundaries.
+//! - [`task`]: a map task (records through the plugin into sorted partition runs) and a reduce
+//!   task (a k-way merge of runs, reduced key by key), the same on a worker and locally.
+//! - [`local`]: `batch run-local`, a job run sequentially in one process: the reference every
+//!   distributed run is compared with.
 //! - [`partition`]: which reduce task a key goes to (a stable hash, the same on every machine).
+//! - [`plugin`]: the user's map and reduce functions as WebAssembly, run sandboxed (memory cap,
+//!   CPU budget, no imports but its output); the shipped ones are C files built by `build.rs`.
 //! - [`scheduler`]: the coordinator's decisions as a pure state machine (leases, retries with
 //!   backoff, exclusion of failing workers, late answers refused, lost map outputs re-run,
 //!   speculative backups, locality), driven by events and tested without sockets or clocks.
 
+pub mod local;
 pub mod partition;
+pub mod plugin;
 pub mod scheduler;
 pub mod split;
+pub mod task;

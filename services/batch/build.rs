@@ -1,0 +1,45 @@
+//! Builds the shipped plugins (`plugins/*.c`) to WebAssembly with clang, for `plugin::SHIPPED`.
+//! Needs clang and lld (wasm-ld); on Debian or Ubuntu: `sudo apt-get install clang lld`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const PLUGINS: &[&str] = &["wordcount", "indexer", "grep", "sort", "join", "chaos"];
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let clang = std::env::var("BATCH_CLANG").unwrap_or_else(|_| "clang".to_string());
+    println!("cargo:rerun-if-changed=plugins");
+    println!("cargo:rerun-if-env-changed=BATCH_CLANG");
+    for plugin in PLUGINS {
+        let source = format!("plugins/{plugin}.c");
+        let wasm = out.join(format!("{plugin}.wasm"));
+        let result = Command::new(&clang)
+            .args([
+                "--target=wasm32",
+                "-O2",
+                "-nostdlib",
+                "-ffreestanding",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-Wl,--no-entry",
+                "-Wl,--strip-all",
+                "-o",
+            ])
+            .arg(&wasm)
+            .arg(&source)
+            .output();
+        match result {
+            Ok(done) if done.status.success() => {}
+            Ok(done) => panic!(
+                "building {source} to WebAssembly failed:\n{}",
+                String::from_utf8_lossy(&done.stderr)
+            ),
+            Err(e) => panic!(
+                "building the batch plugins needs clang with the wasm32 target and lld ({clang}: {e}); \
+                 on Debian or Ubuntu: sudo apt-get install clang lld"
+            ),
+        }
+    }
+}

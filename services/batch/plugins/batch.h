@@ -1,0 +1,129 @@
+/* The plugin interface of distlab's MapReduce (Project 4), for plugins written in C and built
+ * for WebAssembly with clang (--target=wasm32, no libc). A plugin is one C file that includes
+ * this header and defines map() and reduce(); the worker runs it sandboxed: no imports but the
+ * ones below, so no file, clock or network; a memory limit; a CPU budget (fuel) per call.
+ *
+ * The host calls, per record:   batch_buffer(n), writes the input there, then
+ *   map(file, file_len, record, record_len)          a line of an input file, and its name
+ * per key:                      batch_buffer(n), writes the key and the values there, then
+ *   reduce(key, key_len, values, values_len, count)  values: count x [u32 little-endian length][bytes]
+ * and once before the first call, if the plugin defines it:
+ *   init(arg, arg_len)                               the job's --arg text
+ * Both emit output pairs with emit(key, key_len, value, value_len). Memory handed out by
+ * batch_alloc lasts until the next batch_buffer call. */
+
+#ifndef DISTLAB_BATCH_H
+#define DISTLAB_BATCH_H
+
+typedef unsigned int u32;
+typedef unsigned long size_t;
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+#define IMPORT(name) __attribute__((import_module("batch"), import_name(#name)))
+
+IMPORT(emit) void emit(const char *key, int key_len, const char *value, int value_len);
+/* A random number from the host, seeded per task attempt (the chaos plugin's dice). */
+IMPORT(random_u32) u32 random_u32(void);
+
+void map(const char *file, int file_len, const char *record, int record_len);
+void reduce(const char *key, int key_len, const char *values, int values_len, int count);
+
+EXPORT(map) void batch_map(const char *f, int fl, const char *r, int rl) { map(f, fl, r, rl); }
+EXPORT(reduce) void batch_reduce(const char *k, int kl, const char *v, int vl, int n) {
+    reduce(k, kl, v, vl, n);
+}
+
+/* --- memory: a bump allocator over the heap, reset for each call ------------------------- */
+
+extern unsigned char __heap_base;
+static unsigned char *heap_top;
+
+void *batch_alloc(size_t n) {
+    if (!heap_top) heap_top = &__heap_base;
+    unsigned char *p = (unsigned char *)(((size_t)heap_top + 7) & ~(size_t)7);
+    size_t end = (size_t)p + n;
+    size_t have = __builtin_wasm_memory_size(0) * 65536;
+    if (end > have) {
+        size_t pages = (end - have + 65535) / 65536;
+        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) __builtin_trap(); /* over the limit */
+    }
+    heap_top = (unsigned char *)end;
+    return p;
+}
+
+EXPORT(batch_buffer) void *batch_buffer(int len) {
+    heap_top = &__heap_base;
+    return batch_alloc((size_t)len);
+}
+
+/* clang may call these for copies and zeroing. */
+void *memcpy(void *dst, const void *src, size_t n) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    while (n--) *d++ = *s++;
+    return dst;
+}
+void *memmove(void *dst, const void *src, size_t n) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if (d < s) {
+        while (n--) *d++ = *s++;
+    } else {
+        while (n--) d[n] = s[n];
+    }
+    return dst;
+}
+void *memset(void *dst, int c, size_t n) {
+    unsigned char *d = dst;
+    while (n--) *d++ = (unsigned char)c;
+    return dst;
+}
+int memcmp(const void *a, const void *b, size_t n) {
+    const unsigned char *x = a, *y = b;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+/* --- helpers ------------------------------------------------------------------------------- */
+
+static inline int is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* Writes n in decimal into buf (at least 20 bytes); returns the length. */
+static inline int format_u64(unsigned long long n, char *buf) {
+    char tmp[20];
+    int len = 0;
+    do {
+        tmp[len++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    for (int i = 0; i < len; i++) buf[i] = tmp[len - 1 - i];
+    return len;
+}
+
+/* Walks reduce()'s values: the next value's bytes and length, advancing *at. */
+static inline const char *next_value(const char *values, int *at, int *len) {
+    const unsigned char *p = (const unsigned char *)values + *at;
+    *len = (int)(p[0] | (p[1] << 8) | (p[2] << 16) | ((u32)p[3] << 24));
+    *at += 4 + *len;
+    return (const char *)p + 4;
+}
+
+/* Compares two byte strings as strcmp would order them. */
+static inline int compare_bytes(const char *a, int al, const char *b, int bl) {
+    int n = al < bl ? al : bl;
+    int c = memcmp(a, b, (size_t)n);
+    if (c) return c;
+    return al < bl ? -1 : al > bl;
+}
+
+/* The file name after its last '/'. */
+static inline const char *base_name(const char *file, int len, int *out_len) {
+    int start = 0;
+    for (int i = 0; i < len; i++)
+        if (file[i] == '/') start = i + 1;
+    *out_len = len - start;
+    return file + start;
+}
+
+#endif

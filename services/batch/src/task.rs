@@ -1,0 +1,355 @@
+//! One task's work, the same on a worker and in `batch run-local`.
+//!
+//! - A **map task** runs every record of its split through the plugin's `map`, sends each pair
+//!   to its reduce partition, sorts each partition by key (stably: values keep their order) and
+//!   writes it as a *run* file, `part-R`, in its output directory.
+//! - A **reduce task** merges the runs of its partition from every map task (a k-way merge of
+//!   sorted files), calls the plugin's `reduce` once per key with all its values, and writes
+//!   `key<TAB>value` lines (just `key` when the value is empty).
+//!
+//! A run is a sequence of `[u32 LE key length][key][u32 LE value length][value]`.
+
+use std::collections::BinaryHeap;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::partition::{Ranges, by_hash};
+use crate::plugin::{Instance, PluginError};
+use crate::split::{Split, read_records};
+
+/// How map output is spread over reduce tasks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Partitioner {
+    /// FNV-1a of the key, modulo R.
+    Hash,
+    /// Sampled key ranges: the output read in partition order is sorted.
+    Ranges(Ranges),
+}
+
+impl Partitioner {
+    pub fn of(&self, key: &[u8], reduces: u32) -> u32 {
+        match self {
+            Partitioner::Hash => by_hash(key, reduces),
+            Partitioner::Ranges(ranges) => ranges.of(key).min(reduces.saturating_sub(1)),
+        }
+    }
+}
+
+/// Why a task failed: where (the record, the file) and what.
+#[derive(Debug)]
+pub enum TaskError {
+    /// The plugin failed on a record (map) or a key (reduce).
+    Plugin {
+        at: String,
+        error: PluginError,
+    },
+    Io {
+        at: String,
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskError::Plugin { at, error } => write!(f, "{at}: {error}"),
+            TaskError::Io { at, error } => write!(f, "{at}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+fn io(at: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TaskError {
+    let at = at.to_string();
+    move |error| TaskError::Io { at, error }
+}
+
+/// What a map task did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapStats {
+    pub records: u64,
+    pub input_bytes: u64,
+    pub pairs: u64,
+    /// Bytes written to the partition runs.
+    pub output_bytes: u64,
+}
+
+/// The run file of partition `reduce` in a map task's output directory.
+pub fn run_path(dir: &Path, reduce: u32) -> PathBuf {
+    dir.join(format!("part-{reduce}"))
+}
+
+/// Runs a map task over `split` into `dir` (created), one run per partition of `reduces`.
+pub fn run_map(
+    plugin: &mut Instance,
+    split: &Split,
+    partitioner: &Partitioner,
+    reduces: u32,
+    dir: &Path,
+) -> Result<MapStats, TaskError> {
+    let mut partitions: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); reduces as usize];
+    let mut stats = MapStats::default();
+    let file = split.path.to_string_lossy().into_owned();
+    let mut failure = None;
+    read_records(split, |offset, record| {
+        stats.records += 1;
+        stats.input_bytes += record.len() as u64 + 1;
+        match plugin.map(file.as_bytes(), record) {
+            Ok(pairs) => {
+                for (key, value) in pairs {
+                    let r = partitioner.of(&key, reduces) as usize;
+                    partitions[r].push((key, value));
+                    stats.pairs += 1;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                failure = Some(TaskError::Plugin {
+                    at: format!(
+                        "record {} of {file} (byte {offset}): {:?}",
+                        stats.records,
+                        preview(record)
+                    ),
+                    error,
+                });
+                Err(std::io::Error::other("the plugin failed"))
+            }
+        }
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| io(&file)(e)))?;
+    std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
+    for (r, mut pairs) in partitions.into_iter().enumerate() {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let path = run_path(dir, r as u32);
+        let mut out = BufWriter::new(std::fs::File::create(&path).map_err(io(path.display()))?);
+        for (key, value) in &pairs {
+            write_pair(&mut out, key, value).map_err(io(path.display()))?;
+            stats.output_bytes += 8 + key.len() as u64 + value.len() as u64;
+        }
+        out.flush().map_err(io(path.display()))?;
+    }
+    Ok(stats)
+}
+
+/// What a reduce task did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReduceStats {
+    pub keys: u64,
+    pub values: u64,
+    pub output_bytes: u64,
+}
+
+/// Runs a reduce task: merges `runs` (each sorted by key), reduces each key, writes lines to
+/// `out`. `name` says which runs in errors.
+pub fn run_reduce(
+    plugin: &mut Instance,
+    runs: Vec<(String, Box<dyn Read>)>,
+    out: &mut dyn Write,
+) -> Result<ReduceStats, TaskError> {
+    let mut readers: Vec<Named> = runs
+        .into_iter()
+        .map(|(name, r)| (name, Run(BufReader::with_capacity(256 * 1024, r))))
+        .collect();
+    // A min-heap of each run's next pair, by key, then run (so values keep map order).
+    let mut heap = BinaryHeap::new();
+    for (i, (name, run)) in readers.iter_mut().enumerate() {
+        if let Some((key, value)) = run.next_pair().map_err(io(&*name))? {
+            heap.push(std::cmp::Reverse((key, i, value)));
+        }
+    }
+    let mut stats = ReduceStats::default();
+    let mut out = BufWriter::new(out);
+    while let Some(std::cmp::Reverse((key, i, value))) = heap.pop() {
+        let mut values = vec![value];
+        refill(&mut readers, &mut heap, i)?;
+        while heap
+            .peek()
+            .is_some_and(|std::cmp::Reverse((next, ..))| *next == key)
+        {
+            let std::cmp::Reverse((_, j, value)) = heap.pop().expect("peeked");
+            values.push(value);
+            refill(&mut readers, &mut heap, j)?;
+        }
+        stats.keys += 1;
+        stats.values += values.len() as u64;
+        let borrowed: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let pairs = plugin
+            .reduce(&key, &borrowed)
+            .map_err(|error| TaskError::Plugin {
+                at: format!("key {:?} ({} values)", preview(&key), values.len()),
+                error,
+            })?;
+        for (k, v) in pairs {
+            out.write_all(&k).map_err(io("the output"))?;
+            if !v.is_empty() {
+                out.write_all(b"\t").map_err(io("the output"))?;
+                out.write_all(&v).map_err(io("the output"))?;
+            }
+            out.write_all(b"\n").map_err(io("the output"))?;
+            stats.output_bytes += (k.len() + v.len() + 2) as u64;
+        }
+    }
+    out.flush().map_err(io("the output"))?;
+    Ok(stats)
+}
+
+/// A run with the name errors call it by.
+type Named = (String, Run<BufReader<Box<dyn Read>>>);
+
+type Heap = BinaryHeap<std::cmp::Reverse<(Vec<u8>, usize, Vec<u8>)>>;
+
+fn refill(readers: &mut [Named], heap: &mut Heap, i: usize) -> Result<(), TaskError> {
+    let (name, run) = &mut readers[i];
+    if let Some((key, value)) = run.next_pair().map_err(io(&*name))? {
+        heap.push(std::cmp::Reverse((key, i, value)));
+    }
+    Ok(())
+}
+
+fn write_pair(out: &mut impl Write, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(value.len() as u32).to_le_bytes())?;
+    out.write_all(value)
+}
+
+/// A run being read.
+struct Run<R>(R);
+
+impl<R: BufRead> Run<R> {
+    fn next_pair(&mut self) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.0.fill_buf()?.is_empty() {
+            return Ok(None);
+        }
+        let key = self.field()?;
+        let value = self.field()?;
+        Ok(Some((key, value)))
+    }
+
+    fn field(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.0.read_exact(&mut len).map_err(truncated)?;
+        let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+        self.0.read_exact(&mut bytes).map_err(truncated)?;
+        Ok(bytes)
+    }
+}
+
+fn truncated(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        std::io::Error::new(e.kind(), "a map output run ends in the middle of a pair")
+    } else {
+        e
+    }
+}
+
+/// The start of a record or key, for an error message.
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
+    if bytes.len() > 60 { text + "…" } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{Limits, Plugin, resolve};
+
+    fn instance(name: &str) -> Instance {
+        Plugin::load(&resolve(name).unwrap())
+            .unwrap()
+            .instance(Limits::default(), b"", 1)
+            .unwrap()
+    }
+
+    #[test]
+    fn map_runs_are_sorted_by_partition_and_reduce_merges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "b a c\na b\n").unwrap();
+        let split = Split {
+            path: input.clone(),
+            start: 0,
+            end: 10,
+        };
+        let mut wc = instance("wordcount");
+        let stats = run_map(
+            &mut wc,
+            &split,
+            &Partitioner::Hash,
+            1,
+            &dir.path().join("m0"),
+        )
+        .unwrap();
+        assert_eq!((stats.records, stats.pairs), (2, 5));
+        let second = dir.path().join("in2.txt");
+        std::fs::write(&second, "c c\n").unwrap();
+        let split2 = Split {
+            path: second,
+            start: 0,
+            end: 4,
+        };
+        run_map(
+            &mut wc,
+            &split2,
+            &Partitioner::Hash,
+            1,
+            &dir.path().join("m1"),
+        )
+        .unwrap();
+        let runs: Vec<(String, Box<dyn Read>)> = ["m0", "m1"]
+            .iter()
+            .map(|m| {
+                let path = run_path(&dir.path().join(m), 0);
+                (
+                    m.to_string(),
+                    Box::new(std::fs::File::open(path).unwrap()) as Box<dyn Read>,
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        let stats = run_reduce(&mut wc, runs, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a\t2\nb\t2\nc\t3\n");
+        assert_eq!((stats.keys, stats.values), (3, 7));
+    }
+
+    #[test]
+    fn a_plugin_failure_names_the_record_and_a_torn_run_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "fine\nthis one\n").unwrap();
+        let mut chaos = Plugin::load(&resolve("chaos").unwrap())
+            .unwrap()
+            .instance(Limits::default(), b"trap=1000", 3)
+            .unwrap();
+        let split = Split {
+            path: input.clone(),
+            start: 0,
+            end: 14,
+        };
+        let err = run_map(&mut chaos, &split, &Partitioner::Hash, 2, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("record 1 of "), "{err}");
+        assert!(
+            err.contains("(byte 0): \"fine\": the plugin trapped"),
+            "{err}"
+        );
+
+        let mut torn = Vec::new();
+        write_pair(&mut torn, b"key", b"value").unwrap();
+        torn.truncate(torn.len() - 2);
+        let mut wc = instance("wordcount");
+        let err = run_reduce(
+            &mut wc,
+            vec![(
+                "map 3".into(),
+                Box::new(std::io::Cursor::new(torn)) as Box<dyn Read>,
+            )],
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "map 3: a map output run ends in the middle of a pair");
+    }
+}
