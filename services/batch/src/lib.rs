@@ -13,6 +13,7 @@
 //!   backoff, exclusion of failing workers, late answers refused, lost map outputs re-run,
 //!   speculative backups, locality), driven by events and tested without sockets or clocks.
 
+pub mod cli;
 pub mod local;
 pub mod partition;
 pub mod plugin;

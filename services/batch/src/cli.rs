@@ -1,0 +1,123 @@
+//! The `batch` command line. For now: `batch run-local` (a job in one process, the reference
+//! run) and `batch plugins` (the shipped plugins). The coordinator, workers and `submit` come
+//! with the distributed service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::local::{JobDef, output_name, run_local};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "batch",
+    version,
+    about = "MapReduce-mini (distlab Project 4): jobs of WebAssembly map and reduce plugins"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job in this process, one task after another (the reference a distributed run
+    /// must equal, after sorting its output lines).
+    RunLocal(RunLocalArgs),
+    /// List the shipped plugins.
+    Plugins,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunLocalArgs {
+    /// A shipped plugin (wordcount, indexer, grep, sort, join, chaos) or a .wasm/.wat file.
+    #[arg(long)]
+    pub plugin: String,
+    /// The plugin's argument (grep: the text to find; join: the left input's file prefix).
+    #[arg(long, default_value = "")]
+    pub arg: String,
+    /// The input: a file, a directory, or a glob such as 'data/*.txt'.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Reduce tasks (output files).
+    #[arg(long, default_value_t = 3)]
+    pub reduces: u32,
+    /// Bytes of input per map task (e.g. 64k, 8m).
+    #[arg(long, default_value = "8m", value_parser = parse_size)]
+    pub split: u64,
+    /// Partition by sampled key ranges, so the outputs read in order are sorted (for sort).
+    #[arg(long)]
+    pub range_partition: bool,
+    /// Where the part-r-NNNNN files go (created).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    distlab_runtime::size::parse(text).map(|n| n as u64)
+}
+
+/// Runs the command; exit 0, 1 if the job failed, 2 for bad input.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Plugins => {
+            for (name, bytes) in crate::plugin::SHIPPED {
+                println!("{name:<10} {:>6} bytes of WebAssembly", bytes.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::RunLocal(args) => run_local_command(args),
+    }
+}
+
+fn run_local_command(args: RunLocalArgs) -> ExitCode {
+    let job = JobDef {
+        plugin: args.plugin,
+        arg: args.arg,
+        input: args.input,
+        reduces: args.reduces,
+        split_bytes: args.split,
+        range_partition: args.range_partition,
+    };
+    let work = match tempfile::Builder::new().prefix("batch-local-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: a scratch directory for map outputs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    match run_local(&job, work.path(), &args.out) {
+        Ok(stats) => {
+            let secs = started.elapsed().as_secs_f64();
+            let input: u64 = stats.maps.iter().map(|m| m.input_bytes).sum();
+            let records: u64 = stats.maps.iter().map(|m| m.records).sum();
+            let keys: u64 = stats.reduces.iter().map(|r| r.keys).sum();
+            println!(
+                "{} map tasks, {} reduce tasks: {records} records ({:.1} MB) in {secs:.2} s ({:.1} MB/s), {keys} keys",
+                stats.maps.len(),
+                stats.reduces.len(),
+                input as f64 / 1e6,
+                input as f64 / 1e6 / secs.max(1e-9),
+            );
+            println!(
+                "output: {}/{}..{}",
+                args.out.display(),
+                output_name(0),
+                output_name(job.reduces.saturating_sub(1))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            // What the user gave is wrong (no input, R = 0, not a plugin): 2; a failed task: 1.
+            if e.starts_with("map task") || e.starts_with("reduce task") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}
