@@ -96,11 +96,12 @@ impl Drop for Pty {
     }
 }
 
-/// The node table's row for `id`: `▶ n1     server    4001    ● running ...`.
+/// The node table's row for `id`: `▶n1     server    4001    ● running ...` (selected) or
+/// ` n2     server ...`.
 fn row<'a>(screen: &'a str, id: &str) -> Option<&'a str> {
     screen.lines().find(|l| {
         let cells: Vec<&str> = l.trim_matches('│').split_whitespace().collect();
-        cells.first() == Some(&id) || (cells.first() == Some(&"▶") && cells.get(1) == Some(&id))
+        cells.first().map(|c| c.trim_start_matches('▶')) == Some(id)
     })
 }
 
@@ -259,6 +260,43 @@ fn lab_run_refuses_what_it_cannot_do() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    let out = Command::new(LAB)
+        .args(["run"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a project (proj0, proj1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `lab run` alone shows the projects and their scenarios; Enter opens the console on the one
+/// selected.
+#[test]
+fn lab_run_without_a_project_offers_a_choice() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut lab = Pty::spawn(&["run", "--runs-dir", "runs", "--nodes", "1"], runs.path());
+    let up = Duration::from_secs(60);
+    let screen = lab.wait_for("the chooser", up, |s| s.contains("pick a project"));
+    assert!(
+        screen.contains("proj2") && screen.contains("proj0-crash-restart"),
+        "{screen}"
+    );
+    lab.press("\r");
+    let screen = lab.wait_for("the console on proj0", up, |s| {
+        row(s, "n1").is_some_and(|r| r.contains("running"))
+    });
+    assert!(screen.contains("distlab proj0"), "{screen}");
+    lab.press("qy");
+    let deadline = Instant::now() + up;
+    while lab.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "lab did not exit after q y");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

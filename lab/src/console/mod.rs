@@ -4,6 +4,7 @@
 //! itself, so a paused node cannot freeze the screen.
 //!
 //! - [`app`]: the state and the key map (no drawing, no engine): tested without a terminal.
+//! - [`chooser`]: `lab run` with no project: pick a project or a shipped scenario.
 //! - [`ui`] draws the state; [`views`] is where projects add their key figures and views.
 //! - [`palette`]: `:` commands in the scenario step grammar.
 //! - [`cast`]: recording what is drawn as an asciicast.
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod cast;
+pub mod chooser;
 #[cfg(test)]
 pub mod fixture;
 pub mod palette;
@@ -49,8 +51,8 @@ pub const CONSOLE_RATE: f64 = 20.0;
 /// `lab run`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The project: proj0...
-    pub project: String,
+    /// The project: proj0... [default: pick one, or one of its scenarios, from a list]
+    pub project: Option<String>,
     /// Nodes in the cluster [default: the project's own, at least 3; a scenario's own]
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -72,8 +74,31 @@ pub struct RunArgs {
     pub node_flags: Option<String>,
 }
 
-/// `lab run PROJ`: the interactive console.
-pub fn run(args: RunArgs) -> ExitCode {
+/// `lab run PROJ`: the interactive console (`lab run` alone: a chooser first).
+pub fn run(mut args: RunArgs) -> ExitCode {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if args.project.is_none() {
+        if !terminal {
+            let known: Vec<&str> = project::all().map(|p| p.name).collect();
+            eprintln!(
+                "error: lab run needs a project ({}); `lab list` shows them and their scenarios",
+                known.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+        match chooser::choose(&crate::headless::scenarios_dir()) {
+            Ok(chooser::Choice::Project(p)) => args.project = Some(p.to_string()),
+            Ok(chooser::Choice::Scenario(p, file)) => {
+                args.project = Some(p.to_string());
+                args.scenario = Some(file);
+            }
+            Ok(chooser::Choice::Quit) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let (cluster, validated) = match plan(&args) {
         Ok(planned) => planned,
         Err(e) => {
@@ -81,7 +106,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if !terminal {
         eprintln!(
             "error: lab run needs a terminal; to run a scenario without one use `lab scenario FILE`"
         );
@@ -105,7 +130,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 /// The cluster to start, and the scenario if one was given (it must be for that project).
 fn plan(args: &RunArgs) -> Result<(ClusterSpec, Option<Validated>), String> {
-    let project = project::find(&args.project)?;
+    let project = project::find(args.project.as_deref().unwrap_or_default())?;
     let validated = match &args.scenario {
         Some(file) => {
             let validated = scenario::load(file)?;
