@@ -216,7 +216,7 @@ fn a_false_assertion_stops_the_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("step 3 (assert status detail.keys >= 1000000): not true now"),
+        stderr.contains("step 3 (assert status detail.keys >= 1000000 on n1): not true now"),
         "{stderr}"
     );
 }

@@ -89,6 +89,18 @@ int memcmp(const void *a, const void *b, size_t n) {
 
 static inline int is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
+/* Emits (word, value) for every run of letters in the record: the tokenizer of word count,
+ * the indexer and the chaos plugin (6.5840's: a word is a maximal run of letters). */
+static inline void emit_words(const char *record, int len, const char *value, int value_len) {
+    int i = 0;
+    while (i < len) {
+        while (i < len && !is_letter(record[i])) i++;
+        int start = i;
+        while (i < len && is_letter(record[i])) i++;
+        if (i > start) emit(record + start, i - start, value, value_len);
+    }
+}
+
 /* Writes n in decimal into buf (at least 20 bytes); returns the length. */
 static inline int format_u64(unsigned long long n, char *buf) {
     char tmp[20];
@@ -99,6 +111,12 @@ static inline int format_u64(unsigned long long n, char *buf) {
     } while (n);
     for (int i = 0; i < len; i++) buf[i] = tmp[len - 1 - i];
     return len;
+}
+
+/* Emits (key, how many values it has): word count's reduce. */
+static inline void emit_count(const char *key, int key_len, int count) {
+    char digits[20];
+    emit(key, key_len, digits, format_u64((unsigned long long)count, digits));
 }
 
 /* Walks reduce()'s values: the next value's bytes and length, advancing *at. */

@@ -5,13 +5,7 @@
 void map(const char *file, int file_len, const char *record, int len) {
     int name_len;
     const char *name = base_name(file, file_len, &name_len);
-    int i = 0;
-    while (i < len) {
-        while (i < len && !is_letter(record[i])) i++;
-        int start = i;
-        while (i < len && is_letter(record[i])) i++;
-        if (i > start) emit(record + start, i - start, name, name_len);
-    }
+    emit_words(record, len, name, name_len);
 }
 
 void reduce(const char *key, int key_len, const char *values, int values_len, int count) {

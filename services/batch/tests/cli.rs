@@ -1,8 +1,22 @@
 //! The `batch` binary as a user runs it.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 const BATCH: &str = env!("CARGO_BIN_EXE_batch");
+
+/// `batch run-local ARGS --input INPUT --out OUT`.
+fn run_local(args: &[&str], input: &Path, out: &Path) -> Output {
+    Command::new(BATCH)
+        .arg("run-local")
+        .args(args)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn run_local_counts_words_and_bad_input_is_named() {
@@ -52,24 +66,10 @@ fn run_local_counts_words_and_bad_input_is_named() {
         ]
     );
 
-    let bad = Command::new(BATCH)
-        .args(["run-local", "--plugin", "wordcount", "--reduces", "0"])
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let bad = run_local(&["--plugin", "wordcount", "--reduces", "0"], &input, &out);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("R >= 1"));
-    let trap = Command::new(BATCH)
-        .args(["run-local", "--plugin", "chaos", "--arg", "trap=1000"])
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let trap = run_local(&["--plugin", "chaos", "--arg", "trap=1000"], &input, &out);
     assert_eq!(trap.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&trap.stderr);
     assert!(
