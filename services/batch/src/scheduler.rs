@@ -14,8 +14,8 @@
 //!   again elsewhere; so is a map whose output a reducer reports it could not fetch.
 //! - **Retries.** A failed attempt is retried after a backoff that doubles, up to
 //!   `max_attempts`; then the job fails with the last error (which names the record), and the
-//!   other jobs go on. A worker whose attempts fail `exclude_after` times in a row gets no more
-//!   tasks.
+//!   other jobs go on. A worker whose attempts fail `exclude_after` times in a row through its
+//!   own fault ([`Blame::Worker`]: not a plugin failing on its data) gets no more tasks.
 //! - **Speculation.** Near the end of a phase (no idle task left and `after_done` of its tasks
 //!   done), a task that has run `slower` times longer than the phase's median gets a backup
 //!   attempt on another worker; the first to finish commits, the other is told to cancel.
@@ -298,6 +298,17 @@ pub enum Refusal {
     AlreadyDone { by: AttemptId },
 }
 
+/// Whose fault a failed attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The task's own: the plugin trapped or ran out of budget on a record. Any worker would
+    /// fail the same way, so it counts against the task's attempts, not against the worker.
+    Task,
+    /// The worker's: it could not read its input, write its output, or run at all. Counts
+    /// towards excluding the worker too.
+    Worker,
+}
+
 /// The answer to a failure.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
@@ -495,12 +506,20 @@ impl Scheduler {
     }
 
     /// An attempt failed (the plugin trapped on a record, the input could not be read...).
-    pub fn failed(&mut self, attempt: AttemptId, error: &str, now: Duration) -> Failure {
+    pub fn failed(
+        &mut self,
+        attempt: AttemptId,
+        error: &str,
+        blame: Blame,
+        now: Duration,
+    ) -> Failure {
         let Some(gone) = self.attempts.remove(&attempt) else {
             return Failure::Unknown;
         };
         let exclude_after = self.config.exclude_after;
-        if let Some(w) = self.workers.get_mut(&gone.worker) {
+        if let Some(w) = self.workers.get_mut(&gone.worker)
+            && blame == Blame::Worker
+        {
             w.consecutive_failures += 1;
             if w.consecutive_failures >= exclude_after {
                 w.excluded = true;
@@ -921,13 +940,18 @@ mod tests {
         let bad = s.submit(job(1, 1), ms(0)).unwrap();
         let a1 = s.next_task("w1", ms(0)).unwrap();
         assert_eq!(
-            s.failed(a1.attempt, "plugin trapped on record 7", ms(0)),
+            s.failed(a1.attempt, "plugin trapped on record 7", Blame::Task, ms(0)),
             Failure::Retry { after: ms(100) }
         );
         assert_eq!(s.next_task("w1", ms(50)), None, "backing off");
         let a2 = s.next_task("w1", ms(100)).unwrap();
         assert_eq!(
-            s.failed(a2.attempt, "plugin trapped on record 7", ms(100)),
+            s.failed(
+                a2.attempt,
+                "plugin trapped on record 7",
+                Blame::Task,
+                ms(100)
+            ),
             Failure::Retry { after: ms(200) }
         );
         let good = s.submit(job(1, 1), ms(150)).unwrap();
@@ -935,9 +959,12 @@ mod tests {
         assert_eq!(other.task.job, good, "the other job runs meanwhile");
         let a3 = s.next_task("w1", ms(300)).unwrap();
         assert_eq!(a3.task.job, bad);
-        let Failure::JobFailed { error } =
-            s.failed(a3.attempt, "plugin trapped on record 7", ms(300))
-        else {
+        let Failure::JobFailed { error } = s.failed(
+            a3.attempt,
+            "plugin trapped on record 7",
+            Blame::Task,
+            ms(300),
+        ) else {
             panic!("out of attempts")
         };
         assert_eq!(
@@ -958,9 +985,15 @@ mod tests {
             ..config()
         });
         s.submit(job(1, 1), ms(0)).unwrap();
+        // A plugin failing on its data is not the worker's fault.
+        for _ in 0..5 {
+            let a = s.next_task("bad", ms(0)).unwrap();
+            s.failed(a.attempt, "the plugin trapped", Blame::Task, ms(0));
+        }
+        assert!(!s.workers["bad"].excluded);
         for _ in 0..3 {
             let a = s.next_task("bad", ms(0)).unwrap();
-            s.failed(a.attempt, "disk full", ms(0));
+            s.failed(a.attempt, "disk full", Blame::Worker, ms(0));
         }
         assert!(s.workers["bad"].excluded);
         assert_eq!(s.next_task("bad", ms(0)), None);
