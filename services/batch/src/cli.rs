@@ -1,5 +1,5 @@
 //! The `batch` command line. For now: `batch run-local` (a job in one process, the reference
-//! run) and `batch plugins` (the shipped plugins). The coordinator, workers and `submit` come
+//! run), `batch plugins` (the shipped plugins) and `batch corpus` (benchmark text). The coordinator, workers and `submit` come
 //! with the distributed service.
 
 use std::path::PathBuf;
@@ -28,6 +28,23 @@ pub enum Command {
     RunLocal(RunLocalArgs),
     /// List the shipped plugins.
     Plugins,
+    /// Write a deterministic text corpus (Zipf-distributed words) for benchmarks and demos.
+    Corpus(CorpusArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CorpusArgs {
+    /// How much text (e.g. 64m, 1g).
+    #[arg(long, value_parser = parse_size)]
+    pub bytes: u64,
+    /// Distinct words.
+    #[arg(long, default_value_t = 50_000)]
+    pub vocabulary: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +86,24 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::RunLocal(args) => run_local_command(args),
+        Command::Corpus(args) => {
+            let written = std::fs::File::create(&args.out).and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                let n = crate::corpus::write(&mut out, args.bytes, args.vocabulary, args.seed)?;
+                std::io::Write::flush(&mut out)?;
+                Ok(n)
+            });
+            match written {
+                Ok(n) => {
+                    println!("{}: {n} bytes", args.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", args.out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`split`]: input files cut into map tasks by size, at line boundaries.
 //! - [`task`]: a map task (records through the plugin into sorted partition runs) and a reduce
 //!   task (a k-way merge of runs, reduced key by key), the same on a worker and locally.
+//! - [`corpus`]: a deterministic Zipf-worded text corpus for benchmarks and demos.
 //! - [`local`]: `batch run-local`, a job run sequentially in one process: the reference every
 //!   distributed run is compared with.
 //! - [`partition`]: which reduce task a key goes to (a stable hash, the same on every machine).
@@ -14,6 +15,7 @@
 //!   speculative backups, locality), driven by events and tested without sockets or clocks.
 
 pub mod cli;
+pub mod corpus;
 pub mod local;
 pub mod partition;
 pub mod plugin;
