@@ -174,6 +174,17 @@ impl Task {
     pub fn is_done(&self) -> bool {
         matches!(self.state, TaskState::Done { .. })
     }
+
+    /// An attempt that ended without a verdict (its worker was lost, its reducer could not
+    /// fetch): no failure of the task's, so it is not counted; the task waits for a worker
+    /// again unless another attempt still runs it.
+    fn forget(&mut self, attempt: AttemptId, now: Duration) {
+        self.running.retain(|a| *a != attempt);
+        self.attempts = self.attempts.saturating_sub(1);
+        if self.running.is_empty() && !self.is_done() {
+            self.state = TaskState::Idle { not_before: now };
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -578,12 +589,7 @@ impl Scheduler {
             .jobs
             .get_mut(&reducer.task.job)
             .expect("attempts belong to jobs");
-        let task = job.task_mut(reducer.task);
-        task.running.retain(|a| *a != attempt);
-        task.attempts = task.attempts.saturating_sub(1);
-        if task.running.is_empty() && !task.is_done() {
-            task.state = TaskState::Idle { not_before: now };
-        }
+        job.task_mut(reducer.task).forget(attempt, now);
         if let Some(lost) = job.maps.get_mut(map as usize)
             && lost.is_done()
         {
@@ -652,13 +658,7 @@ impl Scheduler {
                 .jobs
                 .get_mut(&attempt.task.job)
                 .expect("attempts belong to jobs");
-            let task = job.task_mut(attempt.task);
-            task.running.retain(|a| *a != id);
-            // A lost attempt is no failure of the task's: it is not counted against it.
-            task.attempts = task.attempts.saturating_sub(1);
-            if task.running.is_empty() && !task.is_done() {
-                task.state = TaskState::Idle { not_before: now };
-            }
+            job.task_mut(attempt.task).forget(id, now);
         }
         for job in self.jobs.values_mut() {
             if job.state != JobState::Running || job.reduces.iter().all(Task::is_done) {
