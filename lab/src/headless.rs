@@ -2,7 +2,7 @@
 //! as JSON), and exit 0 only if every check passed (1 if one failed, 2 for bad input). A
 //! scenario with `variants:` runs once per variant, and the runs are printed side by side.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -158,23 +158,35 @@ pub fn scenarios_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
 }
 
+/// The scenario files in `dir`, sorted, each loaded (or why it could not be).
+pub fn scenarios_in(dir: &Path) -> Vec<(PathBuf, Result<scenario::Validated, String>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let loaded = scenario::load(&file);
+            (file, loaded)
+        })
+        .collect()
+}
+
 /// The shipped scenarios, a line each, under a heading (for `lab list`).
 pub fn list_scenarios() -> String {
     let dir = scenarios_dir();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return String::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
     let mut out = format!(
         "\nshipped scenarios, in {}/ (`lab scenario FILE` runs one headless, `lab run PROJ --scenario FILE` in the console):\n",
         dir.display()
     );
-    for file in files {
-        out += &match scenario::load(&file) {
+    for (file, loaded) in scenarios_in(&dir) {
+        out += &match loaded {
             Ok(v) => format!("  {:<32} {}\n", v.scenario.name, v.scenario.description),
             Err(e) => format!("  {:<32} (invalid: {e})\n", file.display()),
         };

@@ -1,4 +1,5 @@
-//! Builds the shipped plugins (`plugins/*.c`) to WebAssembly with clang, for `plugin::SHIPPED`.
+//! Builds the shipped plugins (`plugins/*.c`) to WebAssembly with clang, and writes
+//! `shipped.rs`, the table `plugin::SHIPPED` includes: the list below is the only one.
 //! Needs clang and lld (wasm-ld); on Debian or Ubuntu: `sudo apt-get install clang lld`.
 
 use std::path::PathBuf;
@@ -11,6 +12,14 @@ fn main() {
     let clang = std::env::var("BATCH_CLANG").unwrap_or_else(|_| "clang".to_string());
     println!("cargo:rerun-if-changed=plugins");
     println!("cargo:rerun-if-env-changed=BATCH_CLANG");
+    let mut table = String::from("&[\n");
+    for plugin in PLUGINS {
+        table += &format!(
+            "    ({plugin:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{plugin}.wasm\"))),\n"
+        );
+    }
+    table += "]\n";
+    std::fs::write(out.join("shipped.rs"), table).expect("writing shipped.rs");
     for plugin in PLUGINS {
         let source = format!("plugins/{plugin}.c");
         let wasm = out.join(format!("{plugin}.wasm"));

@@ -48,18 +48,9 @@ pub struct Chooser {
 impl Chooser {
     /// Every project, each followed by the shipped scenarios (in `dir`) written for it.
     pub fn new(dir: &std::path::Path) -> Self {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        let scenarios: Vec<(PathBuf, scenario::Validated)> = files
+        let scenarios: Vec<(PathBuf, scenario::Validated)> = crate::headless::scenarios_in(dir)
             .into_iter()
-            .filter_map(|f| Some((f.clone(), scenario::load(&f).ok()?)))
+            .filter_map(|(file, loaded)| Some((file, loaded.ok()?)))
             .collect();
         let mut rows = Vec::new();
         for project in project::all() {

@@ -13,33 +13,8 @@ use wasmtime::{
     Caller, Config, Engine, Linker, Memory, Module, ResourceLimiter, Store, Trap, TypedFunc,
 };
 
-/// The plugins built from `plugins/*.c`: (name, WebAssembly bytes).
-pub const SHIPPED: &[(&str, &[u8])] = &[
-    (
-        "wordcount",
-        include_bytes!(concat!(env!("OUT_DIR"), "/wordcount.wasm")),
-    ),
-    (
-        "indexer",
-        include_bytes!(concat!(env!("OUT_DIR"), "/indexer.wasm")),
-    ),
-    (
-        "grep",
-        include_bytes!(concat!(env!("OUT_DIR"), "/grep.wasm")),
-    ),
-    (
-        "sort",
-        include_bytes!(concat!(env!("OUT_DIR"), "/sort.wasm")),
-    ),
-    (
-        "join",
-        include_bytes!(concat!(env!("OUT_DIR"), "/join.wasm")),
-    ),
-    (
-        "chaos",
-        include_bytes!(concat!(env!("OUT_DIR"), "/chaos.wasm")),
-    ),
-];
+/// The plugins built from `plugins/*.c` by the build script: (name, WebAssembly bytes).
+pub const SHIPPED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/shipped.rs"));
 
 /// The bytes of a shipped plugin, or of the `.wasm` (or `.wat`) file at `name`.
 pub fn resolve(name: &str) -> Result<Vec<u8>, PluginError> {

@@ -416,22 +416,21 @@ impl Scheduler {
             .jobs
             .values()
             .filter(|j| j.state == JobState::Running)
-            .find_map(|job| idle_task(job, worker, now).map(|(task, local)| (task, local, false)))
+            .find_map(|job| idle_task(job, worker, now).map(|task| (task, false)))
             .or_else(|| {
                 self.jobs
                     .values()
                     .filter(|j| j.state == JobState::Running)
                     .find_map(|job| self.straggler(job, worker, now))
-                    .map(|task| (task, false, true))
+                    .map(|task| (task, true))
             });
-        let (task, local, backup) = picked?;
+        let (task, backup) = picked?;
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        let local = local
-            || (task.phase == Phase::Map
-                && self.jobs[&task.job].spec.holders[task.index as usize]
-                    .iter()
-                    .any(|h| h == worker));
+        let local = task.phase == Phase::Map
+            && self.jobs[&task.job].spec.holders[task.index as usize]
+                .iter()
+                .any(|h| h == worker);
         self.attempts.insert(
             attempt,
             Attempt {
@@ -737,8 +736,8 @@ impl Scheduler {
 }
 
 /// The job's first idle task of its current phase that may start now: for maps, one whose
-/// split `worker` holds if there is one. Whether the pick is local is returned with it.
-fn idle_task(job: &Job, worker: &str, now: Duration) -> Option<(TaskId, bool)> {
+/// split `worker` holds if there is one.
+fn idle_task(job: &Job, worker: &str, now: Duration) -> Option<TaskId> {
     let phase = job.phase();
     let ready = |t: &Task| matches!(t.state, TaskState::Idle { not_before } if not_before <= now);
     let id = |i: usize| TaskId {
@@ -753,9 +752,9 @@ fn idle_task(job: &Job, worker: &str, now: Duration) -> Option<(TaskId, bool)> {
             .enumerate()
             .position(|(i, t)| ready(t) && job.spec.holders[i].iter().any(|h| h == worker))
     {
-        return Some((id(i), true));
+        return Some(id(i));
     }
-    tasks.iter().position(ready).map(|i| (id(i), false))
+    tasks.iter().position(ready).map(id)
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

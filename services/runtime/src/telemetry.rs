@@ -196,9 +196,17 @@ pub fn rewrite_lines(target: &'static str, rewrite: Rewrite) {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .push((target, std::sync::Arc::new(rewrite)));
+    ANY_REWRITE.store(true, std::sync::atomic::Ordering::Release);
 }
 
+/// Whether any rewrite was registered: every log line of every node asks, and almost none has
+/// one, so the common answer costs an atomic load rather than a lock.
+static ANY_REWRITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn rewrite_for(target: &str) -> Option<std::sync::Arc<Rewrite>> {
+    if !ANY_REWRITE.load(std::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
     let rewrites = REWRITES.read().unwrap_or_else(|e| e.into_inner());
     rewrites
         .iter()
