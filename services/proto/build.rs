@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/log/v1/broker.proto",
         "proto/log/v1/group.proto",
         "proto/cache/v1/cache.proto",
+        "proto/batch/v1/batch.proto",
         "proto/etcd/kv.proto",
     ];
     for proto in protos {

@@ -1,7 +1,9 @@
-//! The `batch` command line. For now: `batch run-local` (a job in one process, the reference
-//! run), `batch plugins` (the shipped plugins) and `batch corpus` (benchmark text). The coordinator, workers and `submit` come
-//! with the distributed service.
+//! The `batch` command line: `batch serve` runs a node (the same as `lab node batch`),
+//! `batch submit` queues a job on a coordinator (and with `--follow` shows its progress),
+//! `batch status` shows jobs, `batch run-local` runs a job in this one process (the reference
+//! run), `batch plugins` lists the shipped plugins and `batch corpus` writes benchmark text.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -23,6 +25,29 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a node (the same as `lab node batch`).
+    Serve(Box<crate::node::BatchNodeArgs>),
+    /// Queue a job on a coordinator; prints its id (with --follow, its progress, until done).
+    Submit {
+        #[command(flatten)]
+        job: JobArgs,
+        /// A label for the job (default: the plugin's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Show the job's progress until it is done; exit 1 if it fails.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// Every job the coordinator remembers, or one (with --follow, until it is done).
+    Status {
+        job: Option<u64>,
+        #[arg(long, requires = "job")]
+        follow: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
     /// Run a job in this process, one task after another (the reference a distributed run
     /// must equal, after sorting its output lines).
     RunLocal(RunLocalArgs),
@@ -48,7 +73,21 @@ pub struct CorpusArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct CoordinatorArg {
+    /// The coordinator's gRPC address.
+    #[arg(long = "coordinator", env = "BATCH_COORDINATOR", value_name = "ADDR")]
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunLocalArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// A job, as `run-local` and `submit` take it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
     /// A shipped plugin (wordcount, indexer, grep, sort, join, chaos) or a .wasm/.wat file.
     #[arg(long)]
     pub plugin: String,
@@ -67,9 +106,22 @@ pub struct RunLocalArgs {
     /// Partition by sampled key ranges, so the outputs read in order are sorted (for sort).
     #[arg(long)]
     pub range_partition: bool,
-    /// Where the part-r-NNNNN files go (created).
+    /// Where the part-r-NNNNN files go (created; must be empty).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+impl JobArgs {
+    fn def(&self) -> JobDef {
+        JobDef {
+            plugin: self.plugin.clone(),
+            arg: self.arg.clone(),
+            input: self.input.clone(),
+            reduces: self.reduces,
+            split_bytes: self.split,
+            range_partition: self.range_partition,
+        }
+    }
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -79,6 +131,18 @@ fn parse_size(text: &str) -> Result<u64, String> {
 /// Runs the command; exit 0, 1 if the job failed, 2 for bad input.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve(args) => crate::node::run_blocking(*args),
+        Command::Submit {
+            job,
+            name,
+            follow,
+            coordinator,
+        } => crate::client::submit_command(coordinator.addr, &job, name, follow),
+        Command::Status {
+            job,
+            follow,
+            coordinator,
+        } => crate::client::status_command(coordinator.addr, job, follow),
         Command::Plugins => {
             for (name, bytes) in crate::plugin::SHIPPED {
                 println!("{name:<10} {:>6} bytes of WebAssembly", bytes.len());
@@ -108,14 +172,8 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_local_command(args: RunLocalArgs) -> ExitCode {
-    let job = JobDef {
-        plugin: args.plugin,
-        arg: args.arg,
-        input: args.input,
-        reduces: args.reduces,
-        split_bytes: args.split,
-        range_partition: args.range_partition,
-    };
+    let args = args.job;
+    let job = args.def();
     let work = match tempfile::Builder::new().prefix("batch-local-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {

@@ -10,15 +10,26 @@
 //! - [`partition`]: which reduce task a key goes to (a stable hash, the same on every machine).
 //! - [`plugin`]: the user's map and reduce functions as WebAssembly, run sandboxed (memory cap,
 //!   CPU budget, no imports but its output); the shipped ones are C files built by `build.rs`.
+//! - [`coordinator`]: the scheduler made real behind gRPC: jobs planned at submission, reduce
+//!   output committed by rename, the whole state checkpointed so a restart resumes every job.
+//! - [`worker`]: asks for tasks, runs them, serves its map output to reducers (the shuffle).
+//! - [`board`]: the coordinator's `/status` detail (the lab's task board reads it).
+//! - [`node`]: `lab node batch --role coordinator|worker` flags; [`client`]: `batch submit`
+//!   and `batch status`.
 //! - [`scheduler`]: the coordinator's decisions as a pure state machine (leases, retries with
 //!   backoff, exclusion of failing workers, late answers refused, lost map outputs re-run,
 //!   speculative backups, locality), driven by events and tested without sockets or clocks.
 
+pub mod board;
 pub mod cli;
+pub mod client;
+pub mod coordinator;
 pub mod corpus;
 pub mod local;
+pub mod node;
 pub mod partition;
 pub mod plugin;
 pub mod scheduler;
 pub mod split;
 pub mod task;
+pub mod worker;

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use crate::partition::Ranges;
 use crate::plugin::{Limits, Plugin};
@@ -105,11 +106,20 @@ pub fn run_local(job: &JobDef, work: &Path, out: &Path) -> Result<LocalStats, St
         .instance(Limits::default(), job.arg.as_bytes(), 1)
         .map_err(|e| format!("plugin {}: {e}", job.plugin))?;
     let mut stats = LocalStats::default();
+    let never = AtomicBool::new(false);
     for (i, split) in splits.iter().enumerate() {
         let dir = work.join(format!("map-{i}"));
         stats.maps.push(
-            run_map(&mut instance, split, &partitioner, job.reduces, &dir)
-                .map_err(|e| format!("map task {i}: {e}"))?,
+            run_map(
+                &mut instance,
+                split,
+                &split.path,
+                &partitioner,
+                job.reduces,
+                &dir,
+                &never,
+            )
+            .map_err(|e| format!("map task {i}: {e}"))?,
         );
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -126,7 +136,7 @@ pub fn run_local(job: &JobDef, work: &Path, out: &Path) -> Result<LocalStats, St
         let mut file =
             std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         stats.reduces.push(
-            run_reduce(&mut instance, runs, &mut file)
+            run_reduce(&mut instance, runs, &mut file, &never)
                 .map_err(|e| format!("reduce task {r}: {e}"))?,
         );
     }

@@ -39,6 +39,19 @@ impl Ranges {
         Self { bounds }
     }
 
+    /// Ranges from their split points (as [`Ranges::bounds`] gave them), which must be sorted.
+    pub fn from_bounds(bounds: Vec<Vec<u8>>) -> Result<Self, String> {
+        if bounds.windows(2).any(|w| w[0] > w[1]) {
+            return Err("range split points are not sorted".into());
+        }
+        Ok(Self { bounds })
+    }
+
+    /// The split points: reduce task `i` takes the keys below `bounds[i]`.
+    pub fn bounds(&self) -> &[Vec<u8>] {
+        &self.bounds
+    }
+
     /// The reduce task of `key`.
     pub fn of(&self, key: &[u8]) -> u32 {
         self.bounds.partition_point(|b| b.as_slice() <= key) as u32

@@ -249,13 +249,19 @@ impl Job {
         &mut self.tasks_mut(id.phase)[id.index as usize]
     }
 
-    /// Where each map's output is: the worker that committed it.
-    pub fn map_outputs(&self) -> Vec<(u32, WorkerId)> {
+    /// Where each map's output is: the worker and attempt that committed it.
+    pub fn map_outputs(&self) -> Vec<MapOutput> {
         self.maps
             .iter()
             .enumerate()
             .filter_map(|(i, t)| match &t.state {
-                TaskState::Done { worker, .. } => Some((i as u32, worker.clone())),
+                TaskState::Done {
+                    worker, attempt, ..
+                } => Some(MapOutput {
+                    map: i as u32,
+                    worker: worker.clone(),
+                    attempt: *attempt,
+                }),
                 _ => None,
             })
             .collect()
@@ -287,8 +293,16 @@ pub struct Assignment {
     pub attempt: AttemptId,
     pub task: TaskId,
     pub backup: bool,
-    /// For a reduce task: where every map's output is (map index, worker).
-    pub map_outputs: Vec<(u32, WorkerId)>,
+    /// For a reduce task: where every map's output is.
+    pub map_outputs: Vec<MapOutput>,
+}
+
+/// A committed map task's output, on the disk of the worker whose attempt committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapOutput {
+    pub map: u32,
+    pub worker: WorkerId,
+    pub attempt: AttemptId,
 }
 
 /// The answer to a completion.
@@ -331,6 +345,13 @@ pub enum Failure {
     Unknown,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub submitted: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scheduler {
     pub config: Config,
@@ -343,6 +364,9 @@ pub struct Scheduler {
     /// Completions refused because their attempt was not running: a lease that had expired, an
     /// attempt from before a restart, or one already told to cancel.
     pub refused_unknown: u64,
+    /// Jobs submitted, done and failed, retired ones included.
+    #[serde(default)]
+    pub counts: JobCounts,
     next_job: JobId,
     next_attempt: AttemptId,
 }
@@ -356,6 +380,7 @@ impl Scheduler {
             attempts: BTreeMap::new(),
             cancel: BTreeMap::new(),
             refused_unknown: 0,
+            counts: JobCounts::default(),
             next_job: 1,
             next_attempt: 1,
         }
@@ -371,6 +396,7 @@ impl Scheduler {
         }
         let id = self.next_job;
         self.next_job += 1;
+        self.counts.submitted += 1;
         self.jobs.insert(
             id,
             Job {
@@ -506,6 +532,7 @@ impl Scheduler {
         if job_done {
             job.state = JobState::Done;
             job.finished = Some(now);
+            self.counts.done += 1;
         }
         for loser in losers {
             if let Some(a) = self.attempts.remove(&loser) {
@@ -565,6 +592,7 @@ impl Scheduler {
                 error: error.clone(),
             };
             job.finished = Some(now);
+            self.counts.failed += 1;
             self.cancel_job(gone.task.job);
             return Failure::JobFailed { error };
         }
@@ -633,6 +661,23 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Forgets the oldest finished jobs beyond the newest `keep` finished ones (their outputs
+    /// stay where they were committed). Returns the ids forgotten.
+    pub fn retire(&mut self, keep: usize) -> Vec<JobId> {
+        let finished: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.state != JobState::Running)
+            .map(|j| j.id)
+            .collect();
+        let old = &finished[..finished.len().saturating_sub(keep)];
+        for id in old {
+            self.jobs.remove(id);
+            self.attempts.retain(|_, a| a.task.job != *id);
+        }
+        old.to_vec()
     }
 
     /// Whether every job submitted is over (done or failed).
@@ -766,6 +811,11 @@ fn median(mut values: Vec<Duration>) -> Duration {
 mod tests {
     use super::*;
 
+    /// (map, worker) of each map output.
+    fn where_(outputs: &[MapOutput]) -> Vec<(u32, String)> {
+        outputs.iter().map(|o| (o.map, o.worker.clone())).collect()
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -818,9 +868,10 @@ mod tests {
         let r = s.next_task("w3", ms(20)).unwrap();
         assert_eq!(r.task.phase, Phase::Reduce);
         assert_eq!(
-            r.map_outputs,
+            where_(&r.map_outputs),
             [(0, "w1".to_string()), (1, "w2".to_string())]
         );
+        assert_eq!(r.map_outputs[0].attempt, a.attempt);
         let ran = drain(&mut s, "w1", ms(30));
         assert_eq!(ran.len(), 1);
         assert_eq!(
@@ -896,7 +947,7 @@ mod tests {
         s.completed(rerun.attempt, ms(1600));
         let r = s.next_task("w2", ms(1600)).unwrap();
         assert_eq!(
-            r.map_outputs,
+            where_(&r.map_outputs),
             [(0, "w2".to_string()), (1, "w2".to_string())]
         );
         assert_eq!(s.jobs[&id].maps[0].reruns, 1);
@@ -920,7 +971,8 @@ mod tests {
         s.completed(rerun.attempt, ms(30));
         let r2 = s.next_task("w1", ms(30)).unwrap();
         assert_eq!(r2.task, r.task);
-        assert_eq!(r2.map_outputs, [(0, "w2".to_string())]);
+        assert_eq!(where_(&r2.map_outputs), [(0, "w2".to_string())]);
+        assert_eq!(r2.map_outputs[0].attempt, rerun.attempt);
         assert_eq!(
             s.jobs[&id].reduces[0].attempts, 1,
             "the fetch failure cost no attempt"

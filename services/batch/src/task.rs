@@ -12,6 +12,7 @@
 use std::collections::BinaryHeap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::partition::{Ranges, by_hash};
 use crate::plugin::{Instance, PluginError};
@@ -47,6 +48,8 @@ pub enum TaskError {
         at: String,
         error: std::io::Error,
     },
+    /// Told to stop (the coordinator cancelled the attempt: its twin won, or its job failed).
+    Cancelled,
 }
 
 impl std::fmt::Display for TaskError {
@@ -54,6 +57,7 @@ impl std::fmt::Display for TaskError {
         match self {
             TaskError::Plugin { at, error } => write!(f, "{at}: {error}"),
             TaskError::Io { at, error } => write!(f, "{at}: {error}"),
+            TaskError::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -81,18 +85,31 @@ pub fn run_path(dir: &Path, reduce: u32) -> PathBuf {
 }
 
 /// Runs a map task over `split` into `dir` (created), one run per partition of `reduces`.
+/// The records are read from `read_from` (the split's file, or a local copy of it); the plugin
+/// is told the split's own path. Setting `stop` ends it early with [`TaskError::Cancelled`].
+#[allow(clippy::too_many_arguments)]
 pub fn run_map(
     plugin: &mut Instance,
     split: &Split,
+    read_from: &Path,
     partitioner: &Partitioner,
     reduces: u32,
     dir: &Path,
+    stop: &AtomicBool,
 ) -> Result<MapStats, TaskError> {
     let mut partitions: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); reduces as usize];
     let mut stats = MapStats::default();
     let file = split.path.to_string_lossy().into_owned();
+    let source = Split {
+        path: read_from.to_path_buf(),
+        ..split.clone()
+    };
     let mut failure = None;
-    read_records(split, |offset, record| {
+    read_records(&source, |offset, record| {
+        if stop.load(Ordering::Relaxed) {
+            failure = Some(TaskError::Cancelled);
+            return Err(std::io::Error::other("cancelled"));
+        }
         stats.records += 1;
         stats.input_bytes += record.len() as u64 + 1;
         match plugin.map(file.as_bytes(), record) {
@@ -141,11 +158,13 @@ pub struct ReduceStats {
 }
 
 /// Runs a reduce task: merges `runs` (each sorted by key), reduces each key, writes lines to
-/// `out`. `name` says which runs in errors.
+/// `out`. Each run comes with the name errors call it by. Setting `stop` ends it early with
+/// [`TaskError::Cancelled`].
 pub fn run_reduce(
     plugin: &mut Instance,
     runs: Vec<(String, Box<dyn Read>)>,
     out: &mut dyn Write,
+    stop: &AtomicBool,
 ) -> Result<ReduceStats, TaskError> {
     let mut readers: Vec<Named> = runs
         .into_iter()
@@ -161,6 +180,9 @@ pub fn run_reduce(
     let mut stats = ReduceStats::default();
     let mut out = BufWriter::new(out);
     while let Some(std::cmp::Reverse((key, i, value))) = heap.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return Err(TaskError::Cancelled);
+        }
         let mut values = vec![value];
         refill(&mut readers, &mut heap, i)?;
         while heap
@@ -276,9 +298,11 @@ mod tests {
         let stats = run_map(
             &mut wc,
             &split,
+            &split.path,
             &Partitioner::Hash,
             1,
             &dir.path().join("m0"),
+            &AtomicBool::new(false),
         )
         .unwrap();
         assert_eq!((stats.records, stats.pairs), (2, 5));
@@ -292,9 +316,11 @@ mod tests {
         run_map(
             &mut wc,
             &split2,
+            &split2.path,
             &Partitioner::Hash,
             1,
             &dir.path().join("m1"),
+            &AtomicBool::new(false),
         )
         .unwrap();
         let runs: Vec<(String, Box<dyn Read>)> = ["m0", "m1"]
@@ -308,7 +334,7 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        let stats = run_reduce(&mut wc, runs, &mut out).unwrap();
+        let stats = run_reduce(&mut wc, runs, &mut out, &AtomicBool::new(false)).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "a\t2\nb\t2\nc\t3\n");
         assert_eq!((stats.keys, stats.values), (3, 7));
     }
@@ -327,9 +353,18 @@ mod tests {
             start: 0,
             end: 14,
         };
-        let err = run_map(&mut chaos, &split, &Partitioner::Hash, 2, dir.path())
-            .unwrap_err()
-            .to_string();
+        let never = AtomicBool::new(false);
+        let err = run_map(
+            &mut chaos,
+            &split,
+            &input,
+            &Partitioner::Hash,
+            2,
+            dir.path(),
+            &never,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("record 1 of "), "{err}");
         assert!(
             err.contains("(byte 0): \"fine\": the plugin trapped"),
@@ -347,9 +382,23 @@ mod tests {
                 Box::new(std::io::Cursor::new(torn)) as Box<dyn Read>,
             )],
             &mut Vec::new(),
+            &never,
         )
         .unwrap_err()
         .to_string();
         assert_eq!(err, "map 3: a map output run ends in the middle of a pair");
+
+        // A stopped task ends at its next record.
+        let stopped = AtomicBool::new(true);
+        let err = run_map(
+            &mut wc,
+            &split,
+            &input,
+            &Partitioner::Hash,
+            2,
+            dir.path(),
+            &stopped,
+        );
+        assert!(matches!(err, Err(TaskError::Cancelled)), "{err:?}");
     }
 }

@@ -30,6 +30,13 @@ pub mod log {
     }
 }
 
+/// Project 4 (MapReduce-mini): the coordinator's and the workers' shuffle APIs.
+pub mod batch {
+    pub mod v1 {
+        tonic::include_proto!("batch.v1");
+    }
+}
+
 pub mod raftkv {
     pub mod v1 {
         tonic::include_proto!("raftkv.v1");
