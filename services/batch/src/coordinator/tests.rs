@@ -139,7 +139,10 @@ fn a_restart_resumes_from_the_checkpoint_without_rerunning_committed_tasks() {
 
     let mut c = Coordinator::open(Config::default(), Some(dir.clone()), ms(1000)).unwrap();
     let maps = c.task_states(job, Phase::Map);
-    assert!(matches!(maps[first.task.index as usize], TaskState::Done { .. }));
+    assert!(matches!(
+        maps[first.task.index as usize],
+        TaskState::Done { .. }
+    ));
     assert!(matches!(
         maps[second.task.index as usize],
         TaskState::Idle { .. }
@@ -152,7 +155,10 @@ fn a_restart_resumes_from_the_checkpoint_without_rerunning_committed_tasks() {
     let again = c.next_task("w2", ms(1200)).unwrap();
     assert_eq!(again.task, second.task);
     assert!(again.attempt > second.attempt, "attempt ids never repeat");
-    assert_eq!(c.plugin(job).unwrap(), crate::plugin::resolve("wordcount").unwrap());
+    assert_eq!(
+        c.plugin(job).unwrap(),
+        crate::plugin::resolve("wordcount").unwrap()
+    );
 
     // A checkpoint that is not one stops the coordinator, naming the file.
     std::fs::write(checkpoint_path(&dir), "{ not json").unwrap();
@@ -160,7 +166,10 @@ fn a_restart_resumes_from_the_checkpoint_without_rerunning_committed_tasks() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("coordinator.json: not a coordinator checkpoint"), "{e}");
+    assert!(
+        e.contains("coordinator.json: not a coordinator checkpoint"),
+        "{e}"
+    );
     assert_eq!(
         std::fs::read_to_string(checkpoint_path(&dir)).unwrap(),
         "{ not json",
