@@ -34,8 +34,8 @@ impl Cluster {
     ) -> Self {
         let ports = free_ports(workers + 1).unwrap();
         let mut addrs = BTreeMap::from([("co".to_string(), ports[0])]);
-        for i in 1..=workers {
-            addrs.insert(format!("w{i}"), ports[i]);
+        for (i, port) in ports.iter().enumerate().skip(1) {
+            addrs.insert(format!("w{i}"), *port);
         }
         let mut cluster = Self {
             dir: dir.to_path_buf(),
