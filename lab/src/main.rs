@@ -132,6 +132,12 @@ enum CheckerName {
     /// The consumer group read every message, caught up; rebalances and lag (Project 3).
     #[value(name = "group_delivery", alias = "group-delivery")]
     GroupDelivery,
+    /// Every job done, its output equal to the sequential run's (Project 4).
+    #[value(name = "batch_jobs", alias = "batch-jobs")]
+    BatchJobs,
+    /// No late or double commit; speculation and lost map outputs counted (Project 4).
+    #[value(name = "batch_commits", alias = "batch-commits")]
+    BatchCommits,
 }
 
 impl CheckerName {
@@ -147,6 +153,8 @@ impl CheckerName {
             CheckerName::HintsDrained => CheckSpec::HintsDrained,
             CheckerName::LogDelivery => CheckSpec::LogDelivery,
             CheckerName::GroupDelivery => CheckSpec::GroupDelivery,
+            CheckerName::BatchJobs => CheckSpec::BatchJobs,
+            CheckerName::BatchCommits => CheckSpec::BatchCommits,
         }
     }
 }

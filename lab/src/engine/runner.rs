@@ -191,6 +191,8 @@ pub fn run_checks(
                 CheckSpec::HintsDrained => check::cache::hints_drained(events),
                 CheckSpec::LogDelivery => check::log::log_delivery(history),
                 CheckSpec::GroupDelivery => check::log::group_delivery(history, events),
+                CheckSpec::BatchJobs => check::batch::jobs(history),
+                CheckSpec::BatchCommits => check::batch::commits(events),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

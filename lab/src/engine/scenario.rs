@@ -294,6 +294,14 @@ pub enum CheckSpec {
     /// Project 3.
     #[serde(alias = "group-delivery")]
     GroupDelivery,
+    /// Every job submitted completed, and each one's output equals the same job run
+    /// sequentially (after sorting its lines; the sort job's also in order): Project 4.
+    #[serde(alias = "batch-jobs")]
+    BatchJobs,
+    /// No task output committed from an attempt whose lease had expired, no reduce committed
+    /// twice; speculation, lost map outputs and locality counted: Project 4.
+    #[serde(alias = "batch-commits")]
+    BatchCommits,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -313,6 +321,8 @@ impl CheckSpec {
             CheckSpec::HintsDrained => "hints_drained",
             CheckSpec::LogDelivery => "log_delivery",
             CheckSpec::GroupDelivery => "group_delivery",
+            CheckSpec::BatchJobs => "batch_jobs",
+            CheckSpec::BatchCommits => "batch_commits",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()

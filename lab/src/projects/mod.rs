@@ -7,6 +7,7 @@ pub mod proj0;
 pub mod proj1;
 pub mod proj2;
 pub mod proj3;
+pub mod proj4;
 pub mod raft_view;
 pub mod ring_view;
 
@@ -38,5 +39,9 @@ pub const REGISTRY: &[Plugin] = &[
     Plugin {
         project: proj3::PROJECT,
         console: proj3::console,
+    },
+    Plugin {
+        project: proj4::PROJECT,
+        console: proj4::console,
     },
 ];

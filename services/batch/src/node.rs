@@ -68,7 +68,8 @@ pub struct WorkerFlags {
     /// Every task takes this many times as long (a straggler).
     #[arg(long, default_value_t = 1.0)]
     pub slow: f64,
-    /// A directory of local copies of input files: map tasks over them come here first.
+    /// A directory of local copies of input files: map tasks over them come here first
+    /// (default: `local-input` in the data dir, rescanned with every heartbeat).
     #[arg(long, value_name = "DIR")]
     pub local_input: Option<PathBuf>,
     /// A plugin instance's memory limit in MiB.

@@ -494,6 +494,7 @@ impl Scheduler {
             self.refused_unknown += 1;
             return Completion::Refused(Refusal::UnknownAttempt);
         };
+        self.seen(&done.worker, now);
         if let Some(w) = self.workers.get_mut(&done.worker) {
             w.consecutive_failures = 0;
         }

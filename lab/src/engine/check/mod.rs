@@ -7,7 +7,10 @@
 //!   join or leave, hints drained.
 //! - [`raft`]: Election Safety (one leader per term) from the nodes' `became_leader` events.
 //! - [`log`]: Project 3's delivery: acknowledged messages read back once, in order.
+//! - [`batch`]: Project 4's: every job done with the sequential run's output; no late or
+//!   double commit.
 
+pub mod batch;
 pub mod bench;
 pub mod cache;
 pub mod kv;

@@ -60,6 +60,25 @@ pub struct Submission {
 pub struct State {
     pub scheduler: Scheduler,
     pub plans: BTreeMap<JobId, JobPlan>,
+    /// Reduce commits decided but not yet applied (renamed into place): applied once the
+    /// decision is in a checkpoint, and again after a restart if the rename may not have
+    /// happened. So an output appears only when its commit is durable, and a crash between
+    /// the decision and the rename finishes the rename rather than running the task again.
+    #[serde(default)]
+    pub pending: Vec<PendingCommit>,
+}
+
+/// A reduce attempt's output to rename into place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCommit {
+    pub task: TaskId,
+    pub attempt: AttemptId,
+    pub worker: String,
+    pub backup: bool,
+    pub took: Duration,
+    pub records: u64,
+    pub temporary: PathBuf,
+    pub output: PathBuf,
 }
 
 /// A task for a worker, with everything it needs to run it.
@@ -98,6 +117,7 @@ impl Coordinator {
         let mut state = State {
             scheduler: Scheduler::new(config.clone()),
             plans: BTreeMap::new(),
+            pending: Vec::new(),
         };
         if let Some(dir) = &data_dir {
             let path = checkpoint_path(dir);
@@ -131,11 +151,15 @@ impl Coordinator {
                 }
             }
         }
-        Ok(Self {
+        let mut coordinator = Self {
             state,
             data_dir,
             local_files: BTreeMap::new(),
-        })
+        };
+        // Commits decided before the restart: finish them.
+        let pending = coordinator.state.pending.clone();
+        coordinator.apply(&pending);
+        Ok(coordinator)
     }
 
     /// Checks a job and plans it: the input is split and the plugin compiled (and, for range
@@ -355,63 +379,30 @@ impl Coordinator {
             return Err(Refusal::UnknownAttempt);
         }
         match self.state.scheduler.completed(attempt, now) {
-            Completion::Committed { job_done } => {
+            Completion::Committed { .. } => {
                 let a = running.expect("a committed attempt was running");
-                if let Some((temporary, final_path)) = &temporary
-                    && let Err(e) = std::fs::rename(temporary, final_path)
-                {
-                    tracing::error!(
-                        attempt,
-                        "committing {} as {}: {e}",
-                        temporary.display(),
-                        final_path.display()
-                    );
-                }
+                let took = now.saturating_sub(a.started);
                 let plan = self
                     .state
                     .plans
                     .get_mut(&a.task.job)
                     .expect("plans for jobs");
-                if a.task.phase == Phase::Reduce {
-                    plan.totals.shuffle_bytes += outcome.shuffle_bytes;
-                    plan.totals.output_bytes += outcome.output_bytes;
-                }
-                let took = now.saturating_sub(a.started);
-                tracing::info!(
-                    event = "task_committed",
-                    job = a.task.job,
-                    phase = a.task.phase.name(),
-                    task = a.task.index,
-                    attempt,
-                    worker,
-                    backup = a.backup,
-                    took_ms = took.as_millis() as u64,
-                    records = outcome.records,
-                    "{} committed by attempt {attempt} on {worker}",
-                    a.task
-                );
-                if job_done {
-                    let output = plan.output.clone();
-                    let _ = std::fs::remove_dir_all(output.join("_temporary"));
-                    if let Err(e) = std::fs::write(output.join("_SUCCESS"), b"") {
-                        tracing::error!("writing {}: {e}", output.join("_SUCCESS").display());
+                match temporary {
+                    Some((temporary, output)) => {
+                        plan.totals.shuffle_bytes += outcome.shuffle_bytes;
+                        plan.totals.output_bytes += outcome.output_bytes;
+                        self.state.pending.push(PendingCommit {
+                            task: a.task,
+                            attempt,
+                            worker: worker.to_string(),
+                            backup: a.backup,
+                            took,
+                            records: outcome.records,
+                            temporary,
+                            output,
+                        });
                     }
-                    let job = &self.state.scheduler.jobs[&a.task.job];
-                    tracing::info!(
-                        event = "job_done",
-                        job = a.task.job,
-                        name = %plan.name,
-                        elapsed_ms = now.saturating_sub(job.submitted).as_millis() as u64,
-                        backups_launched = job.stats.backups_launched,
-                        backups_won = job.stats.backups_won,
-                        lost_map_outputs = job.stats.lost_map_outputs,
-                        local_maps = job.stats.local_maps,
-                        remote_maps = job.stats.remote_maps,
-                        output = %output.display(),
-                        "job {} ({}) done",
-                        a.task.job,
-                        plan.name
-                    );
+                    None => log_commit(a.task, attempt, worker, a.backup, took, outcome.records),
                 }
                 Ok(())
             }
@@ -436,6 +427,78 @@ impl Coordinator {
                 Err(refusal)
             }
         }
+    }
+
+    /// Applies reduce commits whose decision is durable: renames each output into place (unless
+    /// an earlier life already did), logs the commit, and finishes the jobs they completed
+    /// (`_SUCCESS`, `_temporary` removed).
+    pub fn apply(&mut self, commits: &[PendingCommit]) {
+        let mut jobs = BTreeSet::new();
+        for commit in commits {
+            if !self.state.pending.contains(commit) {
+                continue;
+            }
+            self.state.pending.retain(|p| p != commit);
+            if commit.temporary.exists() {
+                if let Err(e) = std::fs::rename(&commit.temporary, &commit.output) {
+                    tracing::error!(
+                        attempt = commit.attempt,
+                        "committing {} as {}: {e}",
+                        commit.temporary.display(),
+                        commit.output.display()
+                    );
+                    continue;
+                }
+                log_commit(
+                    commit.task,
+                    commit.attempt,
+                    &commit.worker,
+                    commit.backup,
+                    commit.took,
+                    commit.records,
+                );
+            }
+            jobs.insert(commit.task.job);
+        }
+        for id in jobs {
+            let waiting = self.state.pending.iter().any(|p| p.task.job == id);
+            let Some(job) = self.state.scheduler.jobs.get(&id) else {
+                continue;
+            };
+            if waiting || job.state != JobState::Done {
+                continue;
+            }
+            let plan = &self.state.plans[&id];
+            let output = &plan.output;
+            let _ = std::fs::remove_dir_all(output.join("_temporary"));
+            if let Err(e) = std::fs::write(output.join("_SUCCESS"), b"") {
+                tracing::error!("writing {}: {e}", output.join("_SUCCESS").display());
+            }
+            tracing::info!(
+                event = "job_done",
+                job = id,
+                name = %plan.name,
+                elapsed_ms = job
+                    .finished
+                    .unwrap_or_default()
+                    .saturating_sub(job.submitted)
+                    .as_millis() as u64,
+                backups_launched = job.stats.backups_launched,
+                backups_won = job.stats.backups_won,
+                lost_map_outputs = job.stats.lost_map_outputs,
+                local_maps = job.stats.local_maps,
+                remote_maps = job.stats.remote_maps,
+                output = %output.display(),
+                "job {id} ({}) done",
+                plan.name
+            );
+        }
+    }
+
+    /// Applies every pending commit at once (a coordinator without a checkpoint, and tests).
+    pub fn apply_all(&mut self) {
+        let pending = self.state.pending.clone();
+        self.apply(&pending);
     }
 
     /// An attempt failed.
@@ -618,6 +681,28 @@ impl Coordinator {
             .map(|t| t.state.clone())
             .collect()
     }
+}
+
+fn log_commit(
+    task: TaskId,
+    attempt: AttemptId,
+    worker: &str,
+    backup: bool,
+    took: Duration,
+    records: u64,
+) {
+    tracing::info!(
+        event = "task_committed",
+        job = task.job,
+        phase = task.phase.name(),
+        task = task.index,
+        attempt,
+        worker,
+        backup,
+        took_ms = took.as_millis() as u64,
+        records,
+        "{task} committed by attempt {attempt} on {worker}"
+    );
 }
 
 /// Where the checkpoint lives in a data dir.

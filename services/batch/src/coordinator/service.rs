@@ -94,8 +94,14 @@ async fn write_checkpoints(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let wanted = shared.checkpoint.wanted.load(Ordering::SeqCst);
         if wanted > *shared.checkpoint.durable.borrow() {
-            if let Some(dir) = &dir {
-                let bytes = serde_json::to_vec(&shared.lock().state).expect("state serializes");
+            let (bytes, pending) = {
+                let core = shared.lock();
+                let bytes = dir
+                    .as_ref()
+                    .map(|_| serde_json::to_vec(&core.state).expect("state serializes"));
+                (bytes, core.state.pending.clone())
+            };
+            if let (Some(dir), Some(bytes)) = (&dir, bytes) {
                 let path = checkpoint_path(dir);
                 let written =
                     tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
@@ -110,6 +116,12 @@ async fn write_checkpoints(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
             }
             shared.checkpoint.durable.send_replace(wanted);
+            if !pending.is_empty() {
+                // Their decisions are durable now: rename the outputs into place (a change
+                // of state the next checkpoint records).
+                shared.lock().apply(&pending);
+                shared.changed();
+            }
             continue;
         }
         if shutdown.is_cancelled() {
@@ -369,7 +381,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
             .shared
             .lock()
             .complete(r.attempt, &r.worker, outcome, now());
-        self.shared.changed();
+        // The answer promises the commit: only once it is durable.
+        let version = self.shared.changed();
+        self.shared.checkpoint.wait_durable(version).await?;
         Ok(Response::new(match result {
             Ok(()) => pb::CompleteResponse {
                 committed: true,

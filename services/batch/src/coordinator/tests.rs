@@ -76,6 +76,8 @@ fn a_reduce_commits_by_rename_and_a_late_one_leaves_nothing() {
     c.complete(r0.attempt, "w1", Outcome::default(), ms(30))
         .unwrap();
     let committed = f.path("out").join(output_name(r0.task.index));
+    assert!(!committed.exists(), "not before the decision is durable");
+    c.apply_all();
     assert_eq!(
         std::fs::read_to_string(&committed).unwrap(),
         format!("from attempt {}\n", r0.attempt)
@@ -98,9 +100,45 @@ fn a_reduce_commits_by_rename_and_a_late_one_leaves_nothing() {
     c.complete(again.attempt, "w1", Outcome::default(), ms(4300))
         .unwrap();
     assert_eq!(c.job_state(job), Some(&JobState::Done));
+    assert!(
+        !f.path("out/_SUCCESS").exists(),
+        "its last commit is not applied yet"
+    );
+    c.apply_all();
     assert!(f.path("out/_SUCCESS").exists());
     assert!(!f.path("out/_temporary").exists());
     assert_eq!(c.board(ms(5000)).refused_late, 1);
+}
+
+#[test]
+fn a_commit_decided_before_a_crash_is_finished_by_the_restart() {
+    let f = Fixture::new();
+    let mut c = f.coordinator();
+    let job = f.submit(&mut c, "out");
+    commit_maps(&mut c, "w1", ms(10));
+    let r = c.next_task("w1", ms(20)).unwrap();
+    let path = r.output_path.clone().unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "the output\n").unwrap();
+    c.complete(r.attempt, "w1", Outcome::default(), ms(30))
+        .unwrap();
+    // The decision reached the checkpoint; the coordinator died before renaming.
+    let dir = f.path("co");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_atomically(
+        &checkpoint_path(&dir),
+        &serde_json::to_vec(&c.state).unwrap(),
+    )
+    .unwrap();
+    drop(c);
+    let c = Coordinator::open(Config::default(), Some(dir), ms(100)).unwrap();
+    let final_path = f.path("out").join(output_name(r.task.index));
+    assert_eq!(std::fs::read_to_string(final_path).unwrap(), "the output\n");
+    assert!(c.state.pending.is_empty());
+    assert!(matches!(
+        c.task_states(job, Phase::Reduce)[r.task.index as usize],
+        TaskState::Done { .. }
+    ));
 }
 
 #[test]

@@ -45,6 +45,10 @@ use shuffle::{ShuffleApi, map_dir};
 type CoordinatorClient = pb::coordinator_client::CoordinatorClient<TracedChannel>;
 type ShuffleClient = pb::shuffle_client::ShuffleClient<TracedChannel>;
 
+/// Where a worker looks for local copies of input files without `--local-input` (in its data
+/// dir; the lab puts them there).
+pub const LOCAL_INPUT: &str = "local-input";
+
 /// Plugin modules up to this size cross the wire.
 const MAX_MESSAGE: usize = 64 << 20;
 
@@ -56,7 +60,7 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// Every task takes this many times as long (1: normal).
     pub slow: f64,
-    /// A directory of local copies of input files.
+    /// A directory of local copies of input files (default: [`LOCAL_INPUT`] in the data dir).
     pub local_input: Option<PathBuf>,
     pub limits: Limits,
 }
@@ -85,7 +89,9 @@ struct Worker {
     config: WorkerConfig,
     coordinator: CoordinatorClient,
     peers: BTreeMap<String, ShuffleClient>,
-    local_files: BTreeMap<String, PathBuf>,
+    /// The local copies of input files (name -> path), rescanned with every heartbeat (the lab
+    /// places them while the worker runs).
+    local_files: Mutex<BTreeMap<String, PathBuf>>,
     running: Mutex<BTreeMap<AttemptId, Running>>,
     plugins: Mutex<BTreeMap<JobId, Plugin>>,
     counters: Counters,
@@ -163,12 +169,18 @@ impl Worker {
     async fn run_map(&self, task: &pb::Task, plugin: Plugin, stop: Arc<AtomicBool>) -> Ended {
         let shared = PathBuf::from(&task.input_path);
         // Read this worker's own copy of the file when it holds one of the same size.
-        let path = match self.local_files.get(&file_name(&shared)) {
+        let local = self
+            .local_files
+            .lock()
+            .unwrap()
+            .get(&file_name(&shared))
+            .cloned();
+        let path = match local {
             Some(local)
-                if std::fs::metadata(local).ok().map(|m| m.len())
+                if std::fs::metadata(&local).ok().map(|m| m.len())
                     == std::fs::metadata(&shared).ok().map(|m| m.len()) =>
             {
-                local.clone()
+                local
             }
             _ => shared.clone(),
         };
@@ -395,7 +407,7 @@ impl Worker {
                         let r = r.into_inner();
                         if r.committed {
                             self.counters.committed.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(event = "attempt_committed", attempt = task.attempt, "{label}: committed");
+                            tracing::info!(attempt = task.attempt, "{label}: committed");
                         } else {
                             self.counters.refused.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(event = "attempt_refused", attempt = task.attempt, reason = %r.refusal, "{label}: refused: {}", r.refusal);
@@ -467,8 +479,12 @@ impl Worker {
         *self.last_contact.lock().unwrap() = Some(Instant::now());
     }
 
+    /// Rescans the local copies; their names.
     fn local_file_names(&self) -> Vec<String> {
-        self.local_files.keys().cloned().collect()
+        let copies = local_copies(self.config.local_input.as_deref());
+        let names = copies.keys().cloned().collect();
+        *self.local_files.lock().unwrap() = copies;
+        names
     }
 }
 
@@ -576,7 +592,6 @@ async fn work_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
         };
         let Some(task) = task else { continue };
         tracing::info!(
-            event = "attempt_started",
             job = task.job,
             phase = %task.phase,
             task = task.index,
@@ -635,7 +650,7 @@ impl NodeStatus for WorkerStatus {
             "fetch_failures": c.fetch_failures.load(Ordering::Relaxed),
             "fetched_bytes": c.fetched_bytes.load(Ordering::Relaxed),
             "slow": w.config.slow,
-            "local_files": w.local_files.len(),
+            "local_files": w.local_files.lock().unwrap().len(),
             "coordinator_contact_ms": w.last_contact.lock().unwrap().map(|t| t.elapsed().as_millis() as u64),
         })
     }
@@ -648,23 +663,20 @@ fn traced(addr: SocketAddr) -> anyhow::Result<TracedChannel> {
     Ok(InterceptedService::new(channel, PropagateTrace))
 }
 
-/// The local copies in `dir`: file name -> path.
-fn local_copies(dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let Some(dir) = dir else {
-        return Ok(BTreeMap::new());
+/// The local copies in `dir`: file name -> path (none if it does not exist).
+fn local_copies(dir: Option<&Path>) -> BTreeMap<String, PathBuf> {
+    let Some(Ok(entries)) = dir.map(std::fs::read_dir) else {
+        return BTreeMap::new();
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        distlab_runtime::BadInput::new(format!("--local-input {}: {e}", dir.display()))
-    })?;
-    Ok(entries
+    entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect())
+        .collect()
 }
 
 /// Runs a worker node until shutdown.
-pub async fn run(args: ValidNodeArgs, config: WorkerConfig) -> anyhow::Result<()> {
+pub async fn run(args: ValidNodeArgs, mut config: WorkerConfig) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.data_dir {
         Some(dir) => dir.clone(),
@@ -673,7 +685,19 @@ pub async fn run(args: ValidNodeArgs, config: WorkerConfig) -> anyhow::Result<()
             temp.path().to_path_buf()
         }
     };
-    let local_files = local_copies(config.local_input.as_deref())?;
+    if let Some(given) = &config.local_input
+        && !given.is_dir()
+    {
+        return Err(distlab_runtime::BadInput::new(format!(
+            "--local-input {}: not a directory",
+            given.display()
+        ))
+        .into());
+    }
+    config
+        .local_input
+        .get_or_insert_with(|| dir.join(LOCAL_INPUT));
+    let local_files = Mutex::new(local_copies(config.local_input.as_deref()));
     let peers = args
         .peers
         .iter()
