@@ -26,6 +26,13 @@ pub struct Board {
     /// Completions refused because their attempt was not running (an expired lease, a
     /// cancelled twin, an attempt from before a restart).
     pub refused_late: u64,
+    /// Map outputs lost and recomputed, since the state began.
+    pub lost_map_outputs: u64,
+    /// Per worker, the committed map outputs on its disk that no reducer has fetched yet (of
+    /// jobs still mapping): what its death would cost.
+    pub unfetched: BTreeMap<String, u32>,
+    /// The phase of the oldest running job (`map`, `reduce`), or `idle`.
+    pub phase: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -194,10 +201,27 @@ impl Board {
                 (waiting + later) as u32
             })
             .sum();
+        let running = || {
+            scheduler
+                .jobs
+                .values()
+                .filter(|j| j.state == JobState::Running)
+        };
+        let mut unfetched = BTreeMap::new();
+        for job in running().filter(|j| j.phase() == Phase::Map) {
+            for task in &job.maps {
+                if let TaskState::Done { worker, .. } = &task.state {
+                    *unfetched.entry(worker.clone()).or_insert(0) += 1;
+                }
+            }
+        }
         Self {
             jobs,
             workers,
             queued,
+            lost_map_outputs: scheduler.counts.lost_map_outputs,
+            unfetched,
+            phase: running().next().map_or("idle", |j| j.phase().name()).into(),
             submitted: scheduler.counts.submitted,
             done: scheduler.counts.done,
             failed: scheduler.counts.failed,
@@ -272,6 +296,8 @@ mod tests {
         assert_eq!(board.queued, 1, "the reduce still to come");
         assert_eq!(board.workers[1].running, ["job 1 map task 1"]);
         assert_eq!(board.workers[0].heartbeat_age_ms, 60);
+        assert_eq!(board.unfetched["w1"], 1);
+        assert_eq!(board.phase, "map");
         let json = serde_json::to_string(&board).unwrap();
         assert_eq!(serde_json::from_str::<Board>(&json).unwrap(), board);
     }

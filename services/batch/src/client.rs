@@ -47,6 +47,11 @@ pub fn job_message(job: &JobArgs, name: Option<String>) -> anyhow::Result<pb::Jo
         range_partition: job.range_partition,
         output: absolute(&job.out)?,
         name: name.unwrap_or_default(),
+        request_id: format!(
+            "cli-{}-{}",
+            std::process::id(),
+            distlab_runtime::clock::wall_ms()
+        ),
     })
 }
 

@@ -65,9 +65,10 @@ pub struct WorkerFlags {
     /// How often the worker tells the coordinator it is alive.
     #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "250ms")]
     pub heartbeat: Duration,
-    /// Every task takes this many times as long (a straggler).
-    #[arg(long, default_value_t = 1.0)]
-    pub slow: f64,
+    /// Every task takes this many times as long (a straggler): `10`, or `w3=10` to slow only
+    /// the worker w3 (so one flag can be given to every node), or `w2=5,w3=10`.
+    #[arg(long, value_parser = Slow::parse, default_value = "1")]
+    pub slow: Slow,
     /// A directory of local copies of input files: map tasks over them come here first
     /// (default: `local-input` in the data dir, rescanned with every heartbeat).
     #[arg(long, value_name = "DIR")]
@@ -78,6 +79,46 @@ pub struct WorkerFlags {
     /// A plugin call's CPU budget (fuel: about one unit per WebAssembly instruction).
     #[arg(long, default_value_t = Limits::default().fuel)]
     pub plugin_fuel: u64,
+}
+
+/// `--slow`: a factor for every worker, or for named ones.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slow {
+    All(f64),
+    Only(Vec<(String, f64)>),
+}
+
+impl Slow {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let factor = |f: &str| -> Result<f64, String> {
+            let n: f64 = f.parse().map_err(|_| format!("{f:?} is not a number"))?;
+            if !(1.0..=1000.0).contains(&n) {
+                return Err(format!("--slow {n} must be between 1 (normal) and 1000"));
+            }
+            Ok(n)
+        };
+        if !text.contains('=') {
+            return factor(text).map(Slow::All);
+        }
+        text.split(',')
+            .map(|part| {
+                let (id, f) = part
+                    .split_once('=')
+                    .ok_or_else(|| format!("{part:?} is not ID=FACTOR"))?;
+                NodeId::parse(id)?;
+                Ok((id.to_string(), factor(f)?))
+            })
+            .collect::<Result<_, String>>()
+            .map(Slow::Only)
+    }
+
+    /// The factor for worker `id`.
+    pub fn of(&self, id: &str) -> f64 {
+        match self {
+            Slow::All(f) => *f,
+            Slow::Only(list) => list.iter().find(|(w, _)| w == id).map_or(1.0, |(_, f)| *f),
+        }
+    }
 }
 
 /// The coordinator's node id when `--coordinator-id` is not given.
@@ -119,12 +160,6 @@ impl CoordinatorFlags {
 
 impl WorkerFlags {
     fn check(&self) -> Result<(), BadInput> {
-        if !(1.0..=1000.0).contains(&self.slow) {
-            return Err(BadInput::new(format!(
-                "--slow {} must be between 1 (normal) and 1000",
-                self.slow
-            )));
-        }
         if self.heartbeat < Duration::from_millis(10) {
             return Err(BadInput::new("--heartbeat must be at least 10ms"));
         }
@@ -200,7 +235,7 @@ pub async fn run(args: BatchNodeArgs) -> anyhow::Result<()> {
             let config = WorkerConfig {
                 coordinator,
                 heartbeat: w.heartbeat,
-                slow: w.slow,
+                slow: w.slow.of(node.id.as_str()),
                 local_input: w.local_input.clone(),
                 limits: Limits {
                     memory: w.plugin_memory_mib << 20,
@@ -222,6 +257,11 @@ mod tests {
         assert!(e.contains("--lease"), "{e}");
         let e = check_flags(&["--slow".into(), "0.5".into()]).unwrap_err();
         assert!(e.contains("--slow 0.5"), "{e}");
+        let e = check_flags(&["--slow".into(), "w3".into()]).unwrap_err();
+        assert!(e.contains("not a number"), "{e}");
+        let slow = Slow::parse("w2=5,w3=10").unwrap();
+        assert_eq!((slow.of("w1"), slow.of("w3")), (1.0, 10.0));
+        assert_eq!(Slow::parse("3").unwrap().of("w1"), 3.0);
         let e = check_flags(&["--max-attempts".into(), "0".into()]).unwrap_err();
         assert!(e.contains("--max-attempts"), "{e}");
         assert!(check_flags(&["--no-speculation".into(), "--slow".into(), "10".into()]).is_ok());

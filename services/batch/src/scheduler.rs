@@ -350,6 +350,10 @@ pub struct JobCounts {
     pub submitted: u64,
     pub done: u64,
     pub failed: u64,
+    /// Committed map outputs lost (their worker died, or a reducer could not fetch them) and
+    /// recomputed.
+    #[serde(default)]
+    pub lost_map_outputs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -624,6 +628,7 @@ impl Scheduler {
             lost.state = TaskState::Idle { not_before: now };
             lost.reruns += 1;
             job.stats.lost_map_outputs += 1;
+            self.counts.lost_map_outputs += 1;
         }
     }
 
@@ -714,6 +719,7 @@ impl Scheduler {
                     task.state = TaskState::Idle { not_before: now };
                     task.reruns += 1;
                     job.stats.lost_map_outputs += 1;
+                    self.counts.lost_map_outputs += 1;
                 }
             }
         }

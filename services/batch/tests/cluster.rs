@@ -97,6 +97,7 @@ impl Cluster {
             range_partition: false,
             output: self.dir.join(out).to_string_lossy().into_owned(),
             name: out.into(),
+            request_id: format!("test-{out}"),
         };
         self.client()
             .submit(pb::SubmitRequest { job: Some(job) })

@@ -350,6 +350,7 @@ impl Client for JobClient {
                 range_partition: range,
                 output: output.to_string_lossy().into_owned(),
                 name: name.clone(),
+                request_id: format!("lab-{}", output.display()),
             };
             let process = _process;
             let mut client = self.client.clone();
@@ -362,12 +363,27 @@ impl Client for JobClient {
                 plugin,
                 arg_value.clone(),
                 async move {
-                    let job = client
-                        .submit(pb::SubmitRequest { job: Some(message) })
-                        .await?
-                        .into_inner()
-                        .job;
-                    follow(&mut client, job, deadline).await
+                    let until = tokio::time::Instant::now() + deadline;
+                    // The request id makes a retry safe: the coordinator may be down or
+                    // restarting, or may have queued it and lost the answer.
+                    let job = loop {
+                        let submitted = client
+                            .submit(pb::SubmitRequest {
+                                job: Some(message.clone()),
+                            })
+                            .await;
+                        match submitted {
+                            Ok(answer) => break answer.into_inner().job,
+                            Err(status)
+                                if transient(status.code())
+                                    && tokio::time::Instant::now() < until =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
+                            Err(status) => return Err(status),
+                        }
+                    };
+                    follow(&mut client, job, until).await
                 },
                 |status| {
                     let meta = json!({
@@ -389,13 +405,23 @@ impl Client for JobClient {
     }
 }
 
-/// Polls a job until it is over (or `deadline` passes: then an error, the outcome unknown).
+/// Codes after which a submission may be retried: the coordinator did not answer.
+fn transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
+
+/// Polls a job until it is over (or `until` passes: then an error, the outcome unknown).
 async fn follow(
     client: &mut CoordinatorClient,
     job: u64,
-    deadline: Duration,
+    until: tokio::time::Instant,
 ) -> Result<pb::JobStatus, tonic::Status> {
-    let until = tokio::time::Instant::now() + deadline;
     loop {
         match client.status(pb::StatusRequest { job }).await {
             Ok(answer) => {
@@ -411,7 +437,7 @@ async fn follow(
         }
         if tokio::time::Instant::now() >= until {
             return Err(tonic::Status::deadline_exceeded(format!(
-                "job {job} not over after {deadline:?}"
+                "job {job} not over in time"
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -45,6 +45,9 @@ pub struct JobPlan {
     /// The plugin's file under `plugins/`.
     pub plugin_file: String,
     pub totals: JobTotals,
+    /// The client's id for the submission (a retry with it gets this job back).
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// A job submission, checked.
@@ -53,6 +56,7 @@ pub struct Submission {
     pub def: JobDef,
     pub name: String,
     pub output: PathBuf,
+    pub request_id: String,
 }
 
 /// Everything the coordinator must not forget across a restart.
@@ -170,7 +174,12 @@ impl Coordinator {
         data_dir: Option<&Path>,
         workers_files: &BTreeMap<String, BTreeSet<String>>,
     ) -> Result<(JobPlan, JobSpec), String> {
-        let Submission { def, name, output } = submission;
+        let Submission {
+            def,
+            name,
+            output,
+            request_id,
+        } = submission;
         if !def.input.is_absolute() {
             return Err(format!(
                 "input {}: give an absolute path (the workers run elsewhere)",
@@ -242,8 +251,21 @@ impl Coordinator {
             splits,
             partitioner,
             plugin_file,
+            request_id,
         };
         Ok((plan, spec))
+    }
+
+    /// The job an earlier submission with `request_id` queued, if any.
+    pub fn submitted_as(&self, request_id: &str) -> Option<(JobId, &JobPlan)> {
+        if request_id.is_empty() {
+            return None;
+        }
+        self.state
+            .plans
+            .iter()
+            .find(|(_, p)| p.request_id == request_id)
+            .map(|(id, p)| (*id, p))
     }
 
     /// Queues a planned job.

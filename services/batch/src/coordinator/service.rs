@@ -187,6 +187,7 @@ fn job_def(job: pb::JobDef) -> Result<Submission, Status> {
         },
         name,
         output: job.output.into(),
+        request_id: job.request_id,
     })
 }
 
@@ -249,6 +250,19 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
             .job
             .ok_or_else(|| refusal(tonic::Code::InvalidArgument, "bad_job", "no job given"))?;
         let submission = job_def(job)?;
+        // A retry of a submission that got through: the same job, not another.
+        let earlier = self
+            .shared
+            .lock()
+            .submitted_as(&submission.request_id)
+            .map(|(id, plan)| (id, plan.splits.len() as u32, plan.def.reduces));
+        if let Some((job, maps, reduces)) = earlier {
+            self.shared
+                .checkpoint
+                .wait_durable(self.shared.checkpoint.wanted.load(Ordering::SeqCst))
+                .await?;
+            return Ok(Response::new(pb::SubmitResponse { job, maps, reduces }));
+        }
         let (files, dir) = {
             let core = self.shared.lock();
             (
@@ -263,11 +277,16 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
         .map_err(|e| Status::internal(format!("planning the job: {e}")))?
         .map_err(|e| refusal(tonic::Code::InvalidArgument, "bad_job", e))?;
         let (maps, reduces) = (plan.splits.len() as u32, plan.def.reduces);
-        let job = self
-            .shared
-            .lock()
-            .submit(plan, spec, now())
-            .map_err(|e| refusal(tonic::Code::InvalidArgument, "bad_job", e))?;
+        let job = {
+            let mut core = self.shared.lock();
+            match core.submitted_as(&plan.request_id).map(|(id, _)| id) {
+                // A concurrent retry of this submission won the race.
+                Some(id) => id,
+                None => core
+                    .submit(plan, spec, now())
+                    .map_err(|e| refusal(tonic::Code::InvalidArgument, "bad_job", e))?,
+            }
+        };
         let version = self.shared.changed();
         self.shared.checkpoint.wait_durable(version).await?;
         Ok(Response::new(pb::SubmitResponse { job, maps, reduces }))

@@ -33,6 +33,7 @@ impl Fixture {
             },
             name: "count".into(),
             output: self.path(out),
+            request_id: String::new(),
         }
     }
 
