@@ -230,10 +230,12 @@ mod tests {
         terminal.draw(|f| c.draw(f, f.area())).unwrap();
         let screen = terminal.backend().to_string();
         assert!(screen.contains("▶ "), "{screen}");
-        assert!(
-            screen.contains("proj3-unclean-election"),
-            "the last row: {screen}"
-        );
+        let last = c.rows.last().unwrap();
+        let shown = match last {
+            Row::Project(p) => p.name.to_string(),
+            Row::Scenario { name, .. } => name.clone(),
+        };
+        assert!(screen.contains(&shown), "the last row, {shown}: {screen}");
         assert!(screen.contains("Enter open the console"), "{screen}");
     }
 }

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// lease"`.
     #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
     pub node_flags: Option<String>,
+    /// Add workers while tasks queue up and retire idle ones, keeping MIN..MAX of them
+    /// (Project 4): `--autoscale 1..5`.
+    #[arg(long, value_name = "MIN..MAX", value_parser = crate::engine::autoscale::Range::parse, conflicts_with = "nodes")]
+    pub autoscale: Option<crate::engine::autoscale::Range>,
 }
 
 /// `lab run PROJ`: the interactive console (`lab run` alone: a chooser first).
@@ -158,7 +162,7 @@ fn plan(args: &RunArgs) -> Result<(ClusterSpec, Option<Validated>), String> {
         ));
     }
     let flags = project::split_flags(args.node_flags.as_deref().unwrap_or_default());
-    let cluster = match &validated {
+    let mut cluster = match &validated {
         Some(v) => v.cluster(args.seed, &flags),
         None => ClusterSpec {
             node_flags: flags,
@@ -169,6 +173,15 @@ fn plan(args: &RunArgs) -> Result<(ClusterSpec, Option<Validated>), String> {
             )
         },
     };
+    if let Some(range) = args.autoscale {
+        if validated.is_some() {
+            return Err("--autoscale: a scenario says its own (autoscale: MIN..MAX)".into());
+        }
+        cluster = ClusterSpec {
+            node_flags: cluster.node_flags,
+            ..ClusterSpec::autoscaled(project, range, cluster.seed)?
+        };
+    }
     cluster.check()?;
     Ok((cluster, validated))
 }

@@ -8,7 +8,9 @@
 //! - [`network`], [`link`]: the link proxies every node-to-node and client-to-node byte goes
 //!   through, and the faults applied to them.
 //! - [`events`]: the run's timeline (`events.jsonl`). [`rundir`]: where a run leaves it all.
+//! - [`autoscale`]: `--autoscale MIN..MAX`, adding and retiring nodes by queue depth.
 
+pub mod autoscale;
 pub mod check;
 pub mod events;
 pub mod history;

@@ -75,6 +75,9 @@ pub struct Project {
     /// Checks service flags a user adds to every node (`--read-mode lease`) before anything
     /// starts: `Err` says what is wrong, as the node itself would.
     pub check_node_flags: fn(&[String]) -> Result<(), String>,
+    /// How `--autoscale` scales it (`None`: it cannot be, its nodes are members of something
+    /// that must agree on who they are).
+    pub scaling: Option<super::autoscale::Scaling>,
 }
 
 /// See [`Project::remove_member`].
@@ -89,6 +92,9 @@ pub struct ClusterSpec {
     pub nodes: usize,
     pub seed: u64,
     pub node_flags: Vec<String>,
+    /// `--autoscale MIN..MAX`: `nodes` then counts MIN of the scaled role, and the cluster is
+    /// planned for MAX.
+    pub autoscale: Option<super::autoscale::Range>,
 }
 
 impl ClusterSpec {
@@ -98,12 +104,49 @@ impl ClusterSpec {
             nodes,
             seed,
             node_flags: Vec::new(),
+            autoscale: None,
+        }
+    }
+
+    /// A cluster of `project` autoscaled within `range`: its fixed roles and MIN of the
+    /// scaled one to start with.
+    pub fn autoscaled(
+        project: &'static Project,
+        range: super::autoscale::Range,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let Some(scaling) = project.scaling else {
+            return Err(format!(
+                "{} cannot be autoscaled: its nodes are members that must agree on who they are",
+                project.name
+            ));
+        };
+        let fixed = project.nodes_besides(scaling.role);
+        Ok(Self {
+            autoscale: Some(range),
+            ..Self::new(project, fixed + range.min, seed)
+        })
+    }
+
+    /// How many nodes beyond `nodes` the cluster may grow by.
+    pub fn spares(&self) -> usize {
+        match self.autoscale {
+            Some(range) => range.max - range.min,
+            None => (1..=super::supervisor::SPARE_NODES)
+                .rev()
+                .find(|extra| self.project.plan(self.nodes + extra).is_ok())
+                .unwrap_or(0),
         }
     }
 
     /// The size and the node flags are ones the project accepts.
     pub fn check(&self) -> Result<(), String> {
         self.project.plan(self.nodes)?;
+        if self.autoscale.is_some() {
+            self.project
+                .plan(self.nodes + self.spares())
+                .map_err(|e| format!("autoscale: {e}"))?;
+        }
         (self.project.check_node_flags)(&self.node_flags)
             .map_err(|e| format!("node flags {:?}: {e}", self.node_flags.join(" ")))
     }
@@ -165,6 +208,18 @@ pub struct PlannedNode {
 pub const MAX_NODES: usize = 16;
 
 impl Project {
+    /// How many nodes the roles other than `role` have (all fixed-size).
+    pub fn nodes_besides(&self, role: &str) -> usize {
+        self.roles
+            .iter()
+            .filter(|r| r.name != role)
+            .map(|r| match r.count {
+                Count::Fixed(n) => n,
+                Count::Rest => 0,
+            })
+            .sum()
+    }
+
     /// How many nodes `lab run` starts without `--nodes`: the project's default, and at least
     /// 3, so the console has something to break (`lab up` and scenarios take the default).
     pub fn console_nodes(&self) -> usize {

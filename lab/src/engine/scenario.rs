@@ -47,6 +47,10 @@ pub struct Scenario {
     /// print the runs side by side (ring vs rendezvous placement; one acks mode per run).
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// `autoscale: 1..4`: the project's scaled role (Project 4's workers) grows and shrinks
+    /// between these by queue depth; the cluster starts with the minimum.
+    #[serde(default)]
+    pub autoscale: Option<String>,
 }
 
 /// One run of a scenario with `variants:`.
@@ -538,6 +542,7 @@ pub struct Validated {
     pub scenario: Scenario,
     pub project: &'static Project,
     pub nodes: Vec<String>,
+    pub autoscale: Option<super::autoscale::Range>,
 }
 
 impl Validated {
@@ -575,6 +580,25 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
     let top = |key: &str| line_of_key(text, key).map_or(String::new(), |l| format!(":{l}"));
     let project =
         project::find(&scenario.project).map_err(|e| format!("{name}{}: {e}", top("project")))?;
+    let autoscale = match &scenario.autoscale {
+        Some(text) => {
+            let range = super::autoscale::Range::parse(text)
+                .map_err(|e| format!("{name}{}: {e}", top("autoscale")))?;
+            let spec = ClusterSpec::autoscaled(project, range, 1)
+                .and_then(|spec| spec.check().map(|()| spec))
+                .map_err(|e| format!("{name}{}: {e}", top("autoscale")))?;
+            if scenario.nodes.is_some_and(|n| n != spec.nodes) {
+                return Err(format!(
+                    "{name}{}: with autoscale {range} the cluster starts with {} nodes; leave out nodes",
+                    top("nodes"),
+                    spec.nodes
+                ));
+            }
+            scenario.nodes = Some(spec.nodes);
+            Some(range)
+        }
+        None => None,
+    };
     let nodes: Vec<String> = project
         .plan(scenario.nodes.unwrap_or(project.default_nodes))
         .map_err(|e| format!("{name}{}: {e}", top("nodes")))?
@@ -685,6 +709,7 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
         scenario,
         project,
         nodes,
+        autoscale,
     })
 }
 
@@ -712,6 +737,7 @@ impl Validated {
                 .chain(extra_flags)
                 .cloned()
                 .collect(),
+            autoscale: self.autoscale,
             ..ClusterSpec::new(
                 self.project,
                 self.nodes.len(),

@@ -39,6 +39,9 @@ pub struct Session {
     load_info: Mutex<LoadInfo>,
     /// How many times a workload was started (each start gets its own seed).
     starts: Mutex<u64>,
+    /// The autoscaler's stop (if one runs): when the session stops or is dropped.
+    autoscaler: tokio_util::sync::CancellationToken,
+    _stop_autoscaler: tokio_util::sync::DropGuard,
 }
 
 impl Session {
@@ -46,13 +49,31 @@ impl Session {
     /// `exe` is the program that runs `node <service> ...` (the lab itself).
     pub async fn start(spec: ClusterSpec, runs_root: &Path, exe: PathBuf) -> anyhow::Result<Self> {
         let seed = spec.seed;
+        let autoscale = spec.autoscale.zip(spec.project.scaling);
         let supervisor = Arc::new(Supervisor::new(spec, runs_root, exe).await?);
         let recorder = Arc::new(Recorder::create(Some(
             &supervisor.run_dir().file("history.jsonl"),
         ))?);
         supervisor.start_all().await?;
         let model = spawn_poller(supervisor.clone());
+        let autoscaler = tokio_util::sync::CancellationToken::new();
+        if let Some((range, scaling)) = autoscale {
+            supervisor.timeline().record(
+                super::events::EventKind::Note,
+                None,
+                format!("autoscale {range}: {}s by queue depth", scaling.role),
+            );
+            tokio::spawn(super::autoscale::run(
+                supervisor.clone(),
+                model.clone(),
+                range,
+                scaling,
+                autoscaler.clone(),
+            ));
+        }
         Ok(Self {
+            _stop_autoscaler: autoscaler.clone().drop_guard(),
+            autoscaler,
             supervisor,
             model,
             recorder,
@@ -288,6 +309,7 @@ impl Session {
 
     /// Stops the workload and every node; flushes the history.
     pub async fn stop(&self) {
+        self.autoscaler.cancel();
         self.stop_load().await;
         let _ = self.recorder.flush();
         self.supervisor.stop_all().await;

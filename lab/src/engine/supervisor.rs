@@ -130,16 +130,14 @@ impl Supervisor {
     /// `exe` is the program that runs `node <service> ...` (the lab itself).
     pub async fn new(spec: ClusterSpec, runs_root: &Path, exe: PathBuf) -> anyhow::Result<Self> {
         spec.check().map_err(distlab_runtime::BadInput)?;
+        let spares = spec.spares();
         let ClusterSpec {
             project,
             nodes,
             seed,
             node_flags,
+            autoscale: _,
         } = spec;
-        let spares = (1..=SPARE_NODES)
-            .rev()
-            .find(|extra| project.plan(nodes + extra).is_ok())
-            .unwrap_or(0);
         let plan = project
             .plan(nodes + spares)
             .map_err(distlab_runtime::BadInput)?;
@@ -263,6 +261,29 @@ impl Supervisor {
         drop(slot);
         self.start(&id).await?;
         Ok(id)
+    }
+
+    /// A node removed earlier starts again on its data dir: for nodes that keep no membership
+    /// of their own (the autoscaler's workers), so retiring and rejoining can go on forever.
+    pub async fn rejoin(&self, id: &str) -> anyhow::Result<()> {
+        if !self.removed.lock().unwrap().remove(id) {
+            bail!("node {id} was not removed");
+        }
+        self.timeline
+            .record(EventKind::Fault, Some(id), "add-node (rejoins)");
+        self.start(id).await
+    }
+
+    /// The removed nodes of `role`, in plan order.
+    pub fn removed_of_role(&self, role: &str) -> Vec<String> {
+        let removed = self.removed.lock().unwrap();
+        self.project
+            .plan(self.planned.len())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.role == role && removed.contains(&n.id))
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Membership shrink, after the cluster was told node `id` left: stops it gracefully

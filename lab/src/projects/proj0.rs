@@ -43,6 +43,7 @@ pub const PROJECT: Project = Project {
     initial_members_flag: None,
     node_main: distlab_kv::node::main,
     check_node_flags: distlab_kv::node::check_flags,
+    scaling: None,
     remove_member: None,
     workload: &Registers,
     checks: &[

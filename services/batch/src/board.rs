@@ -33,6 +33,8 @@ pub struct Board {
     pub unfetched: BTreeMap<String, u32>,
     /// The phase of the oldest running job (`map`, `reduce`), or `idle`.
     pub phase: String,
+    /// Workers heard from within their lease and not excluded.
+    pub live_workers: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -220,6 +222,11 @@ impl Board {
             workers,
             queued,
             lost_map_outputs: scheduler.counts.lost_map_outputs,
+            live_workers: scheduler
+                .workers
+                .values()
+                .filter(|w| w.alive && !w.excluded)
+                .count() as u32,
             unfetched,
             phase: running().next().map_or("idle", |j| j.phase().name()).into(),
             submitted: scheduler.counts.submitted,

@@ -42,6 +42,7 @@ pub const PROJECT: Project = Project {
     initial_members_flag: None,
     node_main: distlab_cache::node::main,
     check_node_flags: distlab_cache::node::check_flags,
+    scaling: None,
     remove_member: Some(leave),
     workload: &Items,
     checks: &[

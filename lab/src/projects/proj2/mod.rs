@@ -46,6 +46,7 @@ pub const PROJECT: Project = Project {
     initial_members_flag: Some("--initial-members"),
     node_main: distlab_raftkv::node::main,
     check_node_flags: distlab_raftkv::node::check_flags,
+    scaling: None,
     remove_member: Some(remove_member),
     workload: &Registers,
     checks: &[

@@ -68,6 +68,7 @@ pub const PROJECT: Project = Project {
     initial_members_flag: None,
     node_main: distlab_log::node::main,
     check_node_flags: distlab_log::node::check_flags,
+    scaling: None,
     remove_member: None,
     workload: &Producers,
     checks: &[

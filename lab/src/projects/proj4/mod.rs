@@ -27,7 +27,9 @@ use rand::rngs::SmallRng;
 use serde_json::json;
 
 use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number};
+use crate::engine::autoscale::{Scaling, Signal};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
+use crate::engine::model::NodeView;
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
@@ -58,6 +60,10 @@ pub const PROJECT: Project = Project {
     initial_members_flag: None,
     node_main: distlab_batch::node::main,
     check_node_flags: distlab_batch::node::check_flags,
+    scaling: Some(Scaling {
+        role: "worker",
+        signal: scale_signal,
+    }),
     // A worker leaves by stopping: the coordinator reassigns its tasks when its lease ends.
     remove_member: Some(leave),
     workload: &JobStream,
@@ -67,6 +73,24 @@ pub const PROJECT: Project = Project {
         CheckSpec::Availability { min: None },
     ],
 };
+
+/// The autoscaler's signal: the coordinator's queue, and the live workers running nothing.
+fn scale_signal(nodes: &[NodeView]) -> Option<Signal> {
+    let coordinator = nodes
+        .iter()
+        .find(|n| n.node.role == "coordinator" && !n.detail.is_null())?;
+    let board: distlab_batch::board::Board =
+        serde_json::from_value(coordinator.detail.clone()).ok()?;
+    Some(Signal {
+        queue: u64::from(board.queued),
+        idle: board
+            .workers
+            .iter()
+            .filter(|w| w.alive && w.running.is_empty())
+            .map(|w| w.id.clone())
+            .collect(),
+    })
+}
 
 fn leave<'a>(_targets: &'a [Target], _id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async { Ok(()) })
