@@ -15,7 +15,7 @@ use ratatui_widgets::table::{Cell, Row, Table, TableState};
 
 use super::app::{App, HELP, Mode, NodeState};
 use super::views::{Figure, ProjectUi};
-use crate::engine::events::EventKind;
+use crate::engine::events::{Event, EventKind};
 use crate::engine::model::NodeView;
 use crate::engine::runner::Progress;
 
@@ -77,12 +77,12 @@ fn draw_middle(frame: &mut Frame, app: &App, ui: &ProjectUi, middle: Rect) {
         current.render(app, frame, view);
     }
     match (app.scenario.is_some(), stacked) {
-        (false, _) => draw_timeline(frame, app, rest),
+        (false, _) => draw_timeline(frame, app, ui, rest),
         (true, true) => {
             let [timeline, scenario] =
                 Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
                     .areas(rest);
-            draw_timeline(frame, app, timeline);
+            draw_timeline(frame, app, ui, timeline);
             draw_scenario(frame, app, scenario);
         }
         (true, false) => {
@@ -90,7 +90,7 @@ fn draw_middle(frame: &mut Frame, app: &App, ui: &ProjectUi, middle: Rect) {
                 Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
                     .areas(rest);
             draw_scenario(frame, app, scenario);
-            draw_timeline(frame, app, timeline);
+            draw_timeline(frame, app, ui, timeline);
         }
     }
 }
@@ -363,12 +363,20 @@ fn draw_scenario(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-fn draw_timeline(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_timeline(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
     let height = area.height.saturating_sub(2) as usize;
+    let quiet = |e: &&Event| {
+        e.kind == EventKind::NodeEvent
+            && ui
+                .quiet_events
+                .iter()
+                .any(|q| e.what.split(':').next() == Some(q))
+    };
     let lines: Vec<Line> = app
         .events
         .iter()
         .rev()
+        .filter(|e| !quiet(e))
         .take(height)
         .map(|e| {
             let (tag, style) = match e.kind {

@@ -39,6 +39,9 @@ pub struct ProjectUi {
     /// The node table's extra columns: a header and a value per node.
     pub figures: &'static [Figure],
     pub views: Vec<Box<dyn View>>,
+    /// Node events too frequent for the timeline pane (one per task, say): they stay in the
+    /// run's `events.jsonl` for the checks, and the project's own views show what they mean.
+    pub quiet_events: &'static [&'static str],
 }
 
 /// One column of the node table: its header and how to read it from a node's `/status`.
@@ -56,6 +59,7 @@ pub fn for_project(project: &Project) -> ProjectUi {
             || ProjectUi {
                 figures: &[],
                 views: vec![Box::new(ClusterView)],
+                quiet_events: &[],
             },
             |plugin| (plugin.console)(),
         )

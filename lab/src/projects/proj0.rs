@@ -70,6 +70,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "replays"),
             },
         ],
+        quiet_events: &[],
         views: vec![Box::new(ClusterView)],
     }
 }

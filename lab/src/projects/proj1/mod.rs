@@ -77,6 +77,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "hints_waiting"),
             },
         ],
+        quiet_events: &[],
         views: vec![Box::new(RingView), Box::new(ClusterView)],
     }
 }

@@ -85,6 +85,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "snapshot"),
             },
         ],
+        quiet_events: &[],
         views: vec![Box::new(RaftView), Box::new(ClusterView)],
     }
 }

@@ -130,6 +130,7 @@ pub fn console() -> ProjectUi {
                 value: |n| detail_number(n, "total_lag"),
             },
         ],
+        quiet_events: &[],
         views: vec![
             Box::new(isr_view::IsrView),
             Box::new(lag_view::LagView),

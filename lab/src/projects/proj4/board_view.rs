@@ -24,7 +24,7 @@ use ratatui_widgets::paragraph::Paragraph;
 
 use distlab_batch::board::{Board, Cell, CellState, JobBoard};
 
-use crate::console::app::App;
+use crate::console::app::{App, NodeState};
 use crate::console::views::{View, recent_events};
 
 pub struct BoardView;
@@ -41,15 +41,21 @@ const EVENTS: &[&str] = &[
 ];
 
 /// Jobs shown at most.
-const JOBS: usize = 6;
+const JOBS: usize = 4;
 
-/// The board the coordinator reports, if it is up.
+/// The board the coordinator last reported, and whether it is down now.
 fn board(app: &App) -> Option<Board> {
-    app.model
+    board_and_state(app).map(|(b, _)| b)
+}
+
+fn board_and_state(app: &App) -> Option<(Board, bool)> {
+    let coordinator = app
+        .model
         .nodes
         .iter()
-        .find(|n| n.node.role == "coordinator")
-        .and_then(|n| serde_json::from_value(n.detail.clone()).ok())
+        .find(|n| n.node.role == "coordinator")?;
+    let board = serde_json::from_value(coordinator.detail.clone()).ok()?;
+    Some((board, NodeState::of(coordinator) != NodeState::Running))
 }
 
 fn cell_span(cell: &Cell) -> Span<'static> {
@@ -162,23 +168,27 @@ impl View for BoardView {
         "task board"
     }
 
-    /// The summary, a header and a row per job, a header and a row per worker, the
-    /// histogram, and a few events.
+    /// A header and a row per job, a header and a row per worker, the histogram and the
+    /// legend (the coordinator's recent decisions below them when there is room).
     fn wanted_rows(&self, app: &App, _width: u16) -> Option<u16> {
         let board = board(app).unwrap_or_default();
         let jobs = board.jobs.len().clamp(1, JOBS);
-        Some((1 + 1 + jobs + 1 + board.workers.len().max(1) + 1 + 1 + 3) as u16)
+        Some((1 + jobs + 1 + board.workers.len().max(1) + 1 + 1) as u16)
     }
 
     fn render(&self, app: &App, frame: &mut Frame, area: Rect) {
-        let board = board(app);
-        let title = match &board {
-            Some(b) => format!(
-                " task board · {} jobs done, {} failed · queue {} ",
-                b.done, b.failed, b.queued
+        let reported = board_and_state(app);
+        let title = match &reported {
+            Some((_, true)) => {
+                " task board · the coordinator is not running: as it last reported ".to_string()
+            }
+            Some((b, false)) => format!(
+                " task board · {} jobs submitted, {} done, {} failed · queue {} · {} late completions refused ",
+                b.submitted, b.done, b.failed, b.queued, b.refused_late
             ),
             None => " task board · the coordinator is not answering ".to_string(),
         };
+        let board = reported.map(|(b, _)| b);
         let block = Block::default().borders(Borders::ALL).title(title);
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -199,11 +209,7 @@ impl View for BoardView {
             .unwrap_or(1);
         let reduce_width = widest_reduce.min(room / 4).max(3);
         let map_width = room.saturating_sub(reduce_width + 2).max(4);
-        let mut lines = vec![Line::from(format!(
-            "{} submitted · {} late completions refused · legend: · idle  N running on wN  B backup  █ done  ✗ failed  cyan: re-run after its output was lost",
-            board.submitted, board.refused_late
-        ))];
-        lines.push(Line::styled(
+        let mut lines = vec![Line::styled(
             format!(
                 "{:>4} {:<14} {:<8}{:<w1$}{:<w2$}{:>7} {:>8} {:>7} {:>4} {:>5}",
                 "job",
@@ -220,7 +226,7 @@ impl View for BoardView {
                 w2 = reduce_width + 1,
             ),
             bold,
-        ));
+        )];
         let skip = board.jobs.len().saturating_sub(JOBS);
         for job in board.jobs.iter().skip(skip) {
             lines.push(job_line(job, map_width, reduce_width));
@@ -265,6 +271,10 @@ impl View for BoardView {
                 histogram("reduce ms", &job.reduce_runtimes_ms, 6),
             )));
         }
+        lines.push(Line::styled(
+            "· idle  N running on wN  B with a backup  █ done  ✗ failed  (cyan: re-run after its output was lost)",
+            Style::default().fg(Color::DarkGray),
+        ));
         let [table, events] =
             Layout::vertical([Constraint::Length(lines.len() as u16), Constraint::Fill(1)])
                 .areas(inner);

@@ -121,6 +121,8 @@ pub fn console() -> ProjectUi {
             },
         ],
         views: vec![Box::new(board_view::BoardView), Box::new(ClusterView)],
+        // One per task: the task board shows them as cells.
+        quiet_events: &["task_committed"],
     }
 }
 
