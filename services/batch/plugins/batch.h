@@ -9,6 +9,11 @@
  *   reduce(key, key_len, values, values_len, count)  values: count x [u32 little-endian length][bytes]
  * and once before the first call, if the plugin defines it:
  *   init(arg, arg_len)                               the job's --arg text
+ * A plugin may also export a combiner, with reduce's signature (EXPORT(combine)):
+ *   combine(key, key_len, values, values_len, count) on a map task's own output
+ * emitting only `key`, such that reduce(key, combine(some values) ++ the rest) gives what
+ * reduce(key, all the values) gives (word count: partial sums). The map side then writes each
+ * key once per task instead of once per occurrence: less to sort, spill and shuffle.
  * Both emit output pairs with emit(key, key_len, value, value_len). Memory handed out by
  * batch_alloc lasts until the next batch_buffer call. */
 
@@ -119,6 +124,14 @@ static inline void emit_count(const char *key, int key_len, int count) {
     emit(key, key_len, digits, format_u64((unsigned long long)count, digits));
 }
 
+/* Parses a value as a decimal count (digits only; anything else ends it). */
+static inline unsigned long long parse_u64(const char *text, int len) {
+    unsigned long long n = 0;
+    for (int i = 0; i < len && text[i] >= '0' && text[i] <= '9'; i++)
+        n = n * 10 + (unsigned long long)(text[i] - '0');
+    return n;
+}
+
 /* Walks reduce()'s values: the next value's bytes and length, advancing *at. */
 static inline const char *next_value(const char *values, int *at, int *len) {
     const unsigned char *p = (const unsigned char *)values + *at;
@@ -133,6 +146,18 @@ static inline int compare_bytes(const char *a, int al, const char *b, int bl) {
     int c = memcmp(a, b, (size_t)n);
     if (c) return c;
     return al < bl ? -1 : al > bl;
+}
+
+/* Emits (key, the sum of its values read as counts): a reduce, and a combiner, for counts. */
+static inline void emit_sum(const char *key, int key_len, const char *values, int count) {
+    unsigned long long sum = 0;
+    int at = 0, len;
+    for (int i = 0; i < count; i++) {
+        const char *value = next_value(values, &at, &len);
+        sum += parse_u64(value, len);
+    }
+    char digits[20];
+    emit(key, key_len, digits, format_u64(sum, digits));
 }
 
 /* The file name after its last '/'. */

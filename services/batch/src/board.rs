@@ -116,8 +116,15 @@ pub struct JobTotals {
 }
 
 impl Board {
-    /// The board of `scheduler`'s state at `now`; `totals` adds names and byte counts.
-    pub fn of(scheduler: &Scheduler, totals: &BTreeMap<u64, JobTotals>, now: Duration) -> Self {
+    /// The board of `scheduler`'s state at `now`; `totals` adds names and byte counts;
+    /// `committing` are the jobs whose last commits are decided but not yet in place (still
+    /// shown running: their output is not complete).
+    pub fn of(
+        scheduler: &Scheduler,
+        totals: &BTreeMap<u64, JobTotals>,
+        committing: &std::collections::BTreeSet<u64>,
+        now: Duration,
+    ) -> Self {
         let skip = scheduler.jobs.len().saturating_sub(SHOWN_JOBS);
         let jobs = scheduler
             .jobs
@@ -137,6 +144,7 @@ impl Board {
                 };
                 let (state, error) = match &job.state {
                     JobState::Running => ("running", None),
+                    JobState::Done if committing.contains(&job.id) => ("running", None),
                     JobState::Done => ("done", None),
                     JobState::Failed { error } => ("failed", Some(error.clone())),
                 };
@@ -292,7 +300,7 @@ mod tests {
                 ..JobTotals::default()
             },
         )]);
-        let board = Board::of(&s, &totals, ms(100));
+        let board = Board::of(&s, &totals, &Default::default(), ms(100));
         let job = board.job(id).unwrap();
         assert_eq!(job.name, "count");
         assert_eq!(job.phase, "map");

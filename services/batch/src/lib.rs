@@ -14,6 +14,7 @@
 //!   output committed by rename, the whole state checkpointed so a restart resumes every job.
 //! - [`worker`]: asks for tasks, runs them, serves its map output to reducers (the shuffle).
 //! - [`board`]: the coordinator's `/status` detail (the lab's task board reads it).
+//! - [`cluster`]: a coordinator and workers as local processes (tests, the benchmark).
 //! - [`node`]: `lab node batch --role coordinator|worker` flags; [`client`]: `batch submit`
 //!   and `batch status`.
 //! - [`scheduler`]: the coordinator's decisions as a pure state machine (leases, retries with
@@ -23,6 +24,7 @@
 pub mod board;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod coordinator;
 pub mod corpus;
 pub mod local;

@@ -141,6 +141,7 @@ impl Plugin {
                 rng: seed.max(1),
                 memory_limit: limits.memory,
                 denied: false,
+                memory: None,
             },
         );
         store.limiter(|host| host);
@@ -150,10 +151,13 @@ impl Plugin {
                 "batch",
                 "emit",
                 |mut caller: Caller<'_, Host>, k: i32, kl: i32, v: i32, vl: i32| {
-                    let memory = caller
-                        .get_export("memory")
-                        .and_then(|e| e.into_memory())
-                        .ok_or_else(|| wasmtime::Error::msg("no memory"))?;
+                    let memory = match caller.data().memory {
+                        Some(memory) => memory,
+                        None => caller
+                            .get_export("memory")
+                            .and_then(|e| e.into_memory())
+                            .ok_or_else(|| wasmtime::Error::msg("no memory"))?,
+                    };
                     let data = memory.data(&caller);
                     let slice = |at: i32, len: i32| {
                         data.get(
@@ -187,6 +191,7 @@ impl Plugin {
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| PluginError::Invalid("its `memory` is not a memory".into()))?;
+        store.data_mut().memory = Some(memory);
         let typed = |name: &str| PluginError::Invalid(format!("`{name}` has the wrong signature"));
         let buffer = instance
             .get_typed_func::<i32, i32>(&mut store, "batch_buffer")
@@ -197,12 +202,20 @@ impl Plugin {
         let reduce = instance
             .get_typed_func::<(i32, i32, i32, i32, i32), ()>(&mut store, "reduce")
             .map_err(|_| typed("reduce"))?;
+        let combine = match instance.get_func(&mut store, "combine") {
+            Some(f) => Some(
+                f.typed::<(i32, i32, i32, i32, i32), ()>(&store)
+                    .map_err(|_| typed("combine"))?,
+            ),
+            None => None,
+        };
         let mut plugin = Instance {
             store,
             memory,
             buffer,
             map,
             reduce,
+            combine,
             limits,
         };
         if let Some(init) = instance.get_func(&mut plugin.store, "init") {
@@ -223,6 +236,8 @@ struct Host {
     memory_limit: usize,
     /// A memory growth was refused.
     denied: bool,
+    /// The plugin's memory, once instantiated (so `emit` need not look it up by name).
+    memory: Option<Memory>,
 }
 
 impl ResourceLimiter for Host {
@@ -254,6 +269,8 @@ pub struct Instance {
     buffer: TypedFunc<i32, i32>,
     map: TypedFunc<(i32, i32, i32, i32), ()>,
     reduce: TypedFunc<(i32, i32, i32, i32, i32), ()>,
+    /// The optional combiner: `reduce`'s signature, run on a map's own output.
+    combine: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
     limits: Limits,
 }
 
@@ -273,15 +290,41 @@ impl Instance {
 
     /// `reduce` of one key and all its values; returns what it emitted.
     pub fn reduce(&mut self, key: &[u8], values: &[&[u8]]) -> Result<Emitted, PluginError> {
+        let reduce = self.reduce.clone();
+        self.call_with_values(&reduce, key, values)
+    }
+
+    /// Whether the plugin has a combiner: a `combine` export (reduce's signature) that folds
+    /// some of a key's values into fewer on the map side, such that reducing its output gives
+    /// what reducing the values would (word count: partial sums). It cuts what is sorted,
+    /// spilled and shuffled, as the MapReduce paper's combiner function does.
+    pub fn can_combine(&self) -> bool {
+        self.combine.is_some()
+    }
+
+    /// `combine` of some values of one key (see [`Instance::can_combine`]).
+    pub fn combine(&mut self, key: &[u8], values: &[&[u8]]) -> Result<Emitted, PluginError> {
+        let combine = self
+            .combine
+            .clone()
+            .ok_or_else(|| PluginError::Invalid("it has no `combine`".into()))?;
+        self.call_with_values(&combine, key, values)
+    }
+
+    fn call_with_values(
+        &mut self,
+        f: &TypedFunc<(i32, i32, i32, i32, i32), ()>,
+        key: &[u8],
+        values: &[&[u8]],
+    ) -> Result<Emitted, PluginError> {
         let mut encoded = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
         for value in values {
             encoded.extend_from_slice(&(value.len() as u32).to_le_bytes());
             encoded.extend_from_slice(value);
         }
         let at = self.put(&[key, &encoded])?;
-        let reduce = self.reduce.clone();
         self.call(|store| {
-            reduce.call(
+            f.call(
                 store,
                 (
                     at[0],

@@ -491,6 +491,25 @@ impl Scheduler {
         })
     }
 
+    /// The task `attempt` committed, if it did (and the job is still remembered): a
+    /// completion retried after its answer was lost is recognised by it.
+    pub fn committed_by(&self, attempt: AttemptId) -> Option<TaskId> {
+        self.jobs.values().find_map(|job| {
+            [Phase::Map, Phase::Reduce].into_iter().find_map(|phase| {
+                job.tasks(phase)
+                    .iter()
+                    .position(
+                        |t| matches!(t.state, TaskState::Done { attempt: a, .. } if a == attempt),
+                    )
+                    .map(|index| TaskId {
+                        job: job.id,
+                        phase,
+                        index: index as u32,
+                    })
+            })
+        })
+    }
+
     /// A worker finished an attempt and has its output ready.
     pub fn completed(&mut self, attempt: AttemptId, now: Duration) -> Completion {
         let Some(done) = self.attempts.remove(&attempt) else {

@@ -3,88 +3,47 @@
 //! reduces run in parallel, nobody exits before the output is complete; and through worker
 //! kills, a coordinator restart, a straggler and a plugin that always traps.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distlab_batch::board::{Board, CellState};
-use distlab_batch::client;
+use distlab_batch::cluster::{LocalCluster, NodeCommand};
 use distlab_proto::batch::v1 as pb;
-use distlab_runtime::launch::{NodeProcess, free_ports};
-use tokio::process::Command;
 
 const BATCH: &str = env!("CARGO_BIN_EXE_batch");
 
-struct Cluster {
-    dir: PathBuf,
-    coordinator: Option<NodeProcess>,
-    workers: BTreeMap<String, Option<NodeProcess>>,
-    addrs: BTreeMap<String, SocketAddr>,
-    coordinator_flags: Vec<String>,
+/// The library's local cluster, with what these tests ask of it.
+struct Cluster(LocalCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.0
+    }
 }
 
 impl Cluster {
-    /// A coordinator `co` and `workers` workers `w1..`, `worker_flags` for each by id.
     async fn start(
         dir: &Path,
         workers: usize,
         coordinator_flags: &[&str],
         worker_flags: &dyn Fn(&str) -> Vec<String>,
     ) -> Self {
-        let ports = free_ports(workers + 1).unwrap();
-        let mut addrs = BTreeMap::from([("co".to_string(), ports[0])]);
-        for (i, port) in ports.iter().enumerate().skip(1) {
-            addrs.insert(format!("w{i}"), *port);
-        }
-        let mut cluster = Self {
-            dir: dir.to_path_buf(),
-            coordinator: None,
-            workers: BTreeMap::new(),
-            addrs,
-            coordinator_flags: coordinator_flags.iter().map(|s| s.to_string()).collect(),
+        let command = NodeCommand {
+            program: BATCH.into(),
+            args: vec!["serve".into()],
         };
-        cluster.start_coordinator().await;
-        for i in 1..=workers {
-            let id = format!("w{i}");
-            let flags = worker_flags(&id);
-            cluster.start_worker(&id, &flags).await;
-        }
-        cluster
-    }
-
-    fn command(&self, id: &str, role: &str) -> Command {
-        let mut command = Command::new(BATCH);
-        command
-            .args(["serve", "--role", role, "--id", id, "--listen"])
-            .arg(self.addrs[id].to_string())
-            .arg("--data-dir")
-            .arg(self.dir.join(id));
-        for (peer, addr) in &self.addrs {
-            if peer != id {
-                command.arg("--peer").arg(format!("{peer}={addr}"));
-            }
-        }
-        command
-    }
-
-    async fn start_coordinator(&mut self) {
-        let mut command = self.command("co", "coordinator");
-        command.args(&self.coordinator_flags);
-        let log = self.dir.join("co.log");
-        self.coordinator = Some(spawn(command, &log).await);
-    }
-
-    async fn start_worker(&mut self, id: &str, flags: &[String]) {
-        let mut command = self.command(id, "worker");
-        command.args(flags);
-        let log = self.dir.join(format!("{id}.log"));
-        let process = spawn(command, &log).await;
-        self.workers.insert(id.to_string(), Some(process));
-    }
-
-    fn client(&self) -> client::Client {
-        client::connect(self.addrs["co"]).unwrap()
+        Self(
+            LocalCluster::start(command, dir, workers, coordinator_flags, worker_flags)
+                .await
+                .unwrap(),
+        )
     }
 
     async fn submit(&self, plugin: &str, arg: &str, input: &Path, out: &str, reduces: u32) -> u64 {
@@ -99,31 +58,12 @@ impl Cluster {
             name: out.into(),
             request_id: format!("test-{out}"),
         };
-        self.client()
-            .submit(pb::SubmitRequest { job: Some(job) })
-            .await
-            .unwrap()
-            .into_inner()
-            .job
+        self.0.submit(job).await.unwrap()
     }
 
     /// The job's status once it is over (60 s at most).
     async fn finished(&self, job: u64) -> pb::JobStatus {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(answer) = self.client().status(pb::StatusRequest { job }).await {
-                let status = answer.into_inner().jobs.remove(0);
-                if status.state != "running" {
-                    return status;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {job} not over within 60 s; logs in {}",
-                self.dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.0.finished(job, Duration::from_secs(60)).await.unwrap()
     }
 
     /// Waits until `done` holds for the coordinator's board (30 s at most).
@@ -154,13 +94,6 @@ impl Cluster {
         serde_json::from_value(status["detail"].clone()).ok()
     }
 
-    fn all_alive(&self) -> bool {
-        self.coordinator
-            .iter()
-            .chain(self.workers.values().flatten())
-            .all(|p| p.exit_status().is_none())
-    }
-
     /// The coordinator's log events named `event`.
     fn events(&self, event: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir.join("co.log")).unwrap_or_default();
@@ -171,17 +104,26 @@ impl Cluster {
     }
 }
 
-async fn spawn(command: Command, log: &Path) -> NodeProcess {
-    NodeProcess::spawn_with(
-        command,
-        distlab_runtime::launch::LaunchOptions {
-            ready_timeout: Duration::from_secs(30),
-            log_file: Some(log.to_path_buf()),
-            on_line: None,
-        },
-    )
-    .await
-    .unwrap()
+/// The test's directory: removed after the test, unless `BATCH_TEST_KEEP` is set (then its
+/// path is printed, with every node's log in it).
+struct Scratch(Option<tempfile::TempDir>, PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("BATCH_TEST_KEEP").is_some() {
+            let path = dir.keep();
+            eprintln!("test directory kept: {}", path.display());
+            Self(None, path)
+        } else {
+            let path = dir.path().to_path_buf();
+            Self(Some(dir), path)
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.1
+    }
 }
 
 /// Text files under `dir/in`: a deterministic corpus, in three files.
@@ -235,9 +177,10 @@ fn reference(plugin: &str, input: &Path, dir: &Path, reduces: u32) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_match_the_sequential_run_and_each_task_runs_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let input = input(dir.path(), 300_000);
-    let cluster = Cluster::start(dir.path(), 3, &[], &|_| Vec::new()).await;
+    // No speculation: a backup is a second run of a task, and this test counts runs.
+    let cluster = Cluster::start(dir.path(), 3, &["--no-speculation"], &|_| Vec::new()).await;
     // Two jobs queued at once: the second waits for workers the first leaves idle.
     let count = cluster.submit("wordcount", "", &input, "count", 3).await;
     let index = cluster.submit("indexer", "", &input, "index", 2).await;
@@ -269,7 +212,9 @@ async fn jobs_match_the_sequential_run_and_each_task_runs_once() {
     assert_eq!(of_count, maps + 3);
     assert_eq!(board.refused_late, 0);
     assert_eq!(job.backups_launched, 0);
-    // Map and reduce parallelism: more than one worker committed each phase.
+    // Map and reduce parallelism: more than one worker committed each phase. (The reduces of
+    // the last job: nothing else competes for the workers then, and every idle worker waiting
+    // for work takes one the moment the last map commits.)
     let workers = |cells: &[distlab_batch::board::Cell]| {
         let mut w: Vec<&String> = cells.iter().flat_map(|c| &c.workers).collect();
         w.sort();
@@ -277,22 +222,29 @@ async fn jobs_match_the_sequential_run_and_each_task_runs_once() {
         w.len()
     };
     assert!(workers(&job.maps) > 1, "{:?}", job.maps);
-    assert!(workers(&job.reduces) > 1, "{:?}", job.reduces);
+    let last = board.job(index).unwrap();
+    assert!(workers(&last.reduces) > 1, "{:?}", last.reduces);
     assert!(job.shuffle_bytes > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_finish_through_worker_kills_and_a_coordinator_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let input = input(dir.path(), 400_000);
-    let mut cluster = Cluster::start(dir.path(), 3, &["--lease", "1s"], &|id| {
-        // w1 is slow, so it is still mapping when it is killed.
-        if id == "w1" {
-            vec!["--slow".into(), "3".into()]
-        } else {
-            Vec::new()
-        }
-    })
+    // (No speculation: a backup could beat slow w1 to every map it starts.)
+    let mut cluster = Cluster::start(
+        dir.path(),
+        3,
+        &["--lease", "1s", "--no-speculation"],
+        &|id| {
+            // w1 is slow, so it is still mapping when it is killed.
+            if id == "w1" {
+                vec!["--slow".into(), "3".into()]
+            } else {
+                Vec::new()
+            }
+        },
+    )
     .await;
     let job = cluster.submit("wordcount", "", &input, "count", 3).await;
 
@@ -334,9 +286,9 @@ async fn jobs_finish_through_worker_kills_and_a_coordinator_restart() {
         .iter()
         .map(|e| e["attempt"].as_u64().unwrap())
         .collect();
-    cluster.start_coordinator().await;
+    cluster.start_coordinator().await.unwrap();
     // The killed worker comes back too, empty-handed.
-    cluster.start_worker("w1", &[]).await;
+    cluster.start_worker("w1", &[]).await.unwrap();
     let status = cluster.finished(job).await;
     assert_eq!(status.state, "done", "{status:?}");
     assert!(cluster.all_alive());
@@ -380,7 +332,7 @@ async fn jobs_finish_through_worker_kills_and_a_coordinator_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_straggler_gets_a_backup_and_a_trapping_plugin_fails_only_its_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let input = input(dir.path(), 300_000);
     let cluster = Cluster::start(dir.path(), 3, &[], &|id| {
         if id == "w3" {

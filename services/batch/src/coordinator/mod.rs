@@ -374,6 +374,11 @@ impl Coordinator {
         now: Duration,
     ) -> Result<(), Refusal> {
         let running = self.state.scheduler.attempts.get(&attempt).cloned();
+        if running.is_none() && self.state.scheduler.committed_by(attempt).is_some() {
+            // A retry of a completion that counted (its answer was lost): it still counts, and
+            // nothing happens twice.
+            return Ok(());
+        }
         if let Some(a) = &running
             && a.worker != worker
         {
@@ -663,7 +668,12 @@ impl Coordinator {
             .iter()
             .map(|(id, p)| (*id, p.totals.clone()))
             .collect();
-        Board::of(&self.state.scheduler, &totals, now)
+        Board::of(&self.state.scheduler, &totals, &self.committing(), now)
+    }
+
+    /// The jobs with commits decided but not yet in place: not done for their clients yet.
+    pub fn committing(&self) -> BTreeSet<JobId> {
+        self.state.pending.iter().map(|p| p.task.job).collect()
     }
 
     /// The plugin bytes of job `job`.

@@ -299,6 +299,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
         let wanted = request.into_inner().job;
         let core = self.shared.lock();
         let now = now();
+        let committing = core.committing();
         let jobs: Vec<pb::JobStatus> = core
             .state
             .scheduler
@@ -309,6 +310,10 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
                 let plan = &core.state.plans[&job.id];
                 let (state, error) = match &job.state {
                     crate::scheduler::JobState::Running => ("running", String::new()),
+                    // Its outputs are not all in place yet.
+                    crate::scheduler::JobState::Done if committing.contains(&job.id) => {
+                        ("running", String::new())
+                    }
                     crate::scheduler::JobState::Done => ("done", String::new()),
                     crate::scheduler::JobState::Failed { error } => ("failed", error.clone()),
                 };

@@ -79,6 +79,10 @@ fn a_reduce_commits_by_rename_and_a_late_one_leaves_nothing() {
     let committed = f.path("out").join(output_name(r0.task.index));
     assert!(!committed.exists(), "not before the decision is durable");
     c.apply_all();
+    // The worker did not hear the answer and asks again: still committed, nothing redone.
+    c.complete(r0.attempt, "w1", Outcome::default(), ms(35))
+        .unwrap();
+    assert!(c.state.pending.is_empty());
     assert_eq!(
         std::fs::read_to_string(&committed).unwrap(),
         format!("from attempt {}\n", r0.attempt)
