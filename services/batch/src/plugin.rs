@@ -262,15 +262,18 @@ impl ResourceLimiter for Host {
     }
 }
 
+/// `reduce` and `combine`: (key, key length, values, values length, count).
+type ValuesFunc = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// One task's running plugin.
 pub struct Instance {
     store: Store<Host>,
     memory: Memory,
     buffer: TypedFunc<i32, i32>,
     map: TypedFunc<(i32, i32, i32, i32), ()>,
-    reduce: TypedFunc<(i32, i32, i32, i32, i32), ()>,
+    reduce: ValuesFunc,
     /// The optional combiner: `reduce`'s signature, run on a map's own output.
-    combine: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    combine: Option<ValuesFunc>,
     limits: Limits,
 }
 
@@ -313,7 +316,7 @@ impl Instance {
 
     fn call_with_values(
         &mut self,
-        f: &TypedFunc<(i32, i32, i32, i32, i32), ()>,
+        f: &ValuesFunc,
         key: &[u8],
         values: &[&[u8]],
     ) -> Result<Emitted, PluginError> {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::partition::{Ranges, by_hash};
-use crate::plugin::{Instance, PluginError};
+use crate::plugin::{Emitted, Instance, PluginError};
 use crate::split::{Split, read_records};
 
 /// How map output is spread over reduce tasks.
@@ -197,7 +197,7 @@ impl Partition {
     }
 
     /// The pairs, sorted by key (stably: a key's values keep their order), combined last.
-    fn into_sorted(self, plugin: &mut Instance) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError> {
+    fn into_sorted(self, plugin: &mut Instance) -> Result<Emitted, TaskError> {
         match self {
             Partition::Plain(mut pairs) => {
                 pairs.sort_by(|a, b| a.0.cmp(&b.0));
