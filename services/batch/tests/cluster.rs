@@ -106,7 +106,11 @@ impl Cluster {
 
 /// The test's directory: removed after the test, unless `BATCH_TEST_KEEP` is set (then its
 /// path is printed, with every node's log in it).
-struct Scratch(Option<tempfile::TempDir>, PathBuf);
+struct Scratch {
+    /// Removes the directory when the test ends (none when it is kept).
+    _removed: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
 
 impl Scratch {
     fn new() -> Self {
@@ -114,15 +118,21 @@ impl Scratch {
         if std::env::var_os("BATCH_TEST_KEEP").is_some() {
             let path = dir.keep();
             eprintln!("test directory kept: {}", path.display());
-            Self(None, path)
+            Self {
+                _removed: None,
+                path,
+            }
         } else {
             let path = dir.path().to_path_buf();
-            Self(Some(dir), path)
+            Self {
+                _removed: Some(dir),
+                path,
+            }
         }
     }
 
     fn path(&self) -> &Path {
-        &self.1
+        &self.path
     }
 }
 
