@@ -172,6 +172,9 @@ enum ProjectBench {
     /// Project 3: one partition's log alone; then brokers (1 with acks=1, 3 with RF 3 and
     /// acks=all): produce and consume throughput, end-to-end latency.
     Proj3(lab::projects::proj3::bench::Proj3BenchArgs),
+    /// Project 4: word count and sort on a generated corpus, sequential vs the shell pipeline
+    /// and GNU sort vs clusters of 1, 2 and 4 workers; speculation's saving with a straggler.
+    Proj4(lab::projects::proj4::bench::Proj4BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -323,6 +326,14 @@ fn main() -> ExitCode {
                 distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
                     let exe = std::env::current_exe()?;
                     lab::projects::proj3::bench::run(&args, exe).await
+                })
+            }
+            ProjectBench::Proj4(args) => {
+                // One thread here: the workers need the cores (the sequential run is measured
+                // before any cluster starts).
+                distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
+                    let exe = std::env::current_exe()?;
+                    lab::projects::proj4::bench::run(&args, exe).await
                 })
             }
             ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {

@@ -12,6 +12,7 @@
 //! `batch_jobs` compares them; `batch_commits` reads the coordinator's events for late or
 //! double commits and counts speculation.
 
+pub mod bench;
 pub mod board_view;
 
 use std::collections::BTreeMap;
