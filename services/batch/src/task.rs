@@ -161,13 +161,14 @@ const COMBINE_EVERY: usize = 64;
 /// [`COMBINE_EVERY`] of them pile up.
 enum Partition {
     Plain(Vec<(Vec<u8>, Vec<u8>)>),
-    Combining(std::collections::HashMap<Vec<u8>, Vec<Vec<u8>>>),
+    /// (FxHash: keys are the plugin's, hashed once per pair; no need for DoS resistance.)
+    Combining(rustc_hash::FxHashMap<Vec<u8>, Vec<Vec<u8>>>),
 }
 
 impl Partition {
     fn new(combining: bool) -> Self {
         if combining {
-            Partition::Combining(std::collections::HashMap::new())
+            Partition::Combining(rustc_hash::FxHashMap::default())
         } else {
             Partition::Plain(Vec::new())
         }

@@ -32,7 +32,11 @@ pub enum Phase {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Proj4BenchArgs {
     /// Phases to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "wordcount,sort,speculation")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "wordcount,sort,speculation"
+    )]
     pub phases: Vec<Phase>,
     /// Corpus size (e.g. 1g, 200m).
     #[arg(long, default_value = "1g", value_parser = parse_size)]
@@ -213,15 +217,12 @@ pub async fn run(args: &Proj4BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
         let base = sequential(&wordcount, &scratch)?;
         line("wordcount", "sequential", "", bytes, &base, None);
         let base_mbps = bytes as f64 / 1e6 / base.seconds;
-        let pipeline = format!(
-            "cat {} | tr -s ' ' '\\n' | sort | uniq -c",
-            quoted(&files)
-        );
+        let pipeline = format!("cat {} | tr -s ' ' '\\n' | sort | uniq -c", quoted(&files));
         let m = shell(&pipeline, &scratch.join("shell-wordcount.txt"))?;
         line("wordcount", "shell", "", bytes, &m, Some(base_mbps));
         for &workers in &args.workers {
-            let m = on_cluster(&exe, &scratch, "wordcount", workers, &[], &none, &wordcount)
-                .await?;
+            let m =
+                on_cluster(&exe, &scratch, "wordcount", workers, &[], &none, &wordcount).await?;
             line(
                 "wordcount",
                 "cluster",
