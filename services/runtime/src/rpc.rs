@@ -209,6 +209,22 @@ impl Drop for Observation {
     }
 }
 
+/// A refusal a client can tell apart from other errors of the same code: the status with
+/// metadata `key: kind` (`log-error: not_leader_or_follower`, `batch-error: bad_job`), the
+/// service's own vocabulary, documented in its proto file.
+pub fn refusal(
+    code: tonic::Code,
+    key: &'static str,
+    kind: &str,
+    message: impl Into<String>,
+) -> tonic::Status {
+    let mut status = tonic::Status::new(code, message);
+    status
+        .metadata_mut()
+        .insert(key, kind.parse().expect("refusal kinds are ASCII"));
+    status
+}
+
 /// `INVALID_ARGUMENT: key must not be empty`: a status as a person wants to read it.
 pub fn describe(status: &tonic::Status) -> String {
     format!("{}: {}", code_name(status.code()), status.message())

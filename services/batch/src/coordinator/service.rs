@@ -27,12 +27,9 @@ pub const ERROR_KIND: &str = "batch-error";
 /// The longest a worker's request for work waits.
 const MAX_WAIT: Duration = Duration::from_secs(2);
 
+/// A refusal: the gRPC code and message, with [`ERROR_KIND`] metadata.
 pub fn refusal(code: tonic::Code, kind: &str, message: impl Into<String>) -> Status {
-    let mut status = Status::new(code, message);
-    status
-        .metadata_mut()
-        .insert(ERROR_KIND, kind.parse().expect("kinds are ASCII"));
-    status
+    distlab_runtime::rpc::refusal(code, ERROR_KIND, kind, message)
 }
 
 /// The wall clock as the scheduler takes it: since the Unix epoch, so a restarted coordinator's

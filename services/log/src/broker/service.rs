@@ -25,11 +25,7 @@ pub struct BrokerApi {
 
 /// A refusal: the gRPC code and message, with [`ERROR_KIND`] metadata.
 pub fn refusal(code: tonic::Code, kind: &str, message: impl Into<String>) -> Status {
-    let mut status = Status::new(code, message);
-    status
-        .metadata_mut()
-        .insert(ERROR_KIND, kind.parse().expect("kinds are ASCII"));
-    status
+    distlab_runtime::rpc::refusal(code, ERROR_KIND, kind, message)
 }
 
 fn replica_refusal(e: &ReplicaError) -> Status {
