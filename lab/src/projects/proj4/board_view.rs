@@ -137,6 +137,38 @@ fn job_line(job: &JobBoard, map_width: usize, reduce_width: usize) -> Line<'stat
     Line::from(spans)
 }
 
+/// The board in a narrow pane: a line per job (tasks done of each phase) and per worker.
+fn compact(board: &Board) -> Vec<Line<'static>> {
+    let done = |cells: &[Cell]| cells.iter().filter(|c| c.state == CellState::Done).count();
+    let mut lines: Vec<Line> = board
+        .jobs
+        .iter()
+        .rev()
+        .take(JOBS)
+        .map(|j| {
+            Line::from(format!(
+                "{:>3} {:<12.12} {:<7} map {}/{} red {}/{}",
+                j.id,
+                j.name,
+                j.state,
+                done(&j.maps),
+                j.maps.len(),
+                done(&j.reduces),
+                j.reduces.len()
+            ))
+        })
+        .collect();
+    lines.extend(board.workers.iter().map(|w| {
+        let task = if !w.alive {
+            "lost".to_string()
+        } else {
+            w.running.first().cloned().unwrap_or_else(|| "idle".into())
+        };
+        Line::from(format!("{:<4} {task}", w.id))
+    }));
+    lines
+}
+
 /// Task runtimes as a one-line histogram: `label min ▁▃█▂ max`.
 fn histogram(label: &str, runtimes: &[u64], buckets: usize) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -195,7 +227,11 @@ impl View for BoardView {
         let Some(board) = board else {
             return;
         };
-        if inner.height < 3 || inner.width < 60 {
+        if inner.height < 1 {
+            return;
+        }
+        if inner.width < 60 {
+            frame.render_widget(Paragraph::new(compact(&board)), inner);
             return;
         }
         let bold = Style::default().add_modifier(Modifier::BOLD);
