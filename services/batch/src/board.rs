@@ -142,12 +142,7 @@ impl Board {
                         })
                         .collect()
                 };
-                let (state, error) = match &job.state {
-                    JobState::Running => ("running", None),
-                    JobState::Done if committing.contains(&job.id) => ("running", None),
-                    JobState::Done => ("done", None),
-                    JobState::Failed { error } => ("failed", Some(error.clone())),
-                };
+                let (state, error) = shown_state(&job.state, committing.contains(&job.id));
                 JobBoard {
                     id: job.id,
                     name: totals.name,
@@ -247,6 +242,17 @@ impl Board {
     /// The job with this id, if the board shows it.
     pub fn job(&self, id: u64) -> Option<&JobBoard> {
         self.jobs.iter().find(|j| j.id == id)
+    }
+}
+
+/// A job's state as clients see it (`running`, `done`, `failed`) and its error: a job whose
+/// last commits are not in place yet (`committing`) still runs, its output is not complete.
+pub fn shown_state(state: &JobState, committing: bool) -> (&'static str, Option<String>) {
+    match state {
+        JobState::Running => ("running", None),
+        JobState::Done if committing => ("running", None),
+        JobState::Done => ("done", None),
+        JobState::Failed { error } => ("failed", Some(error.clone())),
     }
 }
 

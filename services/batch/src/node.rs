@@ -70,7 +70,7 @@ pub struct WorkerFlags {
     #[arg(long, value_parser = Slow::parse, default_value = "1")]
     pub slow: Slow,
     /// A directory of local copies of input files: map tasks over them come here first
-    /// (default: `local-input` in the data dir, rescanned with every heartbeat).
+    /// (default: `local-input` in the data dir, rescanned every 2 s).
     #[arg(long, value_name = "DIR")]
     pub local_input: Option<PathBuf>,
     /// A plugin instance's memory limit in MiB.

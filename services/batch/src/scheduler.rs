@@ -287,6 +287,16 @@ pub struct Worker {
     pub excluded: bool,
 }
 
+/// A worker whose lease expired, and what it took with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostWorker {
+    pub worker: WorkerId,
+    /// The attempts it was running, now forgotten.
+    pub attempts: Vec<(AttemptId, TaskId)>,
+    /// Committed map outputs on its disk that must be computed again.
+    pub map_outputs: u32,
+}
+
 /// A task handed to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
@@ -653,7 +663,8 @@ impl Scheduler {
 
     /// Time passes: workers silent for longer than the lease lose their attempts, and their
     /// map outputs where a job still needs them.
-    pub fn tick(&mut self, now: Duration) {
+    /// Returns the workers lost now, with what each took with it.
+    pub fn tick(&mut self, now: Duration) -> Vec<LostWorker> {
         let lease = self.config.lease;
         let expired: Vec<WorkerId> = self
             .workers
@@ -661,9 +672,10 @@ impl Scheduler {
             .filter(|(_, w)| w.alive && now.saturating_sub(w.last_seen) > lease)
             .map(|(id, _)| id.clone())
             .collect();
-        for worker in expired {
-            self.lose_worker(&worker, now);
-        }
+        expired
+            .into_iter()
+            .map(|worker| self.lose_worker(worker, now))
+            .collect()
     }
 
     /// After a restart from a checkpoint: committed tasks stay committed; every attempt is
@@ -710,7 +722,13 @@ impl Scheduler {
         self.jobs.values().all(|j| j.state != JobState::Running)
     }
 
-    fn lose_worker(&mut self, worker: &str, now: Duration) {
+    fn lose_worker(&mut self, worker: WorkerId, now: Duration) -> LostWorker {
+        let mut lost_worker = LostWorker {
+            worker,
+            attempts: Vec::new(),
+            map_outputs: 0,
+        };
+        let worker = lost_worker.worker.as_str();
         if let Some(w) = self.workers.get_mut(worker) {
             w.alive = false;
         }
@@ -728,6 +746,7 @@ impl Scheduler {
                 .get_mut(&attempt.task.job)
                 .expect("attempts belong to jobs");
             job.task_mut(attempt.task).forget(id, now);
+            lost_worker.attempts.push((id, attempt.task));
         }
         for job in self.jobs.values_mut() {
             if job.state != JobState::Running || job.reduces.iter().all(Task::is_done) {
@@ -739,9 +758,11 @@ impl Scheduler {
                     task.reruns += 1;
                     job.stats.lost_map_outputs += 1;
                     self.counts.lost_map_outputs += 1;
+                    lost_worker.map_outputs += 1;
                 }
             }
         }
+        lost_worker
     }
 
     fn cancel_job(&mut self, job: JobId) {

@@ -348,7 +348,7 @@ impl JobClient {
 impl Client for JobClient {
     fn operate<'a>(
         &'a mut self,
-        _process: u64,
+        process: u64,
         rng: &'a mut SmallRng,
     ) -> BoxFuture<'a, (String, OpType)> {
         Box::pin(async move {
@@ -379,7 +379,6 @@ impl Client for JobClient {
                 name: name.clone(),
                 request_id: format!("lab-{}", output.display()),
             };
-            let process = _process;
             let mut client = self.client.clone();
             let deadline = self.deadline;
             let arg_value = json!({"def": def, "output": output, "name": name});

@@ -602,62 +602,34 @@ impl Coordinator {
         self.state.scheduler.fetch_failed(attempt, map, now);
     }
 
-    /// Time passes: silent workers lose their attempts (logged).
+    /// Time passes: silent workers lose their attempts (logged). Whether anything changed.
     pub fn tick(&mut self, now: Duration) -> bool {
-        let alive: Vec<String> = self
-            .state
-            .scheduler
-            .workers
-            .iter()
-            .filter(|(_, w)| w.alive)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let before: BTreeMap<AttemptId, (String, TaskId)> = self
-            .state
-            .scheduler
-            .attempts
-            .iter()
-            .map(|(id, a)| (*id, (a.worker.clone(), a.task)))
-            .collect();
-        let reruns_before = self.reruns();
-        self.state.scheduler.tick(now);
-        let mut changed = false;
-        for worker in alive {
-            if self.state.scheduler.workers[&worker].alive {
-                continue;
-            }
-            changed = true;
-            let lost: Vec<String> = before
+        let lost = self.state.scheduler.tick(now);
+        for gone in &lost {
+            let attempts: Vec<String> = gone
+                .attempts
                 .iter()
-                .filter(|(_, (w, _))| *w == worker)
-                .map(|(id, (_, t))| format!("{id} ({t})"))
+                .map(|(id, task)| format!("{id} ({task})"))
                 .collect();
             tracing::warn!(
                 event = "worker_lost",
-                worker = %worker,
-                attempts = %lost.join(", "),
-                "{worker} missed its lease: {} attempts forgotten",
-                lost.len()
+                worker = %gone.worker,
+                attempts = %attempts.join(", "),
+                "{} missed its lease: {} attempts forgotten",
+                gone.worker,
+                attempts.len()
             );
+            if gone.map_outputs > 0 {
+                tracing::warn!(
+                    event = "map_outputs_lost",
+                    worker = %gone.worker,
+                    reruns = gone.map_outputs,
+                    "map outputs on {} will be recomputed",
+                    gone.worker
+                );
+            }
         }
-        if self.reruns() != reruns_before {
-            changed = true;
-            tracing::warn!(
-                event = "map_outputs_lost",
-                reruns = self.reruns() - reruns_before,
-                "map outputs on lost workers will be recomputed"
-            );
-        }
-        changed
-    }
-
-    fn reruns(&self) -> u32 {
-        self.state
-            .scheduler
-            .jobs
-            .values()
-            .map(|j| j.stats.lost_map_outputs)
-            .sum()
+        !lost.is_empty()
     }
 
     /// The board for `/status`.

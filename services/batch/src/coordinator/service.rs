@@ -305,20 +305,13 @@ impl pb::coordinator_server::Coordinator for CoordinatorApi {
             .filter(|j| wanted == 0 || j.id == wanted)
             .map(|job| {
                 let plan = &core.state.plans[&job.id];
-                let (state, error) = match &job.state {
-                    crate::scheduler::JobState::Running => ("running", String::new()),
-                    // Its outputs are not all in place yet.
-                    crate::scheduler::JobState::Done if committing.contains(&job.id) => {
-                        ("running", String::new())
-                    }
-                    crate::scheduler::JobState::Done => ("done", String::new()),
-                    crate::scheduler::JobState::Failed { error } => ("failed", error.clone()),
-                };
+                let (state, error) =
+                    crate::board::shown_state(&job.state, committing.contains(&job.id));
                 pb::JobStatus {
                     id: job.id,
                     name: plan.name.clone(),
                     state: state.into(),
-                    error,
+                    error: error.unwrap_or_default(),
                     phase: job.phase().name().into(),
                     maps: job.maps.len() as u32,
                     maps_done: job.maps.iter().filter(|t| t.is_done()).count() as u32,

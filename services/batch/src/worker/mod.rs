@@ -89,8 +89,8 @@ struct Worker {
     config: WorkerConfig,
     coordinator: CoordinatorClient,
     peers: BTreeMap<String, ShuffleClient>,
-    /// The local copies of input files (name -> path), rescanned with every heartbeat (the lab
-    /// places them while the worker runs).
+    /// The local copies of input files (name -> path), rescanned every 2 s (the lab places
+    /// them while the worker runs).
     local_files: Mutex<BTreeMap<String, PathBuf>>,
     running: Mutex<BTreeMap<AttemptId, Running>>,
     plugins: Mutex<BTreeMap<JobId, Plugin>>,
@@ -517,10 +517,11 @@ fn label(task: &pb::Task) -> String {
 async fn heartbeats(worker: Arc<Worker>, shutdown: CancellationToken) {
     let mut every = Every::new(worker.config.heartbeat, &shutdown);
     let mut last_cleanup = Instant::now();
+    let mut local_files = worker.local_file_names();
     while every.tick().await {
         let request = pb::HeartbeatRequest {
             worker: worker.id.clone(),
-            local_files: worker.local_file_names(),
+            local_files: local_files.clone(),
         };
         let Ok(answer) = worker.coordinator.clone().heartbeat(request).await else {
             continue;
@@ -535,9 +536,11 @@ async fn heartbeats(worker: Arc<Worker>, shutdown: CancellationToken) {
                 }
             }
         }
+        // Every 2 s, not every beat: old map output goes, new local copies are seen.
         if last_cleanup.elapsed() > Duration::from_secs(2) {
             last_cleanup = Instant::now();
             clean_up(&worker.dir, &answer.active_jobs);
+            local_files = worker.local_file_names();
         }
     }
 }
