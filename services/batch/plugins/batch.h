@@ -23,8 +23,18 @@
 typedef unsigned int u32;
 typedef unsigned long size_t;
 
+#ifdef BATCH_NATIVE
+/* The same plugin built for the host instead of WebAssembly: the benchmark's "WebAssembly
+ * against native" figure (build.rs builds word count this way). The build renames the entry
+ * points and emit (-Dmap=wordcount_native_map ...) so nothing clashes with the host program,
+ * the host's libc provides memcpy and friends, and there is no batch_alloc (the host does not
+ * reset an arena between calls), so only plugins that do not allocate build natively. */
+#define EXPORT(name)
+#define IMPORT(name)
+#else
 #define EXPORT(name) __attribute__((export_name(#name)))
 #define IMPORT(name) __attribute__((import_module("batch"), import_name(#name)))
+#endif
 
 IMPORT(emit) void emit(const char *key, int key_len, const char *value, int value_len);
 /* A random number from the host, seeded per task attempt (the chaos plugin's dice). */
@@ -33,6 +43,12 @@ IMPORT(random_u32) u32 random_u32(void);
 void map(const char *file, int file_len, const char *record, int record_len);
 void reduce(const char *key, int key_len, const char *values, int values_len, int count);
 
+#ifdef BATCH_NATIVE
+void *memcpy(void *dst, const void *src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+#else
 EXPORT(map) void batch_map(const char *f, int fl, const char *r, int rl) { map(f, fl, r, rl); }
 EXPORT(reduce) void batch_reduce(const char *k, int kl, const char *v, int vl, int n) {
     reduce(k, kl, v, vl, n);
@@ -89,6 +105,7 @@ int memcmp(const void *a, const void *b, size_t n) {
         if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
     return 0;
 }
+#endif
 
 /* --- helpers ------------------------------------------------------------------------------- */
 

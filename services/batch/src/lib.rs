@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod corpus;
 pub mod local;
+pub mod native;
 pub mod node;
 pub mod partition;
 pub mod plugin;

@@ -8,6 +8,9 @@
 //!   coordinator and 1, 2 and 4 workers (`--workers`), submit to output in place.
 //! - `sort`: the sort plugin with a sampled range partitioner (globally sorted output), run
 //!   sequentially, against GNU `sort` (`LC_ALL=C`), and on the clusters.
+//! - `plugin`: word count's map over every line of the corpus, as the WebAssembly plugin the
+//!   workers run (sandboxed: fuel, memory limit, copies in and out) and as the same C function
+//!   compiled natively (`distlab_batch::native`): what the sandbox costs, file reading excluded.
 //! - `speculation`: a coordinator and three workers, one 10x slower (`--slow w3=10`), the
 //!   word count with speculative backups and without: the job time saved.
 //!
@@ -26,6 +29,7 @@ use distlab_proto::batch::v1 as pb;
 pub enum Phase {
     Wordcount,
     Sort,
+    Plugin,
     Speculation,
 }
 
@@ -35,7 +39,7 @@ pub struct Proj4BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "wordcount,sort,speculation"
+        default_value = "wordcount,sort,plugin,speculation"
     )]
     pub phases: Vec<Phase>,
     /// Corpus size (e.g. 1g, 200m).
@@ -53,6 +57,11 @@ pub struct Proj4BenchArgs {
     /// How much slower the straggler is in the speculation phase.
     #[arg(long, default_value_t = 10.0)]
     pub slow: f64,
+    /// Bytes per map task in the speculation phase: by default one map per corpus file
+    /// (64 MiB). A straggler costs about one of its tasks, so with many small tasks there is
+    /// little for a backup to save (16m over 1 GB: 7%).
+    #[arg(long, default_value = "64m", value_parser = parse_size)]
+    pub speculation_split: u64,
     /// Where the corpus and outputs go (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -138,6 +147,54 @@ fn quoted(files: &[PathBuf]) -> String {
         .map(|f| format!("'{}'", f.display()))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Word count's map over every line of `files`, WebAssembly and native, each timed over the
+/// same bytes in memory; both must emit the same number of pairs.
+fn plugin_forms(files: &[PathBuf], bytes: u64) -> anyhow::Result<()> {
+    use distlab_batch::plugin::{Limits, Plugin, resolve};
+    let wasm = Plugin::load(&resolve("wordcount")?)?;
+    let mut wasm = wasm.instance(Limits::default(), b"", 1)?;
+    let (mut wasm_time, mut native_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut wasm_pairs, mut native_pairs) = (0usize, 0usize);
+    for file in files {
+        let text = std::fs::read(file).with_context(|| file.display().to_string())?;
+        let name = file.to_string_lossy();
+        let started = Instant::now();
+        for record in text.split(|&b| b == b'\n') {
+            wasm_pairs += wasm.map(name.as_bytes(), record)?.len();
+        }
+        wasm_time += started.elapsed();
+        let started = Instant::now();
+        for record in text.split(|&b| b == b'\n') {
+            native_pairs += distlab_batch::native::wordcount_map(name.as_bytes(), record).len();
+        }
+        native_time += started.elapsed();
+    }
+    anyhow::ensure!(
+        wasm_pairs == native_pairs,
+        "the WebAssembly word count emitted {wasm_pairs} pairs, the native one {native_pairs}"
+    );
+    let wasm = Measured {
+        seconds: wasm_time.as_secs_f64(),
+    };
+    let native = Measured {
+        seconds: native_time.as_secs_f64(),
+    };
+    line("wordcount-map", "plugin", " form=wasm", bytes, &wasm, None);
+    line(
+        "wordcount-map",
+        "plugin",
+        " form=native",
+        bytes,
+        &native,
+        None,
+    );
+    println!(
+        "bench=proj4 phase=plugin job=wordcount-map bytes={bytes} wasm_vs_native={:.2}",
+        native.seconds / wasm.seconds.max(1e-9)
+    );
+    Ok(())
 }
 
 /// Starts a cluster of `workers`, runs `job` once, and stops the cluster.
@@ -255,8 +312,15 @@ pub async fn run(args: &Proj4BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
             );
         }
     }
+    if args.phases.contains(&Phase::Plugin) {
+        plugin_forms(&files, bytes)?;
+    }
     if args.phases.contains(&Phase::Speculation) {
-        let wordcount = job("wordcount", false);
+        let split = args.speculation_split;
+        let wordcount = JobDef {
+            split_bytes: split,
+            ..job("wordcount", false)
+        };
         let slow = format!("w3={}", args.slow);
         let flags = |_: &str| vec!["--slow".to_string(), slow.clone()];
         let with = on_cluster(&exe, &scratch, "speculation-on", 3, &[], &flags, &wordcount).await?;
@@ -271,7 +335,7 @@ pub async fn run(args: &Proj4BenchArgs, exe: PathBuf) -> anyhow::Result<()> {
         )
         .await?;
         println!(
-            "bench=proj4 phase=speculation workers=3 slow_worker=w3 slow={} bytes={bytes} with_seconds={:.2} without_seconds={:.2} saved_pct={:.0}",
+            "bench=proj4 phase=speculation workers=3 slow_worker=w3 slow={} bytes={bytes} split={split} with_seconds={:.2} without_seconds={:.2} saved_pct={:.0}",
             args.slow,
             with.seconds,
             without.seconds,
