@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/log/v1/group.proto",
         "proto/cache/v1/cache.proto",
         "proto/batch/v1/batch.proto",
+        "proto/bank/v1/bank.proto",
         "proto/etcd/kv.proto",
     ];
     for proto in protos {

@@ -37,6 +37,13 @@ pub mod batch {
     }
 }
 
+/// Project 5 (distributed transactions): the bank's client API and two-phase commit.
+pub mod bank {
+    pub mod v1 {
+        tonic::include_proto!("bank.v1");
+    }
+}
+
 pub mod raftkv {
     pub mod v1 {
         tonic::include_proto!("raftkv.v1");

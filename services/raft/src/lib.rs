@@ -5,7 +5,7 @@
 //! openraft runs the protocol; this crate gives it what it asks an application for, generic
 //! over the application's [`Types`]:
 //! - [`log_store`]: the Raft log and the vote on sled, acknowledged only once flushed
-//!   ([`flusher`]).
+//!   (`distlab_runtime::flusher`, re-exported as [`flusher`]).
 //! - [`network`]: Raft's RPCs to peers over gRPC (`raft.v1.Raft`), through the `--peer`
 //!   addresses (the lab's link proxies); [`rpc`]: the peer-facing service.
 //! - [`lease`]: the leader lease built on AppendEntries acknowledgements; [`leader`]: the
@@ -24,7 +24,7 @@
 
 pub mod boot;
 pub mod flags;
-pub mod flusher;
+pub use distlab_runtime::flusher;
 pub mod leader;
 pub mod lease;
 pub mod log_store;

@@ -1,7 +1,8 @@
 //! Making writes durable: one thread that flushes sled for everyone who is waiting.
 //!
 //! Raft may acknowledge an entry only once it is on disk, and a vote only once it is on disk,
-//! so appends and votes wait for a flush. Waiters queue here; the thread takes every waiter
+//! so appends and votes wait for a flush; a two-phase-commit participant may vote yes only once
+//! its prepared record is. Waiters queue here; the thread takes every waiter
 //! queued so far, runs one blocking `Db::flush`, and answers them all: a group commit, with
 //! exactly one flush in progress at a time.
 //!
@@ -33,7 +34,7 @@ impl Flusher {
     pub fn start(db: sled::Db, skip: bool) -> std::io::Result<Self> {
         let (queue, waiting) = mpsc::channel::<Waiter>();
         std::thread::Builder::new()
-            .name("raft-flush".into())
+            .name("sled-flush".into())
             .spawn(move || {
                 while let Ok(first) = waiting.recv() {
                     let mut batch = vec![first];

@@ -21,6 +21,8 @@
 //! - [`tls`]: mTLS configuration from PEM files, and throwaway certificates for trying it.
 //! - [`clock`]: the wall clock records are stamped with, and [`clock::Every`], the beat of
 //!   the services' periodic background tasks.
+//! - [`flusher`]: group commit for a sled database: one thread flushes for every waiter
+//!   (Raft's log, the bank's participants and decision log).
 //! - [`launch`]: starting a node as a child process and waiting for its ready line (used by
 //!   the lab, benchmarks and end-to-end tests).
 //!
@@ -34,6 +36,7 @@ pub mod channel;
 pub mod cli;
 pub mod clock;
 pub mod duration;
+pub mod flusher;
 pub mod hash;
 pub mod launch;
 pub mod node;

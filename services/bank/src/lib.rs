@@ -1,0 +1,46 @@
+//! Project 5: distributed transactions. A bank whose accounts are sharded over several
+//! services moves money between them, first with two-phase commit (this slice), later with a
+//! saga and an outbox; money is never created or destroyed, whatever fails.
+//!
+//! - [`domain`]: accounts, which shard owns each (a stable hash), what a valid transfer is.
+//! - [`lock`]: per-account locks for strict two-phase locking, with wait-die or no-wait
+//!   against deadlock (pure).
+//! - [`participant`]: a 2PC participant's protocol state (prepare, commit, abort, in doubt),
+//!   pure; [`participant::service`] puts it behind gRPC (account shards and the ledger).
+//! - [`coordinator`]: the 2PC coordinator's protocol state under presumed abort (votes,
+//!   decision, acknowledgements, recovery from its log), pure; [`coordinator::service`] runs
+//!   transfers and whole-bank reads against the participants.
+//! - [`store`]: the embedded stores (sled): balances, prepared records, journal; the decision
+//!   log.
+//! - [`cluster`]: a bank as local processes (tests, the benchmark).
+//! - [`node`]: `lab node bank --role coordinator|shard|ledger` flags; [`cli`]: the `bank`
+//!   command (`serve`, `transfer`, `balances`).
+
+pub mod cli;
+pub mod cluster;
+pub mod coordinator;
+pub mod domain;
+pub mod lock;
+pub mod node;
+pub mod participant;
+pub mod store;
+
+/// Metadata naming a refusal's kind (see bank.proto).
+pub const ERROR_KIND: &str = "bank-error";
+
+/// A refusal: the gRPC code and message, with [`ERROR_KIND`] metadata.
+pub fn refusal(code: tonic::Code, kind: &str, message: impl Into<String>) -> tonic::Status {
+    distlab_runtime::rpc::refusal(code, ERROR_KIND, kind, message)
+}
+
+/// The wall clock in milliseconds since the epoch (prepared records' times survive restarts).
+pub fn clock_ms() -> u64 {
+    distlab_runtime::clock::wall_ms().max(0) as u64
+}
+
+/// The wall clock in microseconds: transactions' ages for wait-die.
+pub fn clock_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,624 @@
+//! A participant behind gRPC (an account shard, or the ledger): lock waits with deadlines
+//! around the pure [`Participant`], its store, and a resolver that asks the coordinator about
+//! transactions left in doubt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use distlab_proto::bank::v1 as pb;
+use distlab_runtime::admin::NodeStatus;
+use distlab_runtime::cli::ValidNodeArgs;
+use distlab_runtime::clock::Every;
+use distlab_runtime::node::Node;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::{Outcome, Participant, Write};
+use crate::coordinator::Branch;
+use crate::domain::{Bank, Transfer};
+use crate::lock::{Acquire, Age, Mode, Policy, TxId};
+use crate::store::ParticipantStore;
+use crate::{clock_ms, refusal};
+
+/// How a participant runs.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    pub bank: Bank,
+    /// The accounts it owns (none for the ledger).
+    pub accounts: Vec<String>,
+    pub policy: Policy,
+    pub fsync: bool,
+    /// A prepared transaction older than this is in doubt: ask its coordinator.
+    pub in_doubt_after: Duration,
+    /// Shared locks taken for a read are dropped after this if no release came.
+    pub read_lease: Duration,
+    /// `shard` or `ledger`.
+    pub role: &'static str,
+}
+
+#[derive(Default)]
+struct Counters {
+    prepared: AtomicU64,
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    voted_no: AtomicU64,
+    lock_conflicts: AtomicU64,
+    lock_timeouts: AtomicU64,
+    outcome_queries: AtomicU64,
+}
+
+struct Inner {
+    core: Participant,
+    /// Lock waits to wake when granted, by (transaction, account).
+    waiters: HashMap<(TxId, String), oneshot::Sender<()>>,
+    /// Read locks and when their lease ends.
+    reads: HashMap<TxId, Instant>,
+    /// When each transaction in doubt was first reported as such (for the timeline).
+    reported: BTreeMap<TxId, u64>,
+}
+
+impl Inner {
+    fn wake(&mut self, granted: Vec<(TxId, String)>) {
+        for key in granted {
+            if let Some(waiter) = self.waiters.remove(&key) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Releases every lock and wait of `tx` (its waits end with an error).
+    fn release(&mut self, tx: TxId) {
+        self.waiters.retain(|(t, _), _| *t != tx);
+        self.reads.remove(&tx);
+        let granted = self.core.locks.release(tx);
+        self.wake(granted);
+    }
+}
+
+pub struct Shared {
+    id: String,
+    config: ParticipantConfig,
+    inner: Mutex<Inner>,
+    store: ParticipantStore,
+    peers: BTreeMap<String, SocketAddr>,
+    counters: Counters,
+}
+
+/// A no vote, and whether a lock conflict caused it (worth retrying).
+struct No {
+    reason: String,
+    retryable: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("the participant's lock is never poisoned")
+    }
+
+    /// Takes `accounts` in `mode` for `tx`, in order, waiting until `deadline` at most.
+    /// On failure every lock of `tx` is released.
+    async fn lock_all(
+        &self,
+        age: Age,
+        accounts: &[String],
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<(), No> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for account in accounts {
+            let granted = {
+                let mut inner = self.lock();
+                match inner.core.locks.acquire(age, account, mode) {
+                    Acquire::Granted => None,
+                    Acquire::Die { blocker } => {
+                        inner.release(age.tx);
+                        self.counters.lock_conflicts.fetch_add(1, Ordering::Relaxed);
+                        let policy = match self.config.policy {
+                            Policy::WaitDie => "wait-die: the younger one aborts",
+                            Policy::NoWait => "no-wait",
+                        };
+                        return Err(No {
+                            reason: format!(
+                                "{account} is locked by transaction {blocker} ({policy})"
+                            ),
+                            retryable: true,
+                        });
+                    }
+                    Acquire::Wait => {
+                        let (tx, rx) = oneshot::channel();
+                        inner.waiters.insert((age.tx, account.clone()), tx);
+                        Some(rx)
+                    }
+                }
+            };
+            let Some(granted) = granted else { continue };
+            match tokio::time::timeout_at(deadline, granted).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(No {
+                        reason: "aborted while waiting for a lock".into(),
+                        retryable: false,
+                    });
+                }
+                Err(_) => {
+                    let mut inner = self.lock();
+                    inner.waiters.remove(&(age.tx, account.clone()));
+                    let granted = inner.core.locks.abandon(age.tx, account);
+                    inner.wake(granted);
+                    inner.release(age.tx);
+                    self.counters.lock_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(No {
+                        reason: format!("waited {timeout:?} for the lock on {account}: voting no"),
+                        retryable: true,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, request: pb::PrepareRequest) -> Result<pb::PrepareResponse, Status> {
+        let tx = request.tx;
+        let age = Age {
+            started: request.started_us,
+            tx,
+        };
+        let timeout = Duration::from_millis(u64::from(request.lock_timeout_ms.clamp(1, 60_000)));
+        let branch = Branch {
+            writes: request
+                .writes
+                .into_iter()
+                .map(|w| Write {
+                    account: w.account,
+                    delta: w.delta,
+                })
+                .collect(),
+            journal: request.journal.map(|j| Transfer {
+                id: j.id,
+                from: j.from,
+                to: j.to,
+                amount: j.amount,
+            }),
+        };
+        let no = |no: No| {
+            self.counters.voted_no.fetch_add(1, Ordering::Relaxed);
+            Ok(pb::PrepareResponse {
+                yes: false,
+                reason: no.reason,
+                retryable: no.retryable,
+            })
+        };
+        let mut accounts: Vec<String> = branch.writes.iter().map(|w| w.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
+        if let Some(stranger) = accounts
+            .iter()
+            .find(|a| self.config.accounts.binary_search(a).is_err())
+        {
+            return no(No {
+                reason: format!("{stranger} does not live on {}", self.id),
+                retryable: false,
+            });
+        }
+        if self.lock().core.outcome(tx) == Some(Outcome::Aborted) {
+            return no(No {
+                reason: "the transaction was already aborted here".into(),
+                retryable: false,
+            });
+        }
+        if let Err(e) = self
+            .lock_all(age, &accounts, Mode::Exclusive, timeout)
+            .await
+        {
+            return no(e);
+        }
+        let checked = {
+            let mut inner = self.lock();
+            let checked =
+                inner
+                    .core
+                    .check_prepare(tx, age, &request.coordinator, &branch, clock_ms());
+            if checked.is_err() {
+                let _ = inner.core.aborted(tx);
+                inner.release(tx);
+            }
+            checked
+        };
+        let record = match checked {
+            Ok(record) => record,
+            Err(refusal) => {
+                return no(No {
+                    reason: refusal.to_string(),
+                    retryable: false,
+                });
+            }
+        };
+        if let Err(e) = self.store.prepare(&record).await {
+            let mut inner = self.lock();
+            let _ = inner.core.aborted(tx);
+            inner.release(tx);
+            let _ = self.store.abort(tx);
+            return no(No {
+                reason: format!("could not make the prepare durable: {e}"),
+                retryable: false,
+            });
+        }
+        {
+            let mut inner = self.lock();
+            if inner.core.outcome(tx) == Some(Outcome::Aborted) {
+                // Aborted while the record was being written: it must not stay prepared.
+                drop(inner);
+                let _ = self.store.abort(tx);
+                return no(No {
+                    reason: "aborted while preparing".into(),
+                    retryable: false,
+                });
+            }
+            inner.core.prepared_durably(record);
+        }
+        self.counters.prepared.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(tx, "prepared");
+        Ok(pb::PrepareResponse {
+            yes: true,
+            reason: String::new(),
+            retryable: false,
+        })
+    }
+
+    async fn commit(&self, tx: TxId) -> Result<(), Status> {
+        let applied = self
+            .lock()
+            .core
+            .check_commit(tx)
+            .map_err(|e| refusal(tonic::Code::FailedPrecondition, "protocol", e.to_string()))?;
+        self.store
+            .commit(tx, &applied)
+            .await
+            .map_err(|e| Status::unavailable(format!("committing transaction {tx}: {e}")))?;
+        let mut inner = self.lock();
+        let granted = inner.core.committed(tx, &applied);
+        inner.wake(granted);
+        inner.reported.remove(&tx);
+        if applied.changed {
+            self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn abort(&self, tx: TxId) -> Result<(), Status> {
+        let mut inner = self.lock();
+        let had = inner.core.is_prepared(tx);
+        if had {
+            self.store
+                .abort(tx)
+                .map_err(|e| Status::unavailable(format!("aborting transaction {tx}: {e}")))?;
+        }
+        inner.core.aborted(tx).map_err(|_| {
+            refusal(
+                tonic::Code::FailedPrecondition,
+                "protocol",
+                format!("transaction {tx} is committed here: it cannot abort"),
+            )
+        })?;
+        inner.release(tx);
+        inner.reported.remove(&tx);
+        if had {
+            self.counters.aborted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Asks the coordinators of transactions in doubt for their outcome, and applies it.
+    async fn resolve_in_doubt(&self) {
+        let asking: Vec<(TxId, String)> = {
+            let mut inner = self.lock();
+            let now = clock_ms();
+            let doubtful: Vec<(TxId, String)> = inner
+                .core
+                .in_doubt(now, self.config.in_doubt_after.as_millis() as u64)
+                .into_iter()
+                .map(|p| (p.tx, p.coordinator.clone()))
+                .collect();
+            for (tx, coordinator) in &doubtful {
+                if !inner.reported.contains_key(tx) {
+                    inner.reported.insert(*tx, now);
+                    tracing::warn!(
+                        event = "in_doubt",
+                        tx,
+                        coordinator = %coordinator,
+                        "prepared and no outcome yet: the locks stay held until the coordinator answers"
+                    );
+                }
+            }
+            doubtful
+        };
+        for (tx, coordinator) in asking {
+            let Some(addr) = self.peers.get(&coordinator) else {
+                tracing::warn!(tx, coordinator = %coordinator, "in doubt, and the coordinator has no --peer address");
+                continue;
+            };
+            self.counters
+                .outcome_queries
+                .fetch_add(1, Ordering::Relaxed);
+            let Ok(endpoint) =
+                distlab_runtime::channel::endpoint(*addr, Duration::from_millis(500))
+            else {
+                continue;
+            };
+            let endpoint = endpoint.timeout(Duration::from_secs(1));
+            let mut client = pb::decisions_client::DecisionsClient::new(endpoint.connect_lazy());
+            match client.outcome(pb::OutcomeRequest { tx }).await {
+                Ok(answer) => {
+                    let result = if answer.into_inner().committed {
+                        self.commit(tx).await
+                    } else {
+                        self.abort(tx)
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(tx, error = %e, "applying the outcome of a transaction in doubt");
+                    } else {
+                        tracing::info!(event = "doubt_resolved", tx, "the coordinator answered");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(tx, error = %e.message(), "the coordinator did not answer")
+                }
+            }
+        }
+    }
+
+    /// Drops read locks whose reader never released them.
+    fn expire_reads(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let expired: Vec<TxId> = inner
+            .reads
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(tx, _)| *tx)
+            .collect();
+        for tx in expired {
+            inner.release(tx);
+        }
+    }
+
+    fn balances(&self) -> Vec<pb::Balance> {
+        self.lock()
+            .core
+            .balances()
+            .iter()
+            .map(|(account, balance)| pb::Balance {
+                account: account.clone(),
+                balance: *balance,
+            })
+            .collect()
+    }
+}
+
+struct ParticipantApi {
+    shared: Arc<Shared>,
+}
+
+fn finish_request(request: Request<pb::FinishRequest>) -> Result<TxId, Status> {
+    let tx = request.into_inner().tx;
+    if tx == 0 {
+        return Err(refusal(
+            tonic::Code::InvalidArgument,
+            "bad_request",
+            "tx 0 is not a transaction",
+        ));
+    }
+    Ok(tx)
+}
+
+#[tonic::async_trait]
+impl pb::participant_server::Participant for ParticipantApi {
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareRequest>,
+    ) -> Result<Response<pb::PrepareResponse>, Status> {
+        let request = request.into_inner();
+        if request.tx == 0 || request.coordinator.is_empty() {
+            return Err(refusal(
+                tonic::Code::InvalidArgument,
+                "bad_request",
+                "a prepare needs a transaction id and its coordinator",
+            ));
+        }
+        self.shared.prepare(request).await.map(Response::new)
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::FinishRequest>,
+    ) -> Result<Response<pb::FinishResponse>, Status> {
+        self.shared.commit(finish_request(request)?).await?;
+        Ok(Response::new(pb::FinishResponse {}))
+    }
+
+    async fn abort(
+        &self,
+        request: Request<pb::FinishRequest>,
+    ) -> Result<Response<pb::FinishResponse>, Status> {
+        self.shared.abort(finish_request(request)?)?;
+        Ok(Response::new(pb::FinishResponse {}))
+    }
+
+    async fn read_locked(
+        &self,
+        request: Request<pb::ReadLockedRequest>,
+    ) -> Result<Response<pb::ReadLockedResponse>, Status> {
+        let request = request.into_inner();
+        let age = Age {
+            started: request.started_us,
+            tx: request.tx,
+        };
+        let timeout = Duration::from_millis(u64::from(request.lock_timeout_ms.clamp(1, 60_000)));
+        let accounts = self.shared.config.accounts.clone();
+        if let Err(no) = self
+            .shared
+            .lock_all(age, &accounts, Mode::Shared, timeout)
+            .await
+        {
+            return Ok(Response::new(pb::ReadLockedResponse {
+                granted: false,
+                reason: no.reason,
+                retryable: no.retryable,
+                balances: Vec::new(),
+            }));
+        }
+        self.shared
+            .lock()
+            .reads
+            .insert(request.tx, Instant::now() + self.shared.config.read_lease);
+        Ok(Response::new(pb::ReadLockedResponse {
+            granted: true,
+            reason: String::new(),
+            retryable: false,
+            balances: self.shared.balances(),
+        }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::FinishRequest>,
+    ) -> Result<Response<pb::FinishResponse>, Status> {
+        let tx = finish_request(request)?;
+        self.shared.lock().release(tx);
+        Ok(Response::new(pb::FinishResponse {}))
+    }
+}
+
+struct ParticipantStatus {
+    shared: Arc<Shared>,
+}
+
+impl NodeStatus for ParticipantStatus {
+    fn role(&self) -> String {
+        self.shared.config.role.into()
+    }
+
+    fn detail(&self) -> Value {
+        let s = &self.shared;
+        let inner = s.lock();
+        let now = clock_ms();
+        let prepared: Vec<Value> = inner
+            .core
+            .prepared()
+            .map(|p| {
+                json!({
+                    "tx": p.tx,
+                    "coordinator": p.coordinator,
+                    "since_ms": now.saturating_sub(p.at_ms),
+                    "in_doubt": now.saturating_sub(p.at_ms) >= s.config.in_doubt_after.as_millis() as u64,
+                    "writes": p.writes.iter().map(|w| json!({"account": w.account, "delta": w.delta})).collect::<Vec<_>>(),
+                    "journal": p.journal.as_ref().map(|t| &t.id),
+                })
+            })
+            .collect();
+        let total: i128 = inner.core.balances().values().map(|b| i128::from(*b)).sum();
+        let c = &s.counters;
+        json!({
+            "kind": s.config.role,
+            "accounts": inner.core.balances().len(),
+            "total": total.to_string(),
+            "prepared": prepared,
+            "locked": inner.core.locks.locked(),
+            "lock_waits": inner.core.locks.waits(),
+            "policy": match s.config.policy { Policy::WaitDie => "wait-die", Policy::NoWait => "no-wait" },
+            "counters": {
+                "prepared": c.prepared.load(Ordering::Relaxed),
+                "committed": c.committed.load(Ordering::Relaxed),
+                "aborted": c.aborted.load(Ordering::Relaxed),
+                "voted_no": c.voted_no.load(Ordering::Relaxed),
+                "lock_conflicts": c.lock_conflicts.load(Ordering::Relaxed),
+                "lock_timeouts": c.lock_timeouts.load(Ordering::Relaxed),
+                "outcome_queries": c.outcome_queries.load(Ordering::Relaxed),
+            },
+        })
+    }
+}
+
+async fn background(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut every = Every::new(Duration::from_millis(250), &shutdown);
+    while every.tick().await {
+        shared.expire_reads();
+        shared.resolve_in_doubt().await;
+    }
+}
+
+/// Runs a participant node until shutdown.
+pub async fn run(args: ValidNodeArgs, config: ParticipantConfig) -> anyhow::Result<()> {
+    let Some(data_dir) = args.data_dir.clone() else {
+        return Err(distlab_runtime::BadInput::new(
+            "a bank participant needs --data-dir: its balances and prepared transactions live there",
+        )
+        .into());
+    };
+    let peers = args
+        .peers
+        .iter()
+        .map(|(id, addr)| (id.to_string(), *addr))
+        .collect();
+    let id = args.id.to_string();
+    let mut node = Node::bind(args, "proj5", "bank").await?;
+    let (store, recovered) =
+        ParticipantStore::open(&data_dir, config.bank, &config.accounts, config.fsync)?;
+    let in_doubt = recovered.prepared.len();
+    tracing::info!(
+        event = "store_opened",
+        accounts = recovered.balances.len(),
+        prepared = in_doubt,
+        journal = recovered.journal,
+        "participant store opened"
+    );
+    if in_doubt > 0 {
+        tracing::warn!(
+            event = "recovered_prepared",
+            count = in_doubt,
+            "prepared transactions found on restart: their locks are held until their coordinator answers"
+        );
+    }
+    let mut accounts = config.accounts.clone();
+    accounts.sort();
+    let config = ParticipantConfig { accounts, ..config };
+    let shared = Arc::new(Shared {
+        id,
+        inner: Mutex::new(Inner {
+            core: Participant::new(recovered.balances, recovered.prepared, config.policy),
+            waiters: HashMap::new(),
+            reads: HashMap::new(),
+            reported: BTreeMap::new(),
+        }),
+        config,
+        store,
+        peers,
+        counters: Counters::default(),
+    });
+    let shutdown = node.shutdown_token();
+    node.add_ready_field("role", shared.config.role);
+    tokio::spawn(background(shared.clone(), shutdown.clone()));
+    let routes = tonic::service::Routes::new(pb::participant_server::ParticipantServer::new(
+        ParticipantApi {
+            shared: shared.clone(),
+        },
+    ));
+    let result = node
+        .serve(
+            routes,
+            Arc::new(ParticipantStatus {
+                shared: shared.clone(),
+            }),
+        )
+        .await;
+    shutdown.cancel();
+    shared.store.close().await?;
+    result
+}

@@ -1,0 +1,432 @@
+//! The embedded stores (sled): a participant's balances, prepared records and journal, and
+//! the coordinator's decision log. Whatever the protocol relies on after a crash is flushed
+//! before it is acknowledged (a yes vote after its prepared record, a commit decision before
+//! the first participant hears it), through one group-commit thread per database
+//! ([`distlab_runtime::flusher`]). A record that does not decode stops the open with its tree
+//! and key named; nothing is rewritten to make it fit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use distlab_runtime::flusher::Flusher;
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use crate::coordinator::LogRecord;
+use crate::domain::{Bank, JournalEntry};
+use crate::lock::TxId;
+use crate::participant::{Applied, Prepared};
+
+fn open_db(dir: &Path, name: &str) -> anyhow::Result<sled::Db> {
+    let path = dir.join(name);
+    sled::Config::new()
+        .path(&path)
+        .cache_capacity(32 * 1024 * 1024)
+        .flush_every_ms(Some(500))
+        .open()
+        .with_context(|| format!("opening the sled database at {}", path.display()))
+}
+
+fn tree(db: &sled::Db, name: &str) -> anyhow::Result<sled::Tree> {
+    db.open_tree(name)
+        .with_context(|| format!("opening tree {name:?}"))
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("the store: {e}"))
+}
+
+/// What a participant finds in its store when it opens.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub balances: BTreeMap<String, i64>,
+    pub prepared: Vec<Prepared>,
+    pub journal: u64,
+}
+
+/// A participant's store: `balances` (account -> i64 big-endian), `prepared` (tx -> JSON),
+/// `journal` (sequence -> JSON entry; the ledger's), `meta` (the bank it was opened for).
+pub struct ParticipantStore {
+    db: sled::Db,
+    balances: sled::Tree,
+    prepared: sled::Tree,
+    journal: sled::Tree,
+    flusher: Flusher,
+}
+
+impl ParticipantStore {
+    /// Opens the store under `dir`, creating `accounts` with the bank's opening balance the
+    /// first time. A store made for another bank (other accounts or opening balance) is
+    /// refused rather than mixed with it.
+    pub fn open(
+        dir: &Path,
+        bank: Bank,
+        accounts: &[String],
+        fsync: bool,
+    ) -> anyhow::Result<(ParticipantStore, Recovered)> {
+        let db = open_db(dir, "participant.sled")?;
+        let meta = tree(&db, "meta")?;
+        let balances = tree(&db, "balances")?;
+        let prepared = tree(&db, "prepared")?;
+        let journal = tree(&db, "journal")?;
+        let want = serde_json::to_vec(&bank)?;
+        match meta.get("bank")? {
+            Some(have) if have.as_ref() == want.as_slice() => {}
+            Some(have) => anyhow::bail!(
+                "{} holds the accounts of another bank ({}), not {}: use another --data-dir",
+                dir.display(),
+                String::from_utf8_lossy(&have),
+                String::from_utf8_lossy(&want)
+            ),
+            None => {
+                let mut batch = sled::Batch::default();
+                for account in accounts {
+                    batch.insert(account.as_bytes(), &bank.opening.to_be_bytes());
+                }
+                balances.apply_batch(batch)?;
+                meta.insert("bank", want)?;
+                db.flush()?;
+            }
+        }
+        let mut recovered = Recovered::default();
+        for item in balances.iter() {
+            let (key, value) = item?;
+            let account = String::from_utf8(key.to_vec())
+                .map_err(|_| anyhow::anyhow!("tree balances: a key that is not UTF-8"))?;
+            let balance = <[u8; 8]>::try_from(value.as_ref()).map_err(|_| {
+                anyhow::anyhow!("tree balances, key {account}: {} bytes, not 8", value.len())
+            })?;
+            recovered
+                .balances
+                .insert(account, i64::from_be_bytes(balance));
+        }
+        for item in prepared.iter() {
+            let (key, value) = item?;
+            let record: Prepared = serde_json::from_slice(&value).with_context(|| {
+                format!("tree prepared, key {}: not a prepared record", hex(&key))
+            })?;
+            recovered.prepared.push(record);
+        }
+        recovered.journal = journal.len() as u64;
+        let flusher = Flusher::start(db.clone(), !fsync).context("starting the flush thread")?;
+        Ok((
+            ParticipantStore {
+                db,
+                balances,
+                prepared,
+                journal,
+                flusher,
+            },
+            recovered,
+        ))
+    }
+
+    /// Makes a prepared record durable (before the yes vote).
+    pub async fn prepare(&self, record: &Prepared) -> std::io::Result<()> {
+        let value = serde_json::to_vec(record).map_err(io)?;
+        self.prepared
+            .insert(record.tx.to_be_bytes(), value)
+            .map_err(io)?;
+        self.flusher.flush().await
+    }
+
+    /// Applies a commit in one step: the new balances, the journal entry, the prepared record
+    /// gone. Durable before it returns.
+    pub async fn commit(&self, tx: TxId, applied: &Applied) -> std::io::Result<()> {
+        if !applied.changed {
+            return Ok(());
+        }
+        let entry = applied
+            .journal
+            .as_ref()
+            .map(|transfer| {
+                serde_json::to_vec(&JournalEntry {
+                    transfer: transfer.clone(),
+                    tx,
+                })
+            })
+            .transpose()
+            .map_err(io)?;
+        let sequence = match &entry {
+            Some(_) => Some(self.db.generate_id().map_err(io)?),
+            None => None,
+        };
+        (&self.balances, &self.prepared, &self.journal)
+            .transaction(|(balances, prepared, journal)| {
+                for (account, balance) in &applied.balances {
+                    balances.insert(account.as_bytes(), &balance.to_be_bytes())?;
+                }
+                prepared.remove(&tx.to_be_bytes())?;
+                if let (Some(entry), Some(seq)) = (&entry, sequence) {
+                    journal.insert(&seq.to_be_bytes(), entry.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))?;
+        self.flusher.flush().await
+    }
+
+    /// Drops a prepared record (abort). Not flushed: a lost abort only leaves a prepared
+    /// record whose outcome the participant asks for again, and the answer is abort.
+    pub fn abort(&self, tx: TxId) -> std::io::Result<()> {
+        self.prepared.remove(tx.to_be_bytes()).map_err(io)?;
+        Ok(())
+    }
+
+    /// The journal, oldest first (the ledger's; the anti-entropy job reads it).
+    pub fn journal(&self) -> anyhow::Result<Vec<JournalEntry>> {
+        self.journal
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                serde_json::from_slice(&value)
+                    .with_context(|| format!("tree journal, key {}: not an entry", hex(&key)))
+            })
+            .collect()
+    }
+
+    /// Flushes everything (shutdown).
+    pub async fn close(&self) -> std::io::Result<()> {
+        self.flusher.flush_now().await
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The coordinator's decision log: records keyed by transaction and kind, so a replay in key
+/// order meets each transaction's `Begin`, `Commit` and `End` in that order.
+pub struct DecisionLog {
+    records: sled::Tree,
+    flusher: Flusher,
+}
+
+fn record_key(record: &LogRecord) -> [u8; 9] {
+    let (tx, kind) = match record {
+        LogRecord::Begin { tx, .. } => (*tx, 0u8),
+        LogRecord::Commit { tx } => (*tx, 1),
+        LogRecord::End { tx, .. } => (*tx, 2),
+    };
+    let mut key = [0u8; 9];
+    key[..8].copy_from_slice(&tx.to_be_bytes());
+    key[8] = kind;
+    key
+}
+
+/// How many ended transactions the log keeps (for client retries of settled transfers).
+const ENDED_KEPT: usize = 100_000;
+
+impl DecisionLog {
+    /// Opens the log under `dir` and returns its records in replay order.
+    pub fn open(dir: &Path, fsync: bool) -> anyhow::Result<(DecisionLog, Vec<LogRecord>)> {
+        let db = open_db(dir, "decisions.sled")?;
+        let records = tree(&db, "log")?;
+        let mut replay = Vec::new();
+        for item in records.iter() {
+            let (key, value) = item?;
+            replay.push(
+                serde_json::from_slice(&value).with_context(|| {
+                    format!("decision log, key {}: not a log record", hex(&key))
+                })?,
+            );
+        }
+        let flusher = Flusher::start(db, !fsync).context("starting the flush thread")?;
+        Ok((DecisionLog { records, flusher }, replay))
+    }
+
+    /// Appends `record`; `Begin` and `Commit` are durable when this returns, `End` is lazy.
+    pub async fn append(&self, record: &LogRecord) -> std::io::Result<()> {
+        let value = serde_json::to_vec(record).map_err(io)?;
+        self.records.insert(record_key(record), value).map_err(io)?;
+        match record {
+            LogRecord::End { .. } => {
+                self.forget_old_ended().map_err(io)?;
+                Ok(())
+            }
+            _ => self.flusher.flush().await,
+        }
+    }
+
+    /// Keeps the log bounded: drops the oldest ended transactions beyond [`ENDED_KEPT`].
+    /// Transactions end roughly in id order, so the oldest keys are the ended ones; a key
+    /// range is dropped only up to the first transaction that has not ended.
+    fn forget_old_ended(&self) -> sled::Result<()> {
+        let excess = self.records.len().saturating_sub(3 * ENDED_KEPT);
+        if excess == 0 {
+            return Ok(());
+        }
+        let mut current: Option<(u64, Vec<sled::IVec>, bool)> = None;
+        let mut dropped = 0;
+        for item in self.records.iter() {
+            let (key, _) = item?;
+            let tx = u64::from_be_bytes(key[..8].try_into().expect("9-byte keys"));
+            match &mut current {
+                Some((t, keys, ended)) if *t == tx => {
+                    keys.push(key.clone());
+                    *ended |= key[8] == 2;
+                }
+                _ => {
+                    if let Some((_, keys, ended)) = current.take() {
+                        if !ended || dropped >= excess {
+                            return Ok(());
+                        }
+                        for k in keys {
+                            self.records.remove(k)?;
+                            dropped += 1;
+                        }
+                    }
+                    current = Some((tx, vec![key.clone()], key[8] == 2));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) -> std::io::Result<()> {
+        self.flusher.flush_now().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::Branch;
+    use crate::domain::Transfer;
+    use crate::lock::Age;
+    use crate::participant::{Outcome, Write};
+
+    fn bank() -> Bank {
+        Bank {
+            accounts: 2,
+            opening: 100,
+        }
+    }
+
+    fn names() -> Vec<String> {
+        bank().names().collect()
+    }
+
+    /// Opens a store again right after dropping it: the dropped one's flush thread lets go
+    /// of sled's file lock a moment later.
+    fn reopen<T>(open: impl Fn() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open() {
+                Err(e)
+                    if format!("{e:#}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn transfer() -> Transfer {
+        Transfer {
+            id: "t1".into(),
+            from: "acct-0000".into(),
+            to: "acct-0001".into(),
+            amount: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn prepared_records_and_commits_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Prepared {
+            tx: 3,
+            age: Age { started: 1, tx: 3 },
+            coordinator: "tc1".into(),
+            writes: vec![Write {
+                account: "acct-0000".into(),
+                delta: -7,
+            }],
+            journal: Some(transfer()),
+            at_ms: 10,
+        };
+        {
+            let (store, recovered) =
+                reopen(|| ParticipantStore::open(dir.path(), bank(), &names(), true)).unwrap();
+            assert_eq!(recovered.balances.values().sum::<i64>(), 200);
+            store.prepare(&record).await.unwrap();
+        }
+        let (store, recovered) =
+            reopen(|| ParticipantStore::open(dir.path(), bank(), &names(), true)).unwrap();
+        assert_eq!(recovered.prepared, vec![record.clone()]);
+        let applied = Applied {
+            balances: vec![("acct-0000".into(), 93)],
+            journal: Some(transfer()),
+            changed: true,
+        };
+        store.commit(3, &applied).await.unwrap();
+        drop(store);
+        let (store, recovered) =
+            reopen(|| ParticipantStore::open(dir.path(), bank(), &names(), true)).unwrap();
+        assert!(recovered.prepared.is_empty());
+        assert_eq!(recovered.balances["acct-0000"], 93);
+        assert_eq!(recovered.journal, 1);
+        assert_eq!(store.journal().unwrap()[0].transfer, transfer());
+    }
+
+    #[test]
+    fn a_store_of_another_bank_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(reopen(|| ParticipantStore::open(dir.path(), bank(), &names(), true)).unwrap());
+        let other = Bank {
+            accounts: 2,
+            opening: 5,
+        };
+        let e = reopen(|| ParticipantStore::open(dir.path(), other, &names(), true))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("another bank"), "{e}");
+        let (_, recovered) =
+            reopen(|| ParticipantStore::open(dir.path(), bank(), &names(), true)).unwrap();
+        assert_eq!(recovered.balances["acct-0000"], 100, "nothing was lost");
+    }
+
+    #[tokio::test]
+    async fn the_decision_log_replays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let begin = |tx| LogRecord::Begin {
+            tx,
+            age: Age { started: 0, tx },
+            transfer: transfer(),
+            branches: [("s1".to_string(), Branch::default())]
+                .into_iter()
+                .collect(),
+        };
+        {
+            let (log, replay) = reopen(|| DecisionLog::open(dir.path(), true)).unwrap();
+            assert!(replay.is_empty());
+            log.append(&begin(2)).await.unwrap();
+            log.append(&begin(1)).await.unwrap();
+            log.append(&LogRecord::Commit { tx: 2 }).await.unwrap();
+            log.append(&LogRecord::End {
+                tx: 1,
+                outcome: Outcome::Aborted,
+            })
+            .await
+            .unwrap();
+            log.close().await.unwrap();
+        }
+        let (_, replay) = reopen(|| DecisionLog::open(dir.path(), true)).unwrap();
+        assert_eq!(
+            replay,
+            vec![
+                begin(1),
+                LogRecord::End {
+                    tx: 1,
+                    outcome: Outcome::Aborted
+                },
+                begin(2),
+                LogRecord::Commit { tx: 2 }
+            ]
+        );
+    }
+}
