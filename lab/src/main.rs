@@ -138,6 +138,12 @@ enum CheckerName {
     /// No late or double commit; speculation and lost map outputs counted (Project 4).
     #[value(name = "batch_commits", alias = "batch-commits")]
     BatchCommits,
+    /// Every whole-bank read saw the exact total (Project 5).
+    #[value(name = "bank_total", alias = "bank-total")]
+    BankTotal,
+    /// Balances equal the opening plus the journal, each transfer once (Project 5).
+    #[value(name = "bank_transfers", alias = "bank-transfers")]
+    BankTransfers,
 }
 
 impl CheckerName {
@@ -155,6 +161,8 @@ impl CheckerName {
             CheckerName::GroupDelivery => CheckSpec::GroupDelivery,
             CheckerName::BatchJobs => CheckSpec::BatchJobs,
             CheckerName::BatchCommits => CheckSpec::BatchCommits,
+            CheckerName::BankTotal => CheckSpec::BankTotal,
+            CheckerName::BankTransfers => CheckSpec::BankTransfers,
         }
     }
 }

@@ -193,6 +193,8 @@ pub fn run_checks(
                 CheckSpec::GroupDelivery => check::log::group_delivery(history, events),
                 CheckSpec::BatchJobs => check::batch::jobs(history),
                 CheckSpec::BatchCommits => check::batch::commits(events),
+                CheckSpec::BankTotal => check::bank::total(history),
+                CheckSpec::BankTransfers => check::bank::transfers(history),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

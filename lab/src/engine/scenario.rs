@@ -306,6 +306,13 @@ pub enum CheckSpec {
     /// twice; speculation, lost map outputs and locality counted: Project 4.
     #[serde(alias = "batch-commits")]
     BatchCommits,
+    /// Every whole-bank read saw exactly the bank's total (two-phase commit): Project 5.
+    #[serde(alias = "bank-total")]
+    BankTotal,
+    /// No transfer applied twice, every committed one in the ledger's journal, no aborted
+    /// one; the final balances equal the opening plus the journal: Project 5.
+    #[serde(alias = "bank-transfers")]
+    BankTransfers,
     /// `- availability: {min: 0.8}` or just `- availability`.
     Availability {
         #[serde(default)]
@@ -327,6 +334,8 @@ impl CheckSpec {
             CheckSpec::GroupDelivery => "group_delivery",
             CheckSpec::BatchJobs => "batch_jobs",
             CheckSpec::BatchCommits => "batch_commits",
+            CheckSpec::BankTotal => "bank_total",
+            CheckSpec::BankTransfers => "bank_transfers",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()

@@ -8,6 +8,7 @@ pub mod proj1;
 pub mod proj2;
 pub mod proj3;
 pub mod proj4;
+pub mod proj5;
 pub mod raft_view;
 pub mod ring_view;
 
@@ -43,5 +44,9 @@ pub const REGISTRY: &[Plugin] = &[
     Plugin {
         project: proj4::PROJECT,
         console: proj4::console,
+    },
+    Plugin {
+        project: proj5::PROJECT,
+        console: proj5::console,
     },
 ];

@@ -164,6 +164,15 @@ impl LockTable {
         }
     }
 
+    /// Gives `account` to a transaction recovered prepared from disk, exclusively, whatever
+    /// holds it (recovery only: see [`crate::participant::Participant::new`]).
+    pub fn grant_recovered(&mut self, age: Age, account: &str) {
+        let lock = self.locks.entry(account.to_string()).or_default();
+        if lock.held_by(age.tx).is_none() {
+            lock.holders.push((age, Mode::Exclusive));
+        }
+    }
+
     /// Releases every lock `tx` holds and every wait it queued; returns the waits this
     /// granted, as (transaction, account).
     pub fn release(&mut self, tx: TxId) -> Vec<(TxId, String)> {

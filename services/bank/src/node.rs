@@ -37,9 +37,14 @@ pub struct BankNodeArgs {
     /// Each account's opening balance.
     #[arg(long, default_value_t = 1000)]
     pub opening: i64,
-    /// Account shards: named s1 .. sN, each owning the accounts that hash to it.
-    #[arg(long, default_value_t = 2)]
-    pub shards: usize,
+    /// Account shards: named s1 .. sN, each owning the accounts that hash to it (default: how
+    /// many of --members, or else of this node and its peers, are named sK).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// The bank's nodes, comma-separated (the lab passes them; its spare nodes have peer
+    /// addresses too but are not shards of this bank).
+    #[arg(long, value_delimiter = ',')]
+    pub members: Vec<String>,
     /// This shard's number (1 .. --shards); default: from its id sK.
     #[arg(long)]
     pub shard: Option<usize>,
@@ -63,8 +68,9 @@ pub struct BankNodeArgs {
     /// first one's age, so under wait-die it eventually wins).
     #[arg(long, default_value_t = 16)]
     pub max_attempts: u32,
-    /// A participant prepared this long without an outcome asks its coordinator.
-    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "1s")]
+    /// A participant prepared this long without an outcome asks its coordinator (longer than
+    /// --prepare-timeout: a coordinator still collecting votes aborts when asked).
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "3s")]
     pub in_doubt_after: Duration,
     /// Fault knob (coordinator): pause this long once every vote is yes, before logging the
     /// commit: participants sit prepared and in doubt (kill the coordinator then).
@@ -96,9 +102,6 @@ impl BankNodeArgs {
                 "--accounts x --opening does not fit in a 64-bit total",
             ));
         }
-        if self.shards == 0 || self.shards > 64 {
-            return Err(BadInput::new("--shards must be between 1 and 64"));
-        }
         if self.lock_timeout.is_zero() || self.prepare_timeout <= self.lock_timeout {
             return Err(BadInput::new(
                 "--prepare-timeout must be longer than --lock-timeout (a vote comes after the locks)",
@@ -113,8 +116,25 @@ impl BankNodeArgs {
         })
     }
 
+    /// How many shards: `--shards`, or the nodes named sK among this one and its peers.
+    fn shards(&self) -> usize {
+        let is_shard = |id: &str| {
+            id.strip_prefix('s')
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+        };
+        self.shards.unwrap_or_else(|| {
+            if !self.members.is_empty() {
+                return self.members.iter().filter(|id| is_shard(id)).count();
+            }
+            std::iter::once(self.node.id.as_str())
+                .chain(self.node.peers.iter().map(|p| p.id.as_str()))
+                .filter(|id| is_shard(id))
+                .count()
+        })
+    }
+
     fn shard_ids(&self) -> Vec<String> {
-        (1..=self.shards).map(|k| format!("s{k}")).collect()
+        (1..=self.shards()).map(|k| format!("s{k}")).collect()
     }
 
     /// This shard's 0-based index.
@@ -134,10 +154,10 @@ impl BankNodeArgs {
                     ))
                 })?,
         };
-        if k == 0 || k > self.shards {
+        if k == 0 || k > self.shards() {
             return Err(BadInput::new(format!(
                 "--shard {k} is not between 1 and --shards {}",
-                self.shards
+                self.shards()
             )));
         }
         Ok(k - 1)
@@ -181,6 +201,13 @@ pub fn run_blocking(args: BankNodeArgs) -> std::process::ExitCode {
 /// anything is bound or written.
 pub async fn run(args: BankNodeArgs) -> anyhow::Result<()> {
     let bank = args.bank()?;
+    let shards = args.shards();
+    if shards == 0 || shards > 64 {
+        return Err(BadInput::new(format!(
+            "--shards {shards}: a bank needs 1 to 64 shards (named s1 .. sN, or give --shards)"
+        ))
+        .into());
+    }
     let node = args.node.validate()?;
     let fsync = !args.no_fsync;
     match args.role {
@@ -203,7 +230,7 @@ pub async fn run(args: BankNodeArgs) -> anyhow::Result<()> {
                 NodeRole::Shard => {
                     let index = args.shard_index()?;
                     bank.names()
-                        .filter(|a| shard_of(a, args.shards) == index)
+                        .filter(|a| shard_of(a, args.shards()) == index)
                         .collect()
                 }
                 _ => Vec::new(),

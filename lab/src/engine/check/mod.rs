@@ -9,7 +9,10 @@
 //! - [`log`]: Project 3's delivery: acknowledged messages read back once, in order.
 //! - [`batch`]: Project 4's: every job done with the sequential run's output; no late or
 //!   double commit.
+//! - [`bank`]: Project 5's: whole-bank reads see the exact total; balances equal the opening
+//!   plus the ledger's journal, each transfer applied once.
 
+pub mod bank;
 pub mod batch;
 pub mod bench;
 pub mod cache;

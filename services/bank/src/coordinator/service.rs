@@ -418,7 +418,11 @@ impl Shared {
                 None if !slow => {
                     balances.sort_by(|a, b| a.account.cmp(&b.account));
                     let total = balances.iter().map(|b| b.balance).sum();
-                    return Ok(pb::ReadAllResponse { balances, total });
+                    return Ok(pb::ReadAllResponse {
+                        balances,
+                        total,
+                        expected: self.config.bank.total() as i64,
+                    });
                 }
                 None => last = "the read outlived its locks' lease".into(),
                 Some(why) => last = why,

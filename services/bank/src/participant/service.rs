@@ -241,27 +241,32 @@ impl Shared {
             }
         };
         if let Err(e) = self.store.prepare(&record).await {
-            let mut inner = self.lock();
-            let _ = inner.core.aborted(tx);
-            inner.release(tx);
-            let _ = self.store.abort(tx);
+            let _ = self.store.abort(tx).await;
+            {
+                let mut inner = self.lock();
+                let _ = inner.core.aborted(tx);
+                inner.release(tx);
+            }
             return no(No {
                 reason: format!("could not make the prepare durable: {e}"),
                 retryable: false,
             });
         }
-        {
+        let aborted_meanwhile = {
             let mut inner = self.lock();
-            if inner.core.outcome(tx) == Some(Outcome::Aborted) {
-                // Aborted while the record was being written: it must not stay prepared.
-                drop(inner);
-                let _ = self.store.abort(tx);
-                return no(No {
-                    reason: "aborted while preparing".into(),
-                    retryable: false,
-                });
+            let aborted = inner.core.outcome(tx) == Some(Outcome::Aborted);
+            if !aborted {
+                inner.core.prepared_durably(record);
             }
-            inner.core.prepared_durably(record);
+            aborted
+        };
+        if aborted_meanwhile {
+            // Aborted while the record was being written: it must not stay prepared.
+            let _ = self.store.abort(tx).await;
+            return no(No {
+                reason: "aborted while preparing".into(),
+                retryable: false,
+            });
         }
         self.counters.prepared.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(tx, "prepared");
@@ -292,14 +297,27 @@ impl Shared {
         Ok(())
     }
 
-    fn abort(&self, tx: TxId) -> Result<(), Status> {
-        let mut inner = self.lock();
-        let had = inner.core.is_prepared(tx);
+    async fn abort(&self, tx: TxId) -> Result<(), Status> {
+        let had = {
+            let inner = self.lock();
+            if inner.core.outcome(tx) == Some(Outcome::Committed) {
+                return Err(refusal(
+                    tonic::Code::FailedPrecondition,
+                    "protocol",
+                    format!("transaction {tx} is committed here: it cannot abort"),
+                ));
+            }
+            inner.core.is_prepared(tx)
+        };
         if had {
+            // The prepared record goes durably before the locks do: were it to come back
+            // after a crash, it would claim accounts a later transaction prepared on.
             self.store
                 .abort(tx)
+                .await
                 .map_err(|e| Status::unavailable(format!("aborting transaction {tx}: {e}")))?;
         }
+        let mut inner = self.lock();
         inner.core.aborted(tx).map_err(|_| {
             refusal(
                 tonic::Code::FailedPrecondition,
@@ -359,7 +377,7 @@ impl Shared {
                     let result = if answer.into_inner().committed {
                         self.commit(tx).await
                     } else {
-                        self.abort(tx)
+                        self.abort(tx).await
                     };
                     if let Err(e) = result {
                         tracing::warn!(tx, error = %e, "applying the outcome of a transaction in doubt");
@@ -447,7 +465,7 @@ impl pb::participant_server::Participant for ParticipantApi {
         &self,
         request: Request<pb::FinishRequest>,
     ) -> Result<Response<pb::FinishResponse>, Status> {
-        self.shared.abort(finish_request(request)?)?;
+        self.shared.abort(finish_request(request)?).await?;
         Ok(Response::new(pb::FinishResponse {}))
     }
 
@@ -493,6 +511,30 @@ impl pb::participant_server::Participant for ParticipantApi {
         let tx = finish_request(request)?;
         self.shared.lock().release(tx);
         Ok(Response::new(pb::FinishResponse {}))
+    }
+
+    async fn journal(
+        &self,
+        request: Request<pb::JournalRequest>,
+    ) -> Result<Response<pb::JournalResponse>, Status> {
+        let request = request.into_inner();
+        let limit = request.limit.clamp(1, 10_000) as usize;
+        let entries = self
+            .shared
+            .store
+            .journal(request.from, limit)
+            .map_err(|e| Status::internal(format!("reading the journal: {e:#}")))?
+            .into_iter()
+            .map(|(seq, e)| pb::JournalEntry {
+                seq,
+                tx: e.tx,
+                id: e.transfer.id,
+                from: e.transfer.from,
+                to: e.transfer.to,
+                amount: e.transfer.amount,
+            })
+            .collect();
+        Ok(Response::new(pb::JournalResponse { entries }))
     }
 }
 
