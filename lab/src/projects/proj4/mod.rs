@@ -401,7 +401,7 @@ impl Client for JobClient {
                         match submitted {
                             Ok(answer) => break answer.into_inner().job,
                             Err(status)
-                                if transient(status.code())
+                                if distlab_runtime::retry::is_retryable(&status)
                                     && tokio::time::Instant::now() < until =>
                             {
                                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -429,17 +429,6 @@ impl Client for JobClient {
             ("co1".to_string(), kind)
         })
     }
-}
-
-/// Codes after which a submission may be retried: the coordinator did not answer.
-fn transient(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-    )
 }
 
 /// Polls a job until it is over (or `until` passes: then an error, the outcome unknown).

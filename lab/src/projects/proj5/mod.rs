@@ -123,17 +123,6 @@ fn connect(target: &Target) -> anyhow::Result<pb::bank_client::BankClient<Channe
     Ok(pb::bank_client::BankClient::new(endpoint.connect_lazy()))
 }
 
-/// Codes after which the coordinator may not have heard the request: retry (same id).
-fn transient(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-    )
-}
-
 /// A whole-bank read as the history records it.
 fn read_value(read: pb::ReadAllResponse) -> serde_json::Value {
     let balances: serde_json::Map<String, serde_json::Value> = read
@@ -186,8 +175,7 @@ impl Driver for Transfers {
                     loop {
                         match client.read_all(pb::ReadAllRequest {}).await {
                             Ok(read) => break Ok(read.into_inner()),
-                            Err(e) if tokio::time::Instant::now() < until => {
-                                let _ = e;
+                            Err(_) if tokio::time::Instant::now() < until => {
                                 tokio::time::sleep(Duration::from_millis(300)).await;
                             }
                             Err(e) => break Err(e),
@@ -306,7 +294,8 @@ impl Client for TransferClient {
                         match client.transfer(request.clone()).await {
                             Ok(answer) => break Ok(answer.into_inner()),
                             Err(e)
-                                if transient(e.code()) && tokio::time::Instant::now() < until =>
+                                if distlab_runtime::retry::is_retryable(&e)
+                                    && tokio::time::Instant::now() < until =>
                             {
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
