@@ -10,6 +10,7 @@
 //! - [`coordinator`]: the 2PC coordinator's protocol state under presumed abort (votes,
 //!   decision, acknowledgements, recovery from its log), pure; [`coordinator::service`] runs
 //!   transfers and whole-bank reads against the participants.
+//! - [`status`]: the nodes' `/status` detail, one definition for the nodes and the lab.
 //! - [`store`]: the embedded stores (sled): balances, prepared records, journal; the decision
 //!   log.
 //! - [`cluster`]: a bank as local processes (tests, the benchmark).
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod lock;
 pub mod node;
 pub mod participant;
+pub mod status;
 pub mod store;
 
 /// Metadata naming a refusal's kind (see bank.proto).

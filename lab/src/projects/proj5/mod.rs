@@ -10,6 +10,8 @@
 //! every account of every shard). At the end the runner reads every balance once more and the
 //! ledger's journal: `bank_total` and `bank_transfers` check them.
 
+pub mod tx_view;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,8 +22,11 @@ use rand::rngs::SmallRng;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::console::views::{ClusterView, Figure, ProjectUi, detail_number};
+use distlab_bank::status::{CoordinatorDetail, ParticipantDetail};
+
+use crate::console::views::{ClusterView, Figure, ProjectUi};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
+use crate::engine::model::NodeView;
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
@@ -69,41 +74,42 @@ pub const PROJECT: Project = Project {
     ],
 };
 
-/// The node table's figures and the views of a Project 5 console.
+/// A participant's detail, if the node is one.
+fn participant(n: &NodeView) -> Option<ParticipantDetail> {
+    serde_json::from_value(n.detail.clone()).ok()
+}
+
+/// The node table's figures and the views of a Project 5 console (it opens on the
+/// transaction view).
 pub fn console() -> ProjectUi {
     ProjectUi {
         figures: &[
             Figure {
                 header: "committed",
-                value: |n| match n.detail.get("counters") {
-                    Some(c) => c["committed"].to_string(),
-                    None => String::new(),
+                value: |n| match n.node.role {
+                    "coordinator" => serde_json::from_value::<CoordinatorDetail>(n.detail.clone())
+                        .map_or(String::new(), |d| d.committed.to_string()),
+                    _ => participant(n).map_or(String::new(), |d| d.counters.committed.to_string()),
                 },
             },
             Figure {
                 header: "in doubt",
-                value: |n| match n.detail.get("prepared").and_then(|p| p.as_array()) {
-                    Some(p) => p
-                        .iter()
-                        .filter(|t| t["in_doubt"] == true)
-                        .count()
-                        .to_string(),
-                    None => String::new(),
+                value: |n| {
+                    participant(n).map_or(String::new(), |d| {
+                        d.prepared.iter().filter(|p| p.in_doubt).count().to_string()
+                    })
                 },
             },
             Figure {
                 header: "locked",
-                value: |n| detail_number(n, "locked"),
+                value: |n| participant(n).map_or(String::new(), |d| d.locked.to_string()),
             },
             Figure {
                 header: "total",
-                value: |n| match n.detail.get("total") {
-                    Some(t) => t.as_str().unwrap_or_default().to_string(),
-                    None => String::new(),
-                },
+                value: |n| participant(n).map_or(String::new(), |d| d.total),
             },
         ],
-        views: vec![Box::new(ClusterView)],
+        views: vec![Box::new(tx_view::TxView), Box::new(ClusterView)],
         quiet_events: &[],
     }
 }

@@ -14,7 +14,7 @@ use distlab_runtime::channel::TracedChannel;
 use distlab_runtime::cli::ValidNodeArgs;
 use distlab_runtime::clock::Every;
 use distlab_runtime::node::Node;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -23,6 +23,7 @@ use super::{Begun, Branch, Coordinator, LogRecord, Next, Phase, Settled};
 use crate::domain::{Bank, Transfer, shard_of};
 use crate::lock::TxId;
 use crate::participant::{Outcome, Write};
+use crate::status::{CoordinatorDetail, SHOWN, TxStatus};
 use crate::store::DecisionLog;
 use crate::{clock_ms, clock_us, refusal};
 
@@ -529,47 +530,50 @@ impl NodeStatus for CoordinatorStatus {
         let s = &self.shared;
         let now = clock_ms();
         let core = s.core();
-        let in_flight: Vec<Value> = core
+        let in_flight = core
             .in_flight()
-            .take(200)
+            .take(SHOWN)
             .map(|t| {
-                let (state, detail) = match &t.phase {
-                    Phase::Preparing { votes } => ("preparing", json!({"votes": votes})),
-                    Phase::Deciding => ("deciding", json!({})),
+                let (state, votes, unacked) = match &t.phase {
+                    Phase::Preparing { votes } => ("preparing", votes.clone(), Default::default()),
+                    Phase::Deciding => ("deciding", Default::default(), Default::default()),
                     Phase::Finishing {
                         outcome: Outcome::Committed,
                         unacked,
-                    } => ("committing", json!({"unacked": unacked})),
-                    Phase::Finishing { unacked, .. } => ("aborting", json!({"unacked": unacked})),
+                    } => ("committing", Default::default(), unacked.clone()),
+                    Phase::Finishing { unacked, .. } => {
+                        ("aborting", Default::default(), unacked.clone())
+                    }
                 };
-                json!({
-                    "tx": t.id,
-                    "transfer": t.transfer.id,
-                    "from": t.transfer.from,
-                    "to": t.transfer.to,
-                    "amount": t.transfer.amount,
-                    "state": state,
-                    "detail": detail,
-                    "attempt": t.attempt,
-                    "age_ms": now.saturating_sub(t.began_ms),
-                    "reason": t.refusal,
-                })
+                TxStatus {
+                    tx: t.id,
+                    transfer: t.transfer.id.clone(),
+                    from: t.transfer.from.clone(),
+                    to: t.transfer.to.clone(),
+                    amount: t.transfer.amount,
+                    state: state.into(),
+                    votes,
+                    unacked,
+                    attempt: t.attempt,
+                    age_ms: now.saturating_sub(t.began_ms),
+                    reason: t.refusal.clone(),
+                }
             })
             .collect();
         let c = &s.counters;
-        json!({
-            "kind": "coordinator",
-            "mode": "2pc",
-            "bank": s.config.bank,
-            "in_flight": in_flight,
-            "counters": {
-                "committed": c.committed.load(Ordering::Relaxed),
-                "aborted": c.aborted.load(Ordering::Relaxed),
-                "retries": c.retries.load(Ordering::Relaxed),
-                "reads": c.reads.load(Ordering::Relaxed),
-                "read_retries": c.read_retries.load(Ordering::Relaxed),
-            },
-        })
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let detail = CoordinatorDetail {
+            mode: "2pc".into(),
+            bank: Some(s.config.bank),
+            in_flight,
+            in_flight_count: core.in_flight().count(),
+            committed: load(&c.committed),
+            aborted: load(&c.aborted),
+            retries: load(&c.retries),
+            reads: load(&c.reads),
+            read_retries: load(&c.read_retries),
+        };
+        serde_json::to_value(detail).expect("the detail serializes")
     }
 }
 

@@ -13,7 +13,7 @@ use distlab_runtime::admin::NodeStatus;
 use distlab_runtime::cli::ValidNodeArgs;
 use distlab_runtime::clock::Every;
 use distlab_runtime::node::Node;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -22,6 +22,7 @@ use super::{Outcome, Participant, Write};
 use crate::coordinator::Branch;
 use crate::domain::{Bank, Transfer};
 use crate::lock::{Acquire, Age, Mode, Policy, TxId};
+use crate::status::{ParticipantCounters, ParticipantDetail, PreparedStatus};
 use crate::store::ParticipantStore;
 use crate::{clock_ms, refusal};
 
@@ -551,40 +552,48 @@ impl NodeStatus for ParticipantStatus {
         let s = &self.shared;
         let inner = s.lock();
         let now = clock_ms();
-        let prepared: Vec<Value> = inner
-            .core
-            .prepared()
-            .map(|p| {
-                json!({
-                    "tx": p.tx,
-                    "coordinator": p.coordinator,
-                    "since_ms": now.saturating_sub(p.at_ms),
-                    "in_doubt": now.saturating_sub(p.at_ms) >= s.config.in_doubt_after.as_millis() as u64,
-                    "writes": p.writes.iter().map(|w| json!({"account": w.account, "delta": w.delta})).collect::<Vec<_>>(),
-                    "journal": p.journal.as_ref().map(|t| &t.id),
-                })
-            })
-            .collect();
-        let total: i128 = inner.core.balances().values().map(|b| i128::from(*b)).sum();
+        let in_doubt_after = s.config.in_doubt_after.as_millis() as u64;
         let c = &s.counters;
-        json!({
-            "kind": s.config.role,
-            "accounts": inner.core.balances().len(),
-            "total": total.to_string(),
-            "prepared": prepared,
-            "locked": inner.core.locks.locked(),
-            "lock_waits": inner.core.locks.waits(),
-            "policy": match s.config.policy { Policy::WaitDie => "wait-die", Policy::NoWait => "no-wait" },
-            "counters": {
-                "prepared": c.prepared.load(Ordering::Relaxed),
-                "committed": c.committed.load(Ordering::Relaxed),
-                "aborted": c.aborted.load(Ordering::Relaxed),
-                "voted_no": c.voted_no.load(Ordering::Relaxed),
-                "lock_conflicts": c.lock_conflicts.load(Ordering::Relaxed),
-                "lock_timeouts": c.lock_timeouts.load(Ordering::Relaxed),
-                "outcome_queries": c.outcome_queries.load(Ordering::Relaxed),
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let detail = ParticipantDetail {
+            kind: s.config.role.into(),
+            accounts: inner.core.balances().len(),
+            total: inner
+                .core
+                .balances()
+                .values()
+                .map(|b| i128::from(*b))
+                .sum::<i128>()
+                .to_string(),
+            prepared: inner
+                .core
+                .prepared()
+                .map(|p| PreparedStatus {
+                    tx: p.tx,
+                    coordinator: p.coordinator.clone(),
+                    since_ms: now.saturating_sub(p.at_ms),
+                    in_doubt: now.saturating_sub(p.at_ms) >= in_doubt_after,
+                    accounts: p.writes.iter().map(|w| w.account.clone()).collect(),
+                })
+                .collect(),
+            locked: inner.core.locks.locked(),
+            lock_waits: inner.core.locks.waits(),
+            policy: match s.config.policy {
+                Policy::WaitDie => "wait-die",
+                Policy::NoWait => "no-wait",
+            }
+            .into(),
+            counters: ParticipantCounters {
+                prepared: load(&c.prepared),
+                committed: load(&c.committed),
+                aborted: load(&c.aborted),
+                voted_no: load(&c.voted_no),
+                lock_conflicts: load(&c.lock_conflicts),
+                lock_timeouts: load(&c.lock_timeouts),
+                outcome_queries: load(&c.outcome_queries),
             },
-        })
+        };
+        serde_json::to_value(detail).expect("the detail serializes")
     }
 }
 
