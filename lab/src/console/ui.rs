@@ -255,6 +255,9 @@ fn draw_nodes(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
             Cell::from(v.node.restarts.to_string())
         }),
     ];
+    // The node column fits the longest id (`ledger1`, `consumer2`).
+    let longest = app.model.nodes.iter().map(|n| n.node.id.len()).max();
+    columns[0].1 = longest.map_or(6, |l| (l as u16).max(6));
     if narrow {
         columns.retain(|(header, ..)| !["pid", "uptime"].contains(header));
         if let Some(restarts) = columns.iter_mut().find(|c| c.0 == "restarts") {
