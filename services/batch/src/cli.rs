@@ -151,12 +151,16 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::RunLocal(args) => run_local_command(args),
         Command::Corpus(args) => {
-            let written = std::fs::File::create(&args.out).and_then(|file| {
-                let mut out = std::io::BufWriter::new(file);
-                let n = crate::corpus::write(&mut out, args.bytes, args.vocabulary, args.seed)?;
-                std::io::Write::flush(&mut out)?;
-                Ok(n)
-            });
+            let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty());
+            let written = parent
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::File::create(&args.out))
+                .and_then(|file| {
+                    let mut out = std::io::BufWriter::new(file);
+                    let n = crate::corpus::write(&mut out, args.bytes, args.vocabulary, args.seed)?;
+                    std::io::Write::flush(&mut out)?;
+                    Ok(n)
+                });
             match written {
                 Ok(n) => {
                     println!("{}: {n} bytes", args.out.display());
