@@ -255,6 +255,16 @@ async fn concurrent_transfers_move_exactly_the_committed_money() {
         after,
         "refused transfers moved money"
     );
+    // Each refusal is recorded.
+    eventually(
+        "the refusals in the coordinator's log",
+        Duration::from_secs(5),
+        || async {
+            let log = std::fs::read_to_string(dir.path().join("tc.log")).unwrap_or_default();
+            log.matches("transfer_refused").count() == 5
+        },
+    )
+    .await;
     assert!(bank.all_alive());
 }
 

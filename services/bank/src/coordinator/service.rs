@@ -119,15 +119,18 @@ impl Shared {
     }
 
     async fn transfer(self: &Arc<Self>, t: Transfer) -> Result<pb::TransferResponse, Status> {
-        self.config
-            .bank
-            .check(&t)
-            .map_err(|e| refusal(tonic::Code::InvalidArgument, "bad_transfer", e))?;
+        if let Err(e) = self.config.bank.check(&t) {
+            tracing::info!(event = "transfer_refused", id = %t.id, reason = %e, "a bad transfer: nothing moved");
+            return Err(refusal(tonic::Code::InvalidArgument, "bad_transfer", e));
+        }
         let branches = self.branches(&t);
         let begun = self
             .core()
-            .begin(t.clone(), branches, clock_us(), clock_ms())
-            .map_err(|e| refusal(tonic::Code::AlreadyExists, "reused_id", e.to_string()))?;
+            .begin(t.clone(), branches, clock_us(), clock_ms());
+        let begun = begun.map_err(|e| {
+            tracing::info!(event = "transfer_refused", id = %t.id, reason = %e, "a reused transfer id: nothing moved");
+            refusal(tonic::Code::AlreadyExists, "reused_id", e.to_string())
+        })?;
         match begun {
             Begun::Settled(settled) => Ok(self.answer(&t.id, settled)),
             Begun::Running(_) => self.wait_for(&t.id).await,
