@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use distlab_proto::bank::v1 as pb;
+use distlab_runtime::node::run_cli;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,7 +63,8 @@ pub fn run(cli: Cli) -> ExitCode {
             amount,
             id,
             coordinator,
-        } => call(coordinator.addr, |mut client| async move {
+        } => run_cli("bank", "warn", move || async move {
+            let mut client = connect(coordinator.addr)?;
             let id = id.unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()));
             let answer = client
                 .transfer(pb::TransferRequest {
@@ -71,68 +73,49 @@ pub fn run(cli: Cli) -> ExitCode {
                     to,
                     amount,
                 })
-                .await?
+                .await
+                .map_err(classify)?
                 .into_inner();
-            if answer.committed {
-                println!(
-                    "transfer {id}: committed (tx {}, {} attempt(s))",
-                    answer.tx, answer.attempts
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
+            if !answer.committed {
                 println!("transfer {id}: aborted: {}", answer.reason);
-                Ok(ExitCode::FAILURE)
+                anyhow::bail!("transfer {id} aborted");
             }
+            println!(
+                "transfer {id}: committed (tx {}, {} attempt(s))",
+                answer.tx, answer.attempts
+            );
+            Ok(())
         }),
-        Command::Balances { total, coordinator } => {
-            call(coordinator.addr, |mut client| async move {
-                let answer = client.read_all(pb::ReadAllRequest {}).await?.into_inner();
-                if !total {
-                    for b in &answer.balances {
-                        println!("{}\t{}", b.account, b.balance);
-                    }
+        Command::Balances { total, coordinator } => run_cli("bank", "warn", move || async move {
+            let mut client = connect(coordinator.addr)?;
+            let answer = client
+                .read_all(pb::ReadAllRequest {})
+                .await
+                .map_err(classify)?
+                .into_inner();
+            if !total {
+                for b in &answer.balances {
+                    println!("{}\t{}", b.account, b.balance);
                 }
-                println!("total\t{}", answer.total);
-                Ok(ExitCode::SUCCESS)
-            })
-        }
+            }
+            println!("total\t{}", answer.total);
+            Ok(())
+        }),
     }
 }
 
-fn call<F, Fut>(addr: SocketAddr, f: F) -> ExitCode
-where
-    F: FnOnce(pb::bank_client::BankClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<ExitCode, tonic::Status>>,
-{
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let endpoint = match distlab_runtime::channel::endpoint(addr, Duration::from_secs(2)) {
-            Ok(e) => e.timeout(Duration::from_secs(30)),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(2);
-            }
-        };
-        let client = pb::bank_client::BankClient::new(endpoint.connect_lazy());
-        match f(client).await {
-            Ok(code) => code,
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                eprintln!("error: {}", distlab_runtime::rpc::describe(&status));
-                ExitCode::from(2)
-            }
-            Err(status) => {
-                eprintln!("error: {addr}: {}", distlab_runtime::rpc::describe(&status));
-                ExitCode::FAILURE
-            }
-        }
-    })
+fn connect(
+    addr: SocketAddr,
+) -> anyhow::Result<pb::bank_client::BankClient<tonic::transport::Channel>> {
+    crate::wire::connect(addr, Duration::from_secs(30))
+}
+
+/// A refusal of bad input exits 2 (`BadInput`); any other failure 1.
+fn classify(status: tonic::Status) -> anyhow::Error {
+    let message = distlab_runtime::rpc::describe(&status);
+    if status.code() == tonic::Code::InvalidArgument {
+        distlab_runtime::BadInput::new(message).into()
+    } else {
+        anyhow::anyhow!(message)
+    }
 }

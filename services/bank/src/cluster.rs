@@ -122,10 +122,8 @@ impl LocalBank {
 
     /// A client of the coordinator.
     pub fn client(&self) -> pb::bank_client::BankClient<tonic::transport::Channel> {
-        let endpoint = distlab_runtime::channel::endpoint(self.addrs["tc"], Duration::from_secs(1))
+        crate::wire::connect(self.addrs["tc"], Duration::from_secs(20))
             .expect("a loopback address is usable")
-            .timeout(Duration::from_secs(20));
-        pb::bank_client::BankClient::new(endpoint.connect_lazy())
     }
 
     /// Whether every node started is still running.

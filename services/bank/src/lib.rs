@@ -14,6 +14,7 @@
 //! - [`store`]: the embedded stores (sled): balances, prepared records, journal; the decision
 //!   log.
 //! - [`cluster`]: a bank as local processes (tests, the benchmark).
+//! - [`wire`]: conversions between `bank.v1` and the domain, and [`wire::connect`], a client.
 //! - [`node`]: `lab node bank --role coordinator|shard|ledger` flags; [`cli`]: the `bank`
 //!   command (`serve`, `transfer`, `balances`).
 
@@ -26,6 +27,7 @@ pub mod node;
 pub mod participant;
 pub mod status;
 pub mod store;
+pub mod wire;
 
 /// Metadata naming a refusal's kind (see bank.proto).
 pub const ERROR_KIND: &str = "bank-error";
@@ -45,4 +47,20 @@ pub fn clock_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A traced, lazily connecting channel to each `--peer` of a node (the coordinator's to its
+/// participants, a participant's to the coordinator).
+pub fn peer_channels(
+    args: &distlab_runtime::cli::ValidNodeArgs,
+) -> anyhow::Result<Vec<(String, distlab_runtime::channel::TracedChannel)>> {
+    let peers: Vec<(String, std::net::SocketAddr)> = args
+        .peers
+        .iter()
+        .map(|(id, addr)| (id.to_string(), *addr))
+        .collect();
+    if peers.is_empty() {
+        return Ok(Vec::new());
+    }
+    distlab_runtime::channel::per_node(&peers, &distlab_runtime::retry::RetryPolicy::default())
 }

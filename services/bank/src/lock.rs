@@ -15,7 +15,8 @@
 //!   abort and retry.
 //!
 //! Pure state: no clocks, no tasks. The participant service turns `Wait` into an awaited grant
-//! with a deadline ([`LockTable::abandon`] when it passes).
+//! with a deadline ([`LockTable::release`] of the transaction when it passes: its wait goes
+//! with its locks).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -189,20 +190,6 @@ impl LockTable {
         granted
     }
 
-    /// Gives up `tx`'s wait for `account` (its deadline passed); returns the waits this
-    /// granted (a wait queued behind it may now go first).
-    pub fn abandon(&mut self, tx: TxId, account: &str) -> Vec<(TxId, String)> {
-        let mut granted = Vec::new();
-        if let Some(lock) = self.locks.get_mut(account) {
-            lock.waiting.retain(|(a, _)| a.tx != tx);
-            Self::grant_waiting(account, lock, &mut granted);
-            if lock.holders.is_empty() && lock.waiting.is_empty() {
-                self.locks.remove(account);
-            }
-        }
-        granted
-    }
-
     /// Grants queued requests in order while each is compatible with the holders.
     fn grant_waiting(account: &str, lock: &mut Lock, granted: &mut Vec<(TxId, String)>) {
         while let Some(&(age, mode)) = lock.waiting.front() {
@@ -341,7 +328,7 @@ mod tests {
         // A shared request queued behind the exclusive wait does not jump it...
         assert_eq!(t.acquire(age(1), "a", Mode::Shared), Acquire::Wait);
         // ...until that wait is given up.
-        assert_eq!(t.abandon(2, "a"), vec![(1, "a".to_string())]);
+        assert_eq!(t.release(2), vec![(1, "a".to_string())]);
         assert!(t.release(5).is_empty());
         assert!(t.release(1).is_empty());
         assert_eq!(t.locked(), 0);

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use distlab_bank::status::{CoordinatorDetail, ParticipantDetail};
 use distlab_proto::bank::v1 as pb;
+use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::json;
+use tonic::Request;
 use tonic::transport::Channel;
-
-use distlab_bank::status::{CoordinatorDetail, ParticipantDetail};
 
 use crate::console::views::{ClusterView, Figure, ProjectUi};
 use crate::engine::history::{FINAL_PROCESS, OpType, Recorder};
@@ -30,7 +31,7 @@ use crate::engine::model::NodeView;
 use crate::engine::project::{Count, PeerLinks, Project, Role};
 use crate::engine::scenario::CheckSpec;
 use crate::engine::workload::{
-    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, record_call,
+    BoxFuture, Client, Completion, Driver, Target, WorkloadSpec, final_reads_policy, record_call,
 };
 
 pub const PROJECT: Project = Project {
@@ -124,9 +125,31 @@ fn coordinator(targets: &[Target]) -> anyhow::Result<&Target> {
         .ok_or_else(|| anyhow::anyhow!("the workload needs the coordinator"))
 }
 
-fn connect(target: &Target) -> anyhow::Result<pb::bank_client::BankClient<Channel>> {
-    let endpoint = distlab_runtime::channel::endpoint(target.addr, Duration::from_secs(1))?;
-    Ok(pb::bank_client::BankClient::new(endpoint.connect_lazy()))
+/// Calls `call` (a fresh request each attempt, bounded by the attempt's timeout) under
+/// `policy`: retried on the codes that say the coordinator may not have heard, and a transfer
+/// retried keeps its id, so it cannot apply twice.
+async fn with_retries<R, T, F, Fut>(
+    policy: &RetryPolicy,
+    request: R,
+    call: F,
+) -> Result<T, tonic::Status>
+where
+    R: Clone,
+    F: Fn(Request<R>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    policy
+        .call(
+            Idempotence::Idempotent,
+            &ClientMetrics::default(),
+            |attempt| {
+                let mut request = Request::new(request.clone());
+                request.set_timeout(attempt.timeout);
+                let answer = call(request);
+                async move { answer.await.map(tonic::Response::into_inner) }
+            },
+        )
+        .await
 }
 
 /// A whole-bank read as the history records it.
@@ -146,7 +169,7 @@ impl Driver for Transfers {
         targets: &[Target],
         recorder: &Arc<Recorder>,
     ) -> anyhow::Result<Vec<Box<dyn Client>>> {
-        let client = connect(coordinator(targets)?)?;
+        let client = distlab_bank::wire::connect(coordinator(targets)?.addr, spec.timeout)?;
         let sent = Arc::new(AtomicU64::new(0));
         (0..spec.clients)
             .map(|_| {
@@ -168,26 +191,23 @@ impl Driver for Transfers {
         deadline: Duration,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut client = connect(coordinator(targets)?)?;
-            let until = tokio::time::Instant::now() + deadline;
+            let client = distlab_bank::wire::connect(coordinator(targets)?.addr, deadline)?;
+            // Transactions in doubt hold their locks until resolved: patient attempts.
+            let policy = RetryPolicy {
+                max_attempts: 200,
+                attempt_timeout: Duration::from_secs(10),
+                ..final_reads_policy(deadline)
+            };
             record_call(
                 recorder,
                 FINAL_PROCESS,
                 "read_all",
                 "bank",
                 json!(null),
-                async {
-                    // Transactions in doubt hold their locks until resolved: keep trying.
-                    loop {
-                        match client.read_all(pb::ReadAllRequest {}).await {
-                            Ok(read) => break Ok(read.into_inner()),
-                            Err(_) if tokio::time::Instant::now() < until => {
-                                tokio::time::sleep(Duration::from_millis(300)).await;
-                            }
-                            Err(e) => break Err(e),
-                        }
-                    }
-                },
+                with_retries(&policy, pb::ReadAllRequest {}, |r| {
+                    let mut client = client.clone();
+                    async move { client.read_all(r).await }
+                }),
                 |read| Completion::ok(read_value(read), Some(json!({"final": true}))),
             )
             .await;
@@ -196,8 +216,7 @@ impl Driver for Transfers {
                 .find(|t| t.role == "ledger")
                 .ok_or_else(|| anyhow::anyhow!("the final reads need the ledger"))?;
             let endpoint = distlab_runtime::channel::endpoint(ledger.addr, Duration::from_secs(1))?;
-            let mut ledger =
-                pb::participant_client::ParticipantClient::new(endpoint.connect_lazy());
+            let ledger = pb::participant_client::ParticipantClient::new(endpoint.connect_lazy());
             record_call(
                 recorder,
                 FINAL_PROCESS,
@@ -208,16 +227,13 @@ impl Driver for Transfers {
                     let mut entries = Vec::new();
                     let mut from = 0;
                     loop {
-                        let page = loop {
-                            match ledger
-                                .journal(pb::JournalRequest { from, limit: 10_000 })
-                                .await
-                            {
-                                Ok(page) => break page.into_inner().entries,
-                                Err(e) if tokio::time::Instant::now() >= until => return Err(e),
-                                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-                            }
-                        };
+                        let request = pb::JournalRequest { from, limit: 10_000 };
+                        let page = with_retries(&policy, request, |r| {
+                            let mut ledger = ledger.clone();
+                            async move { ledger.journal(r).await }
+                        })
+                        .await?
+                        .entries;
                         let Some(last) = page.last().map(|e| e.seq) else {
                             break;
                         };
@@ -251,7 +267,13 @@ impl Client for TransferClient {
     ) -> BoxFuture<'a, (String, OpType)> {
         Box::pin(async move {
             let mut client = self.client.clone();
-            let until = tokio::time::Instant::now() + self.spec.timeout;
+            // Until the operation's timeout, every 200 ms at most: the coordinator may be down
+            // for seconds, and a retried transfer keeps its id.
+            let transfer_policy = RetryPolicy {
+                max_attempts: 1000,
+                max_backoff: Duration::from_millis(200),
+                ..self.spec.retry_policy()
+            };
             if rng.random_bool(self.spec.reads.clamp(0.0, 1.0)) {
                 let (kind, _) = record_call(
                     &self.recorder,
@@ -295,20 +317,10 @@ impl Client for TransferClient {
                 "transfer",
                 &request.from.clone(),
                 value.clone(),
-                async move {
-                    loop {
-                        match client.transfer(request.clone()).await {
-                            Ok(answer) => break Ok(answer.into_inner()),
-                            Err(e)
-                                if distlab_runtime::retry::is_retryable(&e)
-                                    && tokio::time::Instant::now() < until =>
-                            {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                            Err(e) => break Err(e),
-                        }
-                    }
-                },
+                with_retries(&transfer_policy, request.clone(), |r| {
+                    let mut client = client.clone();
+                    async move { client.transfer(r).await }
+                }),
                 |answer| {
                     let meta = json!({"tx": answer.tx, "attempts": answer.attempts});
                     if answer.committed {

@@ -3,7 +3,6 @@
 //! participants in doubt, and keeps resending outcomes until every participant has them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -287,20 +286,8 @@ impl Shared {
             tx,
             started_us,
             coordinator: self.id.clone(),
-            writes: branch
-                .writes
-                .iter()
-                .map(|w| pb::Write {
-                    account: w.account.clone(),
-                    delta: w.delta,
-                })
-                .collect(),
-            journal: branch.journal.as_ref().map(|t| pb::Journal {
-                id: t.id.clone(),
-                from: t.from.clone(),
-                to: t.to.clone(),
-                amount: t.amount,
-            }),
+            writes: branch.writes.iter().map(pb::Write::from).collect(),
+            journal: branch.journal.as_ref().map(pb::Journal::from),
             lock_timeout_ms: self.config.lock_timeout.as_millis() as u32,
         });
         request.set_timeout(self.config.prepare_timeout);
@@ -478,14 +465,10 @@ impl pb::bank_server::Bank for BankApi {
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::TransferResponse>, Status> {
-        let r = request.into_inner();
-        let t = Transfer {
-            id: r.id,
-            from: r.from,
-            to: r.to,
-            amount: r.amount,
-        };
-        self.shared.transfer(t).await.map(Response::new)
+        self.shared
+            .transfer(request.into_inner().into())
+            .await
+            .map(Response::new)
     }
 
     async fn read_all(
@@ -595,28 +578,18 @@ pub async fn run(args: ValidNodeArgs, config: CoordinatorConfig) -> anyhow::Resu
         )
         .into());
     };
-    let peers: BTreeMap<String, SocketAddr> = args
-        .peers
-        .iter()
-        .map(|(id, addr)| (id.to_string(), *addr))
-        .collect();
+    let mut channels: BTreeMap<String, TracedChannel> =
+        crate::peer_channels(&args)?.into_iter().collect();
     let mut participants = BTreeMap::new();
     for participant in config.shards.iter().chain([&config.ledger]) {
-        let addr = peers.get(participant).ok_or_else(|| {
+        let channel = channels.remove(participant).ok_or_else(|| {
             distlab_runtime::BadInput::new(format!(
                 "participant {participant} has no --peer address"
             ))
         })?;
-        let channel =
-            distlab_runtime::channel::endpoint(*addr, Duration::from_millis(500))?.connect_lazy();
         participants.insert(
             participant.clone(),
-            pb::participant_client::ParticipantClient::new(
-                tonic::service::interceptor::InterceptedService::new(
-                    channel,
-                    distlab_runtime::telemetry::PropagateTrace,
-                ),
-            ),
+            pb::participant_client::ParticipantClient::new(channel),
         );
     }
     let id = args.id.to_string();

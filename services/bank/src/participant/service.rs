@@ -2,14 +2,14 @@
 //! around the pure [`Participant`], its store, and a resolver that asks the coordinator about
 //! transactions left in doubt.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlab_proto::bank::v1 as pb;
 use distlab_runtime::admin::NodeStatus;
+use distlab_runtime::channel::TracedChannel;
 use distlab_runtime::cli::ValidNodeArgs;
 use distlab_runtime::clock::Every;
 use distlab_runtime::node::Node;
@@ -59,8 +59,8 @@ struct Inner {
     waiters: HashMap<(TxId, String), oneshot::Sender<()>>,
     /// Read locks and when their lease ends.
     reads: HashMap<TxId, Instant>,
-    /// When each transaction in doubt was first reported as such (for the timeline).
-    reported: BTreeMap<TxId, u64>,
+    /// Transactions in doubt already reported as such (once each, for the timeline).
+    reported: BTreeSet<TxId>,
 }
 
 impl Inner {
@@ -86,7 +86,9 @@ pub struct Shared {
     config: ParticipantConfig,
     inner: Mutex<Inner>,
     store: ParticipantStore,
-    peers: BTreeMap<String, SocketAddr>,
+    /// A client of each peer's `Decisions` service (the coordinator's), for transactions in
+    /// doubt.
+    decisions: BTreeMap<String, pb::decisions_client::DecisionsClient<TracedChannel>>,
     counters: Counters,
 }
 
@@ -149,11 +151,8 @@ impl Shared {
                     });
                 }
                 Err(_) => {
-                    let mut inner = self.lock();
-                    inner.waiters.remove(&(age.tx, account.clone()));
-                    let granted = inner.core.locks.abandon(age.tx, account);
-                    inner.wake(granted);
-                    inner.release(age.tx);
+                    // Its wait and its locks go; whatever queued behind them is granted.
+                    self.lock().release(age.tx);
                     self.counters.lock_timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(No {
                         reason: format!("waited {timeout:?} for the lock on {account}: voting no"),
@@ -173,20 +172,8 @@ impl Shared {
         };
         let timeout = Duration::from_millis(u64::from(request.lock_timeout_ms.clamp(1, 60_000)));
         let branch = Branch {
-            writes: request
-                .writes
-                .into_iter()
-                .map(|w| Write {
-                    account: w.account,
-                    delta: w.delta,
-                })
-                .collect(),
-            journal: request.journal.map(|j| Transfer {
-                id: j.id,
-                from: j.from,
-                to: j.to,
-                amount: j.amount,
-            }),
+            writes: request.writes.into_iter().map(Write::from).collect(),
+            journal: request.journal.map(Transfer::from),
         };
         let no = |no: No| {
             self.counters.voted_no.fetch_add(1, Ordering::Relaxed);
@@ -299,17 +286,8 @@ impl Shared {
     }
 
     async fn abort(&self, tx: TxId) -> Result<(), Status> {
-        let had = {
-            let inner = self.lock();
-            if inner.core.outcome(tx) == Some(Outcome::Committed) {
-                return Err(refusal(
-                    tonic::Code::FailedPrecondition,
-                    "protocol",
-                    format!("transaction {tx} is committed here: it cannot abort"),
-                ));
-            }
-            inner.core.is_prepared(tx)
-        };
+        // A committed transaction has no prepared record: it reaches `aborted`, which refuses.
+        let had = self.lock().core.is_prepared(tx);
         if had {
             // The prepared record goes durably before the locks do: were it to come back
             // after a crash, it would claim accounts a later transaction prepared on.
@@ -346,8 +324,7 @@ impl Shared {
                 .map(|p| (p.tx, p.coordinator.clone()))
                 .collect();
             for (tx, coordinator) in &doubtful {
-                if !inner.reported.contains_key(tx) {
-                    inner.reported.insert(*tx, now);
+                if inner.reported.insert(*tx) {
                     tracing::warn!(
                         event = "in_doubt",
                         tx,
@@ -359,21 +336,16 @@ impl Shared {
             doubtful
         };
         for (tx, coordinator) in asking {
-            let Some(addr) = self.peers.get(&coordinator) else {
+            let Some(mut client) = self.decisions.get(&coordinator).cloned() else {
                 tracing::warn!(tx, coordinator = %coordinator, "in doubt, and the coordinator has no --peer address");
                 continue;
             };
             self.counters
                 .outcome_queries
                 .fetch_add(1, Ordering::Relaxed);
-            let Ok(endpoint) =
-                distlab_runtime::channel::endpoint(*addr, Duration::from_millis(500))
-            else {
-                continue;
-            };
-            let endpoint = endpoint.timeout(Duration::from_secs(1));
-            let mut client = pb::decisions_client::DecisionsClient::new(endpoint.connect_lazy());
-            match client.outcome(pb::OutcomeRequest { tx }).await {
+            let mut request = Request::new(pb::OutcomeRequest { tx });
+            request.set_timeout(Duration::from_secs(1));
+            match client.outcome(request).await {
                 Ok(answer) => {
                     let result = if answer.into_inner().committed {
                         self.commit(tx).await
@@ -613,10 +585,9 @@ pub async fn run(args: ValidNodeArgs, config: ParticipantConfig) -> anyhow::Resu
         )
         .into());
     };
-    let peers = args
-        .peers
-        .iter()
-        .map(|(id, addr)| (id.to_string(), *addr))
+    let decisions = crate::peer_channels(&args)?
+        .into_iter()
+        .map(|(id, channel)| (id, pb::decisions_client::DecisionsClient::new(channel)))
         .collect();
     let id = args.id.to_string();
     let mut node = Node::bind(args, "proj5", "bank").await?;
@@ -646,11 +617,11 @@ pub async fn run(args: ValidNodeArgs, config: ParticipantConfig) -> anyhow::Resu
             core: Participant::new(recovered.balances, recovered.prepared, config.policy),
             waiters: HashMap::new(),
             reads: HashMap::new(),
-            reported: BTreeMap::new(),
+            reported: BTreeSet::new(),
         }),
         config,
         store,
-        peers,
+        decisions,
         counters: Counters::default(),
     });
     let shutdown = node.shutdown_token();
