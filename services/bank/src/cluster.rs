@@ -1,7 +1,7 @@
-//! A 2PC bank as local processes: the coordinator `tc`, shards `s1`..`sN` and the `ledger`
-//! on loopback ports, each with a data dir and a log file under one directory. What the
-//! end-to-end tests and the benchmark start (the lab's clusters go through its supervisor and
-//! link proxies instead).
+//! A bank as local processes: the coordinator `tc` (2PC) or the orchestrator `orch` (saga),
+//! shards `s1`..`sN` and the `ledger` on loopback ports, each with a data dir and a log file
+//! under one directory. What the end-to-end tests and the benchmark start (the lab's clusters
+//! go through its supervisor and link proxies instead).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ pub struct NodeCommand {
 
 pub struct LocalBank {
     pub dir: PathBuf,
+    pub mode: Mode,
     command: NodeCommand,
     pub nodes: BTreeMap<String, Option<NodeProcess>>,
     pub addrs: BTreeMap<String, SocketAddr>,
@@ -33,8 +34,26 @@ pub struct LocalBank {
 pub fn role_of(id: &str) -> &'static str {
     match id {
         "tc" => "coordinator",
+        "orch" => "orchestrator",
         "ledger" => "ledger",
         _ => "shard",
+    }
+}
+
+/// How the bank runs its transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    TwoPhaseCommit,
+    Saga,
+}
+
+impl Mode {
+    /// The node that takes transfers.
+    pub fn front(self) -> &'static str {
+        match self {
+            Mode::TwoPhaseCommit => "tc",
+            Mode::Saga => "orch",
+        }
     }
 }
 
@@ -44,10 +63,13 @@ impl LocalBank {
     pub async fn start(
         command: NodeCommand,
         dir: &Path,
+        mode: Mode,
         shards: usize,
         flags: &dyn Fn(&str) -> Vec<String>,
     ) -> anyhow::Result<Self> {
-        let mut ids = vec!["tc".to_string(), "ledger".to_string()];
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        let mut ids = vec![mode.front().to_string(), "ledger".to_string()];
         ids.extend((1..=shards).map(|k| format!("s{k}")));
         let ports = free_ports(ids.len())?;
         let addrs: BTreeMap<String, SocketAddr> = ids.iter().cloned().zip(ports).collect();
@@ -61,12 +83,13 @@ impl LocalBank {
             .collect();
         let mut bank = LocalBank {
             dir: dir.to_path_buf(),
+            mode,
             command,
             nodes: BTreeMap::new(),
             addrs,
             flags,
         };
-        // Participants first: the coordinator's recovery talks to them at once.
+        // Participants first: the coordinator's (orchestrator's) recovery talks to them at once.
         for id in ids.iter().rev() {
             bank.start_node(id).await?;
         }
@@ -120,9 +143,15 @@ impl LocalBank {
         self.nodes.get(id)?.as_ref().map(|p| p.ready().admin)
     }
 
-    /// A client of the coordinator.
+    /// A client of the coordinator (orchestrator).
     pub fn client(&self) -> pb::bank_client::BankClient<tonic::transport::Channel> {
-        crate::wire::connect(self.addrs["tc"], Duration::from_secs(20))
+        crate::wire::connect(self.addrs[self.mode.front()], Duration::from_secs(20))
+            .expect("a loopback address is usable")
+    }
+
+    /// A lazily connecting channel to node `id`'s gRPC address.
+    pub fn channel(&self, id: &str) -> tonic::transport::Channel {
+        crate::wire::channel(self.addrs[id], Duration::from_secs(20))
             .expect("a loopback address is usable")
     }
 

@@ -1,30 +1,44 @@
 //! Project 5: distributed transactions. A bank whose accounts are sharded over several
-//! services moves money between them, first with two-phase commit (this slice), later with a
-//! saga and an outbox; money is never created or destroyed, whatever fails.
+//! services moves money between them with two-phase commit or with sagas and an outbox on
+//! Kafka-lite; money is never created or destroyed, whatever fails.
 //!
 //! - [`domain`]: accounts, which shard owns each (a stable hash), what a valid transfer is.
 //! - [`lock`]: per-account locks for strict two-phase locking, with wait-die or no-wait
 //!   against deadlock (pure).
 //! - [`participant`]: a 2PC participant's protocol state (prepare, commit, abort, in doubt),
-//!   pure; [`participant::service`] puts it behind gRPC (account shards and the ledger).
+//!   pure; [`participant::service`] puts it behind gRPC (account shards and the ledger), on
+//!   the embedded store or on PostgreSQL's own prepared transactions ([`participant::xa`]).
 //! - [`coordinator`]: the 2PC coordinator's protocol state under presumed abort (votes,
 //!   decision, acknowledgements, recovery from its log), pure; [`coordinator::service`] runs
 //!   transfers and whole-bank reads against the participants.
+//! - [`saga`]: a transfer as a saga (debit, credit, ledger, notify; compensation; the
+//!   dead-letter queue), pure; [`saga::service`] is the orchestrator, [`saga::relay`] its
+//!   outbox's relay to Kafka-lite; [`notifier`] consumes what it publishes.
+//! - [`front`]: `bank.v1.Bank` over either front (the coordinator or the orchestrator).
+//! - [`postgres`]: a throwaway PostgreSQL server (`--store postgres` participants, the
+//!   benchmark's single-node anchor).
+//! - [`reconcile`]: anti-entropy: balances recomputed from the ledger, drift found and repaired.
 //! - [`status`]: the nodes' `/status` detail, one definition for the nodes and the lab.
 //! - [`store`]: the embedded stores (sled): balances, prepared records, journal; the decision
 //!   log.
 //! - [`cluster`]: a bank as local processes (tests, the benchmark).
 //! - [`wire`]: conversions between `bank.v1` and the domain, and [`wire::connect`], a client.
-//! - [`node`]: `lab node bank --role coordinator|shard|ledger` flags; [`cli`]: the `bank`
-//!   command (`serve`, `transfer`, `balances`).
+//! - [`node`]: `lab node bank --role coordinator|orchestrator|shard|ledger|notifier` flags;
+//!   [`cli`]: the `bank` command (`serve`, `transfer`, `balances`, `dlq`, `notifications`,
+//!   `reconcile`).
 
 pub mod cli;
 pub mod cluster;
 pub mod coordinator;
 pub mod domain;
+pub mod front;
 pub mod lock;
 pub mod node;
+pub mod notifier;
 pub mod participant;
+pub mod postgres;
+pub mod reconcile;
+pub mod saga;
 pub mod status;
 pub mod store;
 pub mod wire;

@@ -212,6 +212,13 @@ impl LockTable {
             .is_some_and(|l| l.held_by(tx).is_some())
     }
 
+    /// Whether any transaction holds `account`.
+    pub fn is_locked(&self, account: &str) -> bool {
+        self.locks
+            .get(account)
+            .is_some_and(|l| !l.holders.is_empty())
+    }
+
     /// Every queued wait, with who holds what it waits for.
     pub fn waits(&self) -> Vec<LockWait> {
         self.locks

@@ -1,6 +1,7 @@
-//! `lab node bank --role coordinator|shard|ledger ...` (or `bank serve`): the 2PC roles. Every
-//! node takes the bank's shape (`--accounts`, `--opening`, `--shards`) so they agree on which
-//! accounts exist and where each lives.
+//! `lab node bank --role coordinator|orchestrator|shard|ledger|notifier ...` (or `bank
+//! serve`). Every node takes the bank's shape (`--accounts`, `--opening`, `--shards`) so they
+//! agree on which accounts exist and where each lives. The coordinator runs transfers as
+//! two-phase commits, the orchestrator as sagas; shards and the ledger serve both.
 
 use std::time::Duration;
 
@@ -11,16 +12,37 @@ use distlab_runtime::node::Threads;
 use crate::coordinator::service::CoordinatorConfig;
 use crate::domain::{Bank, shard_of};
 use crate::lock::Policy;
+use crate::notifier::NotifierConfig;
 use crate::participant::service::ParticipantConfig;
+use crate::participant::storage::StoreKind;
+use crate::saga::Attempts;
+use crate::saga::relay::RelayConfig;
+use crate::saga::service::OrchestratorConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NodeRole {
     /// The transaction coordinator: runs transfers as two-phase commits, logs decisions.
     Coordinator,
+    /// The saga orchestrator: runs transfers as sagas, keeps the saga log, the dead-letter
+    /// queue and the outbox it relays to Kafka-lite.
+    Orchestrator,
     /// An account shard: owns the accounts that hash to it; a 2PC participant.
     Shard,
     /// The ledger: journals every committed transfer; a 2PC participant.
     Ledger,
+    /// The notifications service: consumes the transfer events from Kafka-lite, one
+    /// notification per completed or compensated transfer.
+    Notifier,
+}
+
+/// How the bank runs transfers: what `--role coordinator` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Two-phase commit: the coordinator is a transaction coordinator.
+    #[value(name = "2pc")]
+    TwoPhaseCommit,
+    /// Sagas: the coordinator is a saga orchestrator.
+    Saga,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,6 +52,11 @@ pub struct BankNodeArgs {
 
     #[arg(long, value_enum)]
     pub role: NodeRole,
+
+    /// What `--role coordinator` runs: `2pc` (a transaction coordinator) or `saga` (the saga
+    /// orchestrator, as `--role orchestrator`). The other roles serve both modes.
+    #[arg(long, value_enum, default_value = "2pc")]
+    pub mode: Mode,
 
     /// Accounts in the bank (acct-0000 ...).
     #[arg(long, default_value_t = 100)]
@@ -80,10 +107,68 @@ pub struct BankNodeArgs {
     /// participants.
     #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "0s")]
     pub delay_outcome: Duration,
+    /// Saga mode (orchestrator): how long one attempt of a step may take.
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "1s")]
+    pub step_timeout: Duration,
+    /// Saga mode: attempts of a debit or credit before the saga compensates.
+    #[arg(long, default_value_t = 3)]
+    pub forward_attempts: u32,
+    /// Saga mode: attempts of a compensation or of the ledger step before the saga goes to
+    /// the dead-letter queue.
+    #[arg(long, default_value_t = 30)]
+    pub must_finish_attempts: u32,
+    /// Kafka-lite broker node ids among the peers (orchestrator: where the outbox goes;
+    /// notifier: where events come from). Without them the outbox is not relayed.
+    #[arg(long, value_delimiter = ',')]
+    pub brokers: Vec<String>,
+    /// Kafka-lite controller node ids among the peers (orchestrator: to create the topic).
+    #[arg(long, value_delimiter = ',')]
+    pub controllers: Vec<String>,
+    /// The topic of transfer events.
+    #[arg(long, default_value = "bank-transfers")]
+    pub topic: String,
+    /// The topic's partitions, when the orchestrator creates it.
+    #[arg(long, default_value_t = 3)]
+    pub topic_partitions: u32,
+    /// The notifier's consumer group.
+    #[arg(long, default_value = "notifications")]
+    pub group: String,
+    /// Fault knob: `ID=N`: on node ID, every Nth credit is acknowledged and recorded but not
+    /// added to the balance (real drift, for the anti-entropy job to find). Repeatable.
+    #[arg(long, value_parser = parse_skip)]
+    pub skip_credit_every: Vec<(String, u64)>,
+    /// The coordinator (orchestrator) runs an anti-entropy pass this often: every balance
+    /// recomputed from the ledger's journal and compared (0s: only on `bank reconcile`).
+    #[arg(long, value_parser = distlab_runtime::duration::parse, default_value = "0s")]
+    pub reconcile_every: Duration,
+    /// The periodic anti-entropy pass repairs the drift it finds (else it reports it).
+    #[arg(long)]
+    pub repair: bool,
+    /// Where a shard or the ledger keeps its state: `embedded` (sled, the default) or
+    /// `postgres` (a throwaway PostgreSQL server in its data dir, prepared transactions as
+    /// PREPARE TRANSACTION / COMMIT PREPARED: two-phase commit only).
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub store: StoreKind,
     /// Do not flush before answering (fast; a crash can lose acknowledged work: only for
     /// seeing what the flushes cost).
     #[arg(long)]
     pub no_fsync: bool,
+}
+
+/// `ID=N` of `--skip-credit-every`.
+fn parse_skip(text: &str) -> Result<(String, u64), String> {
+    let (id, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected ID=N, e.g. s1=40"))?;
+    let n: u64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: N must be a whole number above 0"))?;
+    if id.is_empty() {
+        return Err(format!("{text:?}: expected ID=N, e.g. s1=40"));
+    }
+    Ok((id.to_string(), n))
 }
 
 impl BankNodeArgs {
@@ -110,10 +195,41 @@ impl BankNodeArgs {
         if self.max_attempts == 0 {
             return Err(BadInput::new("--max-attempts must be at least 1"));
         }
+        if self.step_timeout.is_zero() {
+            return Err(BadInput::new("--step-timeout must be more than 0"));
+        }
+        if self.forward_attempts == 0 || self.must_finish_attempts == 0 {
+            return Err(BadInput::new(
+                "--forward-attempts and --must-finish-attempts must be at least 1",
+            ));
+        }
+        if self.topic.is_empty() || self.topic_partitions == 0 || self.topic_partitions > 64 {
+            return Err(BadInput::new(
+                "--topic needs a name and --topic-partitions 1 to 64",
+            ));
+        }
+        if self.store == StoreKind::Postgres {
+            if self.mode == Mode::Saga {
+                return Err(BadInput::new(
+                    "--store postgres serves two-phase commit (PostgreSQL's prepared transactions): \
+                     saga steps need --store embedded",
+                ));
+            }
+            if !self.skip_credit_every.is_empty() {
+                return Err(BadInput::new(
+                    "--skip-credit-every is a fault knob of the embedded store: not with --store postgres",
+                ));
+            }
+        }
         Ok(Bank {
             accounts: self.accounts,
             opening: self.opening,
         })
+    }
+
+    /// The periodic anti-entropy pass, if any: how often, and whether it repairs.
+    fn reconcile_schedule(&self) -> Option<(Duration, bool)> {
+        (!self.reconcile_every.is_zero()).then_some((self.reconcile_every, self.repair))
     }
 
     /// How many shards: `--shards`, or the nodes named sK among this one and its peers.
@@ -210,7 +326,11 @@ pub async fn run(args: BankNodeArgs) -> anyhow::Result<()> {
     }
     let node = args.node.validate()?;
     let fsync = !args.no_fsync;
-    match args.role {
+    let role = match (args.role, args.mode) {
+        (NodeRole::Coordinator, Mode::Saga) => NodeRole::Orchestrator,
+        (role, _) => role,
+    };
+    match role {
         NodeRole::Coordinator => {
             let config = CoordinatorConfig {
                 bank,
@@ -222,8 +342,39 @@ pub async fn run(args: BankNodeArgs) -> anyhow::Result<()> {
                 max_attempts: args.max_attempts,
                 delay_decision: args.delay_decision,
                 delay_outcome: args.delay_outcome,
+                reconcile: args.reconcile_schedule(),
             };
             crate::coordinator::service::run(node, config).await
+        }
+        NodeRole::Orchestrator => {
+            let config = OrchestratorConfig {
+                bank,
+                shards: args.shard_ids(),
+                ledger: args.ledger_id.to_string(),
+                fsync,
+                step_timeout: args.step_timeout,
+                attempts: Attempts {
+                    forward: args.forward_attempts,
+                    must_finish: args.must_finish_attempts,
+                },
+                relay: RelayConfig {
+                    brokers: args.brokers.clone(),
+                    controllers: args.controllers.clone(),
+                    topic: args.topic.clone(),
+                    partitions: args.topic_partitions,
+                },
+                reconcile: args.reconcile_schedule(),
+            };
+            crate::saga::service::run(node, config).await
+        }
+        NodeRole::Notifier => {
+            let config = NotifierConfig {
+                brokers: args.brokers.clone(),
+                topic: args.topic.clone(),
+                group: args.group.clone(),
+                fsync,
+            };
+            crate::notifier::run(node, config).await
         }
         NodeRole::Shard | NodeRole::Ledger => {
             let accounts = match args.role {
@@ -247,6 +398,13 @@ pub async fn run(args: BankNodeArgs) -> anyhow::Result<()> {
                 } else {
                     "ledger"
                 },
+                skip_credit_every: args
+                    .skip_credit_every
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| id == args.node.id.as_str())
+                    .map(|(_, n)| *n),
+                store: args.store,
             };
             crate::participant::service::run(node, config).await
         }
@@ -265,6 +423,13 @@ mod tests {
         assert!(e.contains("wound-wait"), "{e}");
         let e = check_flags(&["--lock-timeout".into(), "5s".into()]).unwrap_err();
         assert!(e.contains("--prepare-timeout"), "{e}");
+        let e = check_flags(&["--skip-credit-every".into(), "s1".into()]).unwrap_err();
+        assert!(e.contains("expected ID=N"), "{e}");
+        let e = check_flags(&["--skip-credit-every".into(), "s1=0".into()]).unwrap_err();
+        assert!(e.contains("above 0"), "{e}");
+        let saga_on_postgres = ["--mode", "saga", "--store", "postgres"].map(String::from);
+        let e = check_flags(&saga_on_postgres).unwrap_err();
+        assert!(e.contains("two-phase commit"), "{e}");
         assert!(
             check_flags(&[
                 "--policy".into(),

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use distlab_runtime::flusher::Flusher;
@@ -14,9 +15,11 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use crate::coordinator::LogRecord;
-use crate::domain::{Bank, JournalEntry};
+use crate::domain::{Bank, JournalEntry, Transfer};
 use crate::lock::TxId;
+use crate::participant::step::StepRecord;
 use crate::participant::{Applied, Prepared};
+use crate::saga::{Saga, TransferEvent};
 
 fn open_db(dir: &Path, name: &str) -> anyhow::Result<sled::Db> {
     let path = dir.join(name);
@@ -46,12 +49,16 @@ pub struct Recovered {
 }
 
 /// A participant's store: `balances` (account -> i64 big-endian), `prepared` (tx -> JSON),
-/// `journal` (sequence -> JSON entry; the ledger's), `meta` (the bank it was opened for).
+/// `journal` (sequence -> JSON entry; the ledger's), `meta` (the bank it was opened for); for
+/// saga steps, `step_log` (sequence -> JSON step record, every state a key went through) and
+/// `steps` (key -> its latest sequence).
 pub struct ParticipantStore {
     db: sled::Db,
     balances: sled::Tree,
     prepared: sled::Tree,
     journal: sled::Tree,
+    steps: sled::Tree,
+    step_log: sled::Tree,
     flusher: Flusher,
 }
 
@@ -70,6 +77,8 @@ impl ParticipantStore {
         let balances = tree(&db, "balances")?;
         let prepared = tree(&db, "prepared")?;
         let journal = tree(&db, "journal")?;
+        let steps = tree(&db, "steps")?;
+        let step_log = tree(&db, "step_log")?;
         let want = serde_json::to_vec(&bank)?;
         match meta.get("bank")? {
             Some(have) if have.as_ref() == want.as_slice() => {}
@@ -116,6 +125,8 @@ impl ParticipantStore {
                 balances,
                 prepared,
                 journal,
+                steps,
+                step_log,
                 flusher,
             },
             recovered,
@@ -174,28 +185,103 @@ impl ParticipantStore {
         self.flusher.flush().await
     }
 
+    /// The latest record of saga step `key`, if it was ever seen here.
+    pub fn step(&self, key: &str) -> anyhow::Result<Option<StepRecord>> {
+        let Some(seq) = self.steps.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let record = self.step_log.get(&seq)?.ok_or_else(|| {
+            anyhow::anyhow!("tree steps, key {key}: its record {} is missing", hex(&seq))
+        })?;
+        serde_json::from_slice(&record)
+            .map(Some)
+            .with_context(|| format!("tree step_log, key {}: not a step record", hex(&seq)))
+    }
+
+    /// Writes a step's record with its effect in one transaction: the new balance (a shard),
+    /// the journal entry (the ledger). Not yet durable: await [`ParticipantStore::flushed`]
+    /// before answering.
+    pub fn write_step(
+        &self,
+        record: &StepRecord,
+        balance: Option<&(String, i64)>,
+        journal: Option<&Transfer>,
+    ) -> std::io::Result<()> {
+        let value = serde_json::to_vec(record).map_err(io)?;
+        let entry = journal
+            .map(|transfer| {
+                serde_json::to_vec(&JournalEntry {
+                    transfer: transfer.clone(),
+                    tx: 0,
+                })
+            })
+            .transpose()
+            .map_err(io)?;
+        let seq = self.db.generate_id().map_err(io)?.to_be_bytes();
+        let journal_seq = match &entry {
+            Some(_) => Some(self.db.generate_id().map_err(io)?.to_be_bytes()),
+            None => None,
+        };
+        (&self.balances, &self.steps, &self.step_log, &self.journal)
+            .transaction(|(balances, steps, step_log, journal)| {
+                if let Some((account, balance)) = balance {
+                    balances.insert(account.as_bytes(), &balance.to_be_bytes())?;
+                }
+                step_log.insert(&seq, value.as_slice())?;
+                steps.insert(record.key.as_bytes(), &seq)?;
+                if let (Some(entry), Some(at)) = (&entry, journal_seq) {
+                    journal.insert(&at, entry.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))
+    }
+
+    /// Waits until everything written so far is durable.
+    pub async fn flushed(&self) -> std::io::Result<()> {
+        self.flusher.flush().await
+    }
+
+    /// Up to `limit` step records from sequence number `from` on, oldest first: every state
+    /// each key went through.
+    pub fn steps(&self, from: u64, limit: usize) -> anyhow::Result<Vec<(u64, StepRecord)>> {
+        sequenced(&self.step_log, "step_log", "a step record", from, limit)
+    }
+
     /// Up to `limit` journal entries from sequence number `from` on, with their sequence
     /// numbers, oldest first (the ledger's; the checks and the anti-entropy job read it).
     pub fn journal(&self, from: u64, limit: usize) -> anyhow::Result<Vec<(u64, JournalEntry)>> {
-        self.journal
-            .range(from.to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item?;
-                let seq = <[u8; 8]>::try_from(key.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| anyhow::anyhow!("tree journal: a key of {} bytes", key.len()))?;
-                let entry = serde_json::from_slice(&value)
-                    .with_context(|| format!("tree journal, key {seq}: not an entry"))?;
-                Ok((seq, entry))
-            })
-            .collect()
+        sequenced(&self.journal, "journal", "an entry", from, limit)
     }
 
     /// Flushes everything (shutdown).
     pub async fn close(&self) -> std::io::Result<()> {
         self.flusher.flush_now().await
     }
+}
+
+/// Up to `limit` JSON records of `tree` (named `name`; keys are big-endian sequence numbers)
+/// from sequence number `from` on, oldest first, with their numbers. A key or record that does
+/// not decode is an error naming the tree, the key and `what` the record should be.
+fn sequenced<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &str,
+    what: &str,
+    from: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, T)>> {
+    tree.range(from.to_be_bytes()..)
+        .take(limit)
+        .map(|item| {
+            let (key, value) = item?;
+            let seq = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| anyhow::anyhow!("tree {name}: a key of {} bytes", key.len()))?;
+            let record = serde_json::from_slice(&value)
+                .with_context(|| format!("tree {name}, key {seq}: not {what}"))?;
+            Ok((seq, record))
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -206,6 +292,8 @@ fn hex(bytes: &[u8]) -> String {
 /// order meets each transaction's `Begin`, `Commit` and `End` in that order.
 pub struct DecisionLog {
     records: sled::Tree,
+    /// How many records `records` holds (sled counts a tree by walking it).
+    count: std::sync::atomic::AtomicUsize,
     flusher: Flusher,
 }
 
@@ -239,13 +327,28 @@ impl DecisionLog {
             );
         }
         let flusher = Flusher::start(db, !fsync).context("starting the flush thread")?;
-        Ok((DecisionLog { records, flusher }, replay))
+        let count = replay.len().into();
+        Ok((
+            DecisionLog {
+                records,
+                count,
+                flusher,
+            },
+            replay,
+        ))
     }
 
     /// Appends `record`; `Begin` and `Commit` are durable when this returns, `End` is lazy.
     pub async fn append(&self, record: &LogRecord) -> std::io::Result<()> {
         let value = serde_json::to_vec(record).map_err(io)?;
-        self.records.insert(record_key(record), value).map_err(io)?;
+        if self
+            .records
+            .insert(record_key(record), value)
+            .map_err(io)?
+            .is_none()
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         match record {
             LogRecord::End { .. } => {
                 self.forget_old_ended().map_err(io)?;
@@ -259,7 +362,10 @@ impl DecisionLog {
     /// Transactions end roughly in id order, so the oldest keys are the ended ones; a key
     /// range is dropped only up to the first transaction that has not ended.
     fn forget_old_ended(&self) -> sled::Result<()> {
-        let excess = self.records.len().saturating_sub(3 * ENDED_KEPT);
+        let excess = self
+            .count
+            .load(Ordering::Relaxed)
+            .saturating_sub(3 * ENDED_KEPT);
         if excess == 0 {
             return Ok(());
         }
@@ -279,7 +385,9 @@ impl DecisionLog {
                             return Ok(());
                         }
                         for k in keys {
-                            self.records.remove(k)?;
+                            if self.records.remove(k)?.is_some() {
+                                self.count.fetch_sub(1, Ordering::Relaxed);
+                            }
                             dropped += 1;
                         }
                     }
@@ -295,11 +403,223 @@ impl DecisionLog {
     }
 }
 
+/// The saga orchestrator's store: `sagas` (transfer id -> its saga, ended ones kept for
+/// retries of settled transfers), `active` (the ids of sagas not ended: what a restart
+/// resumes), `outbox` (sequence -> an event to publish). A saga's end and its event are one
+/// write: the relay can never publish an end the log lost, nor the log hold an end whose event
+/// is gone.
+pub struct SagaLog {
+    db: sled::Db,
+    sagas: sled::Tree,
+    active: sled::Tree,
+    outbox: sled::Tree,
+    flusher: Flusher,
+}
+
+impl SagaLog {
+    /// Opens the log under `dir`; returns it with the sagas to resume.
+    pub fn open(dir: &Path, fsync: bool) -> anyhow::Result<(SagaLog, Vec<Saga>)> {
+        let db = open_db(dir, "sagas.sled")?;
+        let sagas = tree(&db, "sagas")?;
+        let active = tree(&db, "active")?;
+        let outbox = tree(&db, "outbox")?;
+        let mut resume = Vec::new();
+        for item in active.iter() {
+            let (id, _) = item?;
+            let name = String::from_utf8_lossy(&id).into_owned();
+            let value = sagas.get(&id)?.ok_or_else(|| {
+                anyhow::anyhow!("tree active names saga {name:?}, which tree sagas lacks")
+            })?;
+            resume.push(
+                serde_json::from_slice(&value)
+                    .with_context(|| format!("tree sagas, key {name:?}: not a saga"))?,
+            );
+        }
+        let flusher = Flusher::start(db.clone(), !fsync).context("starting the flush thread")?;
+        Ok((
+            SagaLog {
+                db,
+                sagas,
+                active,
+                outbox,
+                flusher,
+            },
+            resume,
+        ))
+    }
+
+    /// The saga of transfer `id`, if it was ever begun.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<Saga>> {
+        self.sagas
+            .get(id.as_bytes())?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .with_context(|| format!("tree sagas, key {id:?}: not a saga"))
+            })
+            .transpose()
+    }
+
+    /// Writes `saga` (and, when it ended with one, its event into the outbox) in one step;
+    /// with `durable`, waits until it is on disk.
+    pub async fn write(&self, saga: &Saga, durable: bool) -> std::io::Result<()> {
+        let value = serde_json::to_vec(saga).map_err(io)?;
+        let event = if saga.phase.is_terminal() {
+            TransferEvent::of(saga)
+                .map(|e| serde_json::to_vec(&e))
+                .transpose()
+                .map_err(io)?
+        } else {
+            None
+        };
+        let seq = match &event {
+            Some(_) => Some(self.db.generate_id().map_err(io)?.to_be_bytes()),
+            None => None,
+        };
+        let id = saga.transfer.id.as_bytes();
+        let ended = saga.phase.is_terminal();
+        (&self.sagas, &self.active, &self.outbox)
+            .transaction(|(sagas, active, outbox)| {
+                sagas.insert(id, value.as_slice())?;
+                if ended {
+                    active.remove(id)?;
+                } else {
+                    active.insert(id, &[])?;
+                }
+                if let (Some(event), Some(seq)) = (&event, seq) {
+                    outbox.insert(&seq, event.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))?;
+        if durable {
+            self.flusher.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The oldest `limit` events not yet published, with their sequence numbers.
+    pub fn outbox(&self, limit: usize) -> anyhow::Result<Vec<(u64, TransferEvent)>> {
+        sequenced(&self.outbox, "outbox", "an event", 0, limit)
+    }
+
+    /// Marks events published (acknowledged by every in-sync replica): they leave the outbox.
+    pub fn published(&self, seqs: &[u64]) -> std::io::Result<()> {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(&seq.to_be_bytes());
+        }
+        self.outbox.apply_batch(batch).map_err(io)
+    }
+
+    /// Events waiting in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub async fn close(&self) -> std::io::Result<()> {
+        self.flusher.flush_now().await
+    }
+}
+
+/// A notification as the notifications service stores it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    pub event: TransferEvent,
+    /// When it was written (this service's clock).
+    pub at_ms: u64,
+}
+
+/// The notifications service's store: `notifications` (sequence -> JSON), `events` (event id
+/// -> its sequence: the consumer's idempotence), `meta` (`duplicates`, big-endian u64). A
+/// notification and its event id are one write, so an event delivered again finds its id
+/// and changes nothing.
+pub struct NotificationStore {
+    db: sled::Db,
+    notifications: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    flusher: Flusher,
+}
+
+fn counter(value: Option<sled::IVec>) -> u64 {
+    value
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+impl NotificationStore {
+    pub fn open(dir: &Path, fsync: bool) -> anyhow::Result<NotificationStore> {
+        let db = open_db(dir, "notifications.sled")?;
+        let store = NotificationStore {
+            notifications: tree(&db, "notifications")?,
+            events: tree(&db, "events")?,
+            meta: tree(&db, "meta")?,
+            flusher: Flusher::start(db.clone(), !fsync).context("starting the flush thread")?,
+            db,
+        };
+        Ok(store)
+    }
+
+    /// Writes `event`'s notification unless its id was written before; whether it was new.
+    /// Not durable until [`NotificationStore::flushed`].
+    pub fn record(&self, event: &TransferEvent, now_ms: u64) -> std::io::Result<bool> {
+        let value = serde_json::to_vec(&Notification {
+            event: event.clone(),
+            at_ms: now_ms,
+        })
+        .map_err(io)?;
+        let seq = self.db.generate_id().map_err(io)?.to_be_bytes();
+        (&self.notifications, &self.events, &self.meta)
+            .transaction(|(notifications, events, meta)| {
+                if events.get(event.event.as_bytes())?.is_some() {
+                    let seen = counter(meta.get("duplicates")?) + 1;
+                    meta.insert("duplicates", &seen.to_be_bytes())?;
+                    return Ok(false);
+                }
+                events.insert(event.event.as_bytes(), &seq)?;
+                notifications.insert(&seq, value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(|e| io(format!("{e:?}")))
+    }
+
+    pub async fn flushed(&self) -> std::io::Result<()> {
+        self.flusher.flush().await
+    }
+
+    pub fn len(&self) -> usize {
+        self.notifications.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.notifications.is_empty()
+    }
+
+    /// Events delivered again and found written.
+    pub fn duplicates(&self) -> u64 {
+        counter(self.meta.get("duplicates").ok().flatten())
+    }
+
+    /// Up to `limit` notifications from sequence `from` on, oldest first.
+    pub fn list(&self, from: u64, limit: usize) -> anyhow::Result<Vec<(u64, Notification)>> {
+        sequenced(
+            &self.notifications,
+            "notifications",
+            "a notification",
+            from,
+            limit,
+        )
+    }
+
+    pub async fn close(&self) -> std::io::Result<()> {
+        self.flusher.flush_now().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::coordinator::Branch;
-    use crate::domain::Transfer;
     use crate::lock::Age;
     use crate::participant::{Outcome, Write};
 
@@ -437,5 +757,60 @@ mod tests {
                 LogRecord::Commit { tx: 2 }
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_saga_log_resumes_the_unfinished_and_queues_each_end_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Saga::new(transfer(), 1);
+        let mut b = Saga::new(
+            Transfer {
+                id: "t2".into(),
+                ..transfer()
+            },
+            1,
+        );
+        {
+            let (log, resume) = reopen(|| SagaLog::open(dir.path(), true)).unwrap();
+            assert!(resume.is_empty());
+            log.write(&a, true).await.unwrap();
+            log.write(&b, true).await.unwrap();
+            a.phase = crate::saga::Phase::Completed;
+            log.write(&a, true).await.unwrap();
+            b.phase = crate::saga::Phase::Credit;
+            log.write(&b, true).await.unwrap();
+            log.close().await.unwrap();
+        }
+        let (log, resume) = reopen(|| SagaLog::open(dir.path(), true)).unwrap();
+        assert_eq!(resume, vec![b.clone()]);
+        assert_eq!(log.get("t1").unwrap(), Some(a));
+        let outbox = log.outbox(10).unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].1.event, "t1/completed");
+        log.published(&[outbox[0].0]).unwrap();
+        assert_eq!(log.outbox_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_notification_is_written_once_whatever_the_redeliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut saga = Saga::new(transfer(), 1);
+        saga.phase = crate::saga::Phase::Completed;
+        let event = TransferEvent::of(&saga).unwrap();
+        {
+            let store = reopen(|| NotificationStore::open(dir.path(), true)).unwrap();
+            assert!(store.record(&event, 5).unwrap());
+            assert!(!store.record(&event, 6).unwrap());
+            store.close().await.unwrap();
+        }
+        let store = reopen(|| NotificationStore::open(dir.path(), true)).unwrap();
+        assert!(
+            !store.record(&event, 7).unwrap(),
+            "remembered across a restart"
+        );
+        assert_eq!((store.len(), store.duplicates()), (1, 2));
+        let listed = store.list(0, 10).unwrap();
+        assert_eq!(listed[0].1.event, event);
+        assert_eq!(listed[0].1.at_ms, 5);
     }
 }

@@ -57,14 +57,20 @@ impl From<pb::TransferRequest> for Transfer {
     }
 }
 
-/// A client of a bank coordinator at `addr` (connecting lazily), each call bounded by
-/// `timeout`: what `bank transfer`, the tests and the lab's workload use.
+/// A lazily connecting channel to a bank node at `addr`, each call bounded by `timeout`.
+pub fn channel(
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = distlab_runtime::channel::endpoint(addr, std::time::Duration::from_secs(1))?;
+    Ok(endpoint.timeout(timeout).connect_lazy())
+}
+
+/// A client of a bank coordinator (or orchestrator) at `addr`: what `bank transfer`, the tests
+/// and the lab's workload use.
 pub fn connect(
     addr: std::net::SocketAddr,
     timeout: std::time::Duration,
 ) -> anyhow::Result<pb::bank_client::BankClient<tonic::transport::Channel>> {
-    let endpoint = distlab_runtime::channel::endpoint(addr, std::time::Duration::from_secs(1))?;
-    Ok(pb::bank_client::BankClient::new(
-        endpoint.timeout(timeout).connect_lazy(),
-    ))
+    Ok(pb::bank_client::BankClient::new(channel(addr, timeout)?))
 }

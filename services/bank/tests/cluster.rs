@@ -5,77 +5,17 @@
 //! (the commit finished by its restart), a participant killed while prepared.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use distlab_bank::cluster::{LocalBank, NodeCommand};
+mod support;
+
+use distlab_bank::cluster::{LocalBank, Mode};
 use distlab_bank::domain::{account_name, shard_of};
 use distlab_proto::bank::v1 as pb;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
-
-const BANK: &str = env!("CARGO_BIN_EXE_bank");
-const ACCOUNTS: usize = 20;
-const OPENING: i64 = 100;
-
-async fn start(dir: &Path, coordinator_flags: &[&str]) -> LocalBank {
-    let command = NodeCommand {
-        program: BANK.into(),
-        args: vec!["serve".into()],
-    };
-    let tc: Vec<String> = coordinator_flags.iter().map(|s| s.to_string()).collect();
-    let flags = move |id: &str| {
-        let mut f = vec![
-            "--accounts".to_string(),
-            ACCOUNTS.to_string(),
-            "--opening".to_string(),
-            OPENING.to_string(),
-        ];
-        if id == "tc" {
-            f.extend(tc.iter().cloned());
-        }
-        f
-    };
-    LocalBank::start(command, dir, 2, &flags).await.unwrap()
-}
-
-fn flags(extra: &[&str]) -> Vec<String> {
-    let mut f = vec![
-        "--accounts".to_string(),
-        ACCOUNTS.to_string(),
-        "--opening".to_string(),
-        OPENING.to_string(),
-    ];
-    f.extend(extra.iter().map(|s| s.to_string()));
-    f
-}
-
-async fn detail(bank: &LocalBank, id: &str) -> Option<Value> {
-    let admin = bank.admin(id)?;
-    let body: Value = reqwest::get(format!("http://{admin}/status"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    Some(body["detail"].clone())
-}
-
-/// Waits (polling) until `check` holds; fails naming `what` after `timeout`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use support::{
+    ACCOUNTS, OPENING, across_shards, detail, eventually, flags, prepared, start, transfer,
+};
 
 async fn balances(bank: &LocalBank) -> BTreeMap<String, i64> {
     let read = bank
@@ -95,36 +35,16 @@ async fn balances(bank: &LocalBank) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Two accounts on different shards (of 2).
-fn across_shards() -> (String, String) {
-    let a = account_name(0);
-    let b = (1..ACCOUNTS)
-        .map(account_name)
-        .find(|b| shard_of(b, 2) != shard_of(&a, 2))
-        .unwrap();
-    (a, b)
-}
-
-fn transfer(id: &str, from: &str, to: &str, amount: i64) -> pb::TransferRequest {
-    pb::TransferRequest {
-        id: id.into(),
-        from: from.into(),
-        to: to.into(),
-        amount,
-    }
-}
-
-async fn prepared(bank: &LocalBank, id: &str) -> usize {
-    detail(bank, id)
-        .await
-        .and_then(|d| d["prepared"].as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_move_exactly_the_committed_money() {
     let dir = tempfile::tempdir().unwrap();
-    let bank = start(dir.path(), &["--max-attempts", "100"]).await;
+    let bank = start(
+        dir.path(),
+        Mode::TwoPhaseCommit,
+        &["--max-attempts", "100"],
+        &[],
+    )
+    .await;
     let total = ACCOUNTS as i64 * OPENING;
     let stop = tokio_util::sync::CancellationToken::new();
     // A reader of every balance, all along: 2PC's reads see the exact total, always.
@@ -274,7 +194,13 @@ async fn concurrent_transfers_move_exactly_the_committed_money() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_before_deciding_leaves_participants_in_doubt_until_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bank = start(dir.path(), &["--delay-decision", "60s"]).await;
+    let mut bank = start(
+        dir.path(),
+        Mode::TwoPhaseCommit,
+        &["--delay-decision", "60s"],
+        &[],
+    )
+    .await;
     let (a, b) = across_shards();
     let before = balances(&bank).await;
     let mut client = bank.client();
@@ -340,7 +266,9 @@ async fn a_coordinator_killed_after_deciding_commits_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let mut bank = start(
         dir.path(),
+        Mode::TwoPhaseCommit,
         &["--delay-outcome", "60s", "--in-doubt-after", "60s"],
+        &[],
     )
     .await;
     let (a, b) = across_shards();
@@ -372,7 +300,13 @@ async fn a_coordinator_killed_after_deciding_commits_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_killed_while_prepared_recovers_and_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bank = start(dir.path(), &["--delay-decision", "3s"]).await;
+    let mut bank = start(
+        dir.path(),
+        Mode::TwoPhaseCommit,
+        &["--delay-decision", "3s"],
+        &[],
+    )
+    .await;
     let (a, b) = across_shards();
     let victim = format!("s{}", shard_of(&a, 2) + 1);
     let before = balances(&bank).await;

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Begun, Branch, Coordinator, LogRecord, Next, Phase, Settled};
 use crate::domain::{Bank, Transfer, shard_of};
+use crate::front::{BankApi, Front};
 use crate::lock::TxId;
 use crate::participant::{Outcome, Write};
 use crate::status::{CoordinatorDetail, SHOWN, TxStatus};
@@ -45,6 +46,8 @@ pub struct CoordinatorConfig {
     pub delay_decision: Duration,
     /// ... and one after the decision is logged, before participants hear it.
     pub delay_outcome: Duration,
+    /// The periodic anti-entropy pass: how often, and whether it repairs.
+    pub reconcile: Option<(Duration, bool)>,
 }
 
 #[derive(Default)]
@@ -70,6 +73,7 @@ pub struct Shared {
     /// Read transactions' ids: apart from the logged ones (the high bit set), from a
     /// per-boot start.
     next_read: AtomicU64,
+    reconciler: crate::reconcile::Reconciler,
 }
 
 impl Shared {
@@ -160,12 +164,14 @@ impl Shared {
                 reason: String::new(),
                 tx,
                 attempts,
+                state: "committed".into(),
             },
             Settled::Aborted(reason) => pb::TransferResponse {
                 committed: false,
                 reason,
                 tx,
                 attempts,
+                state: "aborted".into(),
             },
         }
     }
@@ -361,6 +367,25 @@ impl Shared {
     /// deadlock policy refuses it.
     async fn read_all(&self) -> Result<pb::ReadAllResponse, Status> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut balances) = self.read_locked().await?;
+        self.release(tx);
+        balances.sort_by(|a, b| a.account.cmp(&b.account));
+        let total = balances.iter().map(|b| b.balance).sum();
+        Ok(pb::ReadAllResponse {
+            balances,
+            total,
+            expected: self.config.bank.total() as i64,
+            in_flight_before: 0,
+            in_flight_after: 0,
+            mode: "2pc".into(),
+            outbox: 0,
+        })
+    }
+
+    /// Every balance, with shared locks on every account of every shard still held by the
+    /// read transaction returned (the caller releases it): nothing commits on any account
+    /// until then.
+    async fn read_locked(&self) -> Result<(TxId, Vec<pb::Balance>), Status> {
         let started_us = clock_us();
         let mut last = String::new();
         for attempt in 0..self.config.max_attempts.max(1) * 4 {
@@ -393,31 +418,15 @@ impl Shared {
                     Err(e) => failed = Some(format!("{shard}: {}", e.message())),
                 }
             }
-            for shard in self.config.shards.clone() {
-                if let Ok(mut client) = self.client(&shard) {
-                    tokio::spawn(async move {
-                        let mut request = Request::new(pb::FinishRequest { tx });
-                        request.set_timeout(Duration::from_secs(1));
-                        let _ = client.release(request).await;
-                    });
-                }
-            }
             // Shards drop read locks after their lease: a read slower than half of it may
             // have lost some before the last shard answered.
             let slow = began.elapsed() > READ_LEASE / 2;
             match failed {
-                None if !slow => {
-                    balances.sort_by(|a, b| a.account.cmp(&b.account));
-                    let total = balances.iter().map(|b| b.balance).sum();
-                    return Ok(pb::ReadAllResponse {
-                        balances,
-                        total,
-                        expected: self.config.bank.total() as i64,
-                    });
-                }
+                None if !slow => return Ok((tx, balances)),
                 None => last = "the read outlived its locks' lease".into(),
                 Some(why) => last = why,
             }
+            self.release(tx);
             if !retryable && !slow {
                 break;
             }
@@ -427,6 +436,65 @@ impl Shared {
         Err(Status::unavailable(format!(
             "could not read every balance: {last}"
         )))
+    }
+
+    /// Releases read transaction `tx`'s shared locks on every shard (in the background).
+    fn release(&self, tx: TxId) {
+        for shard in self.config.shards.clone() {
+            if let Ok(mut client) = self.client(&shard) {
+                tokio::spawn(async move {
+                    let mut request = Request::new(pb::FinishRequest { tx });
+                    request.set_timeout(Duration::from_secs(1));
+                    let _ = client.release(request).await;
+                });
+            }
+        }
+    }
+
+    /// One anti-entropy pass: every balance and the ledger's journal read while the shared
+    /// locks hold every account still (a transfer's commit needs its accounts' exclusive
+    /// locks, so the journal and the balances agree unless something is wrong), compared;
+    /// with `repair`, each drift is corrected once the locks are gone.
+    async fn reconcile(&self, repair: bool) -> Result<pb::ReconcileResponse, Status> {
+        let (tx, balances) = self.read_locked().await?;
+        // A commit some participants have applied and others not yet (the outcome is sent
+        // to all at once; the shards have applied theirs, as their locks are free): its
+        // accounts are not judged this pass. Taken before the journal is read: one that
+        // finishes meanwhile is in the journal.
+        let uncertain = self
+            .core()
+            .in_flight()
+            .filter(|t| {
+                matches!(
+                    t.phase,
+                    Phase::Finishing {
+                        outcome: Outcome::Committed,
+                        ..
+                    }
+                )
+            })
+            .flat_map(|t| [t.transfer.from.clone(), t.transfer.to.clone()])
+            .collect();
+        let journal = crate::reconcile::read_journal(self.client(&self.config.ledger)?).await;
+        self.release(tx);
+        let snapshot = crate::reconcile::Snapshot {
+            balances: balances
+                .into_iter()
+                .map(|b| (b.account, b.balance))
+                .collect(),
+            journal: journal?,
+            uncertain,
+            ..Default::default()
+        };
+        self.reconciler
+            .pass(
+                &self.config.bank,
+                &snapshot,
+                repair,
+                &self.config.shards,
+                |shard| self.client(shard),
+            )
+            .await
     }
 
     /// The beat: aborts transactions whose votes never came, resends outcomes.
@@ -455,27 +523,18 @@ fn backoff(attempt: u32) -> Duration {
 /// How long shards hold a read's shared locks without a release.
 pub const READ_LEASE: Duration = Duration::from_secs(5);
 
-struct BankApi {
-    shared: Arc<Shared>,
-}
-
 #[tonic::async_trait]
-impl pb::bank_server::Bank for BankApi {
-    async fn transfer(
-        &self,
-        request: Request<pb::TransferRequest>,
-    ) -> Result<Response<pb::TransferResponse>, Status> {
-        self.shared
-            .transfer(request.into_inner().into())
-            .await
-            .map(Response::new)
+impl Front for Shared {
+    async fn transfer(self: Arc<Self>, t: Transfer) -> Result<pb::TransferResponse, Status> {
+        Shared::transfer(&self, t).await
     }
 
-    async fn read_all(
-        &self,
-        _: Request<pb::ReadAllRequest>,
-    ) -> Result<Response<pb::ReadAllResponse>, Status> {
-        self.shared.read_all().await.map(Response::new)
+    async fn read_all(&self) -> Result<pb::ReadAllResponse, Status> {
+        Shared::read_all(self).await
+    }
+
+    async fn reconcile(&self, repair: bool) -> Result<pb::ReconcileResponse, Status> {
+        Shared::reconcile(self, repair).await
     }
 }
 
@@ -558,6 +617,7 @@ impl NodeStatus for CoordinatorStatus {
             retries: load(&c.retries),
             reads: load(&c.reads),
             read_retries: load(&c.read_retries),
+            reconcile: s.reconciler.status(),
         };
         serde_json::to_value(detail).expect("the detail serializes")
     }
@@ -614,13 +674,17 @@ pub async fn run(args: ValidNodeArgs, config: CoordinatorConfig) -> anyhow::Resu
         sending: Mutex::new(BTreeSet::new()),
         counters: Counters::default(),
         next_read: AtomicU64::new((1 << 63) | (clock_us() & 0xffff_ffff) << 16),
+        reconciler: crate::reconcile::Reconciler::default(),
     });
     let shutdown = node.shutdown_token();
+    if let Some((every, repair)) = shared.config.reconcile {
+        crate::front::reconcile_every(shared.clone(), every, repair, &shutdown);
+    }
     node.add_ready_field("role", "coordinator");
     shared.beat();
     tokio::spawn(beat(shared.clone(), shutdown.clone()));
     let routes = tonic::service::Routes::new(pb::bank_server::BankServer::new(BankApi {
-        shared: shared.clone(),
+        front: shared.clone(),
     }))
     .add_service(pb::decisions_server::DecisionsServer::new(DecisionsApi {
         shared: shared.clone(),

@@ -19,6 +19,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 pub mod service;
+pub mod step;
+pub mod storage;
+pub mod xa;
 
 use crate::coordinator::Branch;
 use crate::domain::Transfer;

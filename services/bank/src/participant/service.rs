@@ -18,12 +18,13 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::step::{ApplyPlan, StepRecord, StepState};
+use super::storage::{Storage, StoreKind};
 use super::{Outcome, Participant, Write};
 use crate::coordinator::Branch;
 use crate::domain::{Bank, Transfer};
 use crate::lock::{Acquire, Age, Mode, Policy, TxId};
 use crate::status::{ParticipantCounters, ParticipantDetail, PreparedStatus};
-use crate::store::ParticipantStore;
 use crate::{clock_ms, refusal};
 
 /// How a participant runs.
@@ -40,6 +41,11 @@ pub struct ParticipantConfig {
     pub read_lease: Duration,
     /// `shard` or `ledger`.
     pub role: &'static str,
+    /// Fault knob: every Nth credit here is acknowledged and recorded but not added to the
+    /// balance (drift for the anti-entropy job to find).
+    pub skip_credit_every: Option<u64>,
+    /// Where its state lives.
+    pub store: StoreKind,
 }
 
 #[derive(Default)]
@@ -51,6 +57,13 @@ struct Counters {
     lock_conflicts: AtomicU64,
     lock_timeouts: AtomicU64,
     outcome_queries: AtomicU64,
+    steps_applied: AtomicU64,
+    steps_refused: AtomicU64,
+    steps_repeated: AtomicU64,
+    steps_fenced: AtomicU64,
+    steps_reversed: AtomicU64,
+    credits: AtomicU64,
+    credits_skipped: AtomicU64,
 }
 
 struct Inner {
@@ -85,7 +98,7 @@ pub struct Shared {
     id: String,
     config: ParticipantConfig,
     inner: Mutex<Inner>,
-    store: ParticipantStore,
+    store: Storage,
     /// A client of each peer's `Decisions` service (the coordinator's), for transactions in
     /// doubt.
     decisions: BTreeMap<String, pb::decisions_client::DecisionsClient<TracedChannel>>,
@@ -99,6 +112,27 @@ struct No {
 }
 
 impl Shared {
+    /// Whether the fault knob skips this credit (of `account`, by `amount`).
+    fn skip_credit(&self, account: &str, amount: i64) -> bool {
+        let Some(every) = self.config.skip_credit_every else {
+            return false;
+        };
+        let n = self.counters.credits.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_multiple_of(every.max(1)) {
+            return false;
+        }
+        self.counters
+            .credits_skipped
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            event = "credit_skipped",
+            account,
+            amount,
+            "fault knob --skip-credit-every: {account}'s credit of {amount} acknowledged and not applied"
+        );
+        true
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -266,11 +300,27 @@ impl Shared {
     }
 
     async fn commit(&self, tx: TxId) -> Result<(), Status> {
-        let applied = self
-            .lock()
-            .core
-            .check_commit(tx)
-            .map_err(|e| refusal(tonic::Code::FailedPrecondition, "protocol", e.to_string()))?;
+        let mut applied = {
+            let inner = self.lock();
+            let applied = inner
+                .core
+                .check_commit(tx)
+                .map_err(|e| refusal(tonic::Code::FailedPrecondition, "protocol", e.to_string()))?;
+            let before: BTreeMap<String, i64> = applied
+                .balances
+                .iter()
+                .filter_map(|(a, _)| Some((a.clone(), inner.core.balance(a)?)))
+                .collect();
+            (applied, before)
+        };
+        if self.config.skip_credit_every.is_some() {
+            let (applied, before) = &mut applied;
+            applied.balances.retain(|(account, balance)| {
+                let credit = balance - before.get(account).copied().unwrap_or(*balance);
+                credit <= 0 || !self.skip_credit(account, credit)
+            });
+        }
+        let applied = applied.0;
         self.store
             .commit(tx, &applied)
             .await
@@ -380,6 +430,153 @@ impl Shared {
         }
     }
 
+    /// The store saga steps are recorded in: the embedded one (a participant on PostgreSQL
+    /// serves two-phase commit only).
+    fn steps_store(&self) -> Result<&crate::store::ParticipantStore, Status> {
+        self.store.embedded().ok_or_else(|| {
+            refusal(
+                tonic::Code::FailedPrecondition,
+                "unsupported",
+                format!(
+                    "{} runs on PostgreSQL (--store postgres), which serves two-phase commit \
+                     only: saga steps need --store embedded",
+                    self.id
+                ),
+            )
+        })
+    }
+
+    /// A saga step as a local transaction: the key's record and its effect written together,
+    /// durable before the answer.
+    async fn apply(&self, request: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+        let store = self.steps_store()?;
+        let journal = request.journal.map(Transfer::from);
+        let (account, delta) = match (&journal, self.config.role) {
+            (Some(_), "ledger") => (String::new(), 0),
+            (None, "shard") => {
+                if self
+                    .config
+                    .accounts
+                    .binary_search(&request.account)
+                    .is_err()
+                {
+                    return Err(refusal(
+                        tonic::Code::InvalidArgument,
+                        "bad_request",
+                        format!("{} does not live on {}", request.account, self.id),
+                    ));
+                }
+                (request.account, request.delta)
+            }
+            _ => {
+                return Err(refusal(
+                    tonic::Code::InvalidArgument,
+                    "bad_request",
+                    format!(
+                        "{} ({}): a shard applies account changes, the ledger journal entries",
+                        self.id, self.config.role
+                    ),
+                ));
+            }
+        };
+        let store_error = |e: &dyn std::fmt::Display| {
+            Status::unavailable(format!("step {}: the store: {e}", request.key))
+        };
+        let plan = {
+            let mut inner = self.lock();
+            let existing = store
+                .step(&request.key)
+                .map_err(|e| store_error(&format!("{e:#}")))?;
+            let mut plan = inner
+                .core
+                .plan_apply(existing.as_ref(), &request.key, &account, delta);
+            if let ApplyPlan::Write { record, balance } = &mut plan
+                && record.state == StepState::Applied
+                && delta > 0
+                && !request.key.starts_with("repair/")
+                && self.skip_credit(&account, delta)
+            {
+                *balance = None;
+            }
+            if let ApplyPlan::Write { record, balance } = &plan {
+                store
+                    .write_step(record, balance.as_ref(), journal.as_ref())
+                    .map_err(|e| store_error(&e))?;
+                inner.core.step_written(balance.as_ref());
+            }
+            plan
+        };
+        // A repeat too: its first answer may still be on its way to the disk.
+        store.flushed().await.map_err(|e| store_error(&e))?;
+        let count = |n: &AtomicU64| n.fetch_add(1, Ordering::Relaxed);
+        let (record, repeat) = match plan {
+            ApplyPlan::Busy(why) => {
+                count(&self.counters.lock_conflicts);
+                return Err(Status::unavailable(why));
+            }
+            ApplyPlan::Repeat(record) => {
+                count(&self.counters.steps_repeated);
+                (record, true)
+            }
+            ApplyPlan::Write { record, .. } => {
+                count(match record.state {
+                    StepState::Applied => &self.counters.steps_applied,
+                    _ => &self.counters.steps_refused,
+                });
+                (record, false)
+            }
+        };
+        let fenced = matches!(record.state, StepState::Fenced | StepState::Reversed);
+        Ok(pb::ApplyResponse {
+            applied: record.state == StepState::Applied,
+            reason: match record.state {
+                StepState::Fenced | StepState::Reversed => {
+                    format!("step {} was cancelled", record.key)
+                }
+                _ => record.reason.unwrap_or_default(),
+            },
+            repeat,
+            fenced,
+        })
+    }
+
+    /// A saga step's compensation: fence the key, or undo what it applied.
+    async fn cancel(&self, request: pb::CancelRequest) -> Result<pb::CancelResponse, Status> {
+        let store = self.steps_store()?;
+        let store_error = |e: &dyn std::fmt::Display| {
+            Status::unavailable(format!("cancelling step {}: the store: {e}", request.key))
+        };
+        let was_applied = {
+            let mut inner = self.lock();
+            let existing = store
+                .step(&request.key)
+                .map_err(|e| store_error(&format!("{e:#}")))?;
+            let plan = inner.core.plan_cancel(
+                existing.as_ref(),
+                &request.key,
+                &request.account,
+                request.reverse,
+            );
+            if let Some((record, balance)) = &plan.write {
+                store
+                    .write_step(record, balance.as_ref(), None)
+                    .map_err(|e| store_error(&e))?;
+                inner.core.step_written(balance.as_ref());
+                self.counters.steps_fenced.fetch_add(
+                    u64::from(record.state == StepState::Fenced),
+                    Ordering::Relaxed,
+                );
+                self.counters.steps_reversed.fetch_add(
+                    u64::from(record.state == StepState::Reversed),
+                    Ordering::Relaxed,
+                );
+            }
+            plan.was_applied
+        };
+        store.flushed().await.map_err(|e| store_error(&e))?;
+        Ok(pb::CancelResponse { was_applied })
+    }
+
     fn balances(&self) -> Vec<pb::Balance> {
         self.lock()
             .core
@@ -395,6 +592,23 @@ impl Shared {
 
 struct ParticipantApi {
     shared: Arc<Shared>,
+}
+
+impl ParticipantApi {
+    /// Runs a request that changes state in a task of its own, so it finishes even if its
+    /// caller goes away (a coordinator that stops waiting drops the request): a prepare, a
+    /// commit or a step cut off between its store and its in-memory state would leave the
+    /// two disagreeing (and a PostgreSQL connection inside an open transaction).
+    async fn to_the_end<T, F, Fut>(&self, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        tokio::spawn(work(self.shared.clone()))
+            .await
+            .map_err(|e| Status::internal(format!("the request's task failed: {e}")))?
+    }
 }
 
 fn finish_request(request: Request<pb::FinishRequest>) -> Result<TxId, Status> {
@@ -423,14 +637,18 @@ impl pb::participant_server::Participant for ParticipantApi {
                 "a prepare needs a transaction id and its coordinator",
             ));
         }
-        self.shared.prepare(request).await.map(Response::new)
+        self.to_the_end(move |s| async move { s.prepare(request).await })
+            .await
+            .map(Response::new)
     }
 
     async fn commit(
         &self,
         request: Request<pb::FinishRequest>,
     ) -> Result<Response<pb::FinishResponse>, Status> {
-        self.shared.commit(finish_request(request)?).await?;
+        let tx = finish_request(request)?;
+        self.to_the_end(move |s| async move { s.commit(tx).await })
+            .await?;
         Ok(Response::new(pb::FinishResponse {}))
     }
 
@@ -438,7 +656,9 @@ impl pb::participant_server::Participant for ParticipantApi {
         &self,
         request: Request<pb::FinishRequest>,
     ) -> Result<Response<pb::FinishResponse>, Status> {
-        self.shared.abort(finish_request(request)?).await?;
+        let tx = finish_request(request)?;
+        self.to_the_end(move |s| async move { s.abort(tx).await })
+            .await?;
         Ok(Response::new(pb::FinishResponse {}))
     }
 
@@ -496,6 +716,7 @@ impl pb::participant_server::Participant for ParticipantApi {
             .shared
             .store
             .journal(request.from, limit)
+            .await
             .map_err(|e| Status::internal(format!("reading the journal: {e:#}")))?
             .into_iter()
             .map(|(seq, e)| pb::JournalEntry {
@@ -509,6 +730,74 @@ impl pb::participant_server::Participant for ParticipantApi {
             .collect();
         Ok(Response::new(pb::JournalResponse { entries }))
     }
+
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        self.to_the_end(move |s| async move { s.apply(request).await })
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let request = request.into_inner();
+        check_key(&request.key)?;
+        self.to_the_end(move |s| async move { s.cancel(request).await })
+            .await
+            .map(Response::new)
+    }
+
+    async fn balances(
+        &self,
+        _: Request<pb::BalancesRequest>,
+    ) -> Result<Response<pb::BalancesResponse>, Status> {
+        Ok(Response::new(pb::BalancesResponse {
+            balances: self.shared.balances(),
+        }))
+    }
+
+    async fn steps(
+        &self,
+        request: Request<pb::StepsRequest>,
+    ) -> Result<Response<pb::StepsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = request.limit.clamp(1, 10_000) as usize;
+        let Some(store) = self.shared.store.embedded() else {
+            // PostgreSQL participants record no saga steps.
+            return Ok(Response::new(pb::StepsResponse { steps: Vec::new() }));
+        };
+        let steps = store
+            .steps(request.from, limit)
+            .map_err(|e| Status::internal(format!("reading the steps: {e:#}")))?
+            .into_iter()
+            .map(|(seq, r): (u64, StepRecord)| pb::Step {
+                seq,
+                key: r.key,
+                account: r.account,
+                delta: r.delta,
+                state: r.state.as_str().into(),
+            })
+            .collect();
+        Ok(Response::new(pb::StepsResponse { steps }))
+    }
+}
+
+/// A step's idempotency key: 1 to 200 bytes.
+fn check_key(key: &str) -> Result<(), Status> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(refusal(
+            tonic::Code::InvalidArgument,
+            "bad_request",
+            "a step needs an idempotency key of 1 to 200 bytes",
+        ));
+    }
+    Ok(())
 }
 
 struct ParticipantStatus {
@@ -555,6 +844,7 @@ impl NodeStatus for ParticipantStatus {
                 Policy::NoWait => "no-wait",
             }
             .into(),
+            store: s.store.kind().name().into(),
             counters: ParticipantCounters {
                 prepared: load(&c.prepared),
                 committed: load(&c.committed),
@@ -563,6 +853,12 @@ impl NodeStatus for ParticipantStatus {
                 lock_conflicts: load(&c.lock_conflicts),
                 lock_timeouts: load(&c.lock_timeouts),
                 outcome_queries: load(&c.outcome_queries),
+                steps_applied: load(&c.steps_applied),
+                steps_refused: load(&c.steps_refused),
+                steps_repeated: load(&c.steps_repeated),
+                steps_fenced: load(&c.steps_fenced),
+                steps_reversed: load(&c.steps_reversed),
+                credits_skipped: load(&c.credits_skipped),
             },
         };
         serde_json::to_value(detail).expect("the detail serializes")
@@ -573,6 +869,7 @@ async fn background(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut every = Every::new(Duration::from_millis(250), &shutdown);
     while every.tick().await {
         shared.expire_reads();
+        shared.store.upkeep().await;
         shared.resolve_in_doubt().await;
     }
 }
@@ -591,13 +888,20 @@ pub async fn run(args: ValidNodeArgs, config: ParticipantConfig) -> anyhow::Resu
         .collect();
     let id = args.id.to_string();
     let mut node = Node::bind(args, "proj5", "bank").await?;
-    let (store, recovered) =
-        ParticipantStore::open(&data_dir, config.bank, &config.accounts, config.fsync)?;
+    let (store, recovered) = Storage::open(
+        config.store,
+        &data_dir,
+        config.bank,
+        &config.accounts,
+        config.fsync,
+    )
+    .await?;
     let in_doubt = recovered.prepared.len();
     tracing::info!(
         event = "store_opened",
         accounts = recovered.balances.len(),
         prepared = in_doubt,
+        store = store.kind().name(),
         journal = recovered.journal,
         "participant store opened"
     );

@@ -166,7 +166,7 @@ pub async fn run(
 /// first join then comes after its topics exist, so `__consumer_offsets` is made after them and
 /// does not shift their placement). The client keeps every candidate (a broker that is down
 /// now, or registers later, is one of them); calls go to the brokers the metadata names.
-async fn connect(
+pub async fn connect(
     candidates: &[(String, SocketAddr)],
     topics: &[String],
     policy: &RetryPolicy,
