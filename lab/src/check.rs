@@ -3,19 +3,22 @@
 //! By default a run directory is checked the way its scenario asked (`scenario.yaml`'s
 //! `check:` list, over `history.jsonl` and `events.jsonl`), so the verdicts match the run's
 //! own, and judged against what the scenario expects (`expect:`). `--checker` picks checkers
-//! instead; a bare history file gets `linearizable`.
+//! instead; a bare history file gets `linearizable`. A checker that cannot decide within
+//! `--check-budget` says "unknown", and the exit code (3) says so too.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::engine::check::Budget;
+use crate::engine::runner::Outcome;
 use crate::engine::scenario::CheckSpec;
 use crate::engine::{events, history, runner, scenario};
 
-/// Exit 0 if every check passed, 1 if one failed, 2 if the run cannot be read.
-pub fn run(run: PathBuf, chosen: Vec<CheckSpec>) -> ExitCode {
-    match check(&run, chosen) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+/// Exit 0 if every check passed, 1 if one failed, 3 if one could not decide (and none
+/// failed), 2 if the run cannot be read.
+pub fn run(run: PathBuf, chosen: Vec<CheckSpec>, budget: &Budget) -> ExitCode {
+    match check(&run, chosen, budget) {
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -23,7 +26,7 @@ pub fn run(run: PathBuf, chosen: Vec<CheckSpec>) -> ExitCode {
     }
 }
 
-fn check(run: &Path, chosen: Vec<CheckSpec>) -> anyhow::Result<bool> {
+fn check(run: &Path, chosen: Vec<CheckSpec>, budget: &Budget) -> anyhow::Result<Outcome> {
     let (dir, history_file) = if run.is_dir() {
         (Some(run), run.join("history.jsonl"))
     } else {
@@ -47,7 +50,7 @@ fn check(run: &Path, chosen: Vec<CheckSpec>) -> anyhow::Result<bool> {
         Some(file) => events::load(&file)?,
         None => Vec::new(),
     };
-    let results = runner::run_checks(&checks, &expect, &history, &timeline);
+    let results = runner::run_checks(&checks, &expect, &history, &timeline, budget);
     for result in &results {
         let verdict = &result.verdict;
         println!(
@@ -60,5 +63,5 @@ fn check(run: &Path, chosen: Vec<CheckSpec>) -> anyhow::Result<bool> {
             println!("      {line}");
         }
     }
-    Ok(results.iter().all(runner::CheckResult::met))
+    Ok(Outcome::of(&results))
 }

@@ -85,16 +85,28 @@ enum Command {
         /// Run only this one of the scenario's `variants` [default: every one, in turn].
         #[arg(long)]
         variant: Option<String>,
+        /// Run it under N seeds (the seed, seed+1, ...) and print a table: each run's verdict
+        /// and figures, their spread, the seeds that failed (exit 1 if any did).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: Option<u32>,
+        /// What a checker may spend before it answers "unknown" (exit 3 if one does and none
+        /// failed): TIME[,MEMORY].
+        #[arg(long, value_name = "TIME[,MEMORY]", default_value = "120s,2g", value_parser = lab::engine::check::Budget::parse)]
+        check_budget: lab::engine::check::Budget,
     },
     /// Run the checkers again on a saved run: by default the ones its scenario asked for
     /// (RUN_DIR/scenario.yaml), over RUN_DIR/history.jsonl and events.jsonl. Exit 0 if every
-    /// check passed, 1 if one failed, 2 for bad input.
+    /// check passed, 1 if one failed, 2 for bad input, 3 if a checker could not decide
+    /// within its budget (and none failed).
     Check {
         /// A run directory, or a history.jsonl file (checked for linearizability by default).
         run: std::path::PathBuf,
         /// Run this checker instead (repeatable).
         #[arg(long = "checker", value_enum)]
         checkers: Vec<CheckerName>,
+        /// What a checker may spend before it answers "unknown": TIME[,MEMORY].
+        #[arg(long, value_name = "TIME[,MEMORY]", default_value = "120s,2g", value_parser = lab::engine::check::Budget::parse)]
+        check_budget: lab::engine::check::Budget,
     },
     /// Benchmark a project (starts its nodes, prints one line per figure).
     Bench {
@@ -144,6 +156,9 @@ enum CheckerName {
     /// Balances equal the opening plus the journal, each transfer once (Project 5).
     #[value(name = "bank_transfers", alias = "bank-transfers")]
     BankTransfers,
+    /// Each completed or compensated transfer notified once (Project 5, saga mode).
+    #[value(name = "bank_notifications", alias = "bank-notifications")]
+    BankNotifications,
 }
 
 impl CheckerName {
@@ -163,6 +178,7 @@ impl CheckerName {
             CheckerName::BatchCommits => CheckSpec::BatchCommits,
             CheckerName::BankTotal => CheckSpec::BankTotal,
             CheckerName::BankTransfers => CheckSpec::BankTransfers,
+            CheckerName::BankNotifications => CheckSpec::BankNotifications,
         }
     }
 }
@@ -183,6 +199,9 @@ enum ProjectBench {
     /// Project 4: word count and sort on a generated corpus, sequential vs the shell pipeline
     /// and GNU sort vs clusters of 1, 2 and 4 workers; speculation's saving with a straggler.
     Proj4(lab::projects::proj4::bench::Proj4BenchArgs),
+    /// Project 5: transfers per second and latency, 2PC and saga over 2 and 4 shards, uniform
+    /// and hot accounts, beside single-node PostgreSQL transactions.
+    Proj5(lab::projects::proj5::bench::Proj5BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -269,6 +288,8 @@ fn main() -> ExitCode {
             size,
             node_flags,
             variant,
+            repeat,
+            check_budget,
         } => lab::headless::run(lab::headless::ScenarioArgs {
             file,
             seed,
@@ -277,10 +298,18 @@ fn main() -> ExitCode {
             node_flags: split_flags(node_flags.as_deref().unwrap_or_default()),
             record: record.map(|path| (path, size)),
             variant,
+            repeat,
+            check_budget,
         }),
-        Command::Check { run, checkers } => {
-            lab::check::run(run, checkers.into_iter().map(CheckerName::spec).collect())
-        }
+        Command::Check {
+            run,
+            checkers,
+            check_budget,
+        } => lab::check::run(
+            run,
+            checkers.into_iter().map(CheckerName::spec).collect(),
+            &check_budget,
+        ),
         Command::Up {
             project,
             nodes,
@@ -334,6 +363,12 @@ fn main() -> ExitCode {
                 distlab_runtime::node::run_cli_on(Threads::One, "lab", "warn", || async move {
                     let exe = std::env::current_exe()?;
                     lab::projects::proj3::bench::run(&args, exe).await
+                })
+            }
+            ProjectBench::Proj5(args) => {
+                distlab_runtime::node::run_cli("lab", "warn", || async move {
+                    let exe = std::env::current_exe()?;
+                    lab::projects::proj5::bench::run(&args, exe).await
                 })
             }
             ProjectBench::Proj4(args) => {

@@ -47,13 +47,16 @@ pub async fn run(
         nodes.len(),
         supervisor.run_dir().path().display()
     );
+    // Columns as wide as their longest entry (`ledger1`, `coordinator`).
+    let id_width = nodes.iter().map(|n| n.id.len()).max().unwrap_or(0).max(6);
+    let role_width = nodes.iter().map(|n| n.role.len()).max().unwrap_or(0).max(8);
     println!(
-        "{:<6} {:<8} {:>7}  {:<22} {:<22} {:<22}",
+        "{:<id_width$} {:<role_width$} {:>7}  {:<22} {:<22} {:<22}",
         "node", "role", "pid", "clients use", "grpc (direct)", "admin"
     );
     for node in &nodes {
         println!(
-            "{:<6} {:<8} {:>7}  {:<22} {:<22} {:<22}",
+            "{:<id_width$} {:<role_width$} {:>7}  {:<22} {:<22} {:<22}",
             node.id,
             node.role,
             node.pid.map_or("-".into(), |p| p.to_string()),

@@ -227,3 +227,97 @@ fn a_false_assertion_stops_the_run() {
         "{stderr}"
     );
 }
+
+/// `--repeat N` runs the scenario under N consecutive seeds and prints a row per seed, the
+/// spread of its figures and the seeds that failed; it exits 1 if any did.
+#[test]
+fn repeat_runs_each_seed_and_names_the_failing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let repeat = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        Command::new(LAB)
+            .arg("scenario")
+            .arg(&file)
+            .args(["--repeat", "2", "--seed", "5", "--runs-dir"])
+            .arg(dir.path().join("runs"))
+            .output()
+            .unwrap()
+    };
+    let calm = repeat(
+        "calm.yaml",
+        "name: calm\nproject: proj0\nworkload: {clients: 2, rate: 100}\nsteps:\n  - sleep: 500ms\ncheck:\n  - linearizable\n",
+    );
+    let stdout = String::from_utf8_lossy(&calm.stdout);
+    assert_eq!(calm.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("repeat calm: 2 runs, seeds 5..6: 2 passed, 0 failed\n"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("PASS")).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows[0].starts_with("5 ") && rows[1].starts_with("6 "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("over the runs (min / median / max):"),
+        "{stdout}"
+    );
+
+    let strict = repeat(
+        "strict.yaml",
+        "name: strict\nproject: proj0\nworkload: {clients: 2, rate: 100}\nsteps:\n  - sleep: 300ms\n  - kill: n1\n  - sleep: 500ms\ncheck:\n  - availability: {min: 1.0}\n",
+    );
+    let stdout = String::from_utf8_lossy(&strict.stdout);
+    assert_eq!(strict.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains("failed (or unknown) seeds: 5, 6; one again: lab scenario")
+            && stdout.contains("strict.yaml --seed 5"),
+        "{stdout}"
+    );
+    // Four runs were asked for; each left its own directory.
+    let runs = std::fs::read_dir(dir.path().join("runs")).unwrap().count();
+    assert_eq!(runs, 4);
+}
+
+/// A checker that cannot decide within `--check-budget` says "unknown", and so does the exit
+/// code (3): a script can tell "could not tell" from "wrong" (1). With the default budget the
+/// same history passes.
+#[test]
+fn a_check_over_its_budget_is_unknown_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.jsonl");
+    let history = lab::engine::check::linearizable::synthetic_history(4, 150, 1, 20);
+    let lines: Vec<String> = history
+        .iter()
+        .map(|op| serde_json::to_string(op).unwrap())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let check = |budget: &str| {
+        Command::new(LAB)
+            .arg("check")
+            .arg(&file)
+            .args(["--check-budget", budget])
+            .output()
+            .unwrap()
+    };
+    let tight = check("60s,1");
+    let stdout = String::from_utf8_lossy(&tight.stdout);
+    assert_eq!(tight.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("check linearizable: UNKNOWN — unknown: budget exhausted"),
+        "{stdout}"
+    );
+    let roomy = check("60s");
+    assert_eq!(
+        roomy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&roomy.stdout)
+    );
+    let bad = check("soon");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--check-budget"));
+}

@@ -379,7 +379,7 @@ fn play_scenario(session: Arc<Session>, validated: Validated, file: PathBuf) -> 
         match concluded {
             Ok(Ok(report)) => {
                 progress_tx.send_replace(Progress::Done {
-                    passed: report.passed,
+                    outcome: report.outcome(),
                 });
                 let _ = report_tx.send(report);
             }

@@ -213,8 +213,7 @@ fn progress_text(progress: &Progress, steps: usize) -> String {
         Progress::Step(i) => format!("step {}/{steps}", i + 1),
         Progress::Recovery => "recovery".into(),
         Progress::Checking => "checking".into(),
-        Progress::Done { passed: true } => "PASS".into(),
-        Progress::Done { passed: false } => "FAIL".into(),
+        Progress::Done { outcome } => outcome.word().into(),
         Progress::Failed(_) => "ERROR".into(),
     }
 }
@@ -255,9 +254,17 @@ fn draw_nodes(frame: &mut Frame, app: &App, ui: &ProjectUi, area: Rect) {
             Cell::from(v.node.restarts.to_string())
         }),
     ];
-    // The node column fits the longest id (`ledger1`, `consumer2`).
+    // The node column fits the longest id (`ledger1`, `consumer2`), the role column the
+    // longest role (`orchestrator`, and its parentheses when the node does not answer).
     let longest = app.model.nodes.iter().map(|n| n.node.id.len()).max();
     columns[0].1 = longest.map_or(6, |l| (l as u16).max(6));
+    let longest_role = app
+        .model
+        .nodes
+        .iter()
+        .map(|n| n.role.as_ref().map_or(n.node.role.len(), |r| r.len() + 2))
+        .max();
+    columns[1].1 = longest_role.map_or(11, |l| (l as u16).clamp(11, 16));
     if narrow {
         columns.retain(|(header, ..)| !["pid", "uptime"].contains(header));
         if let Some(restarts) = columns.iter_mut().find(|c| c.0 == "restarts") {
@@ -669,7 +676,9 @@ mod tests {
         });
         insta::assert_snapshot!(render(&app, 120, 36));
 
-        app.scenario.as_mut().unwrap().progress = Progress::Done { passed: false };
+        app.scenario.as_mut().unwrap().progress = Progress::Done {
+            outcome: crate::engine::runner::Outcome::Fail,
+        };
         app.scenario.as_mut().unwrap().verdicts = vec![
             ("linearizable: 512 ops, valid".into(), true),
             ("applied-once: k3 version 4 written twice".into(), false),

@@ -9,6 +9,7 @@
 //!   through, and the faults applied to them.
 //! - [`events`]: the run's timeline (`events.jsonl`). [`rundir`]: where a run leaves it all.
 //! - [`autoscale`]: `--autoscale MIN..MAX`, adding and retiring nodes by queue depth.
+//! - [`repeat`]: `lab scenario --repeat N`'s table: one run per seed, the figures' spread.
 
 pub mod autoscale;
 pub mod check;
@@ -23,6 +24,7 @@ pub mod partition;
 pub mod plot;
 pub mod predicate;
 pub mod project;
+pub mod repeat;
 pub mod rundir;
 pub mod runner;
 pub mod scenario;

@@ -23,6 +23,10 @@ pub struct Role {
     pub count: Count,
     /// Node ids are this prefix and a number: `n1`, `broker2`...
     pub id_prefix: &'static str,
+    /// The service its nodes run, when it is not the project's (Project 5's Kafka-lite nodes
+    /// run `log`). Such nodes get only their role's flags: the project's node flags, the
+    /// user's and the initial-members flag are the project's service's.
+    pub service: Option<&'static str>,
     /// Service flags for nodes of this role (`--role broker`), before the project's.
     pub flags: &'static [&'static str],
 }
@@ -31,6 +35,13 @@ impl Project {
     /// The role called `name`.
     pub fn role(&self, name: &str) -> Option<&'static Role> {
         self.roles.iter().find(|r| r.name == name)
+    }
+}
+
+impl Role {
+    /// Whether its nodes run a service other than the project's.
+    pub fn foreign(&self) -> bool {
+        self.service.is_some()
     }
 }
 
@@ -296,6 +307,12 @@ mod tests {
         assert_eq!(ids(8), ["c1", "c2", "c3", "g1", "g2", "b1", "b2", "b3"]);
         assert_eq!(ids(10)[..8], ids(8)[..]);
         assert!(proj3.plan(5).unwrap_err().contains("at least 6"));
+        // Project 5 runs Kafka-lite's nodes (the `log` service) beside its own.
+        let proj5 = find("proj5").unwrap();
+        let plan: Vec<String> = proj5.plan(8).unwrap().into_iter().map(|p| p.id).collect();
+        assert_eq!(plan, ["tc1", "ledger1", "n1", "c1", "b1", "b2", "s1", "s2"]);
+        assert_eq!(proj5.role("broker").unwrap().service, Some("log"));
+        assert_eq!(proj5.role("shard").unwrap().service, None);
         assert!(
             find("proj99")
                 .unwrap_err()

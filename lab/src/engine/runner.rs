@@ -40,6 +40,69 @@ pub struct Report {
     pub checks: Vec<CheckResult>,
     /// Every check reached the verdict the scenario expects of it.
     pub passed: bool,
+    /// Not passed, and nothing failed either: a checker could not decide.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
+}
+
+/// How a run, or a check, ended: what scripts tell apart by exit code (0, 1, 3; 2 is bad
+/// input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+impl Outcome {
+    /// Of a set of check results: any failed, else any unknown, else a pass.
+    pub fn of(checks: &[CheckResult]) -> Outcome {
+        if checks.iter().any(|c| !c.met() && !c.unknown()) {
+            Outcome::Fail
+        } else if checks.iter().any(CheckResult::unknown) {
+            Outcome::Unknown
+        } else {
+            Outcome::Pass
+        }
+    }
+
+    /// The worst of several: a failure over an unknown over a pass.
+    pub fn worst(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
+        outcomes
+            .into_iter()
+            .fold(Outcome::Pass, |a, b| match (a, b) {
+                (Outcome::Fail, _) | (_, Outcome::Fail) => Outcome::Fail,
+                (Outcome::Unknown, _) | (_, Outcome::Unknown) => Outcome::Unknown,
+                _ => Outcome::Pass,
+            })
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// `lab scenario`'s and `lab check`'s exit code: 0, 1, or 3 for unknown.
+    pub fn exit_code(self) -> std::process::ExitCode {
+        match self {
+            Outcome::Pass => std::process::ExitCode::SUCCESS,
+            Outcome::Fail => std::process::ExitCode::FAILURE,
+            Outcome::Unknown => std::process::ExitCode::from(3),
+        }
+    }
+}
+
+impl Report {
+    pub fn outcome(&self) -> Outcome {
+        match (self.passed, self.unknown) {
+            (true, _) => Outcome::Pass,
+            (false, true) => Outcome::Unknown,
+            (false, false) => Outcome::Fail,
+        }
+    }
 }
 
 /// A check's verdict and the verdict the scenario expected of it.
@@ -51,14 +114,22 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    /// The check reached the expected verdict.
+    /// The check reached the expected verdict (an unknown one reaches none).
     pub fn met(&self) -> bool {
-        self.verdict.valid == (self.expected == Expect::Valid)
+        !self.verdict.unknown && self.verdict.valid == (self.expected == Expect::Valid)
     }
 
-    /// How the result reads in summaries: `PASS`, `FAIL`, or which way an expectation of
-    /// `invalid` went.
+    /// The checker could not decide within its budget.
+    pub fn unknown(&self) -> bool {
+        self.verdict.unknown
+    }
+
+    /// How the result reads in summaries: `PASS`, `FAIL`, `UNKNOWN`, or which way an
+    /// expectation of `invalid` went.
     pub fn mark(&self) -> &'static str {
+        if self.verdict.unknown {
+            return "UNKNOWN";
+        }
         match (self.verdict.valid, self.expected) {
             (true, Expect::Valid) => "PASS",
             (false, Expect::Valid) => "FAIL",
@@ -114,8 +185,8 @@ pub enum Progress {
     Recovery,
     /// Running the checkers.
     Checking,
-    /// Finished: whether every check passed.
-    Done { passed: bool },
+    /// Finished: passed, failed, or a checker could not decide.
+    Done { outcome: Outcome },
     /// The run stopped on an error (a wait that timed out, a node that would not start).
     Failed(String),
 }
@@ -178,12 +249,13 @@ pub fn run_checks(
     expect: &BTreeMap<String, Expect>,
     history: &[Op],
     events: &[Event],
+    budget: &check::Budget,
 ) -> Vec<CheckResult> {
     checks
         .iter()
         .map(|c| CheckResult {
             verdict: match c {
-                CheckSpec::Linearizable => check::linearizable::check(history),
+                CheckSpec::Linearizable => check::linearizable::check(history, budget),
                 CheckSpec::AppliedOnce => check::kv::applied_once(history),
                 CheckSpec::ElectionSafety => check::raft::election_safety(events),
                 CheckSpec::NoLostWrites => check::cache::no_lost_writes(history),
@@ -195,6 +267,7 @@ pub fn run_checks(
                 CheckSpec::BatchCommits => check::batch::commits(events),
                 CheckSpec::BankTotal => check::bank::total(history),
                 CheckSpec::BankTransfers => check::bank::transfers(history),
+                CheckSpec::BankNotifications => check::bank::notifications(history),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),
@@ -213,6 +286,7 @@ pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Repo
         &scenario.expect,
         &history,
         &timeline.events(),
+        &validated.check_budget,
     );
     for check in &checks {
         timeline.record(
@@ -246,6 +320,7 @@ pub fn conclude(session: &Session, validated: &Validated) -> anyhow::Result<Repo
             .collect(),
         outages: outage::outages(&history, &timeline.events()),
         passed: checks.iter().all(CheckResult::met),
+        unknown: Outcome::of(&checks) == Outcome::Unknown,
         checks,
     };
     std::fs::write(
@@ -298,7 +373,7 @@ pub fn side_by_side(runs: &[(&str, &Report)]) -> String {
         (
             "verdict".into(),
             runs.iter()
-                .map(|(_, r)| if r.passed { "PASS" } else { "FAIL" }.to_string())
+                .map(|(_, r)| r.outcome().word().to_string())
                 .collect(),
         ),
         (
@@ -379,7 +454,7 @@ pub fn summary(report: &Report) -> String {
         report.scenario,
         report.project,
         report.seed,
-        if report.passed { "PASS" } else { "FAIL" },
+        report.outcome().word(),
         report.run_dir.display(),
         report.ops.total,
         report.ops.describe(),

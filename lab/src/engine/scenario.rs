@@ -313,7 +313,11 @@ pub enum CheckSpec {
     /// one; the final balances equal the opening plus the journal: Project 5.
     #[serde(alias = "bank-transfers")]
     BankTransfers,
-    /// `- availability: {min: 0.8}` or just `- availability`.
+    /// Saga mode: every completed or compensated transfer notified exactly once, none other:
+    /// Project 5.
+    #[serde(alias = "bank-notifications")]
+    BankNotifications,
+    /// `- availability: {min: 0.8}`, or `- availability: {}` for no minimum.
     Availability {
         #[serde(default)]
         min: Option<f64>,
@@ -336,6 +340,7 @@ impl CheckSpec {
             CheckSpec::BatchCommits => "batch_commits",
             CheckSpec::BankTotal => "bank_total",
             CheckSpec::BankTransfers => "bank_transfers",
+            CheckSpec::BankNotifications => "bank_notifications",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()
@@ -552,6 +557,8 @@ pub struct Validated {
     pub project: &'static Project,
     pub nodes: Vec<String>,
     pub autoscale: Option<super::autoscale::Range>,
+    /// What its checkers may spend (`--check-budget`; not part of the file).
+    pub check_budget: super::check::Budget,
 }
 
 impl Validated {
@@ -719,6 +726,7 @@ pub fn parse(text: &str, name: &str) -> Result<Validated, String> {
         project,
         nodes,
         autoscale,
+        check_budget: Default::default(),
     })
 }
 

@@ -310,9 +310,11 @@ impl Supervisor {
         }
         std::fs::create_dir_all(slot.dir.join("data"))
             .with_context(|| format!("creating {}", slot.dir.display()))?;
+        let role = self.project.role(slot.role);
+        let foreign = role.and_then(|r| r.service);
         let mut command = Command::new(&self.exe);
         command
-            .args(["node", self.project.service, "--id", id])
+            .args(["node", foreign.unwrap_or(self.project.service), "--id", id])
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -322,13 +324,14 @@ impl Supervisor {
             ])
             .arg(slot.dir.join("data"))
             .args(self.network.peer_flags(id))
-            .args(self.project.role(slot.role).map_or(&[][..], |r| r.flags))
-            .args(self.project.node_flags)
-            .args(&self.node_flags);
-        if let Some(flag) = self.project.initial_members_flag {
-            command
-                .arg(flag)
-                .arg(self.planned[..self.initial].join(","));
+            .args(role.map_or(&[][..], |r| r.flags));
+        if foreign.is_none() {
+            command.args(self.project.node_flags).args(&self.node_flags);
+            if let Some(flag) = self.project.initial_members_flag {
+                command
+                    .arg(flag)
+                    .arg(self.planned[..self.initial].join(","));
+            }
         }
         let options = LaunchOptions {
             ready_timeout: Duration::from_secs(30),

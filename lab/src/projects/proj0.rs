@@ -35,6 +35,7 @@ pub const PROJECT: Project = Project {
         name: "server",
         count: Count::Rest,
         id_prefix: "n",
+        service: None,
         flags: &[],
     }],
     default_nodes: 1,

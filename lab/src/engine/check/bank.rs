@@ -27,6 +27,11 @@ pub fn total(history: &[Op]) -> Verdict {
     let checker = "bank_total".to_string();
     let mut evidence = Vec::new();
     let (mut reads, mut wrong, mut failed_final) = (0, 0, None);
+    let mut saga = false;
+    // Saga mode: reads that saw money in flight, the most they saw, and the longest stretch
+    // (from the first such read to the next exact one).
+    let (mut in_flight_reads, mut most, mut longest) = (0, 0i64, 0.0f64);
+    let mut stretch_since: Option<f64> = None;
     for (start, op) in invocations_and_completions(history) {
         if op.f != "read_all" {
             continue;
@@ -40,19 +45,45 @@ pub fn total(history: &[Op]) -> Verdict {
         }
         reads += 1;
         let (got, expected) = (op.value["total"].as_i64(), op.value["expected"].as_i64());
-        if got != expected || got.is_none() {
+        let read_saga = op.value["mode"] == "saga";
+        saga |= read_saga;
+        if read_saga && !last {
+            // A saga's reads are not one transaction: each shard is read as it is, so a
+            // read may see a debit without its credit (or a credit whose debit it read before
+            // it happened): money in flight, measured here, not a failure.
+            let off = got.zip(expected).map_or(0, |(g, e)| g - e);
+            if off != 0 {
+                in_flight_reads += 1;
+                most = most.max(off.abs());
+                stretch_since.get_or_insert(start.time);
+            } else if let Some(since) = stretch_since.take() {
+                longest = longest.max(start.time - since);
+            }
+            continue;
+        }
+        let stuck = op.value["in_flight_after"].as_i64().unwrap_or(0);
+        if got != expected || got.is_none() || (last && stuck != 0) {
             wrong += 1;
             if evidence.len() < 20 {
                 evidence.push(format!(
-                    "{}read at {:.3}-{:.3}s saw a total of {} where {} is the bank's",
+                    "{}read at {:.3}-{:.3}s saw a total of {} where {} is the bank's{}",
                     if last { "the final " } else { "a " },
                     start.time,
                     op.time,
                     got.map_or("?".into(), |t| t.to_string()),
                     expected.map_or("?".into(), |t| t.to_string()),
+                    if stuck != 0 {
+                        format!(", with {stuck} still in flight (sagas stuck or dead-lettered)")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
         }
+    }
+    if let Some(since) = stretch_since {
+        let end = history.last().map_or(since, |op| op.time);
+        longest = longest.max(end - since);
     }
     if let Some(e) = &failed_final {
         evidence.push(format!("the final read of every balance failed: {e}"));
@@ -60,17 +91,32 @@ pub fn total(history: &[Op]) -> Verdict {
     let valid = wrong == 0 && failed_final.is_none() && reads > 0;
     let summary = if reads == 0 {
         "no whole-bank read completed".to_string()
+    } else if saga && valid {
+        format!(
+            "{reads} whole-bank reads: {in_flight_reads} saw money in flight (up to {most}, at most \
+             {longest:.1} s in a row: a saga's reads are not atomic); the final one, with nothing \
+             in flight, saw exactly the bank's total"
+        )
     } else if valid {
         format!("{reads} whole-bank reads, every one saw exactly the bank's total")
+    } else if saga {
+        format!("{wrong} of {reads} reads that must be exact saw money created, destroyed or stuck")
     } else {
         format!("{wrong} of {reads} whole-bank reads saw money created or destroyed")
     };
+    let mut figures = vec![("reads".into(), reads.to_string())];
+    if saga {
+        figures.push(("in_flight_reads".into(), in_flight_reads.to_string()));
+        figures.push(("max_in_flight".into(), most.to_string()));
+        figures.push(("longest_in_flight_s".into(), format!("{longest:.1}")));
+    }
     Verdict {
+        unknown: false,
         checker,
         valid,
         summary,
         evidence,
-        figures: vec![("reads".into(), reads.to_string())],
+        figures,
     }
 }
 
@@ -79,6 +125,8 @@ struct Asked {
     to: String,
     amount: i64,
     outcome: OpType,
+    /// What the service said it ended as (saga mode: `completed`, `compensated`, ...).
+    state: String,
 }
 
 pub fn transfers(history: &[Op]) -> Verdict {
@@ -87,6 +135,7 @@ pub fn transfers(history: &[Op]) -> Verdict {
     let mut asked: BTreeMap<String, Asked> = BTreeMap::new();
     let mut final_read: Option<&Op> = None;
     let mut journal: Option<&Op> = None;
+    let mut steps: Option<&Op> = None;
     for (start, op) in invocations_and_completions(history) {
         match (op.f.as_str(), op.process >= FINAL_PROCESS) {
             ("transfer", false) => {
@@ -99,16 +148,24 @@ pub fn transfers(history: &[Op]) -> Verdict {
                             to: v["to"].as_str().unwrap_or_default().to_string(),
                             amount: v["amount"].as_i64().unwrap_or(0),
                             outcome: op.kind,
+                            state: op
+                                .meta
+                                .as_ref()
+                                .and_then(|m| m["state"].as_str())
+                                .unwrap_or_default()
+                                .to_string(),
                         },
                     );
                 }
             }
             ("read_all", true) => final_read = Some(op),
             ("journal", true) => journal = Some(op),
+            ("steps", true) => steps = Some(op),
             _ => {}
         }
     }
     let fail = |summary: String, evidence: Vec<String>| Verdict {
+        unknown: false,
         checker: checker.clone(),
         valid: false,
         summary,
@@ -229,26 +286,45 @@ pub fn transfers(history: &[Op]) -> Verdict {
             evidence.push(format!("{account} is negative: {balance}"));
         }
     }
+    let step_errors = match steps {
+        Some(op) if op.kind == OpType::Ok => check_steps(&asked, &op.value, &mut evidence),
+        Some(op) => {
+            evidence.push(format!(
+                "the shards' step records could not be read: {}",
+                op.error.clone().unwrap_or_default()
+            ));
+            1
+        }
+        None => 0,
+    };
     let valid = twice == 0
         && missing == 0
         && ghost_aborted == 0
         && strangers.is_empty()
         && drift == 0
-        && negative == 0;
+        && negative == 0
+        && step_errors == 0;
     let summary = if valid {
+        let (done, undone) = if read.value["mode"] == "saga" {
+            ("completed", "compensated or refused")
+        } else {
+            ("committed", "aborted")
+        };
         format!(
-            "{committed} committed transfers each applied once, {aborted} aborted moved nothing, \
-             {unknown} unanswered ({unknown_committed} of them committed); every balance equals \
+            "{committed} {done} transfers each applied once, {aborted} {undone} moved nothing, \
+             {unknown} unanswered ({unknown_committed} of them {done}); every balance equals \
              its opening plus the journal"
         )
     } else {
         format!(
             "{twice} applied twice, {missing} committed but missing or different, {ghost_aborted} \
-             aborted but applied, {} unasked, {drift} balances off the journal, {negative} negative",
+             aborted but applied, {} unasked, {drift} balances off the journal, {negative} negative, \
+             {step_errors} step records wrong",
             strangers.len()
         )
     };
     Verdict {
+        unknown: false,
         checker,
         valid,
         summary,
@@ -257,6 +333,207 @@ pub fn transfers(history: &[Op]) -> Verdict {
             ("committed".into(), committed.to_string()),
             ("aborted".into(), aborted.to_string()),
             ("unknown".into(), unknown.to_string()),
+        ],
+    }
+}
+
+/// Saga mode: what each transfer's idempotency keys did at the shards (`steps`: every record,
+/// every state each key went through). A key applied twice is a double debit or credit; a
+/// transfer answered completed must have its debit and credit applied, one answered otherwise
+/// neither (refused, fenced or reversed). Returns how many were wrong.
+fn check_steps(
+    asked: &BTreeMap<String, Asked>,
+    steps: &serde_json::Value,
+    evidence: &mut Vec<String>,
+) -> usize {
+    let mut history: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in steps.as_array().into_iter().flatten() {
+        if let (Some(key), Some(state)) = (s["key"].as_str(), s["state"].as_str()) {
+            history.entry(key).or_default().push(state);
+        }
+    }
+    let mut wrong = 0;
+    let mut say = |evidence: &mut Vec<String>, text: String| {
+        wrong += 1;
+        if evidence.len() < 30 {
+            evidence.push(text);
+        }
+    };
+    for (key, states) in &history {
+        if states.iter().filter(|s| **s == "applied").count() > 1 {
+            say(
+                evidence,
+                format!("step {key} was applied {} times", states.len()),
+            );
+        }
+    }
+    let last = |key: String| history.get(key.as_str()).and_then(|s| s.last().copied());
+    for (id, a) in asked {
+        let (debit, credit) = (last(format!("{id}/debit")), last(format!("{id}/credit")));
+        match a.outcome {
+            OpType::Ok if debit != Some("applied") || credit != Some("applied") => say(
+                evidence,
+                format!(
+                    "transfer {id} was answered completed; its debit is {}, its credit {}",
+                    debit.unwrap_or("missing"),
+                    credit.unwrap_or("missing")
+                ),
+            ),
+            OpType::Fail if debit == Some("applied") || credit == Some("applied") => say(
+                evidence,
+                format!(
+                    "transfer {id} was answered {} and its {} stayed applied",
+                    if a.state.is_empty() {
+                        "failed"
+                    } else {
+                        &a.state
+                    },
+                    if debit == Some("applied") {
+                        "debit"
+                    } else {
+                        "credit"
+                    }
+                ),
+            ),
+            _ => {}
+        }
+    }
+    wrong
+}
+
+/// Saga mode: every completed or compensated transfer notified exactly once (the notifier's
+/// store holds each event id once however often Kafka-lite delivered it), none for a refused
+/// one or one nobody asked for, and the notifier caught up with the topic at the end.
+pub fn notifications(history: &[Op]) -> Verdict {
+    let checker = "bank_notifications".to_string();
+    let mut evidence = Vec::new();
+    let mut asked: BTreeMap<String, (OpType, String)> = BTreeMap::new();
+    let mut read: Option<&Op> = None;
+    let mut two_phase_commit = false;
+    for (start, op) in invocations_and_completions(history) {
+        if op.f == "read_all" && op.kind == OpType::Ok && op.value["mode"] == "2pc" {
+            two_phase_commit = true;
+        }
+        match (op.f.as_str(), op.process >= FINAL_PROCESS) {
+            ("transfer", false) => {
+                if let Some(id) = start.value["id"].as_str() {
+                    let state = op
+                        .meta
+                        .as_ref()
+                        .and_then(|m| m["state"].as_str())
+                        .unwrap_or_default();
+                    asked.insert(id.to_string(), (op.kind, state.to_string()));
+                }
+            }
+            ("notifications", true) => read = Some(op),
+            _ => {}
+        }
+    }
+    if two_phase_commit && read.is_none() {
+        // The same scenario may run in both modes (`proj5-compare`): 2PC has no notify step.
+        return Verdict {
+            unknown: false,
+            checker,
+            valid: true,
+            summary: "two-phase commit: no notify step, nothing to check".into(),
+            evidence: Vec::new(),
+            figures: Vec::new(),
+        };
+    }
+    let Some(read) = read.filter(|r| r.kind == OpType::Ok) else {
+        return Verdict {
+            unknown: false,
+            checker,
+            valid: false,
+            summary: "the notifications could not be read at the end".into(),
+            evidence: read.and_then(|r| r.error.clone()).into_iter().collect(),
+            figures: Vec::new(),
+        };
+    };
+    let mut notified: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in read.value["notifications"].as_array().into_iter().flatten() {
+        notified
+            .entry(n["transfer"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(n["outcome"].as_str().unwrap_or_default().to_string());
+    }
+    let duplicates = read.value["duplicates"].as_u64().unwrap_or(0);
+    let caught_up = read.value["caught_up"] == true;
+    let mut wrong = 0;
+    let mut say = |evidence: &mut Vec<String>, text: String| {
+        wrong += 1;
+        if evidence.len() < 30 {
+            evidence.push(text);
+        }
+    };
+    let (mut completed, mut compensated) = (0, 0);
+    for (id, (kind, state)) in &asked {
+        let got = notified.get(id).map(Vec::as_slice).unwrap_or_default();
+        let want = match (kind, state.as_str()) {
+            (OpType::Ok, _) => Some("completed"),
+            (OpType::Fail, "compensated") => Some("compensated"),
+            (OpType::Fail, _) => None,
+            // Unanswered: at most one notification, whichever way it ended.
+            _ => {
+                if got.len() > 1 {
+                    say(
+                        &mut evidence,
+                        format!("transfer {id} was notified {} times", got.len()),
+                    );
+                }
+                continue;
+            }
+        };
+        match want {
+            Some(outcome) if got != [outcome] => say(
+                &mut evidence,
+                format!("transfer {id} ended {outcome}; its notifications: {got:?}"),
+            ),
+            None if !got.is_empty() => say(
+                &mut evidence,
+                format!(
+                    "transfer {id} moved nothing and was not compensated, yet notified {got:?}"
+                ),
+            ),
+            Some("completed") => completed += 1,
+            Some(_) => compensated += 1,
+            None => {}
+        }
+    }
+    for id in notified
+        .keys()
+        .filter(|id| !asked.contains_key(*id))
+        .take(10)
+    {
+        say(
+            &mut evidence,
+            format!("a notification for transfer {id}, which no client asked for"),
+        );
+    }
+    if !caught_up {
+        say(
+            &mut evidence,
+            "the notifier had not caught up with the topic by the end of the final reads".into(),
+        );
+    }
+    let valid = wrong == 0;
+    let summary = if valid {
+        format!(
+            "{completed} completed and {compensated} compensated transfers each notified once; \
+             {duplicates} redelivered events absorbed"
+        )
+    } else {
+        format!("{wrong} notifications missing, doubled or wrong")
+    };
+    Verdict {
+        unknown: false,
+        checker,
+        valid,
+        summary,
+        evidence,
+        figures: vec![
+            ("notified".into(), notified.len().to_string()),
+            ("duplicates_absorbed".into(), duplicates.to_string()),
         ],
     }
 }
@@ -369,5 +646,147 @@ mod tests {
         let v = total(&h);
         assert!(!v.valid);
         assert!(v.evidence[0].contains("total of 190"), "{v:?}");
+    }
+
+    /// A saga-mode history: t1 completed, t2 compensated, t3 refused; the final reads.
+    fn saga_history(steps: serde_json::Value, notified: serde_json::Value) -> Vec<Op> {
+        let t = |id: &str| json!({"id": id, "from": "a", "to": "b", "amount": 10});
+        let done = |index, kind, id: &str, state: &str| Op {
+            meta: Some(json!({"state": state})),
+            ..op(index, 1, kind, "transfer", t(id))
+        };
+        let read = |index, process, total, in_flight| {
+            op(
+                index,
+                process,
+                OpType::Ok,
+                "read_all",
+                json!({"total": total, "expected": 200, "mode": "saga", "in_flight_after": in_flight,
+                       "balances": {"a": 90, "b": 110}}),
+            )
+        };
+        vec![
+            op(0, 1, OpType::Invoke, "transfer", t("t1")),
+            done(1, OpType::Ok, "t1", "completed"),
+            op(2, 1, OpType::Invoke, "transfer", t("t2")),
+            done(3, OpType::Fail, "t2", "compensated"),
+            op(4, 1, OpType::Invoke, "transfer", t("t3")),
+            done(5, OpType::Fail, "t3", "refused"),
+            op(6, 2, OpType::Invoke, "read_all", json!(null)),
+            read(7, 2, 190, 10),
+            op(8, 2, OpType::Invoke, "read_all", json!(null)),
+            read(9, 2, 200, 0),
+            op(10, FINAL_PROCESS, OpType::Invoke, "read_all", json!(null)),
+            read(11, FINAL_PROCESS, 200, 0),
+            op(12, FINAL_PROCESS, OpType::Invoke, "journal", json!(null)),
+            op(
+                13,
+                FINAL_PROCESS,
+                OpType::Ok,
+                "journal",
+                json!([entry("t1", 10)]),
+            ),
+            op(14, FINAL_PROCESS, OpType::Invoke, "steps", json!(null)),
+            op(15, FINAL_PROCESS, OpType::Ok, "steps", steps),
+            op(
+                16,
+                FINAL_PROCESS,
+                OpType::Invoke,
+                "notifications",
+                json!(null),
+            ),
+            op(17, FINAL_PROCESS, OpType::Ok, "notifications", notified),
+        ]
+    }
+
+    fn step(key: &str, state: &str) -> serde_json::Value {
+        json!({"key": key, "state": state})
+    }
+
+    fn good_steps() -> serde_json::Value {
+        json!([
+            step("t1/debit", "applied"),
+            step("t1/credit", "applied"),
+            step("t2/debit", "applied"),
+            step("t2/credit", "fenced"),
+            step("t2/debit", "reversed"),
+            step("t3/debit", "refused"),
+        ])
+    }
+
+    fn notified(list: &[(&str, &str)]) -> serde_json::Value {
+        let list: Vec<_> = list
+            .iter()
+            .map(|(t, o)| json!({"transfer": t, "outcome": o}))
+            .collect();
+        json!({"notifications": list, "duplicates": 3, "caught_up": true})
+    }
+
+    #[test]
+    fn a_sagas_reads_may_see_money_in_flight_but_the_final_one_must_not() {
+        let h = saga_history(good_steps(), notified(&[]));
+        let v = total(&h);
+        assert!(v.valid, "{v:?}");
+        assert!(
+            v.summary.contains("1 saw money in flight (up to 10"),
+            "{}",
+            v.summary
+        );
+        let mut stuck = h.clone();
+        stuck[11].value["in_flight_after"] = json!(10);
+        stuck[11].value["total"] = json!(190);
+        let v = total(&stuck);
+        assert!(!v.valid);
+        assert!(v.evidence[0].contains("10 still in flight"), "{v:?}");
+    }
+
+    #[test]
+    fn step_records_catch_a_double_apply_and_a_compensation_that_did_not_undo() {
+        let h = saga_history(good_steps(), notified(&[]));
+        assert!(transfers(&h).valid, "{:?}", transfers(&h));
+        let mut twice = good_steps();
+        twice
+            .as_array_mut()
+            .unwrap()
+            .push(step("t1/credit", "applied"));
+        let v = transfers(&saga_history(twice, notified(&[])));
+        assert!(!v.valid);
+        assert!(
+            v.evidence.iter().any(|e| e.contains("applied 2 times")),
+            "{v:?}"
+        );
+        let undone = json!([
+            step("t1/debit", "applied"),
+            step("t1/credit", "applied"),
+            step("t2/debit", "applied"),
+            step("t2/credit", "fenced"),
+            step("t3/debit", "refused"),
+        ]);
+        let v = transfers(&saga_history(undone, notified(&[])));
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.contains("t2 was answered compensated and its debit stayed applied")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn each_completed_or_compensated_transfer_is_notified_once() {
+        let good = notified(&[("t1", "completed"), ("t2", "compensated")]);
+        let v = notifications(&saga_history(good_steps(), good));
+        assert!(v.valid, "{v:?}");
+        assert!(v.summary.contains("3 redelivered"), "{}", v.summary);
+        let bad = notified(&[
+            ("t1", "completed"),
+            ("t1", "completed"),
+            ("t3", "completed"),
+        ]);
+        let v = notifications(&saga_history(good_steps(), bad));
+        assert!(!v.valid);
+        let all = v.evidence.join("\n");
+        assert!(all.contains("t1 ended completed"), "{all}");
+        assert!(all.contains("t2 ended compensated"), "{all}");
+        assert!(all.contains("t3 moved nothing"), "{all}");
     }
 }

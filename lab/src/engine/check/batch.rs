@@ -107,6 +107,7 @@ pub fn jobs(history: &[Op]) -> Verdict {
         evidence.push("no job ran".into());
     }
     Verdict {
+        unknown: false,
         checker,
         valid,
         summary: format!(
@@ -189,6 +190,7 @@ pub fn commits(events: &[Event]) -> Verdict {
         local as f64 / (local + remote) as f64
     };
     Verdict {
+        unknown: false,
         checker,
         valid: late == 0 && twice == 0,
         summary: format!(

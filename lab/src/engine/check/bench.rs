@@ -25,7 +25,7 @@ pub fn run(args: &CheckerBenchArgs) -> anyhow::Result<()> {
         args.clients.max(1),
     );
     let started = Instant::now();
-    let verdict = linearizable::check(&history);
+    let verdict = linearizable::check(&history, &super::Budget::default());
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "bench=checker figure=linearizable operations={} keys={} clients={} valid={} seconds={seconds:.3}",

@@ -180,6 +180,7 @@ pub fn no_lost_writes(history: &[Op]) -> Verdict {
         ));
     }
     Verdict {
+        unknown: false,
         figures: Vec::new(),
         checker,
         valid,
@@ -236,6 +237,7 @@ pub fn key_movement(timeline: &[Event]) -> Verdict {
     }
     if changes.is_empty() {
         return Verdict {
+            unknown: false,
             figures: Vec::new(),
             checker,
             valid: false,
@@ -307,6 +309,7 @@ pub fn key_movement(timeline: &[Event]) -> Verdict {
         format!("{bad} of {judged} join(s)/leave(s) moved more than {MOVEMENT_BOUND}x K/N keys")
     };
     Verdict {
+        unknown: false,
         figures,
         checker,
         valid,
@@ -362,6 +365,7 @@ pub fn hints_drained(timeline: &[Event]) -> Verdict {
     };
     evidence.extend(left);
     Verdict {
+        unknown: false,
         figures: Vec::new(),
         checker,
         valid,

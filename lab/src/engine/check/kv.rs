@@ -72,6 +72,7 @@ pub fn applied_once(history: &[Op]) -> Verdict {
     }
     let valid = evidence.is_empty();
     Verdict {
+        unknown: false,
         figures: Vec::new(),
         checker,
         valid,
@@ -149,6 +150,7 @@ pub fn availability(history: &[Op], timeline: &[Event], min: Option<f64>) -> Ver
     }
     let valid = total > 0 && min.is_none_or(|m| overall >= m);
     Verdict {
+        unknown: false,
         figures: vec![(
             "operations answered".to_string(),
             format!("{:.1}% of {total}", overall * 100.0),

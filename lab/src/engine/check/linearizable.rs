@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::Verdict;
+use super::{Budget, Verdict};
 use crate::engine::history::{Op, OpType};
 
 /// A register's value: `None` when absent (never written, or deleted).
@@ -221,17 +221,51 @@ fn drop_unseen_unknown_writes(ops: &mut Vec<Operation>) {
     });
 }
 
-/// How many search steps one key may take before the checker gives up deciding. Far more
-/// than any healthy history needs; it exists so a pathological history ends a run with an
-/// honest "undecided" instead of hanging it.
-const SEARCH_BUDGET: u64 = 50_000_000;
-
 /// Why a key's history is not linearizable.
 #[derive(Debug)]
 enum Unproven {
     Violation(Failure),
     /// The search ran out of budget before deciding.
-    Undecided,
+    Undecided(Exhausted),
+}
+
+/// Which limit of the [`Budget`] a search reached, and how far it got.
+#[derive(Debug)]
+struct Exhausted {
+    time: bool,
+    steps: u64,
+    /// Bytes the memo of visited states took.
+    memory: usize,
+}
+
+/// What one check may still spend: the budget's deadline is shared by every key, its memory
+/// limit applies to each key's search (one memo at a time).
+struct Allowance {
+    deadline: std::time::Instant,
+    memory: usize,
+    /// When to say how far it got next (a long search reports on stderr).
+    report_at: std::time::Instant,
+    started: std::time::Instant,
+}
+
+impl Allowance {
+    fn new(budget: &Budget) -> Allowance {
+        let now = std::time::Instant::now();
+        Allowance {
+            deadline: now + budget.time,
+            memory: budget.memory,
+            report_at: now + std::time::Duration::from_secs(5),
+            started: now,
+        }
+    }
+
+    #[cfg(test)]
+    fn unlimited() -> Allowance {
+        Allowance::new(&Budget {
+            time: std::time::Duration::from_secs(3600),
+            memory: usize::MAX,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -243,10 +277,93 @@ struct Failure {
     linearized: usize,
 }
 
-/// Wing–Gong–Lowe search over one key's operations.
-fn check_key(ops: &[Operation], budget: u64) -> Result<(), Unproven> {
+/// One key's history cut at its quiescent points, where no operation is pending: every
+/// operation called before the cut returned before it, and none with an unknown outcome has
+/// been called (it stays pending to the end). Each part holds the indices of its operations
+/// in `ops`, in call order. Nothing crosses a cut, so a linearization of the whole is one of
+/// each part in turn, each starting where the one before can end: the parts are searched one
+/// after the other, carrying the set of register values the part before can end with, and
+/// their memos never grow with the whole history.
+fn quiescent_parts(ops: &[Operation]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| ops[i].call);
+    let mut parts: Vec<Vec<usize>> = Vec::new();
+    // The latest return among the operations so far (an unknown outcome: never).
+    let mut latest: Option<u64> = Some(0);
+    for i in order {
+        let quiet = latest.is_some_and(|r| r < ops[i].call);
+        if quiet || parts.is_empty() {
+            parts.push(Vec::new());
+        }
+        parts.last_mut().expect("pushed").push(i);
+        latest = match (latest, ops[i].ret) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    parts
+}
+
+/// Checks one key's operations, part by part between quiescent points, within `allowance`
+/// (`key` names it in progress reports). A linearizable history returns the search steps it
+/// took.
+fn check_key(ops: &[Operation], key: &str, allowance: &mut Allowance) -> Result<u64, Unproven> {
+    let parts = quiescent_parts(ops);
+    let mut starts: Vec<Value> = vec![None];
+    let mut steps = 0u64;
+    let mut before = 0usize;
+    let last = parts.len().saturating_sub(1);
+    for (k, part) in parts.iter().enumerate() {
+        let part_ops: Vec<Operation> = part.iter().map(|&i| ops[i].clone()).collect();
+        let mut ends = std::collections::BTreeSet::new();
+        let mut failure: Option<Failure> = None;
+        for &start in &starts {
+            // The last part only has to be placed once; the others report every end.
+            let collect = (k < last).then_some(&mut ends);
+            match search(&part_ops, start, key, allowance, &mut steps, collect) {
+                Ok(()) if k == last => return Ok(steps),
+                Ok(()) => {}
+                Err(Unproven::Violation(f)) => {
+                    if failure
+                        .as_ref()
+                        .is_none_or(|d| f.linearized >= d.linearized)
+                    {
+                        failure = Some(f);
+                    }
+                }
+                Err(undecided) => return Err(undecided),
+            }
+        }
+        if ends.is_empty() {
+            let f = failure.expect("a part with no end failed from every start");
+            return Err(Unproven::Violation(Failure {
+                stuck: part[f.stuck],
+                state: f.state,
+                linearized: before + f.linearized,
+            }));
+        }
+        before += part.len();
+        starts = ends.into_iter().collect();
+    }
+    Ok(steps)
+}
+
+/// Wing–Gong–Lowe search over `ops` from register value `start`. With `ends`, every value a
+/// complete linearization can end with is added to it (success if there is one); without,
+/// the first complete linearization is enough. `steps` counts across calls.
+fn search(
+    ops: &[Operation],
+    start: Value,
+    key: &str,
+    allowance: &mut Allowance,
+    steps: &mut u64,
+    mut ends: Option<&mut std::collections::BTreeSet<Value>>,
+) -> Result<(), Unproven> {
     let n = ops.len();
     if n == 0 {
+        if let Some(ends) = ends {
+            ends.insert(start);
+        }
         return Ok(());
     }
     // Events: (history position, op, is_call). Unknown returns go after everything.
@@ -291,7 +408,7 @@ fn check_key(ops: &[Operation], budget: u64) -> Result<(), Unproven> {
     let words = n.div_ceil(64);
     let mut linearized = vec![0u64; words];
     let mut count = 0usize;
-    let mut state: Value = None;
+    let mut state: Value = start;
     let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
     let mut stack: Vec<(usize, Value)> = Vec::new();
     let mut deepest = Failure {
@@ -300,29 +417,61 @@ fn check_key(ops: &[Operation], budget: u64) -> Result<(), Unproven> {
         linearized: 0,
     };
     let mut entry = next[head];
-    let mut steps = 0u64;
-    while next[head] != usize::MAX {
-        steps += 1;
-        if steps > budget {
-            return Err(Unproven::Undecided);
-        }
-        let (_, op, is_call) = events[entry];
-        if is_call {
-            if let Some(after) = ops[op].step(state) {
-                linearized[op / 64] |= 1 << (op % 64);
-                if seen.insert((linearized.clone(), after)) {
-                    stack.push((op, state));
-                    state = after;
-                    count += 1;
-                    unlink(call_of[op], &mut next, &mut prev);
-                    unlink(return_of[op], &mut next, &mut prev);
-                    entry = next[head];
-                    continue;
-                }
-                linearized[op / 64] &= !(1 << (op % 64));
+    // What one memo entry takes: its bitset, the value, the set's own slot and control byte.
+    let entry_bytes = words * 8 + std::mem::size_of::<(Vec<u64>, Value)>() + 1;
+    loop {
+        *steps += 1;
+        let steps = *steps;
+        if steps.is_multiple_of(1 << 14) {
+            let now = std::time::Instant::now();
+            let memory = seen.len() * entry_bytes;
+            let time = now >= allowance.deadline;
+            if time || memory > allowance.memory {
+                return Err(Unproven::Undecided(Exhausted {
+                    time,
+                    steps,
+                    memory,
+                }));
             }
-            entry = next[entry];
+            if now >= allowance.report_at {
+                eprintln!(
+                    "linearizable: key {key:?} ({} operations): {steps} search steps, {} states ({} MiB), {:.0} s in",
+                    ops.len(),
+                    seen.len(),
+                    memory >> 20,
+                    (now - allowance.started).as_secs_f64()
+                );
+                allowance.report_at = now + std::time::Duration::from_secs(5);
+            }
+        }
+        if next[head] == usize::MAX {
+            // Every operation placed: a linearization, ending at `state`.
+            match ends.as_deref_mut() {
+                None => return Ok(()),
+                // Go on for the other ends it could have.
+                Some(ends) => {
+                    ends.insert(state);
+                }
+            }
         } else {
+            let (_, op, is_call) = events[entry];
+            if is_call {
+                if let Some(after) = ops[op].step(state) {
+                    linearized[op / 64] |= 1 << (op % 64);
+                    if seen.insert((linearized.clone(), after)) {
+                        stack.push((op, state));
+                        state = after;
+                        count += 1;
+                        unlink(call_of[op], &mut next, &mut prev);
+                        unlink(return_of[op], &mut next, &mut prev);
+                        entry = next[head];
+                        continue;
+                    }
+                    linearized[op / 64] &= !(1 << (op % 64));
+                }
+                entry = next[entry];
+                continue;
+            }
             // A return whose operation is not linearized: this branch is dead.
             if count >= deepest.linearized {
                 deepest = Failure {
@@ -331,28 +480,32 @@ fn check_key(ops: &[Operation], budget: u64) -> Result<(), Unproven> {
                     linearized: count,
                 };
             }
-            let Some((undo, before)) = stack.pop() else {
-                return Err(Unproven::Violation(deepest));
-            };
-            linearized[undo / 64] &= !(1 << (undo % 64));
-            count -= 1;
-            state = before;
-            relink(return_of[undo], &mut next, &mut prev);
-            relink(call_of[undo], &mut next, &mut prev);
-            entry = next[call_of[undo]];
         }
+        // Back up: undo the latest placement and try the next operation after it.
+        let Some((undo, before)) = stack.pop() else {
+            return match ends {
+                Some(ends) if !ends.is_empty() => Ok(()),
+                _ => Err(Unproven::Violation(deepest)),
+            };
+        };
+        linearized[undo / 64] &= !(1 << (undo % 64));
+        count -= 1;
+        state = before;
+        relink(return_of[undo], &mut next, &mut prev);
+        relink(call_of[undo], &mut next, &mut prev);
+        entry = next[call_of[undo]];
     }
-    Ok(())
 }
 
-/// Checks a whole history; invalid verdicts carry the offending window of the first key
-/// that fails, as readable lines.
-pub fn check(history: &[Op]) -> Verdict {
+/// Checks a whole history within `budget`; invalid verdicts carry the offending window of the
+/// first key that fails, as readable lines; a search the budget cannot finish is unknown.
+pub fn check(history: &[Op], budget: &Budget) -> Verdict {
     let checker = "linearizable".to_string();
     let by_key = match operations(history) {
         Ok(by_key) => by_key,
         Err(e) => {
             return Verdict {
+                unknown: false,
                 figures: Vec::new(),
                 checker,
                 valid: false,
@@ -362,20 +515,32 @@ pub fn check(history: &[Op]) -> Verdict {
         }
     };
     let total: usize = by_key.values().map(Vec::len).sum();
+    let mut allowance = Allowance::new(budget);
     for (key, ops) in &by_key {
-        match check_key(ops, SEARCH_BUDGET) {
-            Ok(()) => {}
-            Err(Unproven::Undecided) => {
+        match check_key(ops, key, &mut allowance) {
+            Ok(_) => {}
+            Err(Unproven::Undecided(spent)) => {
+                let limit = if spent.time {
+                    format!(
+                        "its {} of time",
+                        distlab_runtime::duration::format(budget.time)
+                    )
+                } else {
+                    format!("its {} MiB of memory", budget.memory >> 20)
+                };
                 return Verdict {
+                    unknown: true,
                     figures: Vec::new(),
                     checker,
                     valid: false,
                     summary: format!(
-                        "UNDECIDED: key {key:?} ({} operations) needs more than {SEARCH_BUDGET} search steps",
-                        ops.len()
+                        "unknown: budget exhausted: key {key:?} ({} operations) used {limit} undecided ({} search steps, {} MiB of states); --check-budget gives more",
+                        ops.len(),
+                        spent.steps,
+                        spent.memory >> 20
                     ),
                     evidence: vec![format!(
-                        "{} of them have an unknown outcome; a history the checker cannot decide is not a pass",
+                        "{} of them have an unknown outcome (each may or may not have happened: that is what makes the search long); neither valid nor invalid",
                         ops.iter().filter(|o| o.unknown).count()
                     )],
                 };
@@ -415,6 +580,7 @@ pub fn check(history: &[Op]) -> Verdict {
                 )];
                 evidence.extend(window.iter().map(|o| format!("  {}", o.describe())));
                 return Verdict {
+                    unknown: false,
                     figures: Vec::new(),
                     checker,
                     valid: false,
@@ -428,6 +594,7 @@ pub fn check(history: &[Op]) -> Verdict {
         }
     }
     Verdict {
+        unknown: false,
         figures: Vec::new(),
         checker,
         valid: true,
@@ -590,7 +757,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(1)),
         ]);
-        assert!(check(&h).valid);
+        assert!(check(&h, &Budget::default()).valid);
         // A read concurrent with a write may see either value.
         for seen in [json!(null), json!(2)] {
             let h = history(&[
@@ -599,7 +766,7 @@ mod tests {
                 (2, Ok, "read", seen),
                 (1, Ok, "write", json!(2)),
             ]);
-            assert!(check(&h).valid);
+            assert!(check(&h, &Budget::default()).valid);
         }
     }
 
@@ -613,7 +780,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(1)),
         ]);
-        let verdict = check(&h);
+        let verdict = check(&h, &Budget::default());
         assert!(!verdict.valid, "{verdict:?}");
         assert!(
             verdict.evidence[0].contains("explains `read -> 1`"),
@@ -637,7 +804,7 @@ mod tests {
             (1, Invoke, "read", json!(null)),
             (1, Ok, "read", json!(1)),
         ]);
-        assert!(!check(&h).valid);
+        assert!(!check(&h, &Budget::default()).valid);
     }
 
     #[test]
@@ -649,7 +816,7 @@ mod tests {
             (2, Invoke, "cas", json!([5, 6])),
             (2, Ok, "cas", json!([5, 6])),
         ]);
-        assert!(!check(&h).valid);
+        assert!(!check(&h, &Budget::default()).valid);
         // The same cas reported as failed is fine: it did not happen.
         let h = history(&[
             (1, Invoke, "write", json!(1)),
@@ -659,7 +826,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(1)),
         ]);
-        assert!(check(&h).valid);
+        assert!(check(&h, &Budget::default()).valid);
     }
 
     #[test]
@@ -671,7 +838,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(7)),
         ]);
-        assert!(check(&seen).valid);
+        assert!(check(&seen, &Budget::default()).valid);
         // ... never seen: it may not have happened.
         let unseen = history(&[
             (1, Invoke, "write", json!(7)),
@@ -679,7 +846,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(null)),
         ]);
-        assert!(check(&unseen).valid);
+        assert!(check(&unseen, &Budget::default()).valid);
         // ... but it cannot un-happen: seen, then gone without another write.
         let flicker = history(&[
             (1, Invoke, "write", json!(7)),
@@ -689,7 +856,7 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(null)),
         ]);
-        assert!(!check(&flicker).valid);
+        assert!(!check(&flicker, &Budget::default()).valid);
     }
 
     #[test]
@@ -708,11 +875,12 @@ mod tests {
         rows.push((1001, Invoke, "read", json!(null)));
         rows.push((1001, Ok, "read", json!(1)));
         let h = history(&rows);
-        assert!(check(&h).valid);
+        assert!(check(&h, &Budget::default()).valid);
         // Decided in a handful of steps, not an exponential search.
         let ops = operations(&h).unwrap().remove("x").unwrap();
         assert_eq!(ops.len(), 2, "the unseen unknown writes were set aside");
-        assert!(check_key(&ops, 100).is_ok());
+        let steps = check_key(&ops, "x", &mut Allowance::unlimited()).unwrap();
+        assert!(steps < 100, "{steps} steps");
     }
 
     #[test]
@@ -727,15 +895,88 @@ mod tests {
             (2, Invoke, "read", json!(null)),
             (2, Ok, "read", json!(1)),
         ]);
-        assert!(!check(&h).valid);
+        assert!(!check(&h, &Budget::default()).valid);
     }
 
+    /// A search its budget cannot finish is unknown: neither a pass nor a failure.
     #[test]
-    fn a_search_over_budget_is_undecided_not_passed() {
+    fn a_search_over_budget_is_unknown_not_passed() {
         let h = synthetic_history(4, 150, 1, 20);
         let ops = operations(&h).unwrap().remove("k0").unwrap();
-        assert!(check_key(&ops, u64::MAX).is_ok());
-        assert!(matches!(check_key(&ops, 10), Err(Unproven::Undecided)));
+        let steps = check_key(&ops, "k0", &mut Allowance::unlimited()).unwrap();
+        assert!(
+            steps > 1 << 14,
+            "{steps} steps: too few to meet a budget check"
+        );
+        let tight = Budget {
+            time: std::time::Duration::from_secs(3600),
+            memory: 1,
+        };
+        let verdict = check(&h, &tight);
+        assert!(verdict.unknown && !verdict.valid, "{verdict:?}");
+        assert!(
+            verdict
+                .summary
+                .starts_with("unknown: budget exhausted: key \"k0\"")
+                && verdict.summary.contains("memory"),
+            "{}",
+            verdict.summary
+        );
+        assert!(check(&h, &Budget::default()).valid);
+    }
+
+    /// Quiescent points cut a key's history: nothing crosses them, and an operation with an
+    /// unknown outcome stays pending to the end.
+    #[test]
+    fn a_history_is_cut_where_nothing_is_pending() {
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (2, Invoke, "read", json!(null)),
+            (1, Ok, "write", json!(1)),
+            (2, Ok, "read", json!(1)),
+            (1, Invoke, "write", json!(2)),
+            (1, Ok, "write", json!(2)),
+            (3, Invoke, "write", json!(3)),
+            (3, Info, "write", json!(3)),
+            (1, Invoke, "read", json!(null)),
+            (1, Ok, "read", json!(3)),
+            (2, Invoke, "read", json!(null)),
+            (2, Ok, "read", json!(3)),
+        ]);
+        let ops = operations(&h).unwrap().remove("x").unwrap();
+        let parts: Vec<usize> = quiescent_parts(&ops).iter().map(Vec::len).collect();
+        assert_eq!(parts, vec![2, 1, 3]);
+        assert!(check(&h, &Budget::default()).valid);
+    }
+
+    /// Across a cut the search carries every value the part before can end with: here the
+    /// first part can end at 1 or 2, and only 2 explains the read after the cut.
+    #[test]
+    fn every_end_of_a_part_is_a_start_of_the_next() {
+        let h = history(&[
+            (1, Invoke, "write", json!(1)),
+            (2, Invoke, "write", json!(2)),
+            (1, Ok, "write", json!(1)),
+            (2, Ok, "write", json!(2)),
+            (1, Invoke, "read", json!(null)),
+            (1, Ok, "read", json!(2)),
+        ]);
+        assert!(check(&h, &Budget::default()).valid);
+        let stale = history(&[
+            (1, Invoke, "write", json!(1)),
+            (1, Ok, "write", json!(1)),
+            (2, Invoke, "write", json!(2)),
+            (2, Ok, "write", json!(2)),
+            (1, Invoke, "read", json!(null)),
+            (1, Ok, "read", json!(1)),
+        ]);
+        let verdict = check(&stale, &Budget::default());
+        assert!(!verdict.valid && !verdict.unknown, "{verdict:?}");
+        assert!(
+            verdict.evidence[0].contains("read -> 1"),
+            "{:?}",
+            verdict.evidence
+        );
     }
 
     #[test]
@@ -748,26 +989,30 @@ mod tests {
         ]);
         h[2].key = Some("y".into());
         h[3].key = Some("y".into());
-        assert!(check(&h).valid);
+        assert!(check(&h, &Budget::default()).valid);
     }
 
     #[test]
     fn malformed_histories_are_reported_not_judged() {
         let h = history(&[(1, Ok, "write", json!(1))]);
-        let verdict = check(&h);
+        let verdict = check(&h, &Budget::default());
         assert!(
             !verdict.valid && verdict.summary.contains("never invoked"),
             "{verdict:?}"
         );
         let h = history(&[(1, Invoke, "append", json!(1)), (1, Ok, "append", json!(1))]);
-        assert!(check(&h).summary.contains("no operation \"append\""));
+        assert!(
+            check(&h, &Budget::default())
+                .summary
+                .contains("no operation \"append\"")
+        );
     }
 
     #[test]
     fn synthetic_histories_are_linearizable_and_tampering_is_caught() {
         for seed in 0..5 {
             let h = synthetic_history(seed, 2000, 5, 10);
-            let verdict = check(&h);
+            let verdict = check(&h, &Budget::default());
             assert!(verdict.valid, "seed {seed}: {verdict:?}");
         }
         // Change one read's result to a value never written: caught.
@@ -777,6 +1022,6 @@ mod tests {
             .position(|o| o.kind == Ok && o.f == "read")
             .unwrap();
         h[read].value = json!(99);
-        assert!(!check(&h).valid);
+        assert!(!check(&h, &Budget::default()).valid);
     }
 }

@@ -133,6 +133,7 @@ pub fn log_delivery(history: &[Op]) -> Verdict {
         }
     );
     Verdict {
+        unknown: false,
         checker,
         valid,
         summary,
@@ -230,6 +231,7 @@ pub fn group_delivery(history: &[Op], events: &[Event]) -> Verdict {
         .collect();
     let Some((drained, drain_error)) = drain else {
         return Verdict {
+            unknown: false,
             checker,
             valid: true,
             summary: "no consumer group in this run (no consumer nodes)".into(),
@@ -295,6 +297,7 @@ pub fn group_delivery(history: &[Op], events: &[Event]) -> Verdict {
         }
     );
     Verdict {
+        unknown: false,
         checker,
         valid,
         summary,

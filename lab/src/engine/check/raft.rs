@@ -47,6 +47,7 @@ pub fn election_safety(timeline: &[Event]) -> Verdict {
     let terms = wins.len();
     if terms == 0 {
         return Verdict {
+            unknown: false,
             figures: Vec::new(),
             checker: "election_safety".into(),
             valid: false,
@@ -62,6 +63,7 @@ pub fn election_safety(timeline: &[Event]) -> Verdict {
         split.clone()
     };
     Verdict {
+        unknown: false,
         figures: Vec::new(),
         checker: "election_safety".into(),
         valid: split.is_empty(),

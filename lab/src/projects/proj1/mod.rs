@@ -34,6 +34,7 @@ pub const PROJECT: Project = Project {
         name: "node",
         count: Count::Rest,
         id_prefix: "n",
+        service: None,
         flags: &[],
     }],
     default_nodes: 5,

@@ -38,6 +38,7 @@ pub const PROJECT: Project = Project {
         name: "node",
         count: Count::Rest,
         id_prefix: "n",
+        service: None,
         flags: &[],
     }],
     default_nodes: 3,

@@ -10,13 +10,16 @@
 //! every account of every shard). At the end the runner reads every balance once more and the
 //! ledger's journal: `bank_total` and `bank_transfers` check them.
 
+pub mod bench;
 pub mod tx_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use distlab_bank::status::{CoordinatorDetail, ParticipantDetail};
+use distlab_bank::status::{
+    CoordinatorDetail, NotifierDetail, OrchestratorDetail, ParticipantDetail,
+};
 use distlab_proto::bank::v1 as pb;
 use distlab_runtime::retry::{ClientMetrics, Idempotence, RetryPolicy};
 use rand::Rng;
@@ -36,29 +39,63 @@ use crate::engine::workload::{
 
 pub const PROJECT: Project = Project {
     name: "proj5",
-    title: "Distributed transactions: a sharded bank on two-phase commit (presumed abort, strict 2PL with wait-die)",
+    title: "Distributed transactions: a sharded bank on two-phase commit (presumed abort, strict 2PL with wait-die) or on sagas (compensation, outbox to Kafka-lite)",
     service: "bank",
     roles: &[
         Role {
             name: "coordinator",
             count: Count::Fixed(1),
             id_prefix: "tc",
-            flags: &["--role", "coordinator"],
+            service: None,
+            // `--mode saga` (a node flag) makes it the saga orchestrator.
+            flags: &[
+                "--role",
+                "coordinator",
+                "--brokers",
+                "b1,b2",
+                "--controllers",
+                "c1",
+            ],
         },
         Role {
             name: "ledger",
             count: Count::Fixed(1),
             id_prefix: "ledger",
+            service: None,
             flags: &["--role", "ledger"],
+        },
+        Role {
+            name: "notifier",
+            count: Count::Fixed(1),
+            id_prefix: "n",
+            service: None,
+            flags: &["--role", "notifier", "--brokers", "b1,b2"],
+        },
+        // Kafka-lite for the saga's outbox: one controller, two brokers (the topic has two
+        // replicas and min.insync 2: acks=all waits for both).
+        Role {
+            name: "controller",
+            count: Count::Fixed(1),
+            id_prefix: "c",
+            service: Some("log"),
+            flags: &["--role", "controller", "--controllers", "c1"],
+        },
+        Role {
+            name: "broker",
+            count: Count::Fixed(2),
+            id_prefix: "b",
+            service: Some("log"),
+            flags: &["--role", "broker", "--controllers", "c1"],
         },
         Role {
             name: "shard",
             count: Count::Rest,
             id_prefix: "s",
+            service: None,
             flags: &["--role", "shard"],
         },
     ],
-    default_nodes: 4,
+    default_nodes: 8,
     peer_links: PeerLinks::Tcp,
     node_flags: &["--coordinator-id", "tc1", "--ledger-id", "ledger1"],
     // The shards are the first cluster's sK nodes (spares planned for add-node are not).
@@ -71,6 +108,7 @@ pub const PROJECT: Project = Project {
     checks: &[
         CheckSpec::BankTotal,
         CheckSpec::BankTransfers,
+        CheckSpec::BankNotifications,
         CheckSpec::Availability { min: None },
     ],
 };
@@ -86,11 +124,21 @@ pub fn console() -> ProjectUi {
     ProjectUi {
         figures: &[
             Figure {
-                header: "committed",
+                header: "done",
+                // Transfers done: committed (2PC), completed (saga: steps applied at a
+                // participant), notified (the notifier).
                 value: |n| match n.node.role {
+                    "coordinator" if n.detail["mode"] == "saga" => {
+                        serde_json::from_value::<OrchestratorDetail>(n.detail.clone())
+                            .map_or(String::new(), |d| d.completed.to_string())
+                    }
                     "coordinator" => serde_json::from_value::<CoordinatorDetail>(n.detail.clone())
                         .map_or(String::new(), |d| d.committed.to_string()),
-                    _ => participant(n).map_or(String::new(), |d| d.counters.committed.to_string()),
+                    "notifier" => serde_json::from_value::<NotifierDetail>(n.detail.clone())
+                        .map_or(String::new(), |d| d.notifications.to_string()),
+                    _ => participant(n).map_or(String::new(), |d| {
+                        (d.counters.committed + d.counters.steps_applied).to_string()
+                    }),
                 },
             },
             Figure {
@@ -159,7 +207,39 @@ fn read_value(read: pb::ReadAllResponse) -> serde_json::Value {
         .into_iter()
         .map(|b| (b.account, json!(b.balance)))
         .collect();
-    json!({"total": read.total, "expected": read.expected, "balances": balances})
+    json!({
+        "total": read.total,
+        "expected": read.expected,
+        "balances": balances,
+        "mode": read.mode,
+        "in_flight_before": read.in_flight_before,
+        "in_flight_after": read.in_flight_after,
+        "outbox": read.outbox,
+    })
+}
+
+/// A channel to a target's gRPC address.
+fn channel(target: &Target) -> anyhow::Result<Channel> {
+    Ok(distlab_runtime::channel::endpoint(target.addr, Duration::from_secs(1))?.connect_lazy())
+}
+
+/// Reads every page of something paged by sequence number: `page(from)` returns a page and
+/// the sequence number after its last entry (`None`: the end).
+async fn read_pages<F, Fut>(mut page: F) -> Result<Vec<serde_json::Value>, tonic::Status>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<serde_json::Value>, Option<u64>), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut from = 0;
+    loop {
+        let (entries, next) = page(from).await?;
+        all.extend(entries);
+        match next {
+            Some(next) => from = next,
+            None => return Ok(all),
+        }
+    }
 }
 
 impl Driver for Transfers {
@@ -198,35 +278,50 @@ impl Driver for Transfers {
                 attempt_timeout: Duration::from_secs(10),
                 ..final_reads_policy(deadline)
             };
-            record_call(
+            // Saga mode: the sagas still running (a compensation waiting for a shard that
+            // just came back) and the outbox finish first; the final read is of a quiet bank.
+            let quiet_read = async {
+                let give_up = tokio::time::Instant::now() + deadline;
+                loop {
+                    let read = with_retries(&policy, pb::ReadAllRequest {}, |r| {
+                        let mut client = client.clone();
+                        async move { client.read_all(r).await }
+                    })
+                    .await?;
+                    let quiet =
+                        read.in_flight_before == 0 && read.in_flight_after == 0 && read.outbox == 0;
+                    if quiet || tokio::time::Instant::now() >= give_up {
+                        return Ok::<_, tonic::Status>(read);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            };
+            let (_, read) = record_call(
                 recorder,
                 FINAL_PROCESS,
                 "read_all",
                 "bank",
                 json!(null),
-                with_retries(&policy, pb::ReadAllRequest {}, |r| {
-                    let mut client = client.clone();
-                    async move { client.read_all(r).await }
-                }),
+                quiet_read,
                 |read| Completion::ok(read_value(read), Some(json!({"final": true}))),
             )
             .await;
+            let saga = read.is_some_and(|r| r["mode"] == "saga");
             let ledger = targets
                 .iter()
                 .find(|t| t.role == "ledger")
                 .ok_or_else(|| anyhow::anyhow!("the final reads need the ledger"))?;
-            let endpoint = distlab_runtime::channel::endpoint(ledger.addr, Duration::from_secs(1))?;
-            let ledger = pb::participant_client::ParticipantClient::new(endpoint.connect_lazy());
+            let ledger = pb::participant_client::ParticipantClient::new(channel(ledger)?);
             record_call(
                 recorder,
                 FINAL_PROCESS,
                 "journal",
                 "ledger",
                 json!(null),
-                async {
-                    let mut entries = Vec::new();
-                    let mut from = 0;
-                    loop {
+                read_pages(|from| {
+                    let ledger = ledger.clone();
+                    let policy = policy.clone();
+                    async move {
                         let request = pb::JournalRequest { from, limit: 10_000 };
                         let page = with_retries(&policy, request, |r| {
                             let mut ledger = ledger.clone();
@@ -234,17 +329,131 @@ impl Driver for Transfers {
                         })
                         .await?
                         .entries;
-                        let Some(last) = page.last().map(|e| e.seq) else {
-                            break;
-                        };
-                        entries.extend(page.into_iter().map(|e| {
+                        let next = page.last().map(|e| e.seq + 1);
+                        let entries = page.into_iter().map(|e| {
                             json!({"seq": e.seq, "tx": e.tx, "id": e.id, "from": e.from, "to": e.to, "amount": e.amount})
-                        }));
-                        from = last + 1;
+                        });
+                        Ok((entries.collect(), next))
                     }
-                    Ok(entries)
-                },
+                }),
                 |entries| Completion::ok(json!(entries), Some(json!({"final": true}))),
+            )
+            .await;
+            if !saga {
+                return Ok(());
+            }
+            // Every shard's step records: what each idempotency key did.
+            let shards: Vec<&Target> = targets.iter().filter(|t| t.role == "shard").collect();
+            let mut shard_clients = Vec::new();
+            for shard in &shards {
+                shard_clients.push((
+                    shard.node.clone(),
+                    pb::participant_client::ParticipantClient::new(channel(shard)?),
+                ));
+            }
+            record_call(
+                recorder,
+                FINAL_PROCESS,
+                "steps",
+                "shards",
+                json!(null),
+                async {
+                    let mut all = Vec::new();
+                    for (node, shard) in &shard_clients {
+                        let steps = read_pages(|from| {
+                            let shard = shard.clone();
+                            let policy = policy.clone();
+                            let node = node.clone();
+                            async move {
+                                let request = pb::StepsRequest { from, limit: 10_000 };
+                                let page = with_retries(&policy, request, |r| {
+                                    let mut shard = shard.clone();
+                                    async move { shard.steps(r).await }
+                                })
+                                .await?
+                                .steps;
+                                let next = page.last().map(|s| s.seq + 1);
+                                let steps = page.into_iter().map(|s| {
+                                    json!({"shard": node, "seq": s.seq, "key": s.key, "account": s.account, "delta": s.delta, "state": s.state})
+                                });
+                                Ok((steps.collect(), next))
+                            }
+                        })
+                        .await?;
+                        all.extend(steps);
+                    }
+                    Ok(all)
+                },
+                |steps| Completion::ok(json!(steps), Some(json!({"final": true}))),
+            )
+            .await;
+            // The notifications, once the notifier has read everything published (its lag
+            // is 0 on two reads in a row, the count unchanged between them).
+            let notifier = targets
+                .iter()
+                .find(|t| t.role == "notifier")
+                .ok_or_else(|| anyhow::anyhow!("the final reads need the notifier"))?;
+            let notifier = pb::notifications_client::NotificationsClient::new(channel(notifier)?);
+            let caught_up = async {
+                let give_up = tokio::time::Instant::now() + deadline;
+                let mut last: Option<(usize, u64)> = None;
+                loop {
+                    let mut duplicates = 0;
+                    let mut caught_up = true;
+                    let all = read_pages(|from| {
+                        let notifier = notifier.clone();
+                        let policy = policy.clone();
+                        async move {
+                            let request = pb::NotificationsRequest { from, limit: 10_000 };
+                            let page = with_retries(&policy, request, |r| {
+                                let mut notifier = notifier.clone();
+                                async move { notifier.list(r).await }
+                            })
+                            .await?;
+                            let next = page.notifications.last().map(|n| n.seq + 1);
+                            let meta = json!({"duplicates": page.duplicates, "lag": page.lag, "generation": page.generation});
+                            let mut entries: Vec<serde_json::Value> = page
+                                .notifications
+                                .into_iter()
+                                .map(|n| json!({"seq": n.seq, "event": n.event, "transfer": n.transfer, "outcome": n.outcome, "from": n.from, "to": n.to, "amount": n.amount}))
+                                .collect();
+                            if next.is_none() {
+                                entries.push(json!({"meta": meta}));
+                            }
+                            Ok((entries, next))
+                        }
+                    })
+                    .await?;
+                    let mut notifications = Vec::new();
+                    for entry in all {
+                        match entry.get("meta") {
+                            Some(meta) => {
+                                duplicates = meta["duplicates"].as_u64().unwrap_or(0);
+                                caught_up = meta["lag"] == 0 && meta["generation"] != 0;
+                            }
+                            None => notifications.push(entry),
+                        }
+                    }
+                    let now = (notifications.len(), duplicates);
+                    if (caught_up && last == Some(now)) || tokio::time::Instant::now() >= give_up {
+                        return Ok::<_, tonic::Status>(json!({
+                            "notifications": notifications,
+                            "duplicates": duplicates,
+                            "caught_up": caught_up,
+                        }));
+                    }
+                    last = caught_up.then_some(now);
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                }
+            };
+            record_call(
+                recorder,
+                FINAL_PROCESS,
+                "notifications",
+                "notifier",
+                json!(null),
+                caught_up,
+                |n| Completion::ok(n, Some(json!({"final": true}))),
             )
             .await;
             Ok(())
@@ -322,9 +531,19 @@ impl Client for TransferClient {
                     async move { client.transfer(r).await }
                 }),
                 |answer| {
-                    let meta = json!({"tx": answer.tx, "attempts": answer.attempts});
+                    let meta =
+                        json!({"tx": answer.tx, "attempts": answer.attempts, "state": answer.state});
                     if answer.committed {
                         Completion::ok(value.clone(), Some(meta))
+                    } else if answer.state == "dead_lettered" {
+                        // Parked mid-saga: its money may be in flight; nobody knows yet
+                        // whether it will move.
+                        Completion {
+                            kind: OpType::Info,
+                            value: value.clone(),
+                            error: Some(answer.reason),
+                            meta: Some(meta),
+                        }
                     } else {
                         Completion::refused(value.clone(), &answer.reason, meta)
                     }
