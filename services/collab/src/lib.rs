@@ -1,0 +1,31 @@
+//! Project 6: collaborative text documents on a sequence CRDT written here.
+//!
+//! # Layout
+//! - [`causal`]: dots, version vectors and frontiers: who wrote what, what a replica holds.
+//! - [`op`]: operations (runs of inserted or deleted characters) as replicas exchange them.
+//! - `sequence`: every character ever inserted, in document order, tombstones kept, in
+//!   chunked runs with a cursor: the structure insertions go into.
+//! - `fugue`: FugueMax, where a remote insertion goes so that replicas converge and
+//!   concurrent insertions do not interleave.
+//! - [`doc`]: a replica: local edits, remote operations in any order (causal delivery with a
+//!   pending buffer), history, deltas since a version, the text at a past version.
+//! - [`codec`]: the binary encoding of operations for storage and sync, checked on decode.
+//! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
+//!
+//! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
+//! origins, stores the run and returns the [`Op`] to send; a replica receiving it calls
+//! [`Doc::apply`], which waits for missing history, then lets FugueMax place it.
+
+pub mod causal;
+pub mod codec;
+pub mod doc;
+pub mod error;
+mod fugue;
+pub mod op;
+mod sequence;
+pub mod trace;
+
+pub use causal::{Dot, Frontier, ReplicaId, VersionVector};
+pub use doc::{Applied, Doc};
+pub use error::{EditError, OpError, VersionError};
+pub use op::{Body, Op, Span};
