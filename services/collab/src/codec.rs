@@ -17,7 +17,7 @@
 //! which byte of which record it stopped; [`Decoder`] yields records one by one so a reader of
 //! a damaged store keeps every record before the damage.
 
-use crate::causal::{Dot, Frontier, ReplicaId};
+use crate::causal::{Dot, Frontier, ReplicaId, VersionVector};
 use crate::doc::MAX_OP_CHARS;
 use crate::op::{Body, Op, Span};
 
@@ -105,7 +105,7 @@ impl<'a> Decoder<'a> {
         self.at
     }
 
-    fn error(&self, reason: impl Into<String>) -> DecodeError {
+    pub(crate) fn error(&self, reason: impl Into<String>) -> DecodeError {
         DecodeError {
             record: self.record,
             offset: self.at,
@@ -113,7 +113,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn byte(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, DecodeError> {
         let byte = *self
             .bytes
             .get(self.at)
@@ -122,7 +122,7 @@ impl<'a> Decoder<'a> {
         Ok(byte)
     }
 
-    fn varint(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte()?;
@@ -139,12 +139,42 @@ impl<'a> Decoder<'a> {
     }
 
     /// A count of items each taking at least one byte: never more than the bytes left.
-    fn count(&mut self, what: &str) -> Result<usize, DecodeError> {
+    pub(crate) fn length(&mut self, what: &str) -> Result<usize, DecodeError> {
         let count = self.varint()?;
         if count > (self.bytes.len() - self.at) as u64 {
             return Err(self.error(format!("{what} count {count} is more than the bytes left")));
         }
         Ok(count as usize)
+    }
+
+    /// A string: its length in bytes, then UTF-8, at most `limit` bytes.
+    pub(crate) fn string(&mut self, what: &str, limit: usize) -> Result<String, DecodeError> {
+        let len = self.length(what)?;
+        if len > limit {
+            return Err(self.error(format!(
+                "{what} of {len} bytes is over the limit of {limit}"
+            )));
+        }
+        let text = std::str::from_utf8(&self.bytes[self.at..self.at + len])
+            .map_err(|e| self.error(format!("{what} is not UTF-8: {e}")))?
+            .to_string();
+        self.at += len;
+        Ok(text)
+    }
+
+    /// A version vector: `count (replica held)*`.
+    pub(crate) fn version(&mut self) -> Result<VersionVector, DecodeError> {
+        let mut version = VersionVector::new();
+        for _ in 0..self.length("version entry")? {
+            let replica = ReplicaId(self.varint()?);
+            version.advance(replica, self.varint()?);
+        }
+        Ok(version)
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn at_end(&self) -> bool {
+        self.at == self.bytes.len()
     }
 
     fn dot(&mut self, id: Dot) -> Result<Dot, DecodeError> {
@@ -164,14 +194,14 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn op(&mut self) -> Result<Op, DecodeError> {
+    pub(crate) fn op(&mut self) -> Result<Op, DecodeError> {
         let kind = self.byte()?;
         if kind != INSERT && kind != DELETE {
             return Err(self.error(format!("unknown record kind {kind}")));
         }
         let id = Dot::new(ReplicaId(self.varint()?), self.varint()?);
         let mut parents = Vec::new();
-        for _ in 0..self.count("parent")? {
+        for _ in 0..self.length("parent")? {
             parents.push(self.dot(id)?);
         }
         let parents = Frontier::from_dots(parents);
@@ -191,14 +221,7 @@ impl<'a> Decoder<'a> {
                 } else {
                     None
                 };
-                let len = self.count("text byte")?;
-                if len as u64 > 4 * MAX_OP_CHARS {
-                    return Err(self.error(format!("text of {len} bytes is over the limit")));
-                }
-                let text = std::str::from_utf8(&self.bytes[self.at..self.at + len])
-                    .map_err(|e| self.error(format!("text is not UTF-8: {e}")))?
-                    .to_string();
-                self.at += len;
+                let text = self.string("text", 4 * MAX_OP_CHARS as usize)?;
                 if text.is_empty() {
                     return Err(self.error("an insertion of no text"));
                 }
@@ -206,7 +229,7 @@ impl<'a> Decoder<'a> {
             }
             DELETE => {
                 let mut targets = Vec::new();
-                for _ in 0..self.count("span")? {
+                for _ in 0..self.length("span")? {
                     let start = self.dot(id)?;
                     let len = self.varint()?;
                     if len == 0 || start.seq.checked_add(len).is_none() {
@@ -248,7 +271,20 @@ impl Iterator for Decoder<'_> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
+    put_varint(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+pub(crate) fn put_version(out: &mut Vec<u8>, version: &VersionVector) {
+    put_varint(out, version.iter().count() as u64);
+    for (replica, held) in version.iter() {
+        put_varint(out, replica.0);
+        put_varint(out, held);
+    }
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;

@@ -10,6 +10,12 @@
 //! - [`doc`]: a replica: local edits, remote operations in any order (causal delivery with a
 //!   pending buffer), history, deltas since a version, the text at a past version.
 //! - [`codec`]: the binary encoding of operations for storage and sync, checked on decode.
+//! - [`store`]: a server's durable documents (sled), damage reported and skipped.
+//! - [`sync`]: the protocol editors and servers speak (version exchange, deltas, acks,
+//!   presence) and one side's bookkeeping of what a peer holds.
+//! - [`server`], [`editor`], [`node`]: the processes: a server relays and stores documents
+//!   and replicates to other servers; an editor keeps its own replica, types, goes offline
+//!   and merges. [`wire`] is their WebSocket client side, [`status`] what they report.
 //! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
 //!
 //! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
@@ -17,13 +23,21 @@
 //! [`Doc::apply`], which waits for missing history, then lets FugueMax place it.
 
 pub mod causal;
+pub mod cli;
 pub mod codec;
 pub mod doc;
+pub mod editor;
 pub mod error;
 mod fugue;
+pub mod node;
 pub mod op;
 mod sequence;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod sync;
 pub mod trace;
+pub mod wire;
 
 pub use causal::{Dot, Frontier, ReplicaId, VersionVector};
 pub use doc::{Applied, Doc};

@@ -141,29 +141,129 @@ impl Node {
 
     /// Prints the ready line and serves `routes` (gRPC) and the admin API until shutdown.
     pub async fn serve(self, routes: Routes, status: Arc<dyn NodeStatus>) -> anyhow::Result<()> {
-        let token = self.shutdown;
-        shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
-
-        let admin_app = admin::router(self.identity.clone(), status, Arc::new(self.registry));
-        let admin_shutdown = token.clone();
-        let admin_task = tokio::spawn(async move {
-            axum::serve(self.admin, admin_app)
-                .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-                .await
-        });
-
+        let token = self.shutdown.clone();
         let mut server = Server::builder();
         if let Some(tls) = &self.args.tls {
             server = server
                 .tls_config(tls.server_config())
                 .context("configuring TLS from --tls-cert/--tls-key/--tls-ca")?;
         }
-        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let Node {
+            args,
+            identity,
+            grpc,
+            admin,
+            grpc_addr,
+            admin_addr,
+            registry,
+            rpc_metrics,
+            ready_extra,
+            ..
+        } = self;
+        let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
         let grpc = server
-            .layer(RpcLayer::new(self.rpc_metrics))
+            .layer(RpcLayer::new(rpc_metrics))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-        tokio::pin!(grpc);
+        let listening = Listening {
+            args,
+            identity,
+            admin,
+            grpc_addr,
+            admin_addr,
+            registry,
+            ready_extra,
+            token,
+        };
+        listening
+            .run(
+                "gRPC",
+                async move { grpc.await.map_err(anyhow::Error::from) },
+                status,
+            )
+            .await
+    }
+
+    /// Like [`Node::serve`], for a service that speaks HTTP (and WebSocket) on its `--listen`
+    /// port instead of gRPC: `app` serves there. TLS flags are refused (not supported here).
+    pub async fn serve_http(
+        self,
+        app: axum::Router,
+        status: Arc<dyn NodeStatus>,
+    ) -> anyhow::Result<()> {
+        if self.args.tls.is_some() {
+            return Err(BadInput(format!(
+                "--tls-cert: the {} service serves plain HTTP and WebSocket on loopback; TLS is not supported",
+                self.identity.service
+            ))
+            .into());
+        }
+        let token = self.shutdown.clone();
+        let Node {
+            args,
+            identity,
+            grpc,
+            admin,
+            grpc_addr,
+            admin_addr,
+            registry,
+            ready_extra,
+            ..
+        } = self;
+        let shutdown = token.clone();
+        let http = async move {
+            axum::serve(grpc, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        let listening = Listening {
+            args,
+            identity,
+            admin,
+            grpc_addr,
+            admin_addr,
+            registry,
+            ready_extra,
+            token,
+        };
+        listening.run("HTTP", http, status).await
+    }
+}
+
+/// A node whose main server is built: what is left to do is the same for every kind of server.
+struct Listening {
+    args: ValidNodeArgs,
+    identity: NodeIdentity,
+    admin: TcpListener,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    registry: Registry,
+    ready_extra: serde_json::Map<String, serde_json::Value>,
+    token: CancellationToken,
+}
+
+impl Listening {
+    /// Serves the admin API beside `server`, prints the ready line, and runs until shutdown
+    /// (draining `server` for at most [`shutdown::GRACE`]).
+    async fn run(
+        self,
+        kind: &str,
+        server: impl std::future::Future<Output = anyhow::Result<()>>,
+        status: Arc<dyn NodeStatus>,
+    ) -> anyhow::Result<()> {
+        let token = self.token;
+        shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
+
+        let admin_app = admin::router(self.identity.clone(), status, Arc::new(self.registry));
+        let admin_shutdown = token.clone();
+        let admin_listener = self.admin;
+        let admin_task = tokio::spawn(async move {
+            axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+                .await
+        });
+        tokio::pin!(server);
 
         let mut ready = Ready::new(self.args.id.clone(), self.grpc_addr, self.admin_addr);
         ready.extra = self.ready_extra;
@@ -178,10 +278,10 @@ impl Node {
         );
 
         tokio::select! {
-            result = &mut grpc => result.context("gRPC server failed")?,
+            result = &mut server => result.with_context(|| format!("{kind} server failed"))?,
             () = token.cancelled() => {
-                match tokio::time::timeout(shutdown::GRACE, &mut grpc).await {
-                    Ok(result) => result.context("gRPC server failed while draining")?,
+                match tokio::time::timeout(shutdown::GRACE, &mut server).await {
+                    Ok(result) => result.with_context(|| format!("{kind} server failed while draining"))?,
                     Err(_) => tracing::warn!(
                         grace_secs = shutdown::GRACE.as_secs(),
                         "in-flight requests did not finish in time; exiting anyway"

@@ -1,0 +1,304 @@
+//! End-to-end: real `collab serve` processes, two servers (two regions) and an editor on each.
+//! Concurrent edits converge; an acknowledged edit survives `kill -9` of its server; an
+//! editor whose server is down keeps editing and merges when it is back; forged and damaged
+//! messages are refused without harm.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use distlab_collab::sync::{Frame, Message};
+use distlab_collab::{Dot, Frontier, Op, ReplicaId, VersionVector};
+use distlab_runtime::launch::{NodeProcess, free_ports};
+use futures_util::{SinkExt, StreamExt};
+use tokio::process::Command;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn serve(
+    id: &str,
+    listen: &str,
+    dir: &Path,
+    peers: &[(&str, SocketAddr)],
+    extra: &[&str],
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_collab"));
+    command
+        .args([
+            "serve",
+            "--id",
+            id,
+            "--listen",
+            listen,
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .args(["--anti-entropy", "200ms"])
+        .args(extra);
+    for (peer, addr) in peers {
+        command.arg("--peer").arg(format!("{peer}={addr}"));
+    }
+    command
+}
+
+async fn start(command: Command) -> NodeProcess {
+    NodeProcess::spawn(command, Duration::from_secs(20))
+        .await
+        .expect("node starts")
+}
+
+async fn server(
+    id: &str,
+    listen: SocketAddr,
+    dir: &Path,
+    peers: &[(&str, SocketAddr)],
+) -> NodeProcess {
+    start(serve(
+        id,
+        &listen.to_string(),
+        dir,
+        peers,
+        &["--role", "server"],
+    ))
+    .await
+}
+
+async fn editor(id: &str, dir: &Path, server: (&str, SocketAddr)) -> NodeProcess {
+    start(serve(
+        id,
+        "127.0.0.1:0",
+        dir,
+        &[server],
+        &["--role", "editor", "--doc", "notes"],
+    ))
+    .await
+}
+
+async fn status(node: &NodeProcess) -> serde_json::Value {
+    let url = format!("http://{}/status", node.ready().admin);
+    reqwest::get(url)
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status JSON")
+}
+
+async fn text(node: &NodeProcess) -> String {
+    let url = format!("http://{}/text", node.ready().grpc);
+    reqwest::get(url)
+        .await
+        .expect("text")
+        .text()
+        .await
+        .expect("text body")
+}
+
+async fn edit(node: &NodeProcess, body: serde_json::Value) {
+    let url = format!("http://{}/edit", node.ready().grpc);
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("edit");
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+/// The document's digest as `node` reports it.
+async fn digest(node: &NodeProcess) -> Option<String> {
+    let detail = &status(node).await["detail"];
+    let doc = if detail["docs"].is_array() {
+        detail["docs"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "notes")?
+            .clone()
+    } else {
+        detail.clone()
+    };
+    Some(doc["digest"].as_str()?.to_string())
+}
+
+/// Waits until every node reports the same digest; the editors' common text.
+async fn converged(editors: &[&NodeProcess], servers: &[&NodeProcess]) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut digests = Vec::new();
+        for node in editors.iter().chain(servers) {
+            digests.push(digest(node).await);
+        }
+        if digests[0].is_some() && digests.iter().all(|d| *d == digests[0]) {
+            return text(editors[0]).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence: {digests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn unacked(editor: &NodeProcess) -> u64 {
+    status(editor).await["detail"]["unacked_ops"]
+        .as_u64()
+        .expect("unacked_ops")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_converge_and_acknowledged_edits_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2).unwrap();
+    let (p1, p2) = (ports[0], ports[1]);
+    let mut s1 = server("s1", p1, dir.path(), &[("s2", p2)]).await;
+    let s2 = server("s2", p2, dir.path(), &[("s1", p1)]).await;
+    let e1 = editor("e1", dir.path(), ("s1", p1)).await;
+    let e2 = editor("e2", dir.path(), ("s2", p2)).await;
+
+    // Concurrent edits in two regions.
+    edit(
+        &e1,
+        serde_json::json!({"insert": {"pos": 0, "text": "hello "}}),
+    )
+    .await;
+    edit(
+        &e2,
+        serde_json::json!({"insert": {"pos": 0, "text": "world"}}),
+    )
+    .await;
+    let merged = converged(&[&e1, &e2], &[&s1, &s2]).await;
+    assert_eq!(merged.len(), 11);
+    assert!(
+        merged.contains("hello ") && merged.contains("world"),
+        "{merged:?}"
+    );
+
+    // Acknowledged, then the server is killed without warning.
+    edit(
+        &e1,
+        serde_json::json!({"insert": {"pos": 0, "text": "[saved]"}}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while unacked(&e1).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s1.kill().await.unwrap();
+
+    // Offline, e1 keeps editing.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !status(&e1).await["detail"]["connected"].is_null() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still connected to a dead server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    edit(
+        &e1,
+        serde_json::json!({"insert": {"pos": 0, "text": "offline "}}),
+    )
+    .await;
+    assert!(text(&e1).await.starts_with("offline [saved]"));
+
+    // s1 back on the same data: it has the acknowledged edit, and everyone merges.
+    let s1 = server("s1", p1, dir.path(), &[("s2", p2)]).await;
+    let s1_text = status(&s1).await["detail"]["docs"][0]["excerpt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        s1_text.contains("[saved]"),
+        "lost an acknowledged edit: {s1_text:?}"
+    );
+    let merged = converged(&[&e1, &e2], &[&s1, &s2]).await;
+    assert!(merged.starts_with("offline [saved]"), "{merged:?}");
+    assert_eq!(text(&e2).await, merged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_damaged_messages_are_refused_and_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = server("s1", free_ports(1).unwrap()[0], dir.path(), &[]).await;
+    let e1 = editor("e1", dir.path(), ("s1", s1.ready().grpc)).await;
+    edit(
+        &e1,
+        serde_json::json!({"insert": {"pos": 0, "text": "kept"}}),
+    )
+    .await;
+    converged(&[&e1], &[&s1]).await;
+
+    let url = format!("ws://{}/doc", s1.ready().grpc);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let me = ReplicaId(77);
+    let hello = Message::Hello {
+        user: "mallory".into(),
+        replica: me,
+        version: VersionVector::new(),
+    };
+    let send =
+        |frame: Frame| tokio_tungstenite::tungstenite::Message::Binary(frame.encode().into());
+    socket.send(send(Frame::new("notes", hello))).await.unwrap();
+    // Someone else's replica id.
+    let forged = Op::insert(
+        Dot::new(ReplicaId(78), 0),
+        Frontier::new(),
+        None,
+        None,
+        "x".into(),
+    );
+    socket
+        .send(send(Frame::new("notes", Message::Ops(vec![forged]))))
+        .await
+        .unwrap();
+    // An insertion after a character nobody made.
+    let impossible = Op::insert(
+        Dot::new(me, 0),
+        Frontier::new(),
+        Some(Dot::new(ReplicaId(5), 9)),
+        None,
+        "y".into(),
+    );
+    socket
+        .send(send(Frame::new("notes", Message::Ops(vec![impossible]))))
+        .await
+        .unwrap();
+    // Bytes that are not a frame.
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![3, 200, 1].into(),
+        ))
+        .await
+        .unwrap();
+
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while reasons.len() < 3 {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("refusals in time")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message
+            && let Message::Refused { reason } = Frame::decode(&bytes).unwrap().message
+        {
+            reasons.push(reason);
+        }
+    }
+    assert!(reasons[0].contains("is not of replica"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("which its own history does not hold"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("not a sync frame"), "{reasons:?}");
+    // Nothing changed.
+    assert_eq!(converged(&[&e1], &[&s1]).await, "kept");
+    assert_eq!(status(&s1).await["detail"]["refused"], 3);
+}
