@@ -202,6 +202,9 @@ enum ProjectBench {
     /// Project 5: transfers per second and latency, 2PC and saga over 2 and 4 shards, uniform
     /// and hot accounts, beside single-node PostgreSQL transactions.
     Proj5(lab::projects::proj5::bench::Proj5BenchArgs),
+    /// Project 6: the automerge-paper editing trace replayed into our sequence CRDT and into
+    /// diamond-types, yrs, automerge and loro: time, heap, encoded size, load time.
+    Proj6(lab::projects::proj6::bench::Proj6BenchArgs),
     /// The lab's link proxies: added round-trip latency and throughput with no faults.
     Links(lab::engine::link::bench::LinkBenchArgs),
     /// The linearizability checker on a synthetic 10,000-operation history.
@@ -379,6 +382,13 @@ fn main() -> ExitCode {
                     lab::projects::proj4::bench::run(&args, exe).await
                 })
             }
+            ProjectBench::Proj6(args) => match lab::projects::proj6::bench::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            },
             ProjectBench::Checker(args) => match lab::engine::check::bench::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -9,6 +9,7 @@ pub mod proj2;
 pub mod proj3;
 pub mod proj4;
 pub mod proj5;
+pub mod proj6;
 pub mod raft_view;
 pub mod ring_view;
 
