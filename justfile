@@ -23,7 +23,7 @@ scenario FILE *ARGS:
 up PROJ *ARGS:
     cargo run --release -p lab -- up {{PROJ}} {{ARGS}}
 
-# Benchmark: proj0, proj1, proj2, proj3, proj4, proj5, links, checker or console; one parseable line per figure (e.g. `just bench proj0 --clients 64`)
+# Benchmark: proj0, proj1, proj2, proj3, proj4, proj5, proj6, links, checker or console; one parseable line per figure (e.g. `just bench proj0 --clients 64`)
 # (proj1 compares with Debian's memcached and memcslap, proj2 with a 3-member etcd: the recipe installs them if it can)
 bench PROJ *ARGS:
     if [ "{{PROJ}}" = proj1 ] && ! command -v memcached >/dev/null; then apt-get install -y memcached libmemcached-tools >/dev/null 2>&1 || sudo -n apt-get install -y memcached libmemcached-tools >/dev/null 2>&1 || echo "memcached is not installed: the memcached comparison will be skipped"; fi

@@ -159,6 +159,12 @@ enum CheckerName {
     /// Each completed or compensated transfer notified once (Project 5, saga mode).
     #[value(name = "bank_notifications", alias = "bank-notifications")]
     BankNotifications,
+    /// Every replica holds the same text once quiet (Project 6).
+    #[value(name = "collab_convergence", alias = "collab-convergence")]
+    CollabConvergence,
+    /// Every acknowledged edit held by every server (Project 6).
+    #[value(name = "collab_acked", alias = "collab-acked")]
+    CollabAcked,
 }
 
 impl CheckerName {
@@ -179,6 +185,8 @@ impl CheckerName {
             CheckerName::BankTotal => CheckSpec::BankTotal,
             CheckerName::BankTransfers => CheckSpec::BankTransfers,
             CheckerName::BankNotifications => CheckSpec::BankNotifications,
+            CheckerName::CollabConvergence => CheckSpec::CollabConvergence,
+            CheckerName::CollabAcked => CheckSpec::CollabAcked,
         }
     }
 }

@@ -268,6 +268,8 @@ pub fn run_checks(
                 CheckSpec::BankTotal => check::bank::total(history),
                 CheckSpec::BankTransfers => check::bank::transfers(history),
                 CheckSpec::BankNotifications => check::bank::notifications(history),
+                CheckSpec::CollabConvergence => check::collab::convergence(history),
+                CheckSpec::CollabAcked => check::collab::acked(history),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

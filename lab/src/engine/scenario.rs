@@ -317,6 +317,13 @@ pub enum CheckSpec {
     /// Project 5.
     #[serde(alias = "bank-notifications")]
     BankNotifications,
+    /// Once quiet, every replica (servers and editors) holds the same text: Project 6.
+    #[serde(alias = "collab-convergence")]
+    CollabConvergence,
+    /// Every edit a server acknowledged to its editor is held by every server at the end:
+    /// Project 6.
+    #[serde(alias = "collab-acked")]
+    CollabAcked,
     /// `- availability: {min: 0.8}`, or `- availability: {}` for no minimum.
     Availability {
         #[serde(default)]
@@ -341,6 +348,8 @@ impl CheckSpec {
             CheckSpec::BankTotal => "bank_total",
             CheckSpec::BankTransfers => "bank_transfers",
             CheckSpec::BankNotifications => "bank_notifications",
+            CheckSpec::CollabConvergence => "collab_convergence",
+            CheckSpec::CollabAcked => "collab_acked",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()

@@ -127,6 +127,7 @@ impl Session {
                 node: n.id,
                 role: n.role,
                 addr: n.client,
+                admin: n.admin,
                 data_dir: n.data_dir,
             })
             .collect()

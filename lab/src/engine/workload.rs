@@ -326,6 +326,8 @@ pub struct Target {
     /// Its role in the project (`node`, `controller`, `broker`...).
     pub role: &'static str,
     pub addr: SocketAddr,
+    /// Its admin address now (`/status`; no link proxy there), if it is up.
+    pub admin: Option<SocketAddr>,
     /// Its data dir (what a node left there, e.g. a consumer's journal, for final reads).
     pub data_dir: std::path::PathBuf,
 }

@@ -50,4 +50,8 @@ pub const REGISTRY: &[Plugin] = &[
         project: proj5::PROJECT,
         console: proj5::console,
     },
+    Plugin {
+        project: proj6::PROJECT,
+        console: proj6::console,
+    },
 ];

@@ -259,6 +259,7 @@ impl Editor {
                 "replica": own.0,
                 "user": self.user,
                 "connected": self.link.as_ref().map(|(server, _)| server.clone()),
+                "online": self.link.is_some(),
                 "own_ops": made,
                 "acked_ops": acked,
                 "unacked_ops": made - acked,
@@ -367,6 +368,16 @@ pub fn start(
     }
 }
 
+/// `POST /type` bodies: `steps` of the simulated typist at once (the lab's workload).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Type {
+    pub steps: u32,
+}
+
+/// Most typist steps one `POST /type` may ask for.
+const MAX_STEPS: u32 = 10_000;
+
 /// `POST /edit` bodies.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -375,9 +386,37 @@ pub enum Edit {
     Delete { pos: usize, len: usize },
 }
 
-/// The editor's HTTP side: `GET /text`, `POST /edit`.
+/// The editor's HTTP side: `GET /text`, `POST /edit`, `POST /type`.
 pub fn router(editor: Shared) -> axum::Router {
     axum::Router::new()
+        .route(
+            "/type",
+            post(|AxumState(editor): AxumState<Shared>, body: axum::body::Bytes| async move {
+                let ask = match serde_json::from_slice::<Type>(&body) {
+                    Ok(ask) if ask.steps <= MAX_STEPS => ask,
+                    Ok(ask) => {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!("steps {} is more than {MAX_STEPS}", ask.steps),
+                        );
+                    }
+                    Err(error) => {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!("the body is not {{\"steps\": N}}: {error}"),
+                        );
+                    }
+                };
+                let mut editor = editor.lock().expect("editor lock");
+                for _ in 0..ask.steps {
+                    if let Err(error) = editor.type_something() {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"));
+                    }
+                }
+                let own = editor.doc.replica();
+                (StatusCode::OK, editor.doc.version().get(own).to_string())
+            }),
+        )
         .route(
             "/text",
             get(|AxumState(editor): AxumState<Shared>| async move { editor.lock().expect("editor lock").text() }),

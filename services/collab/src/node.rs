@@ -32,8 +32,10 @@ pub struct CollabNodeArgs {
     #[arg(long, value_enum)]
     pub role: Role,
 
-    /// The peers that are servers, comma-separated (default: every peer). An editor connects
-    /// to the first that answers; a server replicates to all of them.
+    /// The servers, comma-separated (default: every peer; a server skips its own id). A server
+    /// replicates to all the others. An editor starts with the one its number picks (e1 the
+    /// first, e2 the second, e3 the first again...) and moves on when that one does not
+    /// answer.
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<String>,
 
@@ -46,7 +48,7 @@ pub struct CollabNodeArgs {
     /// Editor: the simulated typist's edits per second (0: no typist).
     #[arg(long, default_value_t = 0.0)]
     pub type_rate: f64,
-    /// Editor: the typist's random seed.
+    /// Editor: the typist's random seed (mixed with the replica id, so editors differ).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
@@ -106,9 +108,10 @@ impl CollabNodeArgs {
     }
 }
 
-/// The servers among the peers, in id order.
+/// The servers among the peers, in `--servers` order (or id order); never this node.
 fn servers(
     args: &CollabNodeArgs,
+    own: &str,
     peers: &BTreeMap<distlab_runtime::cli::NodeId, SocketAddr>,
 ) -> Result<Vec<(String, SocketAddr)>, BadInput> {
     if args.servers.is_empty() {
@@ -119,6 +122,7 @@ fn servers(
     }
     args.servers
         .iter()
+        .filter(|id| id.as_str() != own)
         .map(|id| {
             peers
                 .iter()
@@ -161,7 +165,7 @@ impl NodeStatus for EditorStatus {
 pub async fn run(args: CollabNodeArgs) -> anyhow::Result<()> {
     args.check()?;
     let node_args = args.node.validate()?;
-    let servers = servers(&args, &node_args.peers)?;
+    let servers = servers(&args, node_args.id.as_str(), &node_args.peers)?;
     let data_dir = node_args
         .data_dir
         .clone()
@@ -185,8 +189,20 @@ pub async fn run(args: CollabNodeArgs) -> anyhow::Result<()> {
                 return Err(BadInput::new("an editor needs a server: give --peer ID=ADDR").into());
             }
             let user = args.user.clone().unwrap_or_else(|| id.clone());
+            // e2 starts with the second server, and so on.
+            let mut servers = servers;
+            let number: usize = id
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap_or(1);
+            let first = number.saturating_sub(1) % servers.len();
+            servers.rotate_left(first);
             let editor = Arc::new(Mutex::new(editor::Editor::open(
-                &args.doc, &user, replica, store, args.seed,
+                &args.doc,
+                &user,
+                replica,
+                store,
+                args.seed ^ replica.0,
             )?));
             editor::start(&editor, servers, args.anti_entropy, args.type_rate, &token);
             let app = editor::router(editor.clone());

@@ -206,8 +206,8 @@ impl State {
                 let c = self.conns.get_mut(&conn)?;
                 if kind == Kind::Editor {
                     c.replica = Some(replica);
-                    c.user = user;
                 }
+                c.user = user;
                 let peer = c.docs.entry(name.clone()).or_default();
                 let delta = peer.on_version(doc, &version);
                 let our_version = doc.version().clone();
@@ -330,9 +330,25 @@ impl State {
                 return None;
             }
         }
+        let held: Vec<(ReplicaId, u64)> =
+            ops.iter().map(|op| (op.id.replica, op.end().seq)).collect();
+        let from_server = c.user.strip_prefix("server:").map(str::to_string);
         let doc = self.docs.get_mut(name)?;
         let peer = c.docs.get_mut(name)?;
         let received = peer.receive(doc, ops);
+        // A server that pushed these to us holds them: our own connection to it must not
+        // send them back.
+        if let (Kind::ServerIn, Some(server)) = (kind, from_server) {
+            for c in self.conns.values_mut() {
+                if c.kind == Kind::ServerOut(server.clone())
+                    && let Some(peer) = c.docs.get_mut(name)
+                {
+                    for &(replica, count) in &held {
+                        peer.holds(replica, count);
+                    }
+                }
+            }
+        }
         let version = doc.version().clone();
         for error in &received.refused {
             tracing::warn!(event = "op_refused", doc = %name, %error, "refused an operation");

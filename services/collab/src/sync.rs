@@ -237,6 +237,11 @@ impl PeerState {
         received
     }
 
+    /// The peer holds `replica`'s first `count` operations (it sent them by another way).
+    pub fn holds(&mut self, replica: ReplicaId, count: u64) {
+        self.known.advance(replica, count);
+    }
+
     fn sent(&mut self, ops: &[Op]) {
         for op in ops {
             self.known.advance(op.id.replica, op.end().seq);

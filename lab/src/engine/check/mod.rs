@@ -11,11 +11,14 @@
 //!   double commit.
 //! - [`bank`]: Project 5's: whole-bank reads see the exact total; balances equal the opening
 //!   plus the ledger's journal, each transfer applied once.
+//! - [`collab`]: Project 6's: every replica converged on one text once quiet; every
+//!   acknowledged edit held by every server.
 
 pub mod bank;
 pub mod batch;
 pub mod bench;
 pub mod cache;
+pub mod collab;
 pub mod kv;
 pub mod linearizable;
 pub mod log;
