@@ -15,7 +15,7 @@ use crate::causal::{Dot, Frontier, ReplicaId, VersionVector};
 use crate::error::{EditError, OpError, VersionError};
 use crate::fugue;
 use crate::op::{Body, Op};
-use crate::sequence::{Run, Sequence};
+use crate::sequence::{NewRun, Sequence};
 
 /// The most characters one operation may carry (a paste of a large file is several).
 pub const MAX_OP_CHARS: u64 = 1 << 20;
@@ -136,16 +136,15 @@ impl Doc {
         );
         self.seq.insert(
             place,
-            Run {
+            NewRun {
                 id,
                 len,
                 origin_left,
                 origin_right,
-                deleted: false,
-                text: text.to_string(),
+                text,
             },
         );
-        self.record(op.clone());
+        self.record(&op);
         Ok(Some(op))
     }
 
@@ -164,7 +163,7 @@ impl Doc {
         let targets = self.seq.delete_visible(pos, count);
         let id = Dot::new(self.replica, self.version.get(self.replica));
         let op = Op::delete(id, self.frontier.clone(), targets);
-        self.record(op.clone());
+        self.record(&op);
         Ok(Some(op))
     }
 
@@ -265,13 +264,12 @@ impl Doc {
                 text,
             } => fugue::integrate(
                 &mut self.seq,
-                Run {
+                NewRun {
                     id: op.id,
                     len: op.len(),
                     origin_left: *origin_left,
                     origin_right: *origin_right,
-                    deleted: false,
-                    text: text.clone(),
+                    text,
                 },
             ),
             Body::Delete { targets } => {
@@ -280,7 +278,7 @@ impl Doc {
                 }
             }
         }
-        self.record(op);
+        self.record(&op);
         Ok(())
     }
 
@@ -334,16 +332,15 @@ impl Doc {
     }
 
     /// Note an applied operation in the version, the frontier and the history.
-    fn record(&mut self, op: Op) {
+    fn record(&mut self, op: &Op) {
         self.version.advance(op.id.replica, op.end().seq);
         self.frontier.advance(op.parents.dots(), op.last());
-        match self.log.last_mut() {
-            Some(last) if last.id.replica == op.id.replica => {
-                if let Err(op) = last.absorb(op) {
-                    self.log.push(op);
-                }
-            }
-            _ => self.log.push(op),
+        let absorbed = match self.log.last_mut() {
+            Some(last) if last.id.replica == op.id.replica => last.absorb(op),
+            _ => false,
+        };
+        if !absorbed {
+            self.log.push(op.clone());
         }
     }
 

@@ -25,7 +25,7 @@
 //! concurrently can land next to unrelated text, as in every CRDT of this family.
 
 use crate::causal::Dot;
-use crate::sequence::{Pos, Run, Sequence};
+use crate::sequence::{NewRun, Pos, Sequence};
 
 /// An origin as a place to compare: before everything, a character, or after everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +55,7 @@ fn right_anchor(seq: &Sequence, origin: Option<Dot>) -> Anchor {
 
 /// Insert `run` (whose origins the sequence holds, and whose dots it does not) where FugueMax
 /// puts it.
-pub(crate) fn integrate(seq: &mut Sequence, run: Run) {
+pub(crate) fn integrate(seq: &mut Sequence, run: NewRun) {
     let start = match run.origin_left {
         None => crate::sequence::Place::START,
         Some(dot) => seq.place_after(dot).expect("left origin held"),

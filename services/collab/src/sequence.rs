@@ -15,13 +15,13 @@
 //! Positions handed out ([`Place`], [`Pos`]) are valid until the next change; every change
 //! ends by [`Sequence::settle`]-ing the chunks it touched, which may split them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::causal::{Dot, ReplicaId};
 use crate::op::{Span, byte_offset, push_span};
 
 /// Runs per chunk before it is split in two.
-pub(crate) const MAX_RUNS: usize = 64;
+pub(crate) const MAX_RUNS: usize = 32;
 
 /// Consecutive characters by one replica: dots `id .. id+len`, the first with the given
 /// origins, each later one with the character before it as its left origin.
@@ -62,11 +62,35 @@ impl Run {
     }
 
     /// Whether `next`, placed right after this run, reads as its continuation.
-    fn continues_with(&self, next: &Run) -> bool {
+    fn continues_with(&self, next: &NewRun) -> bool {
         next.id == self.id.plus(self.len)
             && next.origin_left == Some(self.last())
             && next.origin_right == self.origin_right
-            && next.deleted == self.deleted
+            && !self.deleted
+    }
+}
+
+/// An insertion about to go in: a run's identity and origins, its text borrowed (typing
+/// usually extends the run before it, and then no new text is allocated).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRun<'a> {
+    pub id: Dot,
+    pub len: u64,
+    pub origin_left: Option<Dot>,
+    pub origin_right: Option<Dot>,
+    pub text: &'a str,
+}
+
+impl NewRun<'_> {
+    fn into_run(self) -> Run {
+        Run {
+            id: self.id,
+            len: self.len,
+            origin_left: self.origin_left,
+            origin_right: self.origin_right,
+            deleted: false,
+            text: self.text.to_string(),
+        }
     }
 }
 
@@ -111,7 +135,7 @@ pub(crate) struct Sequence {
     /// Chunk id to its index in `chunks`.
     chunk_index: Vec<u32>,
     /// Per replica, each run's first seq to the id of the chunk holding it.
-    runs_by_dot: HashMap<ReplicaId, BTreeMap<u64, u32>>,
+    runs_by_dot: BTreeMap<ReplicaId, BTreeMap<u64, u32>>,
     visible: usize,
     /// The chunk of the last visible-position lookup and the visible characters before it.
     cursor: (usize, usize),
@@ -126,7 +150,7 @@ impl Default for Sequence {
                 visible: 0,
             }],
             chunk_index: vec![0],
-            runs_by_dot: HashMap::new(),
+            runs_by_dot: BTreeMap::new(),
             visible: 0,
             cursor: (0, 0),
         }
@@ -284,7 +308,7 @@ impl Sequence {
     }
 
     /// Put `run` at `place`, as a continuation of the run before it when it reads as one.
-    pub fn insert(&mut self, mut place: Place, run: Run) {
+    pub fn insert(&mut self, mut place: Place, run: NewRun) {
         if place.run == 0 && place.chunk > 0 {
             // The end of the previous chunk is the same gap, and has a run to continue.
             place = Place {
@@ -292,7 +316,7 @@ impl Sequence {
                 run: self.chunks[place.chunk - 1].runs.len(),
             };
         }
-        let visible = run.visible();
+        let visible = run.len as usize;
         let chunk = &mut self.chunks[place.chunk];
         match place
             .run
@@ -301,14 +325,14 @@ impl Sequence {
         {
             Some(before) if before.continues_with(&run) => {
                 before.len += run.len;
-                before.text.push_str(&run.text);
+                before.text.push_str(run.text);
             }
             _ => {
                 self.runs_by_dot
                     .entry(run.id.replica)
                     .or_default()
                     .insert(run.id.seq, chunk.id);
-                chunk.runs.insert(place.run, run);
+                chunk.runs.insert(place.run, run.into_run());
             }
         }
         self.count_visible(place.chunk, visible as isize);
@@ -414,6 +438,12 @@ impl Sequence {
 
     /// Split the chunks (indexes as they were before the change) grown past [`MAX_RUNS`].
     fn settle(&mut self, touched: &[usize]) {
+        if touched
+            .iter()
+            .all(|&c| self.chunks[c].runs.len() <= MAX_RUNS)
+        {
+            return;
+        }
         let mut touched = touched.to_vec();
         touched.sort_unstable();
         touched.dedup();
@@ -462,13 +492,12 @@ mod tests {
 
     fn typed(seq: &mut Sequence, next: &mut u64, pos: usize, text: &str) {
         let place = seq.place_at_visible(pos);
-        let run = Run {
+        let run = NewRun {
             id: Dot::new(A, *next),
             len: text.chars().count() as u64,
             origin_left: seq.char_before(place),
             origin_right: seq.char_at(place),
-            deleted: false,
-            text: text.into(),
+            text,
         };
         *next += run.len;
         seq.insert(place, run);

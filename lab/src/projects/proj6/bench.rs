@@ -215,10 +215,15 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
     distlab_collab::trace::EditTrace::load(&trace)?;
     let peers = build_peers()?;
     for &grouping in &args.grouping {
-        let mut results = Vec::new();
-        for &implementation in &args.impls {
-            let mut runs = Vec::new();
-            for _ in 0..args.repeat {
+        // Round after round, every implementation once per round: the machine's speed drifts
+        // over a run, and interleaving spreads the drift over all of them.
+        let mut runs: BTreeMap<Implementation, Vec<Vec<Fields>>> = BTreeMap::new();
+        let mut failed: BTreeMap<Implementation, String> = BTreeMap::new();
+        for _ in 0..args.repeat {
+            for &implementation in &args.impls {
+                if failed.contains_key(&implementation) {
+                    continue;
+                }
                 let output = Command::new(&peers)
                     .arg(implementation.name())
                     .arg(&trace)
@@ -226,20 +231,27 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
                     .output()
                     .with_context(|| format!("running {}", peers.display()))?;
                 if !output.status.success() {
-                    let stderr = String::from_utf8_lossy(&output.stderr);
-                    println!(
-                        "bench=proj6 impl={} grouping={} error={:?}",
-                        implementation.name(),
-                        grouping.name(),
-                        stderr.trim()
-                    );
-                    runs.clear();
-                    break;
+                    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+                    failed.insert(implementation, stderr);
+                    runs.remove(&implementation);
+                    continue;
                 }
                 let stdout = String::from_utf8_lossy(&output.stdout);
-                runs.push(stdout.lines().map(fields).collect::<Vec<_>>());
+                runs.entry(implementation)
+                    .or_default()
+                    .push(stdout.lines().map(fields).collect());
             }
-            for line in summarise(&runs) {
+        }
+        let mut results = Vec::new();
+        for implementation in &args.impls {
+            if let Some(error) = failed.get(implementation) {
+                println!(
+                    "bench=proj6 impl={} grouping={} error={error:?}",
+                    implementation.name(),
+                    grouping.name()
+                );
+            }
+            for line in summarise(runs.get(implementation).map_or(&[][..], Vec::as_slice)) {
                 print(&line);
                 results.push(line);
             }

@@ -203,7 +203,7 @@ impl ConvergenceView {
             ),
             n => Line::styled(
                 format!(
-                    "{n} texts: {} — they merge when the replicas reach each other again",
+                    "{n} texts: {} (they merge when the replicas meet)",
                     groups
                         .iter()
                         .map(|(_, m)| m.join(" "))
