@@ -22,6 +22,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (the same as `lab node collab`).
     Serve(Box<crate::node::CollabNodeArgs>),
+    /// A document's causal history as a server holds it: each operation with its parents, and
+    /// with `--at N` the text as it was after the first N of them.
+    History {
+        /// The document.
+        doc: String,
+        /// A server's address (its --listen).
+        #[arg(long, env = "COLLAB_SERVER", value_name = "ADDR")]
+        server: std::net::SocketAddr,
+        /// Print the text after the first N operations instead.
+        #[arg(long)]
+        at: Option<usize>,
+    },
     /// Replay an editing trace (josephg/editing-traces JSON, gzip or not) as one replica's
     /// edits; prints the time, the document's size and its encoding's.
     Replay { trace: PathBuf },
@@ -30,6 +42,11 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::node::run_blocking(*args),
+        Command::History { doc, server, at } => {
+            distlab_runtime::node::run_cli("collab", "warn", || async move {
+                history(server, &doc, at).await
+            })
+        }
         Command::Replay { trace } => match replay(&trace) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -38,6 +55,58 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
     }
+}
+
+async fn history(server: std::net::SocketAddr, doc: &str, at: Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    crate::server::check_doc_name(doc).map_err(distlab_runtime::BadInput)?;
+    let http = reqwest::Client::new();
+    if let Some(n) = at {
+        let url = format!("http://{server}/docs/{doc}/text?at={n}");
+        let response = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(status.is_success(), "{url}: {status}: {body}");
+        println!("{body}");
+        return Ok(());
+    }
+    let url = format!("http://{server}/docs/{doc}/history");
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}: {}", response.text().await?);
+    }
+    let entries: Vec<crate::history::Entry> =
+        response.json().await.context("reading the history")?;
+    for e in &entries {
+        let what = match (&e.text, e.targets.is_empty()) {
+            (Some(text), _) => format!(
+                "after {} before {} {:?}",
+                e.origin_left.as_deref().unwrap_or("start"),
+                e.origin_right.as_deref().unwrap_or("end"),
+                text
+            ),
+            (None, false) => e.targets.join(" "),
+            (None, true) => String::new(),
+        };
+        println!(
+            "#{:<5} {:<24} {:<6} {:>5}  parents [{}]  {what}",
+            e.index,
+            e.id,
+            e.kind,
+            e.len,
+            e.parents.join(" ")
+        );
+    }
+    Ok(())
 }
 
 fn replay(path: &std::path::Path) -> anyhow::Result<()> {

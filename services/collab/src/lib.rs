@@ -9,6 +9,8 @@
 //!   concurrent insertions do not interleave.
 //! - [`doc`]: a replica: local edits, remote operations in any order (causal delivery with a
 //!   pending buffer), history, deltas since a version, the text at a past version.
+//! - [`history`]: time travel: the causal history as a person reads it, the text after any
+//!   prefix of it.
 //! - [`codec`]: the binary encoding of operations for storage and sync, checked on decode.
 //! - [`store`]: a server's durable documents (sled), damage reported and skipped.
 //! - [`sync`]: the protocol editors and servers speak (version exchange, deltas, acks,
@@ -29,6 +31,7 @@ pub mod doc;
 pub mod editor;
 pub mod error;
 mod fugue;
+pub mod history;
 pub mod node;
 pub mod op;
 mod sequence;

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -570,6 +572,8 @@ pub fn router(state: Shared, flusher: distlab_runtime::flusher::Flusher) -> axum
     let app = App { state, flusher };
     axum::Router::new()
         .route("/", get(|| async { Html(INDEX) }))
+        .route("/docs/{name}/history", get(history))
+        .route("/docs/{name}/text", get(text))
         .route(
             "/doc",
             get(
@@ -591,6 +595,44 @@ pub fn router(state: Shared, flusher: distlab_runtime::flusher::Flusher) -> axum
             ),
         )
         .with_state(app)
+}
+
+/// `GET /docs/NAME/history`: every operation, in the order this server integrated them.
+async fn history(
+    AxumState(app): AxumState<App>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Vec<crate::history::Entry>>, (StatusCode, String)> {
+    let state = app.state.lock().expect("state lock");
+    let doc = state.docs.get(&name).ok_or_else(|| no_such_doc(&name))?;
+    Ok(axum::Json(crate::history::entries(doc)))
+}
+
+/// `?at=N`: the text after the first N operations of the history.
+#[derive(Debug, serde::Deserialize)]
+struct At {
+    at: Option<usize>,
+}
+
+/// `GET /docs/NAME/text[?at=N]`: the text now, or as it was after N operations.
+async fn text(
+    AxumState(app): AxumState<App>,
+    Path(name): Path<String>,
+    Query(at): Query<At>,
+) -> Result<String, (StatusCode, String)> {
+    let state = app.state.lock().expect("state lock");
+    let doc = state.docs.get(&name).ok_or_else(|| no_such_doc(&name))?;
+    match at.at {
+        None => Ok(doc.text()),
+        Some(n) => crate::history::text_after(doc, n)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn no_such_doc(name: &str) -> (StatusCode, String) {
+    (
+        StatusCode::NOT_FOUND,
+        format!("this server holds no document {name:?}"),
+    )
 }
 
 /// Starts replication to every peer server and the anti-entropy timer.

@@ -301,4 +301,46 @@ async fn forged_and_damaged_messages_are_refused_and_harmless() {
     // Nothing changed.
     assert_eq!(converged(&[&e1], &[&s1]).await, "kept");
     assert_eq!(status(&s1).await["detail"]["refused"], 3);
+
+    // Time travel through the CLI: the history, and the text after its first operation.
+    edit(&e1, serde_json::json!({"delete": {"pos": 0, "len": 1}})).await;
+    converged(&[&e1], &[&s1]).await;
+    let collab = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_collab"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let server = s1.ready().grpc.to_string();
+    let history = collab(&["history", "--server", &server, "notes"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(
+        lines[0].contains("insert") && lines[0].contains("\"kept\""),
+        "{history}"
+    );
+    assert!(
+        lines[1].contains("delete") && lines[1].contains("parents ["),
+        "{history}"
+    );
+    assert_eq!(
+        collab(&["history", "--server", &server, "notes", "--at", "1"]),
+        "kept\n"
+    );
+    assert_eq!(
+        collab(&["history", "--server", &server, "notes", "--at", "2"]),
+        "ept\n"
+    );
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_collab"))
+        .args(["history", "--server", &server, "nope"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no document"));
 }

@@ -8,6 +8,9 @@
 //! implementation's figures are the median over `--repeat` runs; then the ratios the issue
 //! sets targets for (replay time within 2x diamond-types', and below automerge's).
 //!
+//! Also, in process: the sync protocol's bytes (a live edit's frame; a catch-up's delta
+//! against the whole document) and the merge of two replicas diverged by N operations each.
+//!
 //! One line per figure, e.g.
 //! `bench=proj6 impl=distlab phase=replay grouping=patch runs=3 seconds=0.1412 peak_heap_bytes=... retained_heap_bytes=... encoded_bytes=... chars=104852`
 //! `bench=proj6 figure=replay_seconds_vs_diamond_types ratio=1.62 target=2 met=true`
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use distlab_collab::sync::{Frame, Message};
+use distlab_collab::trace::EditTrace;
+use distlab_collab::{Doc, ReplicaId, VersionVector};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Implementation {
@@ -74,6 +80,21 @@ pub struct Proj6BenchArgs {
     /// Transaction grouping for the libraries that group edits.
     #[arg(long, value_delimiter = ',', default_value = "patch")]
     pub grouping: Vec<Grouping>,
+    /// Parts to run: `trace` (the implementations side by side), `sync` (bytes on the wire:
+    /// a live edit, a catch-up, against the whole state), `merge` (two replicas diverged by N
+    /// operations each, merged).
+    #[arg(long, value_delimiter = ',', default_value = "trace,sync,merge")]
+    pub phases: Vec<Phase>,
+    /// Operations each replica makes while diverged, for `merge`.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub diverged: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Trace,
+    Sync,
+    Merge,
 }
 
 /// The repository this lab was built from.
@@ -211,8 +232,19 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
         .trace
         .clone()
         .unwrap_or_else(|| repo().join("assets/traces/automerge-paper.json.gz"));
-    // Checked here, so a bad path is named before minutes of building.
-    distlab_collab::trace::EditTrace::load(&trace)?;
+    // Loaded here, so a bad path is named before minutes of building.
+    let loaded = distlab_collab::trace::EditTrace::load(&trace)?;
+    if args.phases.contains(&Phase::Sync) {
+        sync_figures(&loaded)?;
+    }
+    if args.phases.contains(&Phase::Merge) {
+        for &n in &args.diverged {
+            merge_figure(&loaded, n)?;
+        }
+    }
+    if !args.phases.contains(&Phase::Trace) {
+        return Ok(());
+    }
     let peers = build_peers()?;
     for &grouping in &args.grouping {
         // Round after round, every implementation once per round: the machine's speed drifts
@@ -318,6 +350,111 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Bytes on the wire with our sync protocol: one live edit's frame, and catching up a replica
+/// that is behind (a delta) against sending the whole document.
+fn sync_figures(trace: &EditTrace) -> anyhow::Result<()> {
+    // Live: each edit as its own Ops frame, as an editor sends it.
+    let mut doc = Doc::new(ReplicaId(1));
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    let mut send = |op: Option<distlab_collab::Op>| {
+        if let Some(op) = op {
+            frames += 1;
+            bytes += Frame::new("notes", Message::Ops(vec![op])).encode().len() as u64;
+        }
+    };
+    send(doc.insert(0, &trace.start)?);
+    for patch in &trace.patches {
+        if patch.deleted > 0 {
+            send(doc.delete(patch.pos, patch.deleted)?);
+        }
+        if !patch.inserted.is_empty() {
+            send(doc.insert(patch.pos, &patch.inserted)?);
+        }
+    }
+    let whole = Frame::new("notes", Message::Ops(doc.ops_since(&VersionVector::new())))
+        .encode()
+        .len();
+    println!(
+        "bench=proj6 figure=sync_live frames={frames} bytes_per_frame={:.1} whole_state_bytes={whole}",
+        bytes as f64 / frames.max(1) as f64
+    );
+    // Catch-up: a replica holding the first part of the history asks with its version.
+    let log = doc.history();
+    for behind_pct in [1usize, 10, 50] {
+        let keep = log.len() - log.len() * behind_pct / 100;
+        let mut version = VersionVector::new();
+        for op in &log[..keep] {
+            version.advance(op.id.replica, op.end().seq);
+        }
+        let delta = doc.ops_since(&version);
+        let delta_bytes = Frame::new("notes", Message::Ops(delta)).encode().len();
+        println!(
+            "bench=proj6 figure=sync_catch_up behind_pct={behind_pct} delta_bytes={delta_bytes} whole_state_bytes={whole} ratio={:.3}",
+            delta_bytes as f64 / whole.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Two replicas share the first half of the trace, then each makes `n` operations the other
+/// has not seen (one continues the trace, the other edits at seeded random places); the time
+/// to merge each one's delta into the other, and the texts checked equal.
+fn merge_figure(trace: &EditTrace, n: usize) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let half = trace.patches.len() / 2;
+    anyhow::ensure!(
+        half + n <= trace.patches.len(),
+        "--diverged {n}: the trace has too few edits"
+    );
+    let mut a = Doc::new(ReplicaId(1));
+    a.insert(0, &trace.start)?;
+    for patch in &trace.patches[..half] {
+        if patch.deleted > 0 {
+            a.delete(patch.pos, patch.deleted)?;
+        }
+        a.insert(patch.pos, &patch.inserted)?;
+    }
+    let mut b = Doc::new(ReplicaId(2));
+    for op in a.history() {
+        b.apply(op.clone())?;
+    }
+    for patch in &trace.patches[half..half + n] {
+        if patch.deleted > 0 {
+            a.delete(patch.pos, patch.deleted)?;
+        }
+        a.insert(patch.pos, &patch.inserted)?;
+    }
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(n as u64);
+    for _ in 0..n {
+        let len = b.len();
+        if len > 0 && rng.random_bool(0.2) {
+            b.delete(rng.random_range(0..len), 1)?;
+        } else {
+            b.insert(rng.random_range(0..=len), "x")?;
+        }
+    }
+    let to_a = b.ops_since(a.version());
+    let to_b = a.ops_since(b.version());
+    let started = std::time::Instant::now();
+    for op in to_a {
+        a.apply(op)?;
+    }
+    for op in to_b {
+        b.apply(op)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let converged = a.text() == b.text();
+    println!(
+        "bench=proj6 figure=merge diverged_ops={n} seconds={seconds:.4} converged={converged} chars={}",
+        a.len()
+    );
+    anyhow::ensure!(
+        converged,
+        "merging {n} diverged operations each left two texts"
+    );
     Ok(())
 }
 
