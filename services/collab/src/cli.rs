@@ -60,32 +60,23 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn history(server: std::net::SocketAddr, doc: &str, at: Option<usize>) -> anyhow::Result<()> {
     use anyhow::Context;
     crate::server::check_doc_name(doc).map_err(distlab_runtime::BadInput)?;
-    let http = reqwest::Client::new();
-    if let Some(n) = at {
-        let url = format!("http://{server}/docs/{doc}/text?at={n}");
-        let response = http
-            .get(&url)
-            .send()
+    let get = |path: String| async move {
+        let url = format!("http://{server}{path}");
+        let response = reqwest::get(&url)
             .await
             .with_context(|| format!("GET {url}"))?;
         let status = response.status();
         let body = response.text().await?;
         anyhow::ensure!(status.is_success(), "{url}: {status}: {body}");
-        println!("{body}");
+        Ok::<_, anyhow::Error>(body)
+    };
+    if let Some(n) = at {
+        println!("{}", get(format!("/docs/{doc}/text?at={n}")).await?);
         return Ok(());
     }
-    let url = format!("http://{server}/docs/{doc}/history");
-    let response = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        anyhow::bail!("{url}: {status}: {}", response.text().await?);
-    }
     let entries: Vec<crate::history::Entry> =
-        response.json().await.context("reading the history")?;
+        serde_json::from_str(&get(format!("/docs/{doc}/history")).await?)
+            .context("reading the history")?;
     for e in &entries {
         let what = match (&e.text, e.targets.is_empty()) {
             (Some(text), _) => format!(

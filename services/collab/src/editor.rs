@@ -19,13 +19,13 @@ use std::time::Duration;
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::causal::{ReplicaId, VersionVector};
+use crate::codec::DecodeError;
 use crate::doc::Doc;
 use crate::op::Op;
 use crate::store::Store;
@@ -184,19 +184,7 @@ impl Editor {
             return Ok(());
         }
         match frame.message {
-            Message::Hello { version, .. } => {
-                // Only our own operations: others' are theirs to send.
-                let replica = self.doc.replica();
-                let delta: Vec<Op> = self
-                    .peer
-                    .on_version(&self.doc, &version)
-                    .into_iter()
-                    .filter(|op| op.id.replica == replica)
-                    .collect();
-                if let (Some((_, tx)), false) = (&self.link, delta.is_empty()) {
-                    let _ = tx.send(Frame::new(&self.name, Message::Ops(delta)));
-                }
-            }
+            Message::Hello { version, .. } => self.send_own_delta(&version),
             Message::Ops(ops) => {
                 let received = self.peer.receive(&mut self.doc, ops);
                 if !received.integrated.is_empty() {
@@ -214,18 +202,7 @@ impl Editor {
             } => {
                 self.others.insert(replica, Presence { user, cursor });
             }
-            Message::Sync { version } => {
-                let replica = self.doc.replica();
-                let delta: Vec<Op> = self
-                    .peer
-                    .on_version(&self.doc, &version)
-                    .into_iter()
-                    .filter(|op| op.id.replica == replica)
-                    .collect();
-                if let (Some((_, tx)), false) = (&self.link, delta.is_empty()) {
-                    let _ = tx.send(Frame::new(&self.name, Message::Ops(delta)));
-                }
-            }
+            Message::Sync { version } => self.send_own_delta(&version),
             Message::Refused { reason } => {
                 tracing::warn!(event = "refused", %reason, "the server refused a message");
                 self.refused.push(reason);
@@ -237,8 +214,25 @@ impl Editor {
         Ok(())
     }
 
-    /// Asks the server for anything missed (anti-entropy).
+    /// The server holds `version`: send it what it lacks of our own operations (others' are
+    /// theirs to send).
+    fn send_own_delta(&mut self, version: &VersionVector) {
+        let replica = self.doc.replica();
+        let delta: Vec<Op> = self
+            .peer
+            .on_version(&self.doc, version)
+            .into_iter()
+            .filter(|op| op.id.replica == replica)
+            .collect();
+        if let (Some((_, tx)), false) = (&self.link, delta.is_empty()) {
+            let _ = tx.send(Frame::new(&self.name, Message::Ops(delta)));
+        }
+    }
+
+    /// Asks the server for anything missed (anti-entropy), and tells the others where the
+    /// cursor is now.
     fn pull(&mut self) {
+        self.announce();
         if let Some((_, tx)) = &self.link {
             let sync = Message::Sync {
                 version: self.doc.version().clone(),
@@ -273,65 +267,57 @@ impl Editor {
     }
 }
 
-/// Keeps a connection to one of `servers` for as long as the node runs.
-async fn stay_connected(
+/// The editor's side of its connection: one of `servers`, the next when one does not answer.
+struct Dialler {
     editor: Shared,
     servers: Vec<(String, SocketAddr)>,
-    every: Duration,
-    token: CancellationToken,
-) {
-    let mut backoff = wire::Backoff::new();
-    let mut next = 0;
-    while !token.is_cancelled() {
-        let (server, addr) = servers[next % servers.len()].clone();
-        next += 1;
-        let url = format!("ws://{addr}/doc");
-        let dialled = tokio::select! {
-            result = wire::dial(&url) => result,
-            () = token.cancelled() => return,
-        };
-        let socket = match dialled {
-            Ok(socket) => socket,
-            Err(error) => {
-                tracing::debug!(event = "dial_failed", server = %server, error = %format!("{error:#}"), "offline");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.delay()) => continue,
-                    () = token.cancelled() => return,
+    next: usize,
+}
+
+impl wire::Dialler for Dialler {
+    fn target(&mut self) -> (String, String) {
+        let (server, addr) = &self.servers[self.next % self.servers.len()];
+        self.next += 1;
+        (server.clone(), format!("ws://{addr}/doc"))
+    }
+
+    fn opened(&mut self, server: &str, tx: mpsc::UnboundedSender<Frame>) {
+        tracing::info!(event = "connected", %server, "online");
+        self.editor
+            .lock()
+            .expect("editor lock")
+            .connected(server, tx);
+        // The server that answered is the one to try first next time.
+        self.next = self.next.saturating_sub(1);
+    }
+
+    fn received(&mut self, _: &str, frame: Result<Frame, DecodeError>, _: usize) {
+        match frame {
+            Ok(frame) => {
+                if let Err(error) = self.editor.lock().expect("editor lock").receive(frame) {
+                    tracing::error!(event = "store_failed", error = %format!("{error:#}"), "could not store operations");
                 }
             }
-        };
-        backoff.reset();
-        tracing::info!(event = "connected", server = %server, "online");
-        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-        editor.lock().expect("editor lock").connected(&server, tx);
-        let (mut sink, mut stream) = socket.split();
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                frame = rx.recv() => {
-                    let Some(frame) = frame else { break };
-                    if sink.send(wire::binary(frame.encode())).await.is_err() {
-                        break;
-                    }
-                }
-                message = stream.next() => {
-                    let Some(Ok(message)) = message else { break };
-                    let Some(bytes) = wire::payload(message) else { continue };
-                    match Frame::decode(&bytes) {
-                        Ok(frame) => {
-                            if let Err(error) = editor.lock().expect("editor lock").receive(frame) {
-                                tracing::error!(event = "store_failed", error = %format!("{error:#}"), "could not store operations");
-                            }
-                        }
-                        Err(error) => tracing::warn!(event = "bad_frame", %error, "the server sent a damaged frame"),
-                    }
-                }
-                _ = tick.tick() => editor.lock().expect("editor lock").pull(),
-                () = token.cancelled() => break,
+            Err(error) => {
+                tracing::warn!(event = "bad_frame", %error, "the server sent a damaged frame")
             }
         }
-        editor.lock().expect("editor lock").disconnected();
-        tracing::info!(event = "disconnected", server = %server, "offline; redialling");
+    }
+
+    fn closed(&mut self, server: &str) {
+        self.editor.lock().expect("editor lock").disconnected();
+        tracing::info!(event = "disconnected", %server, "offline; redialling");
+    }
+}
+
+/// Every `every`, asks the server for what was missed and announces the cursor.
+async fn anti_entropy(editor: Shared, every: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => editor.lock().expect("editor lock").pull(),
+            () = token.cancelled() => return,
+        }
     }
 }
 
@@ -357,12 +343,13 @@ pub fn start(
     rate: f64,
     token: &CancellationToken,
 ) {
-    tokio::spawn(stay_connected(
-        editor.clone(),
+    let dialler = Dialler {
+        editor: editor.clone(),
         servers,
-        every,
-        token.clone(),
-    ));
+        next: 0,
+    };
+    tokio::spawn(wire::dial_forever(dialler, token.clone()));
+    tokio::spawn(anti_entropy(editor.clone(), every, token.clone()));
     if rate > 0.0 {
         tokio::spawn(typist(editor.clone(), rate, token.clone()));
     }

@@ -236,23 +236,12 @@ impl State {
                 None
             }
             Message::Sync { version } => {
-                let Some(doc) = self.docs.get(&name) else {
-                    self.refuse(
-                        conn,
-                        &name,
-                        format!("document {name:?} is not open: send Hello first"),
-                    );
+                let opened = self.conns.get(&conn)?.docs.contains_key(&name);
+                let (Some(doc), true) = (self.docs.get(&name), opened) else {
+                    self.refuse_unopened(conn, &name);
                     return None;
                 };
-                let c = self.conns.get_mut(&conn)?;
-                let Some(peer) = c.docs.get_mut(&name) else {
-                    self.refuse(
-                        conn,
-                        &name,
-                        format!("document {name:?} is not open: send Hello first"),
-                    );
-                    return None;
-                };
+                let peer = self.conns.get_mut(&conn)?.docs.get_mut(&name)?;
                 let delta = peer.on_version(doc, &version);
                 if !delta.is_empty() {
                     self.send(conn, Frame::new(&name, Message::Ops(delta)));
@@ -312,11 +301,7 @@ impl State {
         self.traffic.ops_received += ops.len() as u64;
         let c = self.conns.get_mut(&conn)?;
         if !c.docs.contains_key(name) {
-            self.refuse(
-                conn,
-                name,
-                format!("document {name:?} is not open: send Hello first"),
-            );
+            self.refuse_unopened(conn, name);
             return None;
         }
         // An editor introduces only its own operations: anything else is a forgery.
@@ -384,6 +369,14 @@ impl State {
             }
         }
         (*kind == Kind::Editor).then(|| (name.to_string(), version))
+    }
+
+    fn refuse_unopened(&mut self, conn: ConnId, doc: &str) {
+        self.refuse(
+            conn,
+            doc,
+            format!("document {doc:?} is not open: send Hello first"),
+        );
     }
 
     fn refuse(&mut self, conn: ConnId, doc: &str, reason: String) {
@@ -507,54 +500,54 @@ async fn serve_socket(
     let _ = writer.await;
 }
 
-/// Dials server `peer` at `addr` for as long as the node runs: push, pull, and reconnect.
-async fn replicate_to(state: Shared, peer: String, addr: SocketAddr, token: CancellationToken) {
-    let url = format!("ws://{addr}/replicate");
-    let mut backoff = wire::Backoff::new();
-    while !token.is_cancelled() {
-        let connected = tokio::select! {
-            result = wire::dial(&url) => result,
-            () = token.cancelled() => return,
-        };
-        let Ok(socket) = connected else {
-            tokio::select! {
-                () = tokio::time::sleep(backoff.delay()) => continue,
-                () = token.cancelled() => return,
+/// Our connection to server `peer`: we push and pull on it; redialled when it ends.
+struct Replication {
+    state: Shared,
+    peer: String,
+    addr: SocketAddr,
+    conn: Option<ConnId>,
+}
+
+impl wire::Dialler for Replication {
+    fn target(&mut self) -> (String, String) {
+        (self.peer.clone(), format!("ws://{}/replicate", self.addr))
+    }
+
+    fn opened(&mut self, peer: &str, tx: mpsc::UnboundedSender<Frame>) {
+        tracing::info!(event = "server_connected", %peer, "replicating");
+        let kind = Kind::ServerOut(peer.to_string());
+        self.conn = Some(self.state.lock().expect("state lock").connect(kind, tx));
+    }
+
+    fn received(
+        &mut self,
+        peer: &str,
+        frame: Result<Frame, crate::codec::DecodeError>,
+        bytes: usize,
+    ) {
+        let Some(conn) = self.conn else { return };
+        match frame {
+            Ok(frame) => {
+                self.state
+                    .lock()
+                    .expect("state lock")
+                    .receive(conn, frame, bytes);
             }
-        };
-        backoff.reset();
-        tracing::info!(event = "server_connected", peer = %peer, "replicating");
-        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-        let conn = state
-            .lock()
-            .expect("state lock")
-            .connect(Kind::ServerOut(peer.clone()), tx);
-        let (mut sink, mut stream) = socket.split();
-        loop {
-            tokio::select! {
-                frame = rx.recv() => {
-                    let Some(frame) = frame else { break };
-                    let bytes = frame.encode();
-                    state.lock().expect("state lock").traffic.bytes_sent += bytes.len() as u64;
-                    if sink.send(wire::binary(bytes)).await.is_err() {
-                        break;
-                    }
-                }
-                message = stream.next() => {
-                    let Some(Ok(message)) = message else { break };
-                    let Some(bytes) = wire::payload(message) else { continue };
-                    match Frame::decode(&bytes) {
-                        Ok(frame) => {
-                            state.lock().expect("state lock").receive(conn, frame, bytes.len());
-                        }
-                        Err(error) => tracing::warn!(event = "bad_frame", peer = %peer, %error, "a server sent a damaged frame"),
-                    }
-                }
-                () = token.cancelled() => break,
+            Err(error) => {
+                tracing::warn!(event = "bad_frame", %peer, %error, "a server sent a damaged frame")
             }
         }
-        state.lock().expect("state lock").disconnect(conn);
-        tracing::info!(event = "server_disconnected", peer = %peer, "lost the connection; redialling");
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        self.state.lock().expect("state lock").traffic.bytes_sent += bytes as u64;
+    }
+
+    fn closed(&mut self, peer: &str) {
+        if let Some(conn) = self.conn.take() {
+            self.state.lock().expect("state lock").disconnect(conn);
+        }
+        tracing::info!(event = "server_disconnected", %peer, "lost the connection; redialling");
     }
 }
 
@@ -643,12 +636,13 @@ pub fn start_replication(
     token: &CancellationToken,
 ) {
     for (peer, &addr) in peers {
-        tokio::spawn(replicate_to(
-            state.clone(),
-            peer.clone(),
+        let replication = Replication {
+            state: state.clone(),
+            peer: peer.clone(),
             addr,
-            token.clone(),
-        ));
+            conn: None,
+        };
+        tokio::spawn(wire::dial_forever(replication, token.clone()));
     }
     let state = state.clone();
     let token = token.clone();

@@ -141,47 +141,20 @@ impl Node {
 
     /// Prints the ready line and serves `routes` (gRPC) and the admin API until shutdown.
     pub async fn serve(self, routes: Routes, status: Arc<dyn NodeStatus>) -> anyhow::Result<()> {
-        let token = self.shutdown.clone();
         let mut server = Server::builder();
         if let Some(tls) = &self.args.tls {
             server = server
                 .tls_config(tls.server_config())
                 .context("configuring TLS from --tls-cert/--tls-key/--tls-ca")?;
         }
-        let Node {
-            args,
-            identity,
-            grpc,
-            admin,
-            grpc_addr,
-            admin_addr,
-            registry,
-            rpc_metrics,
-            ready_extra,
-            ..
-        } = self;
-        let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let (listening, listener, rpc_metrics) = self.split();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let grpc = server
             .layer(RpcLayer::new(rpc_metrics))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-        let listening = Listening {
-            args,
-            identity,
-            admin,
-            grpc_addr,
-            admin_addr,
-            registry,
-            ready_extra,
-            token,
-        };
-        listening
-            .run(
-                "gRPC",
-                async move { grpc.await.map_err(anyhow::Error::from) },
-                status,
-            )
-            .await
+            .serve_with_incoming_shutdown(incoming, listening.token.clone().cancelled_owned());
+        let grpc = async move { grpc.await.map_err(anyhow::Error::from) };
+        listening.run("gRPC", grpc, status).await
     }
 
     /// Like [`Node::serve`], for a service that speaks HTTP (and WebSocket) on its `--listen`
@@ -198,36 +171,31 @@ impl Node {
             ))
             .into());
         }
-        let token = self.shutdown.clone();
-        let Node {
-            args,
-            identity,
-            grpc,
-            admin,
-            grpc_addr,
-            admin_addr,
-            registry,
-            ready_extra,
-            ..
-        } = self;
-        let shutdown = token.clone();
+        let (listening, listener, _) = self.split();
+        let shutdown = listening.token.clone();
         let http = async move {
-            axum::serve(grpc, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
                 .await
                 .map_err(anyhow::Error::from)
         };
-        let listening = Listening {
-            args,
-            identity,
-            admin,
-            grpc_addr,
-            admin_addr,
-            registry,
-            ready_extra,
-            token,
-        };
         listening.run("HTTP", http, status).await
+    }
+
+    /// What every kind of main server leaves to [`Listening::run`], its listener, and the RPC
+    /// metrics a gRPC server reports into.
+    fn split(self) -> (Listening, TcpListener, RpcMetrics) {
+        let listening = Listening {
+            args: self.args,
+            identity: self.identity,
+            admin: self.admin,
+            grpc_addr: self.grpc_addr,
+            admin_addr: self.admin_addr,
+            registry: self.registry,
+            ready_extra: self.ready_extra,
+            token: self.shutdown,
+        };
+        (listening, self.grpc, self.rpc_metrics)
     }
 }
 

@@ -7,7 +7,8 @@
 //! e2      editor  offline        790   880    0 9b77e0c1      14 the quick bro
 //! behind  s1  s2  e1  e2  e3
 //! s1       ·   0   0  14   0
-//! 2 texts: s1 s2 e1 e3 | e2 — they merge when the links heal
+//! cursors  e1 sees e3@120 e2@40 · e2 sees nobody · e3 sees e1@7 e2@40
+//! 2 texts: s1 s2 e1 e3 | e2 (they merge when the replicas meet)
 //! ```
 //!
 //! `behind`: in row R, column C, how many operations C holds that R lacks (from their
@@ -192,6 +193,38 @@ impl ConvergenceView {
             }
             lines.push(Line::from(spans));
         }
+        // Presence: the cursors each editor has been told about (ephemeral, never stored).
+        let seen: Vec<String> = app
+            .model
+            .nodes
+            .iter()
+            .filter(|n| n.node.role == "editor")
+            .filter_map(|n| {
+                let others: Vec<String> = n.detail["others"]
+                    .as_array()?
+                    .iter()
+                    .map(|o| {
+                        let cursor = o["cursor"].as_u64().map_or("?".into(), |c| c.to_string());
+                        format!("{}@{cursor}", o["user"].as_str().unwrap_or("?"))
+                    })
+                    .collect();
+                Some(format!(
+                    "{} sees {}",
+                    n.node.id,
+                    if others.is_empty() {
+                        "nobody".into()
+                    } else {
+                        others.join(" ")
+                    }
+                ))
+            })
+            .collect();
+        if !seen.is_empty() {
+            lines.push(Line::styled(
+                format!("cursors  {}", seen.join(" · ")),
+                Style::default().fg(Color::Gray),
+            ));
+        }
         let summary = match groups.len() {
             0 => Line::raw("no replica holds the document yet"),
             1 => Line::styled(
@@ -236,8 +269,8 @@ impl View for ConvergenceView {
     }
 
     fn wanted_rows(&self, app: &App, _width: u16) -> Option<u16> {
-        // A row per replica, the matrix's, two headers and the summary.
-        Some((app.model.nodes.len() * 2 + 3) as u16)
+        // A row per replica, the matrix's, two headers, the cursors and the summary.
+        Some((app.model.nodes.len() * 2 + 4) as u16)
     }
 }
 
