@@ -42,6 +42,7 @@ pub struct Presence {
 pub struct Editor {
     name: String,
     user: String,
+    token: String,
     doc: Doc,
     store: Store,
     /// The server connected now, and the queue to it.
@@ -64,6 +65,7 @@ impl Editor {
     pub fn open(
         name: &str,
         user: &str,
+        token: &str,
         replica: ReplicaId,
         mut store: Store,
         seed: u64,
@@ -80,6 +82,7 @@ impl Editor {
         Ok(Editor {
             name: name.to_string(),
             user: user.to_string(),
+            token: token.to_string(),
             doc,
             store,
             link: None,
@@ -166,6 +169,7 @@ impl Editor {
         self.peer = PeerState::new();
         let hello = Message::Hello {
             user: self.user.clone(),
+            token: self.token.clone(),
             replica: self.doc.replica(),
             version: self.doc.version().clone(),
         };

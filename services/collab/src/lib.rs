@@ -18,12 +18,14 @@
 //! - [`server`], [`editor`], [`node`]: the processes: a server relays and stores documents
 //!   and replicates to other servers; an editor keeps its own replica, types, goes offline
 //!   and merges. [`wire`] is their WebSocket client side, [`status`] what they report.
+//! - [`acl`]: per-document access control on a server: who may connect, read, write.
 //! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
 //!
 //! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
 //! origins, stores the run and returns the [`Op`] to send; a replica receiving it calls
 //! [`Doc::apply`], which waits for missing history, then lets FugueMax place it.
 
+pub mod acl;
 pub mod causal;
 pub mod cli;
 pub mod codec;

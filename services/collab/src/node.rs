@@ -42,9 +42,17 @@ pub struct CollabNodeArgs {
     /// Editor: the document it edits.
     #[arg(long, default_value = "notes")]
     pub doc: String,
-    /// Editor: the user name shown to others (default: the node id).
+    /// Editor: the user name shown to others and checked by a server's `--acl` (default: the
+    /// node id).
     #[arg(long)]
     pub user: Option<String>,
+    /// Editor: the token that proves it is `--user`, where the server has an `--acl`.
+    #[arg(long, env = "COLLAB_TOKEN", default_value = "", hide_env_values = true)]
+    pub token: String,
+    /// Server: who may connect and what each may do with each document (YAML; see
+    /// `distlab_collab::acl`). Without it every editor may read and write everything.
+    #[arg(long)]
+    pub acl: Option<std::path::PathBuf>,
     /// Editor: the simulated typist's edits per second (0: no typist).
     #[arg(long, default_value_t = 0.0)]
     pub type_rate: f64,
@@ -172,13 +180,20 @@ pub async fn run(args: CollabNodeArgs) -> anyhow::Result<()> {
         .ok_or_else(|| BadInput::new("--data-dir is required: documents are stored there"))?;
     let id = node_args.id.to_string();
     let replica = replica_of(&id);
+    // Read before anything binds: a bad file is bad input.
+    let acl = match &args.acl {
+        Some(path) => {
+            Some(crate::acl::Acl::load(path).map_err(|e| BadInput::new(format!("{e:#}")))?)
+        }
+        None => None,
+    };
     let node = Node::bind(node_args, "proj6", "collab").await?;
     let token = node.shutdown_token();
     let store = Store::open(&data_dir, !args.no_fsync)?;
     match args.role {
         Role::Server => {
             let flusher = store.flusher();
-            let state = Arc::new(Mutex::new(server::State::open(&id, replica, store)?));
+            let state = Arc::new(Mutex::new(server::State::open(&id, replica, store, acl)?));
             let peers = servers.into_iter().collect();
             server::start_replication(&state, &peers, args.anti_entropy, &token);
             let app = server::router(state.clone(), flusher);
@@ -200,6 +215,7 @@ pub async fn run(args: CollabNodeArgs) -> anyhow::Result<()> {
             let editor = Arc::new(Mutex::new(editor::Editor::open(
                 &args.doc,
                 &user,
+                &args.token,
                 replica,
                 store,
                 args.seed ^ replica.0,

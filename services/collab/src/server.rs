@@ -28,6 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::acl::{Access, Acl};
 use crate::causal::{ReplicaId, VersionVector};
 use crate::doc::Doc;
 use crate::op::Op;
@@ -55,6 +56,8 @@ struct Conn {
     docs: HashMap<String, PeerState>,
     /// The replica an editor said it is: the only one whose operations it may introduce.
     replica: Option<ReplicaId>,
+    /// The documents an editor may only read.
+    read_only: std::collections::BTreeSet<String>,
     user: String,
 }
 
@@ -78,6 +81,7 @@ pub struct State {
     damage: Vec<Damage>,
     refused: u64,
     traffic: Traffic,
+    acl: Option<Acl>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -100,7 +104,12 @@ pub fn check_doc_name(name: &str) -> Result<(), String> {
 
 impl State {
     /// Opens the store in `data_dir` and loads every document; damage is reported, not fatal.
-    pub fn open(id: &str, replica: ReplicaId, store: Store) -> anyhow::Result<State> {
+    pub fn open(
+        id: &str,
+        replica: ReplicaId,
+        store: Store,
+        acl: Option<Acl>,
+    ) -> anyhow::Result<State> {
         let mut store = store;
         let mut docs = BTreeMap::new();
         let mut damage = Vec::new();
@@ -121,6 +130,7 @@ impl State {
             damage,
             refused: 0,
             traffic: Traffic::default(),
+            acl,
         })
     }
 
@@ -145,6 +155,7 @@ impl State {
                 tx,
                 docs: HashMap::new(),
                 replica: None,
+                read_only: Default::default(),
                 user: String::new(),
             },
         );
@@ -173,6 +184,7 @@ impl State {
         }
         let hello = Message::Hello {
             user: format!("server:{}", self.id),
+            token: String::new(),
             replica: self.replica,
             version,
         };
@@ -193,12 +205,26 @@ impl State {
         match message {
             Message::Hello {
                 user,
+                token,
                 replica,
                 version,
             } => {
                 if let Err(reason) = check_doc_name(&name) {
                     self.refuse(conn, &name, reason);
                     return None;
+                }
+                let access = match (&self.acl, &kind) {
+                    (Some(acl), Kind::Editor) => match acl.check(&user, &token, &name) {
+                        Ok(access) => access,
+                        Err(reason) => {
+                            self.refuse(conn, &name, reason);
+                            return None;
+                        }
+                    },
+                    _ => Access::Write,
+                };
+                if access == Access::Read {
+                    self.conns.get_mut(&conn)?.read_only.insert(name.clone());
                 }
                 let created = !self.docs.contains_key(&name);
                 let doc = self
@@ -218,6 +244,7 @@ impl State {
                 if !matches!(kind, Kind::ServerOut(_)) {
                     let hello = Message::Hello {
                         user: format!("server:{}", self.id),
+                        token: String::new(),
                         replica: self.replica,
                         version: our_version,
                     };
@@ -302,6 +329,14 @@ impl State {
         let c = self.conns.get_mut(&conn)?;
         if !c.docs.contains_key(name) {
             self.refuse_unopened(conn, name);
+            return None;
+        }
+        if c.read_only.contains(name) {
+            let reason = format!(
+                "user {:?} may only read document {name:?}: operations refused",
+                c.user
+            );
+            self.refuse(conn, name, reason);
             return None;
         }
         // An editor introduces only its own operations: anything else is a forgery.

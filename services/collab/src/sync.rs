@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! frame    = kind:u8 doc:str body                 (one WebSocket binary message)
-//! Hello  1   user:str replica:varint version      opens the document on this connection
+//! Hello  1   user:str token:str replica:varint version   opens the document here
 //! Sync   2   version                              "I hold this; send me what I lack"
 //! Ops    3   count:varint op*                     operations (codec records)
 //! Ack    4   version                              the server holds this durably
@@ -45,6 +45,8 @@ pub enum Message {
     /// Opens `doc` on this connection: who speaks, and what it holds.
     Hello {
         user: String,
+        /// What proves it is `user` (`--acl` on the server); empty where none is needed.
+        token: String,
         replica: ReplicaId,
         version: VersionVector,
     },
@@ -94,10 +96,12 @@ impl Frame {
         match &self.message {
             Message::Hello {
                 user,
+                token,
                 replica,
                 version,
             } => {
                 codec::put_string(&mut out, user);
+                codec::put_string(&mut out, token);
                 codec::put_varint(&mut out, replica.0);
                 codec::put_version(&mut out, version);
             }
@@ -132,6 +136,7 @@ impl Frame {
         let message = match kind {
             HELLO => Message::Hello {
                 user: d.string("user name", MAX_NAME)?,
+                token: d.string("token", MAX_NAME)?,
                 replica: ReplicaId(d.varint()?),
                 version: d.version()?,
             },
@@ -265,6 +270,7 @@ mod tests {
                 "notes",
                 Message::Hello {
                     user: "ada".into(),
+                    token: "s3cret".into(),
                     replica: ReplicaId(7),
                     version: version.clone(),
                 },

@@ -145,6 +145,26 @@ async fn converged(editors: &[&NodeProcess], servers: &[&NodeProcess]) -> String
     }
 }
 
+/// Waits until `node` reports a refusal containing `needle`; its detail then.
+async fn refused(node: &NodeProcess, needle: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let detail = status(node).await["detail"].clone();
+        let found = detail["refused"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r.as_str().unwrap_or_default().contains(needle))
+        });
+        if found {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused with {needle:?}: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn unacked(editor: &NodeProcess) -> u64 {
     status(editor).await["detail"]["unacked_ops"]
         .as_u64()
@@ -240,6 +260,7 @@ async fn forged_and_damaged_messages_are_refused_and_harmless() {
     let me = ReplicaId(77);
     let hello = Message::Hello {
         user: "mallory".into(),
+        token: String::new(),
         replica: me,
         version: VersionVector::new(),
     };
@@ -343,4 +364,79 @@ async fn forged_and_damaged_messages_are_refused_and_harmless() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no document"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_list_decides_who_reads_and_who_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.yaml");
+    std::fs::write(
+        &acl,
+        "users: {ada: ada-secret, bob: bob-secret}\ndocs: {notes: {read: [bob], write: [ada]}}\n",
+    )
+    .unwrap();
+    let listen = free_ports(1).unwrap()[0];
+    let acl_flag = acl.to_str().unwrap();
+    let s1 = start(serve(
+        "s1",
+        &listen.to_string(),
+        dir.path(),
+        &[],
+        &["--role", "server", "--acl", acl_flag],
+    ))
+    .await;
+    let as_user = |id: &'static str, user: &'static str, token: &'static str| {
+        serve(
+            id,
+            "127.0.0.1:0",
+            dir.path(),
+            &[("s1", listen)],
+            &["--role", "editor", "--user", user, "--token", token],
+        )
+    };
+    let ada = start(as_user("e1", "ada", "ada-secret")).await;
+    let bob = start(as_user("e2", "bob", "bob-secret")).await;
+    let eve = start(as_user("e3", "bob", "guessed")).await;
+
+    // ada writes; bob reads it.
+    edit(
+        &ada,
+        serde_json::json!({"insert": {"pos": 0, "text": "minutes"}}),
+    )
+    .await;
+    converged(&[&ada, &bob], &[&s1]).await;
+
+    // bob's own edit is refused by the server, with the reason in his status.
+    edit(&bob, serde_json::json!({"insert": {"pos": 0, "text": "x"}})).await;
+    refused(&bob, "may only read document \"notes\"").await;
+    // A wrong token gets nothing at all.
+    let detail = refused(&eve, "wrong token").await;
+    assert_eq!(detail["chars"], 0);
+    // The server's copy is ada's alone.
+    let server_doc = &status(&s1).await["detail"]["docs"][0];
+    assert_eq!(server_doc["excerpt"], "minutes");
+    assert_eq!(text(&ada).await, "minutes");
+
+    // A bad access list stops the server before it starts, naming the problem.
+    std::fs::write(&acl, "users: {ada: x}\ndocs: {notes: {read: [bob]}}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collab"))
+        .args([
+            "serve",
+            "--role",
+            "server",
+            "--id",
+            "s9",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("s9"))
+        .args(["--acl", acl_flag])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("names user \"bob\""), "{stderr}");
 }
