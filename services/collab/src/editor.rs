@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::causal::{ReplicaId, VersionVector};
 use crate::codec::DecodeError;
+use crate::crypt::DocKey;
 use crate::doc::Doc;
 use crate::op::Op;
 use crate::store::Store;
@@ -43,6 +44,8 @@ pub struct Editor {
     name: String,
     user: String,
     token: String,
+    /// The document's key, when it is encrypted: what goes to the server is sealed.
+    key: Option<DocKey>,
     doc: Doc,
     store: Store,
     /// The server connected now, and the queue to it.
@@ -66,6 +69,7 @@ impl Editor {
         name: &str,
         user: &str,
         token: &str,
+        key: Option<DocKey>,
         replica: ReplicaId,
         mut store: Store,
         seed: u64,
@@ -83,6 +87,7 @@ impl Editor {
             name: name.to_string(),
             user: user.to_string(),
             token: token.to_string(),
+            key,
             doc,
             store,
             link: None,
@@ -112,12 +117,23 @@ impl Editor {
 
     /// Sends the server what it is not known to hold of `ops` (our own only).
     fn push(&mut self, ops: &[Op]) {
-        if let Some((_, tx)) = &self.link {
+        if self.link.is_some() {
             let out = self.peer.forward(ops);
-            if !out.is_empty() {
-                let _ = tx.send(Frame::new(&self.name, Message::Ops(out)));
-            }
+            self.send_ops(out);
         }
+    }
+
+    /// Sends `ops` to the server, sealed when the document is encrypted.
+    fn send_ops(&self, ops: Vec<Op>) {
+        let Some((_, tx)) = &self.link else { return };
+        if ops.is_empty() {
+            return;
+        }
+        let ops = match &self.key {
+            Some(key) => ops.iter().map(|op| key.seal(op)).collect(),
+            None => ops,
+        };
+        let _ = tx.send(Frame::new(&self.name, Message::Ops(ops)));
     }
 
     pub fn insert(&mut self, pos: usize, text: &str) -> anyhow::Result<()> {
@@ -190,6 +206,10 @@ impl Editor {
         match frame.message {
             Message::Hello { version, .. } => self.send_own_delta(&version),
             Message::Ops(ops) => {
+                let ops = match &self.key {
+                    Some(key) => ops.iter().map(|op| key.open(op)).collect(),
+                    None => ops,
+                };
                 let received = self.peer.receive(&mut self.doc, ops);
                 if !received.integrated.is_empty() {
                     self.store.append(&self.name, &received.integrated)?;
@@ -228,9 +248,7 @@ impl Editor {
             .into_iter()
             .filter(|op| op.id.replica == replica)
             .collect();
-        if let (Some((_, tx)), false) = (&self.link, delta.is_empty()) {
-            let _ = tx.send(Frame::new(&self.name, Message::Ops(delta)));
-        }
+        self.send_ops(delta);
     }
 
     /// Asks the server for anything missed (anti-entropy), and tells the others where the
@@ -265,6 +283,7 @@ impl Editor {
                 "cursor": self.cursor,
                 "others": self.others.values().collect::<Vec<_>>(),
                 "refused": self.refused,
+                "encrypted": self.key.is_some(),
                 "reconnects": self.reconnects,
             }),
         )

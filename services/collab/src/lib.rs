@@ -19,6 +19,7 @@
 //!   and replicates to other servers; an editor keeps its own replica, types, goes offline
 //!   and merges. [`wire`] is their WebSocket client side, [`status`] what they report.
 //! - [`acl`]: per-document access control on a server: who may connect, read, write.
+//! - [`crypt`]: per-document encryption between editors: servers store ciphertext.
 //! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
 //!
 //! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
@@ -29,6 +30,7 @@ pub mod acl;
 pub mod causal;
 pub mod cli;
 pub mod codec;
+pub mod crypt;
 pub mod doc;
 pub mod editor;
 pub mod error;

@@ -49,6 +49,11 @@ pub struct CollabNodeArgs {
     /// Editor: the token that proves it is `--user`, where the server has an `--acl`.
     #[arg(long, env = "COLLAB_TOKEN", default_value = "", hide_env_values = true)]
     pub token: String,
+    /// Editor: the document's passphrase: inserted text is enciphered before it leaves and
+    /// deciphered when it arrives, so servers store only ciphertext (every editor of the
+    /// document needs the same one).
+    #[arg(long, env = "COLLAB_KEY", hide_env_values = true)]
+    pub key: Option<String>,
     /// Server: who may connect and what each may do with each document (YAML; see
     /// `distlab_collab::acl`). Without it every editor may read and write everything.
     #[arg(long)]
@@ -216,6 +221,9 @@ pub async fn run(args: CollabNodeArgs) -> anyhow::Result<()> {
                 &args.doc,
                 &user,
                 &args.token,
+                args.key
+                    .as_deref()
+                    .map(|key| crate::crypt::DocKey::new(&args.doc, key)),
                 replica,
                 store,
                 args.seed ^ replica.0,

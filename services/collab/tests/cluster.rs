@@ -440,3 +440,83 @@ async fn the_access_list_decides_who_reads_and_who_writes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("names user \"bob\""), "{stderr}");
 }
+
+/// Every file under `dir`, read whole.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            bytes.extend(all_bytes(&path));
+        } else {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_document_is_ciphertext_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = server("s1", free_ports(1).unwrap()[0], dir.path(), &[]).await;
+    let with_key = |id: &str| {
+        serve(
+            id,
+            "127.0.0.1:0",
+            dir.path(),
+            &[("s1", s1.ready().grpc)],
+            &["--role", "editor", "--key", "correct horse"],
+        )
+    };
+    let ada = start(with_key("e1")).await;
+    let bob = start(with_key("e2")).await;
+    edit(
+        &ada,
+        serde_json::json!({"insert": {"pos": 0, "text": "secret plan"}}),
+    )
+    .await;
+    converged(&[&ada, &bob], &[]).await;
+    edit(
+        &bob,
+        serde_json::json!({"insert": {"pos": 0, "text": "our "}}),
+    )
+    .await;
+    // The editors agree on the text; the server holds every operation (its digest is of the
+    // ciphertext).
+    converged(&[&ada, &bob], &[]).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while status(&s1).await["detail"]["docs"][0]["ops"] != 15 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never got every operation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(text(&ada).await, "our secret plan");
+    assert_eq!(text(&bob).await, "our secret plan");
+    // The server holds the same structure, in ciphertext of the same length.
+    let server_doc = status(&s1).await["detail"]["docs"][0].clone();
+    assert_eq!(server_doc["chars"], 15);
+    let excerpt = server_doc["excerpt"].as_str().unwrap();
+    assert!(
+        !excerpt.contains("secret") && !excerpt.contains("our"),
+        "{excerpt:?}"
+    );
+    // Not on its disk either.
+    let stored = all_bytes(&dir.path().join("s1"));
+    assert!(
+        !stored.windows(6).any(|w| w == b"secret"),
+        "plaintext on the server's disk"
+    );
+    // An editor without the key sees only the ciphertext.
+    let eve = start(serve(
+        "e3",
+        "127.0.0.1:0",
+        dir.path(),
+        &[("s1", s1.ready().grpc)],
+        &["--role", "editor"],
+    ))
+    .await;
+    converged(&[&eve], &[&s1]).await;
+    assert_eq!(text(&eve).await, excerpt);
+}
