@@ -82,9 +82,18 @@ pub struct Proj6BenchArgs {
     pub grouping: Vec<Grouping>,
     /// Parts to run: `trace` (the implementations side by side), `sync` (bytes on the wire:
     /// a live edit, a catch-up, against the whole state), `merge` (two replicas diverged by N
-    /// operations each, merged).
-    #[arg(long, value_delimiter = ',', default_value = "trace,sync,merge")]
+    /// operations each, merged), `relay` (a server's throughput and editor-to-editor latency).
+    #[arg(long, value_delimiter = ',', default_value = "trace,sync,merge,relay")]
     pub phases: Vec<Phase>,
+    /// `relay`: writers typing into one document on a real server.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// `relay`: operations each writer makes.
+    #[arg(long, default_value_t = 2000)]
+    pub relay_ops: u64,
+    /// `relay`: unacknowledged operations a writer may have at once.
+    #[arg(long, default_value_t = 32)]
+    pub window: u64,
     /// Operations each replica makes while diverged, for `merge`.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     pub diverged: Vec<usize>,
@@ -95,6 +104,7 @@ pub enum Phase {
     Trace,
     Sync,
     Merge,
+    Relay,
 }
 
 /// The repository this lab was built from.
@@ -241,6 +251,18 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
         for &n in &args.diverged {
             merge_figure(&loaded, n)?;
         }
+    }
+    if args.phases.contains(&Phase::Relay) {
+        anyhow::ensure!(
+            args.writers > 0 && args.relay_ops > 0 && args.window > 0,
+            "--writers, --relay-ops and --window must be at least 1"
+        );
+        super::relay::run(
+            &std::env::current_exe()?,
+            args.writers,
+            args.relay_ops,
+            args.window,
+        )?;
     }
     if !args.phases.contains(&Phase::Trace) {
         return Ok(());

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod convergence_view;
+mod relay;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
