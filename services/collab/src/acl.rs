@@ -9,11 +9,14 @@
 //! docs:                   # per document; "*" is every document not named
 //!   notes: {read: [bob], write: [ada]}
 //!   "*": {write: [ada]}
+//! servers: repl-secret    # what servers present to each other on /replicate
 //! ```
 //!
 //! A writer may read. An editor that may not connect, or may not read the document, is
 //! refused at its `Hello` and gets nothing; a reader's operations are refused and dropped.
-//! Servers replicating to each other are not subject to it (they are one service).
+//! Servers replicating to each other present the `servers` token (all of them are started with
+//! the same file); without one, a server with an access list accepts no replication, so
+//! nobody can read or write through `/replicate` around it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -26,6 +29,8 @@ struct File {
     users: BTreeMap<String, String>,
     #[serde(default)]
     docs: BTreeMap<String, Rule>,
+    #[serde(default)]
+    servers: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -64,6 +69,9 @@ impl Acl {
                 bail!("users: {user} has an empty token");
             }
         }
+        if file.servers.as_deref() == Some("") {
+            bail!("servers: an empty token");
+        }
         for (doc, rule) in &file.docs {
             if doc != "*" {
                 crate::server::check_doc_name(doc).map_err(|e| anyhow::anyhow!("docs: {e}"))?;
@@ -78,6 +86,23 @@ impl Acl {
             }
         }
         Ok(Acl { file })
+    }
+
+    /// The token this server presents to the servers it replicates to.
+    pub fn server_token(&self) -> &str {
+        self.file.servers.as_deref().unwrap_or_default()
+    }
+
+    /// Whether a server that dialled us may replicate, presenting `token`.
+    pub fn check_server(&self, token: &str) -> Result<(), String> {
+        match &self.file.servers {
+            Some(expected) if expected == token => Ok(()),
+            Some(_) => Err("replication: wrong server token".into()),
+            None => Err(
+                "replication: this server's access list has no servers: token, so it accepts none"
+                    .into(),
+            ),
+        }
     }
 
     /// What `user`, presenting `token`, may do with `doc`; why not, if nothing.

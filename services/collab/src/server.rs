@@ -184,7 +184,7 @@ impl State {
         }
         let hello = Message::Hello {
             user: format!("server:{}", self.id),
-            token: String::new(),
+            token: self.server_token(),
             replica: self.replica,
             version,
         };
@@ -214,14 +214,16 @@ impl State {
                     return None;
                 }
                 let access = match (&self.acl, &kind) {
-                    (Some(acl), Kind::Editor) => match acl.check(&user, &token, &name) {
-                        Ok(access) => access,
-                        Err(reason) => {
-                            self.refuse(conn, &name, reason);
-                            return None;
-                        }
-                    },
-                    _ => Access::Write,
+                    (Some(acl), Kind::Editor) => acl.check(&user, &token, &name),
+                    (Some(acl), Kind::ServerIn) => acl.check_server(&token).map(|()| Access::Write),
+                    _ => Ok(Access::Write),
+                };
+                let access = match access {
+                    Ok(access) => access,
+                    Err(reason) => {
+                        self.refuse(conn, &name, reason);
+                        return None;
+                    }
                 };
                 if access == Access::Read {
                     self.conns.get_mut(&conn)?.read_only.insert(name.clone());
@@ -244,7 +246,7 @@ impl State {
                 if !matches!(kind, Kind::ServerOut(_)) {
                     let hello = Message::Hello {
                         user: format!("server:{}", self.id),
-                        token: String::new(),
+                        token: self.server_token(),
                         replica: self.replica,
                         version: our_version,
                     };
@@ -281,6 +283,10 @@ impl State {
                 user,
                 cursor,
             } => {
+                if !self.conns.get(&conn)?.docs.contains_key(&name) {
+                    self.refuse_unopened(conn, &name);
+                    return None;
+                }
                 if kind == Kind::Editor && self.conns.get(&conn)?.replica != Some(replica) {
                     self.refuse(
                         conn,
@@ -404,6 +410,13 @@ impl State {
             }
         }
         (*kind == Kind::Editor).then(|| (name.to_string(), version))
+    }
+
+    /// What this server presents to the servers it dials.
+    fn server_token(&self) -> String {
+        self.acl
+            .as_ref()
+            .map_or(String::new(), |acl| acl.server_token().to_string())
     }
 
     fn refuse_unopened(&mut self, conn: ConnId, doc: &str) {

@@ -417,6 +417,38 @@ async fn the_access_list_decides_who_reads_and_who_writes() {
     assert_eq!(server_doc["excerpt"], "minutes");
     assert_eq!(text(&ada).await, "minutes");
 
+    // Nobody gets around the list through /replicate: this file has no servers: token.
+    let url = format!("ws://{listen}/replicate");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = Message::Hello {
+        user: "server:s9".into(),
+        token: String::new(),
+        replica: ReplicaId(9),
+        version: VersionVector::new(),
+    };
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            Frame::new("notes", hello).encode().into(),
+        ))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message {
+            match Frame::decode(&bytes).unwrap().message {
+                Message::Refused { reason } => {
+                    assert!(reason.contains("accepts none"), "{reason}");
+                    break;
+                }
+                other => panic!("an unauthenticated server got {other:?}"),
+            }
+        }
+    }
+
     // A bad access list stops the server before it starts, naming the problem.
     std::fs::write(&acl, "users: {ada: x}\ndocs: {notes: {read: [bob]}}\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_collab"))
