@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use crate::{Doc, ReplicaId};
+use crate::{Doc, EditError, Op, ReplicaId};
 
 /// One patch: delete `deleted` characters at `pos`, then insert `inserted` there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,16 @@ pub struct Patch {
     pub pos: usize,
     pub deleted: usize,
     pub inserted: String,
+}
+
+impl Patch {
+    /// Makes the patch on `doc` as its own local edits; the operations it made (the deletion,
+    /// then the insertion), to send.
+    pub fn apply(&self, doc: &mut Doc) -> Result<Vec<Op>, EditError> {
+        let deleted = doc.delete(self.pos, self.deleted)?;
+        let inserted = doc.insert(self.pos, &self.inserted)?;
+        Ok(deleted.into_iter().chain(inserted).collect())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,11 +87,8 @@ impl EditTrace {
         let mut doc = Doc::new(ReplicaId(1));
         doc.insert(0, &self.start)?;
         for (i, patch) in self.patches.iter().enumerate() {
-            if patch.deleted > 0 {
-                doc.delete(patch.pos, patch.deleted)
-                    .with_context(|| format!("patch {i}"))?;
-            }
-            doc.insert(patch.pos, &patch.inserted)
+            patch
+                .apply(&mut doc)
                 .with_context(|| format!("patch {i}"))?;
         }
         if doc.len() != self.end.chars().count() || doc.text() != self.end {

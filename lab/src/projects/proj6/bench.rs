@@ -381,20 +381,15 @@ fn sync_figures(trace: &EditTrace) -> anyhow::Result<()> {
     // Live: each edit as its own Ops frame, as an editor sends it.
     let mut doc = Doc::new(ReplicaId(1));
     let (mut frames, mut bytes) = (0u64, 0u64);
-    let mut send = |op: Option<distlab_collab::Op>| {
-        if let Some(op) = op {
+    let mut send = |ops: Vec<distlab_collab::Op>| {
+        for op in ops {
             frames += 1;
             bytes += Frame::new("notes", Message::Ops(vec![op])).encode().len() as u64;
         }
     };
-    send(doc.insert(0, &trace.start)?);
+    send(doc.insert(0, &trace.start)?.into_iter().collect());
     for patch in &trace.patches {
-        if patch.deleted > 0 {
-            send(doc.delete(patch.pos, patch.deleted)?);
-        }
-        if !patch.inserted.is_empty() {
-            send(doc.insert(patch.pos, &patch.inserted)?);
-        }
+        send(patch.apply(&mut doc)?);
     }
     let whole = Frame::new("notes", Message::Ops(doc.ops_since(&VersionVector::new())))
         .encode()
@@ -407,11 +402,7 @@ fn sync_figures(trace: &EditTrace) -> anyhow::Result<()> {
     let log = doc.history();
     for behind_pct in [1usize, 10, 50] {
         let keep = log.len() - log.len() * behind_pct / 100;
-        let mut version = VersionVector::new();
-        for op in &log[..keep] {
-            version.advance(op.id.replica, op.end().seq);
-        }
-        let delta = doc.ops_since(&version);
+        let delta = doc.ops_since(&distlab_collab::history::version_after(&doc, keep));
         let delta_bytes = Frame::new("notes", Message::Ops(delta)).encode().len();
         println!(
             "bench=proj6 figure=sync_catch_up behind_pct={behind_pct} delta_bytes={delta_bytes} whole_state_bytes={whole} ratio={:.3}",
@@ -434,20 +425,14 @@ fn merge_figure(trace: &EditTrace, n: usize) -> anyhow::Result<()> {
     let mut a = Doc::new(ReplicaId(1));
     a.insert(0, &trace.start)?;
     for patch in &trace.patches[..half] {
-        if patch.deleted > 0 {
-            a.delete(patch.pos, patch.deleted)?;
-        }
-        a.insert(patch.pos, &patch.inserted)?;
+        patch.apply(&mut a)?;
     }
     let mut b = Doc::new(ReplicaId(2));
     for op in a.history() {
         b.apply(op.clone())?;
     }
     for patch in &trace.patches[half..half + n] {
-        if patch.deleted > 0 {
-            a.delete(patch.pos, patch.deleted)?;
-        }
-        a.insert(patch.pos, &patch.inserted)?;
+        patch.apply(&mut a)?;
     }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(n as u64);
     for _ in 0..n {
