@@ -20,6 +20,8 @@
 //!   and merges. [`wire`] is their WebSocket client side, [`status`] what they report.
 //! - [`acl`]: per-document access control on a server: who may connect, read, write.
 //! - [`crypt`]: per-document encryption between editors: servers store ciphertext.
+//! - [`web`]: the browser client served at `/` (TypeScript in `web/src`, compiled to
+//!   `web/dist`): the same CRDT, codec and protocol, run in the tab.
 //! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
 //!
 //! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
@@ -44,6 +46,7 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod trace;
+pub mod web;
 pub mod wire;
 
 pub use causal::{Dot, Frontier, ReplicaId, VersionVector};

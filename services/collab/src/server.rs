@@ -22,7 +22,6 @@ use axum::extract::State as AxumState;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::Html;
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -599,9 +598,6 @@ impl wire::Dialler for Replication {
     }
 }
 
-/// What `/` says until the browser client is served there.
-const INDEX: &str = "<!doctype html><title>collab server</title><p>A distlab collab server: editors connect to <code>/doc</code>, servers to <code>/replicate</code> (WebSocket).</p>";
-
 #[derive(Clone)]
 struct App {
     state: Shared,
@@ -612,7 +608,8 @@ struct App {
 pub fn router(state: Shared, flusher: distlab_runtime::flusher::Flusher) -> axum::Router {
     let app = App { state, flusher };
     axum::Router::new()
-        .route("/", get(|| async { Html(INDEX) }))
+        .route("/", get(crate::web::page))
+        .route("/app/{file}", get(crate::web::module))
         .route("/docs/{name}/history", get(history))
         .route("/docs/{name}/text", get(text))
         .route(
