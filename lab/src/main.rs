@@ -165,6 +165,9 @@ enum CheckerName {
     /// Every acknowledged edit held by every server (Project 6).
     #[value(name = "collab_acked", alias = "collab-acked")]
     CollabAcked,
+    /// Each editor's characters in the order it typed them, on every server (Project 6).
+    #[value(name = "collab_intention", alias = "collab-intention")]
+    CollabIntention,
 }
 
 impl CheckerName {
@@ -187,6 +190,7 @@ impl CheckerName {
             CheckerName::BankNotifications => CheckSpec::BankNotifications,
             CheckerName::CollabConvergence => CheckSpec::CollabConvergence,
             CheckerName::CollabAcked => CheckSpec::CollabAcked,
+            CheckerName::CollabIntention => CheckSpec::CollabIntention,
         }
     }
 }

@@ -270,6 +270,7 @@ pub fn run_checks(
                 CheckSpec::BankNotifications => check::bank::notifications(history),
                 CheckSpec::CollabConvergence => check::collab::convergence(history),
                 CheckSpec::CollabAcked => check::collab::acked(history),
+                CheckSpec::CollabIntention => check::collab::intention(history),
                 CheckSpec::Availability { min } => check::kv::availability(history, events, *min),
             },
             expected: expect.get(&c.name()).copied().unwrap_or_default(),

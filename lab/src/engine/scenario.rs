@@ -324,6 +324,9 @@ pub enum CheckSpec {
     /// Project 6.
     #[serde(alias = "collab-acked")]
     CollabAcked,
+    /// On every server, each editor's characters stand in the order it typed them: Project 6.
+    #[serde(alias = "collab-intention")]
+    CollabIntention,
     /// `- availability: {min: 0.8}`, or `- availability: {}` for no minimum.
     Availability {
         #[serde(default)]
@@ -350,6 +353,7 @@ impl CheckSpec {
             CheckSpec::BankNotifications => "bank_notifications",
             CheckSpec::CollabConvergence => "collab_convergence",
             CheckSpec::CollabAcked => "collab_acked",
+            CheckSpec::CollabIntention => "collab_intention",
             CheckSpec::Availability { .. } => "availability",
         }
         .to_string()

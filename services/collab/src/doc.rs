@@ -100,6 +100,26 @@ impl Doc {
         &self.refused
     }
 
+    /// The last character of `replica` at or before the character `dot` in the document
+    /// (deleted or not); `None` for the start.
+    pub fn last_of_at_or_before(&self, replica: ReplicaId, dot: Option<Dot>) -> Option<Dot> {
+        self.seq.last_of_at_or_before(replica, dot?)
+    }
+
+    /// Per replica, the order its characters stand in (tombstones included), as an
+    /// [`Order`](crate::intent::Order) digest: what an editor's record of its own typing is
+    /// compared with.
+    pub fn orders(&self) -> std::collections::BTreeMap<ReplicaId, crate::intent::Order> {
+        let mut orders = std::collections::BTreeMap::<ReplicaId, crate::intent::Order>::new();
+        for run in self.seq.iter() {
+            orders
+                .entry(run.id.replica)
+                .or_default()
+                .push(run.id.seq, run.len);
+        }
+        orders
+    }
+
     /// Runs the sequence stores, tombstones included (its size).
     pub fn runs(&self) -> usize {
         self.seq.runs()

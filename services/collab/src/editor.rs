@@ -28,7 +28,8 @@ use crate::causal::{ReplicaId, VersionVector};
 use crate::codec::DecodeError;
 use crate::crypt::DocKey;
 use crate::doc::Doc;
-use crate::op::Op;
+use crate::intent::Intent;
+use crate::op::{Body, Op};
 use crate::store::Store;
 use crate::sync::{Frame, Message, PeerState};
 use crate::wire;
@@ -57,6 +58,10 @@ pub struct Editor {
     cursor: usize,
     rng: SmallRng,
     typed: u64,
+    /// The order this editor put its own characters in, recorded apart from the CRDT.
+    intent: Intent,
+    /// Whether the intent was resumed from the store (only later typing is independent).
+    intent_resumed: bool,
     refused: Vec<String>,
     reconnects: u64,
 }
@@ -83,6 +88,9 @@ impl Editor {
                 doc = loaded.doc;
             }
         }
+        let own = doc.orders().remove(&replica);
+        let intent_resumed = own.is_some();
+        let intent = own.as_ref().map(Intent::resumed).unwrap_or_default();
         Ok(Editor {
             name: name.to_string(),
             user: user.to_string(),
@@ -97,6 +105,8 @@ impl Editor {
             cursor: 0,
             rng: SmallRng::seed_from_u64(seed),
             typed: 0,
+            intent,
+            intent_resumed,
             refused: Vec::new(),
             reconnects: 0,
         })
@@ -138,6 +148,15 @@ impl Editor {
 
     pub fn insert(&mut self, pos: usize, text: &str) -> anyhow::Result<()> {
         let op = self.doc.insert(pos, text)?;
+        if let Some(op) = &op
+            && let Body::Insert { origin_left, .. } = &op.body
+        {
+            let after = self
+                .doc
+                .last_of_at_or_before(op.id.replica, *origin_left)
+                .map(|dot| dot.seq);
+            self.intent.typed(after, op.id.seq, op.len());
+        }
         self.local(op)
     }
 
@@ -284,6 +303,10 @@ impl Editor {
                 "others": self.others.values().collect::<Vec<_>>(),
                 "refused": self.refused,
                 "encrypted": self.key.is_some(),
+                "intent": {
+                    "order": self.intent.order().to_json(),
+                    "resumed": self.intent_resumed,
+                },
                 "reconnects": self.reconnects,
             }),
         )

@@ -38,6 +38,7 @@ pub mod editor;
 pub mod error;
 mod fugue;
 pub mod history;
+pub mod intent;
 pub mod node;
 pub mod op;
 mod sequence;

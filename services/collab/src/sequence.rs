@@ -482,6 +482,24 @@ impl Sequence {
     pub fn iter(&self) -> impl Iterator<Item = &Run> {
         self.chunks.iter().flat_map(|chunk| &chunk.runs)
     }
+
+    /// The last character of `replica` at or before the character `dot` (deleted or not).
+    pub fn last_of_at_or_before(&self, replica: ReplicaId, dot: Dot) -> Option<Dot> {
+        let pos = self.locate(dot)?;
+        let run = &self.chunks[pos.chunk].runs[pos.run];
+        if run.id.replica == replica {
+            return Some(run.id.plus(pos.offset));
+        }
+        let before = self.chunks[pos.chunk].runs[..pos.run].iter().rev();
+        let earlier = self.chunks[..pos.chunk]
+            .iter()
+            .rev()
+            .flat_map(|chunk| chunk.runs.iter().rev());
+        before
+            .chain(earlier)
+            .find(|run| run.id.replica == replica)
+            .map(Run::last)
+    }
 }
 
 #[cfg(test)]

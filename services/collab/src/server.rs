@@ -471,7 +471,18 @@ impl State {
                     .values()
                     .filter(|c| c.kind == Kind::Editor && c.docs.contains_key(name))
                     .count();
-                crate::status::doc_detail(name, doc, serde_json::json!({ "editors": editors }))
+                // Where each replica's characters stand: what the lab compares with the
+                // order each editor typed its own in (`collab_intention`).
+                let orders: serde_json::Map<String, serde_json::Value> = doc
+                    .orders()
+                    .iter()
+                    .map(|(replica, order)| (replica.to_string(), order.to_json()))
+                    .collect();
+                crate::status::doc_detail(
+                    name,
+                    doc,
+                    serde_json::json!({ "editors": editors, "orders": orders }),
+                )
             })
             .collect();
         let servers: Vec<String> = self

@@ -241,6 +241,19 @@ async fn regions_converge_and_acknowledged_edits_survive_kill_9() {
     let merged = converged(&[&e1, &e2], &[&s1, &s2]).await;
     assert!(merged.starts_with("offline [saved]"), "{merged:?}");
     assert_eq!(text(&e2).await, merged);
+
+    // Intention preserved: on both servers, each editor's characters stand in the order it
+    // typed them (its record of that, kept apart from the CRDT).
+    for e in [&e1, &e2] {
+        let detail = status(e).await["detail"].clone();
+        let replica = format!("{:016x}", detail["replica"].as_u64().unwrap());
+        let typed = &detail["intent"]["order"];
+        assert_eq!(typed["chars"], detail["own_ops"], "{detail}");
+        for s in [&s1, &s2] {
+            let held = &status(s).await["detail"]["docs"][0]["orders"][&replica];
+            assert_eq!(held, typed, "{replica} on a server");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,11 @@
 //!   reference of the FugueMax rule (a plain vector, the paper's pseudocode) makes of the same
 //!   history. A bug in run splitting, chunking or the cursor shows up as a difference here.
 //! - No interleaving: concurrent typing at one place, forwards or backwards, stays in blocks.
+//! - Intention preserved: each replica's characters stand, everywhere, in the order it typed
+//!   them (recorded apart from the CRDT, [`Intent`]).
 //! - Deltas, time travel and refusals behave as documented.
 
+use distlab_collab::intent::Intent;
 use distlab_collab::{
     Applied, Body, Doc, Dot, Frontier, Op, OpError, ReplicaId, Span, VersionVector,
 };
@@ -146,9 +149,18 @@ fn random_edit(doc: &mut Doc, rng: &mut SmallRng) -> Option<Op> {
     }
 }
 
+/// Note in `intent` where the insertion `op`, just made on `doc`, put its own characters.
+fn record_intent(doc: &Doc, intent: &mut Intent, op: &Op) {
+    if let Body::Insert { origin_left, .. } = &op.body {
+        let after = doc.last_of_at_or_before(op.id.replica, *origin_left);
+        intent.typed(after.map(|d| d.seq), op.id.seq, op.len());
+    }
+}
+
 /// `replicas` replicas, `steps` random steps (edits and deliveries in random order, with
-/// duplicates), then everything delivered; returns the replicas.
-fn fuzz(seed: u64, replicas: usize, steps: usize) -> Vec<Doc> {
+/// duplicates), then everything delivered; returns the replicas and, per replica, the order
+/// it typed its own characters in.
+fn fuzz(seed: u64, replicas: usize, steps: usize) -> (Vec<Doc>, Vec<Intent>) {
     let mut rng = SmallRng::seed_from_u64(seed);
     // Replica ids out of order with their index, so ties are not decided by creation order.
     let mut docs: Vec<Doc> = (0..replicas)
@@ -159,10 +171,12 @@ fn fuzz(seed: u64, replicas: usize, steps: usize) -> Vec<Doc> {
         })
         .collect();
     let mut inboxes: Vec<Vec<Op>> = vec![Vec::new(); replicas];
+    let mut intents = vec![Intent::default(); replicas];
     for _ in 0..steps {
         let r = rng.random_range(0..replicas);
         if rng.random_bool(0.4) {
             if let Some(op) = random_edit(&mut docs[r], &mut rng) {
+                record_intent(&docs[r], &mut intents[r], &op);
                 for (other, inbox) in inboxes.iter_mut().enumerate() {
                     if other != r {
                         inbox.push(op.clone());
@@ -187,13 +201,35 @@ fn fuzz(seed: u64, replicas: usize, steps: usize) -> Vec<Doc> {
             docs[r].apply(op).unwrap();
         }
     }
-    docs
+    (docs, intents)
+}
+
+/// Intention preserved: in every replica, each replica's characters stand in the order it
+/// typed them.
+fn assert_intentions(seed: u64, docs: &[Doc], intents: &[Intent]) {
+    for doc in docs {
+        let orders = doc.orders();
+        for (typist, intent) in docs.iter().zip(intents) {
+            let want = intent.order();
+            if want.chars() == 0 {
+                continue;
+            }
+            let got = &orders[&typist.replica()];
+            assert_eq!(
+                (got.chars(), got.digest()),
+                (want.chars(), want.digest()),
+                "seed {seed}: {}'s characters out of the order it typed them in",
+                typist.replica()
+            );
+        }
+    }
 }
 
 #[test]
 fn replicas_converge_under_random_order_duplicates_and_delay() {
     for seed in 0..60 {
-        let docs = fuzz(seed, 2 + (seed as usize % 4), 400);
+        let (docs, intents) = fuzz(seed, 2 + (seed as usize % 4), 400);
+        assert_intentions(seed, &docs, &intents);
         let text = docs[0].text();
         for doc in &docs {
             assert_eq!(doc.text(), text, "seed {seed}: replicas differ");
@@ -210,7 +246,8 @@ fn replicas_converge_under_random_order_duplicates_and_delay() {
 
 #[test]
 fn a_long_seeded_run_converges() {
-    let docs = fuzz(0x5eed, 5, 6000);
+    let (docs, intents) = fuzz(0x5eed, 5, 6000);
+    assert_intentions(0x5eed, &docs, &intents);
     let text = docs[0].text();
     assert!(
         text.chars().count() > 100,
@@ -282,7 +319,7 @@ fn typing_runs_are_stored_as_runs() {
 
 #[test]
 fn a_delta_brings_a_replica_up_to_date_and_no_further() {
-    let docs = fuzz(7, 3, 300);
+    let (docs, _) = fuzz(7, 3, 300);
     let (a, b) = (&docs[0], &docs[1]);
     let mut late = Doc::new(ReplicaId(99));
     let half = a.at(&a.version().iter().map(|(r, n)| (r, n / 2)).collect());

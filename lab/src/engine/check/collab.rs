@@ -6,6 +6,9 @@
 //!   holds the same text (digest), and how long after the heal that took.
 //! - `collab_acked`: no acknowledged edit lost: for each editor, every server holds at least
 //!   the edits a server acknowledged to it (stored durably there before the `Ack`).
+//! - `collab_intention`: intention preserved: on every server, each editor's characters stand
+//!   in the order the editor typed them in (which it records apart from the CRDT,
+//!   `distlab_collab::intent`), deleted ones included where they were.
 
 use std::collections::BTreeMap;
 
@@ -218,6 +221,81 @@ pub fn acked(history: &[Op]) -> Verdict {
     verdict(CHECKER, false, summary, evidence)
 }
 
+pub fn intention(history: &[Op]) -> Verdict {
+    const CHECKER: &str = "collab_intention";
+    let (finals, missing) = finals(history);
+    let servers: Vec<&Final> = finals.iter().filter(|f| f.role == "server").collect();
+    let editors: Vec<&Final> = finals.iter().filter(|f| f.role == "editor").collect();
+    let mut evidence = Vec::new();
+    let (mut compared, mut broken, mut chars) = (0, 0, 0);
+    for editor in &editors {
+        let Some(doc) = editor.doc else { continue };
+        let replica = format!("{:016x}", doc["replica"].as_u64().unwrap_or_default());
+        let typed = &doc["intent"]["order"];
+        let Some(digest) = typed["digest"].as_str() else {
+            evidence.push(format!("{} reports no record of its typing", editor.node));
+            continue;
+        };
+        let made = doc["own_ops"].as_u64().unwrap_or_default();
+        chars += typed["chars"].as_u64().unwrap_or_default();
+        if doc["intent"]["resumed"] == true {
+            evidence.push(format!(
+                "{} restarted from its store: its record covers what it typed since",
+                editor.node
+            ));
+        }
+        for server in &servers {
+            let Some(held_doc) = server.doc else { continue };
+            let held = held_doc["version"][&replica].as_u64().unwrap_or(0);
+            if held != made {
+                evidence.push(format!(
+                    "{} holds {held} of {}'s {made} edits: not compared",
+                    server.node, editor.node
+                ));
+                continue;
+            }
+            compared += 1;
+            let order = &held_doc["orders"][&replica];
+            if order["digest"].as_str() != Some(digest) || order["chars"] != typed["chars"] {
+                broken += 1;
+                evidence.push(format!(
+                    "{}: {}'s characters stand in another order than it typed them (digest {} over {} chars there; typed {digest} over {})",
+                    server.node, editor.node, order["digest"], order["chars"], typed["chars"]
+                ));
+            }
+        }
+    }
+    for node in &missing {
+        evidence.push(format!("no final read from {node}"));
+    }
+    if broken > 0 {
+        return verdict(
+            CHECKER,
+            false,
+            format!("{broken} server copies put an editor's characters out of its typing order"),
+            evidence,
+        );
+    }
+    if compared == 0 {
+        return verdict(
+            CHECKER,
+            false,
+            "no server held all of an editor's edits at the end: nothing to compare".into(),
+            evidence,
+        );
+    }
+    let mut v = verdict(
+        CHECKER,
+        true,
+        format!(
+            "on every server, the {chars} characters the editors typed stand in the order each editor typed its own ({compared} comparisons)"
+        ),
+        evidence,
+    );
+    v.figures = vec![("typed_chars".into(), chars.to_string())];
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,18 +303,26 @@ mod tests {
     use serde_json::json;
 
     fn history(server_holds: u64, editor_digest: &str) -> Vec<Op> {
+        history_with_order(server_holds, editor_digest, "0f")
+    }
+
+    /// The server holds the editor's characters in the order `server_order` (the editor
+    /// typed them in order "0f").
+    fn history_with_order(server_holds: u64, editor_digest: &str, server_order: &str) -> Vec<Op> {
         let recorder = Recorder::create(None).unwrap();
         let server = json!({
             "role": "server",
             "converge_ms": 120,
             "detail": {"docs": [{"name": "notes", "digest": "aa", "chars": 5, "ops": 5, "pending": 0,
-                "version": {"0000000000000007": server_holds}}]},
+                "version": {"0000000000000007": server_holds},
+                "orders": {"0000000000000007": {"digest": server_order, "chars": 5}}}]},
         });
         let editor = json!({
             "role": "editor",
             "converge_ms": 120,
             "detail": {"name": "notes", "digest": editor_digest, "chars": 5, "ops": 5, "pending": 0,
-                "replica": 7, "own_ops": 5, "acked_ops": 4},
+                "replica": 7, "own_ops": 5, "acked_ops": 4,
+                "intent": {"order": {"digest": "0f", "chars": 5}, "resumed": false}},
         });
         for (node, value) in [("s1", server), ("e1", editor)] {
             recorder.record(
@@ -280,6 +366,22 @@ mod tests {
             v.evidence[0].contains("s1 holds 3 of e1's edits; 4 were acknowledged"),
             "{:?}",
             v.evidence
+        );
+    }
+
+    #[test]
+    fn an_editors_characters_out_of_its_typing_order_break_intention() {
+        let v = intention(&history(5, "aa"));
+        assert!(v.valid, "{v:?}");
+        assert!(v.summary.contains("the 5 characters"), "{}", v.summary);
+        let v = intention(&history_with_order(5, "aa", "f0"));
+        assert!(!v.valid);
+        assert!(v.evidence[0].contains("another order"), "{:?}", v.evidence);
+        // A server that does not hold all of the editor's edits is not compared.
+        let v = intention(&history_with_order(4, "aa", "f0"));
+        assert!(
+            !v.valid && v.summary.contains("nothing to compare"),
+            "{v:?}"
         );
     }
 }

@@ -7,7 +7,8 @@
 //! on the editor's own replica whether or not it can reach a server: an editor cut off keeps
 //! typing. The final reads wait for every replica (servers and editors) to report the same
 //! text digest, measuring how long that took after the faults and the typing stopped, then
-//! record each node's figures: `collab_convergence` and `collab_acked` check them.
+//! record each node's figures: `collab_convergence`, `collab_acked` and `collab_intention`
+//! check them.
 
 pub mod bench;
 pub mod convergence_view;
@@ -59,6 +60,7 @@ pub const PROJECT: Project = Project {
     checks: &[
         CheckSpec::CollabConvergence,
         CheckSpec::CollabAcked,
+        CheckSpec::CollabIntention,
         CheckSpec::Availability { min: None },
     ],
 };
