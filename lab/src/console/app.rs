@@ -193,6 +193,24 @@ pub struct App {
     pub recording: Option<String>,
     /// Set while the cluster is being stopped.
     pub stopping: bool,
+    /// The answer to the shown view's [`Probe`](super::views::Probe), last received.
+    pub probed: Option<Probed>,
+    /// Which step of the shown view's history is shown (`[` `]`); `None` follows the latest.
+    pub step: Option<u64>,
+}
+
+/// A view's probe and what the node answered (its JSON, or why there is none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    pub probe: super::views::Probe,
+    pub answer: Result<serde_json::Value, String>,
+}
+
+impl Probed {
+    /// How many steps the answer says there are (its `of`).
+    fn steps(&self) -> Option<u64> {
+        self.answer.as_ref().ok()?.get("of")?.as_u64()
+    }
 }
 
 impl App {
@@ -219,7 +237,26 @@ impl App {
             scenario: None,
             recording: None,
             stopping: false,
+            probed: None,
+            step: None,
         }
+    }
+
+    /// `[` `]` `{` `}` `.`: move through the shown view's steps by `by` (`None`: back to the
+    /// latest, followed live). Past the last step is the latest.
+    fn move_step(&mut self, by: Option<i64>) {
+        let Some(steps) = self.probed.as_ref().and_then(Probed::steps) else {
+            self.message = Some(Message {
+                text: "this view has no history to step through".into(),
+                error: true,
+            });
+            return;
+        };
+        self.step = by.and_then(|by| {
+            let from = self.step.unwrap_or(steps) as i64;
+            let to = (from + by).max(0) as u64;
+            (to < steps).then_some(to)
+        });
     }
 
     /// A new cluster model snapshot.
@@ -422,10 +459,32 @@ impl App {
         match key.code {
             KeyCode::Char('j') | KeyCode::Down if count > 0 => {
                 self.selected = (self.selected + 1) % count;
+                self.step = None;
                 None
             }
             KeyCode::Char('k') | KeyCode::Up if count > 0 => {
                 self.selected = (self.selected + count - 1) % count;
+                self.step = None;
+                None
+            }
+            KeyCode::Char('[') => {
+                self.move_step(Some(-1));
+                None
+            }
+            KeyCode::Char(']') => {
+                self.move_step(Some(1));
+                None
+            }
+            KeyCode::Char('{') => {
+                self.move_step(Some(-10));
+                None
+            }
+            KeyCode::Char('}') => {
+                self.move_step(Some(10));
+                None
+            }
+            KeyCode::Char('.') => {
+                self.move_step(None);
                 None
             }
             KeyCode::Char('K') => on_selected(Step::Kill),
@@ -496,6 +555,8 @@ impl App {
             }
             KeyCode::Tab => {
                 self.view = (self.view + 1) % self.view_count;
+                self.step = None;
+                self.probed = None;
                 None
             }
             KeyCode::Char('?') => {
@@ -570,6 +631,9 @@ pub const HELP: &[(&str, &str)] = &[
     (":", "command palette: any scenario step, one line"),
     ("/", "filter the log pane"),
     ("Tab", "next view"),
+    ("[ / ]", "a history view: one step back / on"),
+    ("{ / }", "ten steps back / on"),
+    (".", "back to the latest, followed live"),
     ("esc", "clear the filter and the message"),
     ("q", "quit (stops the cluster)"),
     ("Ctrl-C", "quit now"),
@@ -604,6 +668,40 @@ mod tests {
 
     fn step(s: Step) -> Option<Action> {
         Some(Action::Run(s))
+    }
+
+    #[test]
+    fn step_keys_move_through_a_views_history_and_back_to_the_latest() {
+        let mut app = app();
+        press(&mut app, KeyCode::Char('['));
+        assert!(app.message.as_ref().unwrap().error, "no history yet");
+        assert_eq!(app.step, None);
+        app.probed = Some(Probed {
+            probe: crate::console::views::Probe {
+                node: "n1".into(),
+                path: "/h".into(),
+            },
+            answer: Ok(serde_json::json!({"of": 20})),
+        });
+        press(&mut app, KeyCode::Char('['));
+        assert_eq!(app.step, Some(19));
+        press(&mut app, KeyCode::Char('{'));
+        press(&mut app, KeyCode::Char('{'));
+        assert_eq!(app.step, Some(0), "not before the first");
+        press(&mut app, KeyCode::Char('}'));
+        press(&mut app, KeyCode::Char(']'));
+        assert_eq!(app.step, Some(11));
+        press(&mut app, KeyCode::Char('}'));
+        assert_eq!(app.step, None, "past the last is the latest");
+        press(&mut app, KeyCode::Char('['));
+        press(&mut app, KeyCode::Char('.'));
+        assert_eq!(app.step, None);
+        press(&mut app, KeyCode::Char('['));
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(
+            app.step, None,
+            "another node, its own history from the latest"
+        );
     }
 
     #[test]

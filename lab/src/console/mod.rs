@@ -409,6 +409,13 @@ struct Console {
     cast: Option<Arc<Mutex<Cast>>>,
     scenario: Option<ScenarioRun>,
     report: Option<Report>,
+    /// Answers to the shown view's probe, and whether one is outstanding.
+    probes: (
+        mpsc::UnboundedSender<app::Probed>,
+        mpsc::UnboundedReceiver<app::Probed>,
+    ),
+    probing: bool,
+    http: reqwest::Client,
 }
 
 impl Console {
@@ -433,6 +440,9 @@ impl Console {
             cast,
             scenario: None,
             report: None,
+            probes: mpsc::unbounded_channel(),
+            probing: false,
+            http: reqwest::Client::new(),
         }
     }
 
@@ -512,6 +522,10 @@ impl Console {
                     self.refresh();
                 }
                 Some(message) = done.recv() => self.app.message = Some(message),
+                Some(probed) = self.probes.1.recv() => {
+                    self.probing = false;
+                    self.app.probed = Some(probed);
+                }
                 Some(event) = recv(&mut input) => {
                     match event {
                         TermEvent::Key(key) if key.kind != ratatui_crossterm::crossterm::event::KeyEventKind::Release => {
@@ -571,6 +585,57 @@ impl Console {
             let log = self.session.run_dir().join(&node.node.id).join("node.log");
             self.app.logs = tail(&log, 200);
         }
+        self.ask_probe();
+    }
+
+    /// Asks the shown view's question of its node, unless an answer is still outstanding.
+    fn ask_probe(&mut self) {
+        if self.probing {
+            return;
+        }
+        let Some(probe) = self
+            .ui
+            .views
+            .get(self.app.view)
+            .and_then(|view| view.probe(&self.app))
+        else {
+            return;
+        };
+        let addr = self
+            .app
+            .model
+            .nodes
+            .iter()
+            .find(|n| n.node.id == probe.node)
+            .and_then(|n| n.node.grpc);
+        let Some(addr) = addr else {
+            self.app.probed = Some(app::Probed {
+                answer: Err(format!("{} is not running", probe.node)),
+                probe,
+            });
+            return;
+        };
+        self.probing = true;
+        let (tx, http) = (self.probes.0.clone(), self.http.clone());
+        tokio::spawn(async move {
+            let url = format!("http://{addr}{}", probe.path);
+            let answer = async {
+                let response = http
+                    .get(&url)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{} did not answer: {e}", probe.node))?;
+                let status = response.status();
+                let body = response.text().await.map_err(|e| e.to_string())?;
+                if !status.is_success() {
+                    return Err(format!("{}: {status}: {body}", probe.node));
+                }
+                serde_json::from_str(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+            }
+            .await;
+            let _ = tx.send(app::Probed { probe, answer });
+        });
     }
 
     /// Hands a step to the engine; its outcome comes back as a message.

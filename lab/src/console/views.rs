@@ -32,6 +32,20 @@ pub trait View {
     fn wanted_rows(&self, _app: &App, _width: u16) -> Option<u16> {
         None
     }
+    /// What the view asks a node while it is shown, for what `/status` does not carry (a
+    /// document's past versions): the console GETs it a few times a second and puts the
+    /// answer in [`App::probed`]. A view with steps to go through (`[` `]`) answers with `of`,
+    /// how many there are, and reads [`App::step`] to ask for one.
+    fn probe(&self, _app: &App) -> Option<Probe> {
+        None
+    }
+}
+
+/// An HTTP GET of `path` on `node`'s own listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub node: String,
+    pub path: String,
 }
 
 /// What a project adds to the console.

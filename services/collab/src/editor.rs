@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State as AxumState;
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use rand::rngs::SmallRng;
@@ -419,7 +419,8 @@ pub enum Edit {
     Delete { pos: usize, len: usize },
 }
 
-/// The editor's HTTP side: `GET /text`, `POST /edit`, `POST /type`.
+/// The editor's HTTP side: `GET /text`, `POST /edit`, `POST /type`, and
+/// `GET /docs/NAME/step?at=N` (its replica's history, as servers serve theirs).
 pub fn router(editor: Shared) -> axum::Router {
     axum::Router::new()
         .route(
@@ -453,6 +454,18 @@ pub fn router(editor: Shared) -> axum::Router {
         .route(
             "/text",
             get(|AxumState(editor): AxumState<Shared>| async move { editor.lock().expect("editor lock").text() }),
+        )
+        .route(
+            "/docs/{name}/step",
+            get(|AxumState(editor): AxumState<Shared>, Path(name): Path<String>, Query(at): Query<crate::server::At>| async move {
+                let editor = editor.lock().expect("editor lock");
+                if name != editor.name {
+                    return Err(crate::server::no_such_doc(&name));
+                }
+                crate::history::step(&editor.doc, at.at)
+                    .map(axum::Json)
+                    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            }),
         )
         .route(
             "/edit",

@@ -94,6 +94,51 @@ pub fn text_after(doc: &Doc, n: usize) -> Result<String, VersionError> {
     Ok(doc.at(&version_after(doc, n))?.text())
 }
 
+/// One version of the history as a viewer steps through it: the version after the first `at`
+/// of `of` operations, the operation that made it (none for the empty document), and the
+/// text then.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub at: usize,
+    pub of: usize,
+    pub entry: Option<Entry>,
+    pub text: String,
+    /// Where in `text` (characters) the operation changed it: its inserted text starts there,
+    /// or its deleted text was there.
+    pub pos: Option<usize>,
+}
+
+/// The `at`-th version (the latest where `at` is `None` or past the end).
+pub fn step(doc: &Doc, at: Option<usize>) -> Result<Step, VersionError> {
+    let of = doc.history().len();
+    let at = at.unwrap_or(of).min(of);
+    let text = if at == of {
+        doc.text()
+    } else {
+        text_after(doc, at)?
+    };
+    let pos = match at.checked_sub(1) {
+        Some(before) => {
+            let before = text_after(doc, before)?;
+            Some(
+                before
+                    .chars()
+                    .zip(text.chars())
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            )
+        }
+        None => None,
+    };
+    Ok(Step {
+        at,
+        of,
+        entry: at.checked_sub(1).map(|i| entry(i, &doc.history()[i])),
+        text,
+        pos,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +174,26 @@ mod tests {
         assert_eq!(text_after(&a, 2).unwrap(), "ello");
         assert_eq!(text_after(&a, 3).unwrap(), "ello world");
         assert_eq!(text_after(&a, 99).unwrap(), a.text());
+
+        let first = step(&a, Some(0)).unwrap();
+        assert_eq!(
+            (first.at, first.of, first.entry, first.text.as_str()),
+            (0, 3, None, "")
+        );
+        let second = step(&a, Some(2)).unwrap();
+        assert_eq!(second.entry.unwrap().kind, "delete");
+        assert_eq!((second.text.as_str(), second.pos), ("ello", Some(0)));
+        assert_eq!(
+            step(&a, Some(3)).unwrap().pos,
+            Some(4),
+            "\" world\" went in at 4"
+        );
+        let now = step(&a, None).unwrap();
+        assert_eq!((now.at, now.text), (3, a.text()));
+        assert_eq!(
+            step(&a, Some(99)).unwrap().at,
+            3,
+            "past the end is the latest"
+        );
     }
 }

@@ -623,6 +623,7 @@ pub fn router(state: Shared, flusher: distlab_runtime::flusher::Flusher) -> axum
         .route("/app/{file}", get(crate::web::module))
         .route("/docs/{name}/history", get(history))
         .route("/docs/{name}/text", get(text))
+        .route("/docs/{name}/step", get(step))
         .route(
             "/doc",
             get(
@@ -658,8 +659,8 @@ async fn history(
 
 /// `?at=N`: the text after the first N operations of the history.
 #[derive(Debug, serde::Deserialize)]
-struct At {
-    at: Option<usize>,
+pub(crate) struct At {
+    pub(crate) at: Option<usize>,
 }
 
 /// `GET /docs/NAME/text[?at=N]`: the text now, or as it was after N operations.
@@ -677,7 +678,21 @@ async fn text(
     }
 }
 
-fn no_such_doc(name: &str) -> (StatusCode, String) {
+/// `GET /docs/NAME/step[?at=N]`: the version after N operations (the latest without `at`),
+/// the operation that made it and the text then: what the console's history view shows.
+async fn step(
+    AxumState(app): AxumState<App>,
+    Path(name): Path<String>,
+    Query(at): Query<At>,
+) -> Result<axum::Json<crate::history::Step>, (StatusCode, String)> {
+    let state = app.state.lock().expect("state lock");
+    let doc = state.docs.get(&name).ok_or_else(|| no_such_doc(&name))?;
+    crate::history::step(doc, at.at)
+        .map(axum::Json)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub(crate) fn no_such_doc(name: &str) -> (StatusCode, String) {
     (
         StatusCode::NOT_FOUND,
         format!("this server holds no document {name:?}"),

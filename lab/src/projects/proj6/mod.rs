@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod convergence_view;
+pub mod history_view;
 mod relay;
 
 use std::sync::Arc;
@@ -113,6 +114,7 @@ pub fn console() -> ProjectUi {
         ],
         views: vec![
             Box::new(convergence_view::ConvergenceView),
+            Box::new(history_view::HistoryView),
             Box::new(ClusterView),
         ],
         quiet_events: &[],
