@@ -14,6 +14,7 @@ const MODULES: &[(&str, &str)] = &[
     ("client.js", include_str!("../web/dist/client.js")),
     ("causal.js", include_str!("../web/dist/causal.js")),
     ("codec.js", include_str!("../web/dist/codec.js")),
+    ("crypt.js", include_str!("../web/dist/crypt.js")),
     ("doc.js", include_str!("../web/dist/doc.js")),
     ("op.js", include_str!("../web/dist/op.js")),
     ("sync.js", include_str!("../web/dist/sync.js")),

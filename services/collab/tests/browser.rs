@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
+use distlab_collab::crypt::DocKey;
 use distlab_collab::sync::{Frame, Message, PeerState};
 use distlab_collab::{Doc, Op, ReplicaId, VersionVector, codec};
 use distlab_runtime::launch::NodeProcess;
@@ -196,6 +197,7 @@ fn replay_in_typescript(
     replica: ReplicaId,
     edits: usize,
     seed: u64,
+    key: Option<&str>,
 ) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("frames.bin");
@@ -218,6 +220,7 @@ fn replay_in_typescript(
         .args(["--edits", &edits.to_string()])
         .args(["--seed", &seed.to_string()])
         .args(["--split", &(frames.len() / 2).to_string()])
+        .args(key.map(|key| ["--key", key]).into_iter().flatten())
         .output()
         .expect("node runs");
     assert!(
@@ -263,7 +266,7 @@ fn typescript_and_rust_replicas_agree_on_the_same_operations() {
         }
         assert_eq!(rust.pending(), 0, "seed {seed}: everything was delivered");
 
-        let ts = replay_in_typescript(&node, &frames, ts_replica, 0, seed);
+        let ts = replay_in_typescript(&node, &frames, ts_replica, 0, seed, None);
         assert_eq!(ts["text"].as_str().unwrap(), rust.text(), "seed {seed}");
         assert_eq!(ts["version"], version_json(rust.version()), "seed {seed}");
         assert_eq!(ts["pending"], 0, "seed {seed}");
@@ -274,7 +277,7 @@ fn typescript_and_rust_replicas_agree_on_the_same_operations() {
         );
 
         // Now with edits of its own halfway through, concurrent with the second half.
-        let ts = replay_in_typescript(&node, &frames, ts_replica, 25, seed);
+        let ts = replay_in_typescript(&node, &frames, ts_replica, 25, seed, None);
         let made_bytes = hex(ts["made"].as_str().unwrap());
         let made = codec::decode_ops(&made_bytes).expect("TypeScript's operations decode");
         assert!(!made.is_empty(), "seed {seed}");
@@ -291,6 +294,62 @@ fn typescript_and_rust_replicas_agree_on_the_same_operations() {
         assert_eq!(merged.pending(), 0, "seed {seed}");
         assert_eq!(ts["text"].as_str().unwrap(), merged.text(), "seed {seed}");
         assert_eq!(ts["version"], version_json(merged.version()), "seed {seed}");
+    }
+}
+
+#[test]
+fn sealed_operations_open_the_same_in_typescript_and_rust() {
+    let Some(node) = node() else { return };
+    let passphrase = "correct horse";
+    let key = DocKey::new("conformance", passphrase);
+    let ts_replica = ReplicaId(0x1234_5678_9abc_def0);
+    for seed in 0..4 {
+        let frames = deliveries(seed);
+        let mut plain = Doc::new(ReplicaId(1));
+        let mut all = Vec::new();
+        // What a server relays for `--key` editors: every insertion sealed.
+        let sealed: Vec<Frame> = frames
+            .iter()
+            .map(|frame| match &frame.message {
+                Message::Ops(ops) => {
+                    for op in ops {
+                        all.push(op.clone());
+                        plain.apply(op.clone()).unwrap();
+                    }
+                    let ops = ops.iter().map(|op| key.seal(op)).collect();
+                    Frame::new(&frame.doc, Message::Ops(ops))
+                }
+                _ => frame.clone(),
+            })
+            .collect();
+        let ts = replay_in_typescript(&node, &sealed, ts_replica, 0, seed, Some(passphrase));
+        assert_eq!(ts["text"].as_str().unwrap(), plain.text(), "seed {seed}");
+        let wrong = replay_in_typescript(&node, &sealed, ts_replica, 0, seed, Some("wrong"));
+        assert_ne!(wrong["text"].as_str().unwrap(), plain.text(), "seed {seed}");
+
+        // What the tab makes leaves sealed; a Rust editor with the key opens it.
+        let ts = replay_in_typescript(&node, &sealed, ts_replica, 25, seed, Some(passphrase));
+        let made = codec::decode_ops(&hex(ts["made"].as_str().unwrap())).unwrap();
+        let mut merged = Doc::new(ReplicaId(2));
+        for op in all.iter().cloned() {
+            merged.apply(op).unwrap();
+        }
+        for op in &made {
+            merged.apply(key.open(op)).unwrap();
+        }
+        assert_eq!(ts["text"].as_str().unwrap(), merged.text(), "seed {seed}");
+        let texts = |ops: Vec<Op>| -> String {
+            ops.into_iter()
+                .filter_map(|op| match op.body {
+                    distlab_collab::Body::Insert { text, .. } => Some(text),
+                    _ => None,
+                })
+                .collect()
+        };
+        let sent = texts(made.clone());
+        let typed = texts(made.iter().map(|op| key.open(op)).collect());
+        assert_eq!(sent.chars().count(), typed.chars().count());
+        assert_ne!(sent, typed, "seed {seed}: what leaves the tab is sealed");
     }
 }
 
@@ -545,7 +604,7 @@ async fn two_browser_tabs_edit_live_offline_and_merge() {
         .await;
     let both = "Hello from ada. Bob 🦀 here.";
     devtools
-        .until(&ada, &format!("window.collab.text() === {both:?}"))
+        .until(&ada, &format!("window.collab.text() === {}", json!(both)))
         .await;
     devtools
         .until(&bob, "window.collab.people().includes('ada')")
@@ -592,7 +651,10 @@ async fn two_browser_tabs_edit_live_offline_and_merge() {
         .await;
     let expected = format!(">> {merged}");
     devtools
-        .until(&bob, &format!("window.collab.text() === {expected:?}"))
+        .until(
+            &bob,
+            &format!("window.collab.text() === {}", json!(expected)),
+        )
         .await;
     assert_eq!(server_text(addr).await, expected);
 
@@ -603,4 +665,36 @@ async fn two_browser_tabs_edit_live_offline_and_merge() {
         .eval(&bob, &format!("window.collab.textAfter({steps})"))
         .await;
     assert_eq!(last, json!(expected));
+
+    // An encrypted document: the key in the fragment, which the server never sees.
+    let secret = |user: &str, key: &str| format!("http://{addr}/?doc=secret&user={user}#key={key}");
+    let ada = devtools.open(&secret("ada", "sesame")).await;
+    let bob = devtools.open(&secret("bob", "sesame")).await;
+    let eve = devtools
+        .open(&format!("http://{addr}/?doc=secret&user=eve"))
+        .await;
+    for tab in [&ada, &bob, &eve] {
+        devtools
+            .until(tab, "!!window.collab && window.collab.online()")
+            .await;
+    }
+    devtools.type_at(&ada, "0", "meet at noon").await;
+    devtools
+        .until(&bob, "window.collab.text() === 'meet at noon'")
+        .await;
+    devtools.until(&ada, "window.collab.saved()").await;
+    let stored = reqwest::get(format!("http://{addr}/docs/secret/text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stored.chars().count(), "meet at noon".chars().count());
+    assert!(
+        !stored.contains("meet"),
+        "the server holds ciphertext: {stored:?}"
+    );
+    devtools
+        .until(&eve, &format!("window.collab.text() === {}", json!(stored)))
+        .await;
 }

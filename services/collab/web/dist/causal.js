@@ -29,9 +29,7 @@ export function formatDot(d) {
 }
 /** Per replica, how many of its dots are held (so dots 0..n of it are). */
 export class VersionVector {
-    constructor() {
-        this.held = new Map();
-    }
+    held = new Map();
     static from(entries) {
         const vv = new VersionVector();
         for (const [replica, count] of entries)

@@ -7,9 +7,11 @@
  * other lacks, as the Rust editors do (`editor.rs`). The replica survives a reload of the tab
  * (sessionStorage), so offline edits are not lost with it.
  *
- * `?doc=NAME&user=NAME&token=TOKEN` choose the document and who is editing (`--acl`).
+ * `?doc=NAME&user=NAME&token=TOKEN` choose the document and who is editing (`--acl`);
+ * `#key=PASSPHRASE` encrypts it as `--key` editors do (the fragment never reaches the server).
  */
 import { VersionVector } from "./causal.js";
+import { DocKey } from "./crypt.js";
 import { decodeFrame, decodeOps, encodeFrame, encodeOps } from "./codec.js";
 import { Doc } from "./doc.js";
 import { PeerState } from "./sync.js";
@@ -18,6 +20,9 @@ const docName = params.get("doc") ?? "notes";
 const user = params.get("user") ?? `browser-${Math.floor(Math.random() * 0x10000).toString(16)}`;
 const token = params.get("token") ?? "";
 const storageKey = `distlab-collab:${docName}`;
+const passphrase = new URLSearchParams(location.hash.slice(1)).get("key");
+/** The document's key once derived: what goes to the server is sealed, what comes opened. */
+let key = null;
 const $ = (id) => document.getElementById(id);
 const area = $("text");
 const statusLine = $("status");
@@ -82,8 +87,9 @@ function send(message) {
         socket.send(encodeFrame({ doc: docName, message }));
 }
 function sendOwn(ops) {
+    const sealer = key;
     if (ops.length > 0)
-        send({ kind: "ops", ops });
+        send({ kind: "ops", ops: sealer === null ? ops : ops.map((op) => sealer.seal(op)) });
 }
 /** A local change of the text area, as the operations that make it. */
 function onInput() {
@@ -154,8 +160,10 @@ function receive(frame) {
         }
         case "ops": {
             let received = { changed: false, refused: [] };
+            const opener = key;
+            const ops = opener === null ? m.ops : m.ops.map((op) => opener.open(op));
             renderKeepingSelection(() => {
-                received = peer.receive(doc, m.ops);
+                received = peer.receive(doc, ops);
             });
             for (const reason of received.refused)
                 note(`refused the server's operation: ${reason}`);
@@ -233,13 +241,13 @@ function showStatus() {
     const made = doc.version.get(doc.replica);
     const unsaved = made - Math.min(acked.get(doc.replica), made);
     const link = offlineBox.checked ? "offline (by choice)" : opened ? "online" : "offline (reconnecting)";
-    statusLine.textContent = `${link} · ${doc.length} characters · ${doc.version.total()} edits · ${unsaved === 0 ? "all saved" : `${unsaved} not yet saved by a server`} · replica ${doc.replica.toString(16)} as ${user}`;
+    statusLine.textContent = `${link} · ${doc.length} characters · ${doc.version.total()} edits · ${unsaved === 0 ? "all saved" : `${unsaved} not yet saved by a server`} · replica ${doc.replica.toString(16)} as ${user}${key === null ? "" : " · encrypted"}`;
 }
 function showPeople() {
     const now = Date.now();
     const lines = [];
     for (const [replica, p] of others) {
-        if (now - p.seen > 10000 || replica === doc.replica)
+        if (now - p.seen > 10_000 || replica === doc.replica)
             continue;
         if (p.cursor === null) {
             lines.push(`${p.user}: no cursor`);
@@ -278,7 +286,7 @@ let saveTimer = null;
 function changed() {
     showStatus();
     showHistory();
-    saveTimer ?? (saveTimer = setTimeout(() => {
+    saveTimer ??= setTimeout(() => {
         saveTimer = null;
         const bytes = encodeOps(doc.history());
         let binary = "";
@@ -286,7 +294,7 @@ function changed() {
             binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
         const ops = btoa(binary);
         sessionStorage.setItem(storageKey, JSON.stringify({ replica: doc.replica.toString(16), ops }));
-    }, 200));
+    }, 200);
 }
 area.addEventListener("input", onInput);
 area.addEventListener("compositionstart", () => {
@@ -329,4 +337,16 @@ window.collab = {
 showStatus();
 showHistory();
 showPeople();
-connect();
+if (passphrase === null) {
+    connect();
+}
+else if (globalThis.crypto?.subtle === undefined) {
+    note("this document's key needs a secure page (https, or the server on localhost): not connecting");
+}
+else {
+    DocKey.derive(docName, passphrase).then((derived) => {
+        key = derived;
+        showStatus();
+        connect();
+    });
+}

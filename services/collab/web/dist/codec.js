@@ -25,6 +25,8 @@ const MAX_REASON = 4096;
 const INSERT = 1;
 const DELETE = 2;
 export class DecodeError extends Error {
+    offset;
+    reason;
     constructor(offset, reason) {
         super(`at byte ${offset}: ${reason}`);
         this.offset = offset;
@@ -34,10 +36,8 @@ export class DecodeError extends Error {
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 export class Writer {
-    constructor() {
-        this.bytes = new Uint8Array(64);
-        this.len = 0;
-    }
+    bytes = new Uint8Array(64);
+    len = 0;
     byte(b) {
         if (this.len === this.bytes.length) {
             const grown = new Uint8Array(this.bytes.length * 2);
@@ -78,9 +78,10 @@ export class Writer {
     }
 }
 export class Reader {
+    bytes;
+    at = 0;
     constructor(bytes) {
         this.bytes = bytes;
-        this.at = 0;
     }
     error(reason) {
         return new DecodeError(this.at, reason);

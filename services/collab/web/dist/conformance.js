@@ -6,12 +6,17 @@
  * ends with as one JSON line, which the Rust side compares with its own replica's.
  *
  * ```text
- * node dist/conformance.js FRAMES --replica HEX --edits N --seed S --split K
+ * node dist/conformance.js FRAMES --replica HEX --edits N --seed S --split K [--key PASS]
  * FRAMES = (length:varint frame)*
+ *
+ * With `--key`, the frames' insertions are sealed with the key of document "conformance" for
+ * PASS (as a `--key` editor sends them): they are opened on arrival, and the operations made
+ * here are sealed before they are printed.
  * ```
  */
 import { readFileSync } from "node:fs";
 import { Reader, decodeFrame, encodeFrame, encodeOps } from "./codec.js";
+import { DocKey } from "./crypt.js";
 import { Doc } from "./doc.js";
 import { PeerState } from "./sync.js";
 function flag(name, fallback) {
@@ -39,6 +44,8 @@ const edits = Number(flag("edits", "0"));
 const split = Number(flag("split", "0"));
 const random = rng(Number(flag("seed", "1")));
 const server = new PeerState();
+const passphrase = process.argv.includes("--key") ? flag("key") : null;
+const key = passphrase === null ? null : await DocKey.derive("conformance", passphrase);
 const alphabet = ["a", "b", "c", " ", "é", "🦀", "字"];
 const frames = [];
 const r = new Reader(bytes);
@@ -73,8 +80,10 @@ frames.forEach((frame, i) => {
     const again = encodeFrame(decoded);
     if (again.length !== frame.length || again.some((b, j) => b !== frame[j]))
         reencodedDiffer++;
-    if (decoded.message.kind === "ops")
-        refused.push(...server.receive(doc, decoded.message.ops).refused);
+    if (decoded.message.kind === "ops") {
+        const ops = key === null ? decoded.message.ops : decoded.message.ops.map((op) => key.open(op));
+        refused.push(...server.receive(doc, ops).refused);
+    }
 });
 if (split >= frames.length)
     editLocally();
@@ -84,6 +93,6 @@ console.log(JSON.stringify({
     pending: doc.pendingCount(),
     refused: [...refused, ...doc.refused],
     reencoded_differ: reencodedDiffer,
-    made: Buffer.from(encodeOps(made)).toString("hex"),
+    made: Buffer.from(encodeOps(key === null ? made : made.map((op) => key.seal(op)))).toString("hex"),
     history: doc.history().length,
 }));

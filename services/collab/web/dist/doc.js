@@ -17,22 +17,23 @@ import { VersionVector, advanceFrontier, dot, dotKey, formatDot, } from "./causa
 import { MAX_OP_CHARS } from "./codec.js";
 import { absorb, chars, deleteOp, insertOp, opEnd, opLast, pushSpan, suffixFrom } from "./op.js";
 /** The most operations waiting for missing history before more are refused. */
-const MAX_PENDING = 100000;
+const MAX_PENDING = 100_000;
 /** Why a remote operation was refused (the Rust `OpError`'s messages). */
 export class OpError extends Error {
 }
 export class Doc {
+    replica;
+    items = [];
+    byId = new Map();
+    visible = 0;
+    log = [];
+    held = new VersionVector();
+    heads = [];
+    pending = [];
+    /** Operations that waited, then were refused when their history arrived. */
+    refused = [];
     constructor(replica) {
         this.replica = replica;
-        this.items = [];
-        this.byId = new Map();
-        this.visible = 0;
-        this.log = [];
-        this.held = new VersionVector();
-        this.heads = [];
-        this.pending = [];
-        /** Operations that waited, then were refused when their history arrived. */
-        this.refused = [];
     }
     text() {
         let out = "";

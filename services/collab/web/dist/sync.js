@@ -7,9 +7,7 @@ import { VersionVector } from "./causal.js";
 import { OpError } from "./doc.js";
 import { opEnd, suffixFrom } from "./op.js";
 export class PeerState {
-    constructor() {
-        this.known = new VersionVector();
-    }
+    known = new VersionVector();
     /** The peer said it holds `version`: the operations it lacks. */
     onVersion(doc, version) {
         this.known.merge(version);

@@ -7,10 +7,12 @@
  * other lacks, as the Rust editors do (`editor.rs`). The replica survives a reload of the tab
  * (sessionStorage), so offline edits are not lost with it.
  *
- * `?doc=NAME&user=NAME&token=TOKEN` choose the document and who is editing (`--acl`).
+ * `?doc=NAME&user=NAME&token=TOKEN` choose the document and who is editing (`--acl`);
+ * `#key=PASSPHRASE` encrypts it as `--key` editors do (the fragment never reaches the server).
  */
 
 import { type ReplicaId, VersionVector } from "./causal.js";
+import { DocKey } from "./crypt.js";
 import { type Frame, type Message, decodeFrame, decodeOps, encodeFrame, encodeOps } from "./codec.js";
 import { Doc } from "./doc.js";
 import type { Op } from "./op.js";
@@ -21,6 +23,9 @@ const docName = params.get("doc") ?? "notes";
 const user = params.get("user") ?? `browser-${Math.floor(Math.random() * 0x10000).toString(16)}`;
 const token = params.get("token") ?? "";
 const storageKey = `distlab-collab:${docName}`;
+const passphrase = new URLSearchParams(location.hash.slice(1)).get("key");
+/** The document's key once derived: what goes to the server is sealed, what comes opened. */
+let key: DocKey | null = null;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const area = $<HTMLTextAreaElement>("text");
@@ -90,7 +95,8 @@ function send(message: Message): void {
 }
 
 function sendOwn(ops: Op[]): void {
-  if (ops.length > 0) send({ kind: "ops", ops });
+  const sealer = key;
+  if (ops.length > 0) send({ kind: "ops", ops: sealer === null ? ops : ops.map((op) => sealer.seal(op)) });
 }
 
 /** A local change of the text area, as the operations that make it. */
@@ -159,8 +165,10 @@ function receive(frame: Frame): void {
     }
     case "ops": {
       let received = { changed: false, refused: [] as string[] };
+      const opener = key;
+      const ops = opener === null ? m.ops : m.ops.map((op) => opener.open(op));
       renderKeepingSelection(() => {
-        received = peer.receive(doc, m.ops);
+        received = peer.receive(doc, ops);
       });
       for (const reason of received.refused) note(`refused the server's operation: ${reason}`);
       if (received.changed) changed();
@@ -240,7 +248,7 @@ function showStatus(): void {
   const link = offlineBox.checked ? "offline (by choice)" : opened ? "online" : "offline (reconnecting)";
   statusLine.textContent = `${link} · ${doc.length} characters · ${doc.version.total()} edits · ${
     unsaved === 0 ? "all saved" : `${unsaved} not yet saved by a server`
-  } · replica ${doc.replica.toString(16)} as ${user}`;
+  } · replica ${doc.replica.toString(16)} as ${user}${key === null ? "" : " · encrypted"}`;
 }
 
 function showPeople(): void {
@@ -340,4 +348,14 @@ setInterval(() => {
 showStatus();
 showHistory();
 showPeople();
-connect();
+if (passphrase === null) {
+  connect();
+} else if (globalThis.crypto?.subtle === undefined) {
+  note("this document's key needs a secure page (https, or the server on localhost): not connecting");
+} else {
+  DocKey.derive(docName, passphrase).then((derived) => {
+    key = derived;
+    showStatus();
+    connect();
+  });
+}
