@@ -22,6 +22,8 @@
 //! - [`crypt`]: per-document encryption between editors: servers store ciphertext.
 //! - [`web`]: the browser client served at `/` (TypeScript in `web/src`, compiled to
 //!   `web/dist`): the same CRDT, codec and protocol, run in the tab.
+//! - [`relay_bench`]: the relay benchmark's writers and reader, for our servers and (in the
+//!   peers benchmark) a Yjs server alike.
 //! - [`trace`]: real editing traces (automerge-paper), replayed for tests and benchmarks.
 //!
 //! A keystroke flows: [`Doc::insert`] finds the place in the sequence, names its neighbours as
@@ -41,6 +43,7 @@ pub mod history;
 pub mod intent;
 pub mod node;
 pub mod op;
+pub mod relay_bench;
 mod sequence;
 pub mod server;
 pub mod status;

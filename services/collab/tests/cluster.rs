@@ -565,3 +565,26 @@ async fn an_encrypted_document_is_ciphertext_on_the_server() {
     converged(&[&eve], &[&s1]).await;
     assert_eq!(text(&eve).await, excerpt);
 }
+
+/// The relay benchmark's load (`lab bench proj6 --phases relay`) against a real server: every
+/// character relayed and acknowledged, latencies measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_benchmark_load_runs_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = server("s1", free_ports(1).unwrap()[0], dir.path(), &[]).await;
+    let url = format!("ws://{}/doc", s1.ready().grpc);
+    let figures =
+        distlab_collab::relay_bench::run(distlab_collab::relay_bench::Ours { url }, 3, 40, 8)
+            .await
+            .unwrap();
+    assert_eq!(figures.chars, 120);
+    assert!(figures.acked_per_sec.is_some());
+    assert!(figures.p50 <= figures.p99);
+    let line = figures.line("distlab", 3, 8);
+    assert!(
+        line.starts_with("bench=proj6 figure=relay server=distlab writers=3 window=8 chars=120 "),
+        "{line}"
+    );
+    let detail = status(&s1).await["detail"].clone();
+    assert_eq!(detail["docs"][0]["chars"], 120, "{detail}");
+}

@@ -88,12 +88,19 @@ pub struct Proj6BenchArgs {
     /// `relay`: writers typing into one document on a real server.
     #[arg(long, default_value_t = 4)]
     pub writers: usize,
-    /// `relay`: operations each writer makes.
+    /// `relay`: characters each writer types.
     #[arg(long, default_value_t = 2000)]
     pub relay_ops: u64,
-    /// `relay`: unacknowledged operations a writer may have at once.
+    /// `relay`: characters a writer may have typed that the reader has not yet received.
     #[arg(long, default_value_t = 32)]
     pub window: u64,
+    /// `relay`: the servers measured, side by side (`y-websocket` needs Node.js and npm).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "distlab,distlab-nofsync,y-websocket"
+    )]
+    pub relay_servers: Vec<super::relay::RelayServer>,
     /// Operations each replica makes while diverged, for `merge`.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     pub diverged: Vec<usize>,
@@ -108,7 +115,7 @@ pub enum Phase {
 }
 
 /// The repository this lab was built from.
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -259,9 +266,14 @@ pub fn run(args: &Proj6BenchArgs) -> anyhow::Result<()> {
         );
         super::relay::run(
             &std::env::current_exe()?,
-            args.writers,
-            args.relay_ops,
-            args.window,
+            build_peers,
+            &args.relay_servers,
+            &super::relay::RelayArgs {
+                writers: args.writers,
+                chars: args.relay_ops,
+                window: args.window,
+            },
+            args.repeat,
         )?;
     }
     if !args.phases.contains(&Phase::Trace) {

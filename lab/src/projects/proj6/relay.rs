@@ -1,102 +1,52 @@
-//! `lab bench proj6 --phases relay`: one real server (`lab node collab --role server`, fsync
-//! on), `writers` clients typing into one document as fast as the server acknowledges (at
-//! most `window` unacknowledged operations each), and one reader: operations per second
-//! acknowledged (stored durably) and relayed, and the latency from a writer's send to the
-//! reader's receipt (editor to editor through the server).
+//! `lab bench proj6 --phases relay`: a collaboration server's throughput and editor-to-editor
+//! latency, ours beside a Yjs server measured in the same run by the same load
+//! (`distlab_collab::relay_bench`: writers typing into one document, a window of characters
+//! not yet relayed, a reader timing every character).
 //!
-//! The clients speak the sync protocol directly (`distlab_collab::sync`), as editors do.
+//! - `distlab`: one real server (`lab node collab --role server`), acknowledging each edit
+//!   once a group-commit flush put it on disk;
+//! - `distlab-nofsync`: the same with `--no-fsync` (stored, not forced to disk), which is
+//!   what the Yjs server does not do either;
+//! - `y-websocket`: Yjs's reference WebSocket server (npm `y-websocket` 1.5, Node.js), which
+//!   relays and keeps documents in memory; its clients (yrs) run in the peers benchmark's
+//!   binary (`distlab-collab-peers relay-yjs`), which has the Yjs implementation.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command as StdCommand;
+use std::time::Duration;
 
-use anyhow::Context;
-use distlab_collab::sync::{Frame, Message};
-use distlab_collab::{Doc, Dot, ReplicaId, VersionVector};
-use distlab_runtime::launch::NodeProcess;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use anyhow::{Context, bail};
+use distlab_collab::relay_bench::{self, Ours};
+use distlab_runtime::launch::{NodeProcess, free_ports, spawn_program};
 
-const DOC: &str = "bench";
-
-type Sent = Arc<Mutex<HashMap<Dot, Instant>>>;
-
-fn hello(user: &str, replica: ReplicaId) -> WsMessage {
-    let hello = Message::Hello {
-        user: user.into(),
-        token: String::new(),
-        replica,
-        version: VersionVector::new(),
-    };
-    WsMessage::Binary(Frame::new(DOC, hello).encode().into())
+/// Which servers `--relay-servers` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum RelayServer {
+    Distlab,
+    DistlabNofsync,
+    YWebsocket,
 }
 
-/// One writer: `ops` single-character insertions at the end of its own text.
-async fn writer(
-    url: String,
-    replica: ReplicaId,
-    ops: u64,
-    window: u64,
-    sent: Sent,
-) -> anyhow::Result<()> {
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
-    let (mut sink, mut stream) = socket.split();
-    sink.send(hello("writer", replica)).await?;
-    let mut doc = Doc::new(replica);
-    let mut acked = 0;
-    let mut made = 0;
-    while acked < ops {
-        while made < ops && made < acked + window {
-            let op = doc.insert(doc.len(), "x")?.expect("one character");
-            sent.lock().unwrap().insert(op.id, Instant::now());
-            let frame = Frame::new(DOC, Message::Ops(vec![op]));
-            sink.send(WsMessage::Binary(frame.encode().into())).await?;
-            made += 1;
-        }
-        let Some(message) = stream.next().await else {
-            anyhow::bail!("the server closed the connection");
-        };
-        if let WsMessage::Binary(bytes) = message?
-            && let Message::Ack { version } = Frame::decode(&bytes)?.message
-        {
-            acked = acked.max(version.get(replica));
+impl RelayServer {
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayServer::Distlab => "distlab",
+            RelayServer::DistlabNofsync => "distlab-nofsync",
+            RelayServer::YWebsocket => "y-websocket",
         }
     }
-    Ok(())
 }
 
-/// The reader: the latency of every character it receives, until it has `total`.
-async fn reader(url: String, total: u64, sent: Sent) -> anyhow::Result<Vec<Duration>> {
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
-    let (mut sink, mut stream) = socket.split();
-    sink.send(hello("reader", ReplicaId(u64::MAX))).await?;
-    let mut latencies = Vec::with_capacity(total as usize);
-    while (latencies.len() as u64) < total {
-        let Some(message) = stream.next().await else {
-            anyhow::bail!("the server closed the connection");
-        };
-        let WsMessage::Binary(bytes) = message? else {
-            continue;
-        };
-        let Message::Ops(ops) = Frame::decode(&bytes)?.message else {
-            continue;
-        };
-        let now = Instant::now();
-        let sent = sent.lock().unwrap();
-        for op in ops {
-            for i in 0..op.len() {
-                if let Some(at) = sent.get(&op.id.plus(i)) {
-                    latencies.push(now - *at);
-                }
-            }
-        }
-    }
-    Ok(latencies)
+pub struct RelayArgs {
+    pub writers: usize,
+    pub chars: u64,
+    pub window: u64,
 }
 
-pub fn run(exe: &Path, writers: usize, ops: u64, window: u64) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Our server, measured; its figure line.
+fn ours(exe: &Path, args: &RelayArgs, fsync: bool) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
@@ -107,37 +57,114 @@ pub fn run(exe: &Path, writers: usize, ops: u64, window: u64) -> anyhow::Result<
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("s1"));
+        if !fsync {
+            command.arg("--no-fsync");
+        }
         let server = NodeProcess::spawn(command, Duration::from_secs(20))
             .await
             .context("starting the server")?;
         let url = format!("ws://{}/doc", server.ready().grpc);
-        let sent: Sent = Arc::default();
-        let total = ops * writers as u64;
-        let reading = tokio::spawn(reader(url.clone(), total, sent.clone()));
-        // The reader's Hello first, so it is a subscriber before anything is written.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = Instant::now();
-        let writing: Vec<_> = (0..writers)
-            .map(|w| tokio::spawn(writer(url.clone(), ReplicaId(w as u64 + 1), ops, window, sent.clone())))
-            .collect();
-        for w in writing {
-            w.await??;
-        }
-        let acked_seconds = started.elapsed().as_secs_f64();
-        let mut latencies = tokio::time::timeout(Duration::from_secs(60), reading)
-            .await
-            .context("the reader did not get every operation in 60 s")???;
-        let relayed_seconds = started.elapsed().as_secs_f64();
-        latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_micros();
-        println!(
-            "bench=proj6 figure=relay writers={writers} window={window} ops={total} acked_per_sec={:.0} relayed_per_sec={:.0} p50_us={} p99_us={}",
-            total as f64 / acked_seconds,
-            total as f64 / relayed_seconds,
-            at(0.5),
-            at(0.99)
-        );
+        let figures = relay_bench::run(Ours { url }, args.writers, args.chars, args.window).await?;
         drop(server);
-        Ok(())
+        let name = if fsync {
+            RelayServer::Distlab
+        } else {
+            RelayServer::DistlabNofsync
+        };
+        Ok(figures.line(name.name(), args.writers, args.window))
     })
+}
+
+/// y-websocket, installed on demand from its package lock; its figure line.
+fn y_websocket(peers: &Path, args: &RelayArgs) -> anyhow::Result<String> {
+    let dir = super::bench::repo().join("services/collab/peers/yjs-relay");
+    if !dir.join("node_modules/y-websocket").is_dir() {
+        eprintln!("installing y-websocket (npm ci in {})", dir.display());
+        let status = StdCommand::new("npm")
+            .args([
+                "ci",
+                "--omit=optional",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
+            .current_dir(&dir)
+            .status()
+            .context("running npm (Node.js and npm are needed for the y-websocket peer)")?;
+        if !status.success() {
+            bail!("npm ci in {} failed ({status})", dir.display());
+        }
+    }
+    let port = free_ports(1)?[0].port();
+    let log = tempfile::NamedTempFile::new()?;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("node_modules/y-websocket/bin/server.js"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _server = runtime.block_on(async {
+        let child = spawn_program(command, log.path())?;
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "y-websocket did not listen on {port}: {}",
+                    std::fs::read_to_string(log.path()).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(child)
+    })?;
+    let output = StdCommand::new(peers)
+        .args(["relay-yjs", &format!("ws://127.0.0.1:{port}/bench")])
+        .args([
+            args.writers.to_string(),
+            args.chars.to_string(),
+            args.window.to_string(),
+        ])
+        .output()
+        .context("running the peers benchmark's Yjs clients")?;
+    if !output.status.success() {
+        bail!(
+            "the Yjs clients failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = String::from_utf8(output.stdout)?;
+    Ok(line.trim().to_string())
+}
+
+/// Each of `servers` in turn, `repeat` rounds; every figure line printed as it comes.
+pub fn run(
+    exe: &Path,
+    peers: impl Fn() -> anyhow::Result<std::path::PathBuf>,
+    servers: &[RelayServer],
+    args: &RelayArgs,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let peers = if servers.contains(&RelayServer::YWebsocket) {
+        Some(peers()?)
+    } else {
+        None
+    };
+    for _ in 0..repeat {
+        for &server in servers {
+            let line = match server {
+                RelayServer::Distlab => ours(exe, args, true)?,
+                RelayServer::DistlabNofsync => ours(exe, args, false)?,
+                RelayServer::YWebsocket => {
+                    y_websocket(peers.as_deref().expect("built above"), args)?
+                }
+            };
+            println!("{line}");
+        }
+    }
+    Ok(())
 }

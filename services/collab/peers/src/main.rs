@@ -25,6 +25,7 @@ use anyhow::{Context, bail};
 use distlab_collab::trace::EditTrace;
 
 mod peers;
+mod relay;
 
 /// Counts live heap bytes and their high-water mark.
 struct Counting;
@@ -181,12 +182,16 @@ const IMPLS: &str = "distlab, diamond-types, yrs, automerge, loro";
 
 fn usage() -> ! {
     eprintln!(
-        "usage: distlab-collab-peers IMPL TRACE [--grouping patch|trace]\n  IMPL: one of {IMPLS}"
+        "usage: distlab-collab-peers IMPL TRACE [--grouping patch|trace]\n  IMPL: one of {IMPLS}\n       distlab-collab-peers relay-yjs URL WRITERS CHARS WINDOW"
     );
     std::process::exit(2)
 }
 
 fn main() -> anyhow::Result<()> {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("relay-yjs") {
+        return relay::main(&all[1..]);
+    }
     let mut args = std::env::args().skip(1);
     let (Some(name), Some(path)) = (args.next(), args.next()) else {
         usage()
