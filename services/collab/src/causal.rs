@@ -176,6 +176,12 @@ impl Frontier {
     /// parent would not be a head), except an earlier dot of the operation's own replica,
     /// which always is.
     pub fn advance(&mut self, parents: &[Dot], last: Dot) {
+        if parents == self.0.as_slice() {
+            // Made on everything held (a local edit): it is the only head now.
+            self.0.clear();
+            self.0.push(last);
+            return;
+        }
         self.0
             .retain(|dot| !parents.contains(dot) && dot.replica != last.replica);
         self.0.push(last);

@@ -32,8 +32,17 @@ pub(crate) struct Run {
     pub origin_left: Option<Dot>,
     pub origin_right: Option<Dot>,
     pub deleted: bool,
-    /// `len` characters (kept for tombstones too: history and time travel read them).
-    pub text: String,
+    /// Its `len` characters: these bytes of the sequence's text arena (kept for tombstones
+    /// too). An arena rather than a string per run: a new run, a split and a typed character
+    /// then allocate nothing.
+    text: TextRange,
+}
+
+/// Bytes `start..end` of a [`Sequence`]'s text arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TextRange {
+    start: u32,
+    end: u32,
 }
 
 impl Run {
@@ -46,27 +55,34 @@ impl Run {
     }
 
     /// Keep the first `at` characters, return the rest as a run of its own.
-    fn split_off(&mut self, at: u64) -> Run {
+    fn split_off(&mut self, at: u64, arena: &str) -> Run {
         debug_assert!(at > 0 && at < self.len);
-        let tail_text = self.text.split_off(byte_offset(&self.text, at as usize));
+        let text = &arena[self.text.start as usize..self.text.end as usize];
+        let cut = self.text.start + byte_offset(text, at as usize) as u32;
         let tail = Run {
             id: self.id.plus(at),
             len: self.len - at,
             origin_left: Some(self.id.plus(at - 1)),
             origin_right: self.origin_right,
             deleted: self.deleted,
-            text: tail_text,
+            text: TextRange {
+                start: cut,
+                end: self.text.end,
+            },
         };
         self.len = at;
+        self.text.end = cut;
         tail
     }
 
-    /// Whether `next`, placed right after this run, reads as its continuation.
-    fn continues_with(&self, next: &NewRun) -> bool {
+    /// Whether `next`, placed right after this run, reads as its continuation (and the run's
+    /// text ends the arena, so the next characters extend it there).
+    fn continues_with(&self, next: &NewRun, arena: &str) -> bool {
         next.id == self.id.plus(self.len)
             && next.origin_left == Some(self.last())
             && next.origin_right == self.origin_right
             && !self.deleted
+            && self.text.end as usize == arena.len()
     }
 }
 
@@ -82,15 +98,29 @@ pub(crate) struct NewRun<'a> {
 }
 
 impl NewRun<'_> {
-    fn into_run(self) -> Run {
+    fn into_run(self, arena: &mut String) -> Run {
         Run {
             id: self.id,
             len: self.len,
             origin_left: self.origin_left,
             origin_right: self.origin_right,
             deleted: false,
-            text: self.text.to_string(),
+            text: append(arena, self.text),
         }
+    }
+}
+
+/// Appends `text` to the arena; where it went.
+fn append(arena: &mut String, text: &str) -> TextRange {
+    let start = arena.len();
+    arena.push_str(text);
+    assert!(
+        arena.len() <= u32::MAX as usize,
+        "a document's text arena is limited to 4 GiB"
+    );
+    TextRange {
+        start: start as u32,
+        end: arena.len() as u32,
     }
 }
 
@@ -129,16 +159,26 @@ pub(crate) struct Pos {
     offset: u64,
 }
 
+/// Chunk ids to positions; positions from `stale_from` on are out of date.
+#[derive(Debug)]
+struct ChunkIndex {
+    positions: Vec<u32>,
+    stale_from: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct Sequence {
     chunks: Vec<Chunk>,
-    /// Chunk id to its index in `chunks`.
-    chunk_index: Vec<u32>,
+    /// Chunk id to its index in `chunks`, renumbered lazily: a split moves every later chunk,
+    /// and typing splits often while only remote operations look characters up.
+    chunk_index: std::cell::RefCell<ChunkIndex>,
     /// Per replica, each run's first seq to the id of the chunk holding it.
     runs_by_dot: BTreeMap<ReplicaId, BTreeMap<u64, u32>>,
     visible: usize,
     /// The chunk of the last visible-position lookup and the visible characters before it.
     cursor: (usize, usize),
+    /// Every character ever inserted, in the order inserted: runs name their text in it.
+    arena: String,
 }
 
 impl Default for Sequence {
@@ -149,10 +189,14 @@ impl Default for Sequence {
                 runs: Vec::new(),
                 visible: 0,
             }],
-            chunk_index: vec![0],
+            chunk_index: std::cell::RefCell::new(ChunkIndex {
+                positions: vec![0],
+                stale_from: 1,
+            }),
             runs_by_dot: BTreeMap::new(),
             visible: 0,
             cursor: (0, 0),
+            arena: String::new(),
         }
     }
 }
@@ -172,10 +216,15 @@ impl Sequence {
         let mut text = String::with_capacity(self.visible);
         for run in self.iter() {
             if !run.deleted {
-                text.push_str(&run.text);
+                text.push_str(self.text_of(run));
             }
         }
         text
+    }
+
+    /// A run's characters.
+    pub fn text_of(&self, run: &Run) -> &str {
+        &self.arena[run.text.start as usize..run.text.end as usize]
     }
 
     /// Where the character `dot` is.
@@ -185,7 +234,7 @@ impl Sequence {
             .get(&dot.replica)?
             .range(..=dot.seq)
             .next_back()?;
-        let chunk = self.chunk_index[chunk_id as usize] as usize;
+        let chunk = self.chunk_position(chunk_id);
         let first = Dot::new(dot.replica, start);
         let run = self.chunks[chunk]
             .runs
@@ -298,7 +347,7 @@ impl Sequence {
         if pos.offset == chunk.runs[pos.run].len {
             return place.next();
         }
-        let tail = chunk.runs[pos.run].split_off(pos.offset);
+        let tail = chunk.runs[pos.run].split_off(pos.offset, &self.arena);
         self.runs_by_dot
             .entry(tail.id.replica)
             .or_default()
@@ -323,16 +372,16 @@ impl Sequence {
             .checked_sub(1)
             .map(|before| &mut chunk.runs[before])
         {
-            Some(before) if before.continues_with(&run) => {
+            Some(before) if before.continues_with(&run, &self.arena) => {
                 before.len += run.len;
-                before.text.push_str(run.text);
+                before.text.end = append(&mut self.arena, run.text).end;
             }
             _ => {
                 self.runs_by_dot
                     .entry(run.id.replica)
                     .or_default()
                     .insert(run.id.seq, chunk.id);
-                chunk.runs.insert(place.run, run.into_run());
+                chunk.runs.insert(place.run, run.into_run(&mut self.arena));
             }
         }
         self.count_visible(place.chunk, visible as isize);
@@ -343,7 +392,7 @@ impl Sequence {
     pub fn delete_visible(&mut self, pos: usize, len: usize) -> Vec<Span> {
         assert!(pos + len <= self.visible, "deleting past the end");
         let mut spans = Vec::new();
-        let mut touched = Vec::new();
+        let mut touched: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
         let mut place = self.place_at_visible(pos);
         let mut rest = len as u64;
         while rest > 0 {
@@ -384,7 +433,7 @@ impl Sequence {
     pub fn delete_span(&mut self, span: Span) -> u64 {
         let end = span.end();
         let mut at = span.start;
-        let mut touched = Vec::new();
+        let mut touched: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
         let mut newly = 0;
         while at.seq < end.seq {
             let place = self
@@ -458,8 +507,10 @@ impl Sequence {
 
     /// Move the runs of chunk `chunk` from `keep` on into a new chunk after it.
     fn split_chunk(&mut self, chunk: usize, keep: usize) {
-        let id = self.chunk_index.len() as u32;
-        let runs = self.chunks[chunk].runs.split_off(keep);
+        let id = self.chunk_index.get_mut().positions.len() as u32;
+        // Room for the chunk to fill up to where it splits again without growing.
+        let mut runs = Vec::with_capacity(MAX_RUNS + 1);
+        runs.extend(self.chunks[chunk].runs.drain(keep..));
         let visible: usize = runs.iter().map(Run::visible).sum();
         self.chunks[chunk].visible -= visible;
         for run in &runs {
@@ -469,13 +520,24 @@ impl Sequence {
                 .insert(run.id.seq, id);
         }
         self.chunks.insert(chunk + 1, Chunk { id, runs, visible });
-        self.chunk_index.push(0);
-        for (index, chunk) in self.chunks.iter().enumerate().skip(chunk + 1) {
-            self.chunk_index[chunk.id as usize] = index as u32;
-        }
+        let index = self.chunk_index.get_mut();
+        index.positions.push(0);
+        index.stale_from = index.stale_from.min(chunk + 1);
         if self.cursor.0 > chunk {
             self.cursor.0 += 1;
         }
+    }
+
+    /// Where the chunk `id` is in `chunks` (renumbering the stale part of the index first).
+    fn chunk_position(&self, id: u32) -> usize {
+        let mut index = self.chunk_index.borrow_mut();
+        if index.stale_from < self.chunks.len() {
+            for (position, chunk) in self.chunks.iter().enumerate().skip(index.stale_from) {
+                index.positions[chunk.id as usize] = position as u32;
+            }
+            index.stale_from = self.chunks.len();
+        }
+        index.positions[id as usize] as usize
     }
 
     /// Every run in document order, tombstones included.
@@ -553,7 +615,7 @@ mod tests {
             ]
         );
         assert_eq!(seq.len(), 7);
-        assert!(seq.iter().any(|run| run.deleted && run.text == "l"));
+        assert!(seq.iter().any(|run| run.deleted && seq.text_of(run) == "l"));
         // Inserting where the tombstones are goes after them.
         let place = seq.place_at_visible(2);
         assert_eq!(seq.char_before(place), Some(Dot::new(A, 5)));
