@@ -78,12 +78,12 @@ pub(crate) fn integrate(seq: &mut Sequence, run: NewRun) {
         if Some(other.id) == run.origin_right {
             break;
         }
-        let other_left = left_anchor(seq, other.origin_left);
+        let other_left = left_anchor(seq, other.origin_left());
         if other_left < left {
             break;
         }
         if other_left == left {
-            let other_right = right_anchor(seq, other.origin_right);
+            let other_right = right_anchor(seq, other.origin_right());
             if other_right < right {
                 scanning = true;
             } else if other_right == right {

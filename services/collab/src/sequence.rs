@@ -29,9 +29,12 @@ pub(crate) const MAX_RUNS: usize = 32;
 pub(crate) struct Run {
     pub id: Dot,
     pub len: u64,
-    pub origin_left: Option<Dot>,
-    pub origin_right: Option<Dot>,
-    pub deleted: bool,
+    /// The origins (meaningful where `flags` says they exist) and whether the run is deleted,
+    /// packed: an `Option<Dot>` takes 24 bytes, and every insertion shifts the runs after it
+    /// in its chunk.
+    left: Dot,
+    right: Dot,
+    flags: u8,
     /// Its `len` characters: these bytes of the sequence's text arena (kept for tombstones
     /// too). An arena rather than a string per run: a new run, a split and a typed character
     /// then allocate nothing.
@@ -45,13 +48,58 @@ struct TextRange {
     end: u32,
 }
 
+const HAS_LEFT: u8 = 1;
+const HAS_RIGHT: u8 = 2;
+const DELETED: u8 = 4;
+const NO_DOT: Dot = Dot {
+    replica: ReplicaId(0),
+    seq: 0,
+};
+
 impl Run {
+    fn new(
+        id: Dot,
+        len: u64,
+        origin_left: Option<Dot>,
+        origin_right: Option<Dot>,
+        deleted: bool,
+        text: TextRange,
+    ) -> Run {
+        let flags = if origin_left.is_some() { HAS_LEFT } else { 0 }
+            | if origin_right.is_some() { HAS_RIGHT } else { 0 }
+            | if deleted { DELETED } else { 0 };
+        Run {
+            id,
+            len,
+            left: origin_left.unwrap_or(NO_DOT),
+            right: origin_right.unwrap_or(NO_DOT),
+            flags,
+            text,
+        }
+    }
+
+    pub fn origin_left(&self) -> Option<Dot> {
+        (self.flags & HAS_LEFT != 0).then_some(self.left)
+    }
+
+    pub fn origin_right(&self) -> Option<Dot> {
+        (self.flags & HAS_RIGHT != 0).then_some(self.right)
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.flags & DELETED != 0
+    }
+
+    fn delete(&mut self) {
+        self.flags |= DELETED;
+    }
+
     pub fn last(&self) -> Dot {
         self.id.plus(self.len - 1)
     }
 
     fn visible(&self) -> usize {
-        if self.deleted { 0 } else { self.len as usize }
+        if self.deleted() { 0 } else { self.len as usize }
     }
 
     /// Keep the first `at` characters, return the rest as a run of its own.
@@ -59,17 +107,17 @@ impl Run {
         debug_assert!(at > 0 && at < self.len);
         let text = &arena[self.text.start as usize..self.text.end as usize];
         let cut = self.text.start + byte_offset(text, at as usize) as u32;
-        let tail = Run {
-            id: self.id.plus(at),
-            len: self.len - at,
-            origin_left: Some(self.id.plus(at - 1)),
-            origin_right: self.origin_right,
-            deleted: self.deleted,
-            text: TextRange {
+        let tail = Run::new(
+            self.id.plus(at),
+            self.len - at,
+            Some(self.id.plus(at - 1)),
+            self.origin_right(),
+            self.deleted(),
+            TextRange {
                 start: cut,
                 end: self.text.end,
             },
-        };
+        );
         self.len = at;
         self.text.end = cut;
         tail
@@ -80,8 +128,8 @@ impl Run {
     fn continues_with(&self, next: &NewRun, arena: &str) -> bool {
         next.id == self.id.plus(self.len)
             && next.origin_left == Some(self.last())
-            && next.origin_right == self.origin_right
-            && !self.deleted
+            && next.origin_right == self.origin_right()
+            && !self.deleted()
             && self.text.end as usize == arena.len()
     }
 }
@@ -99,14 +147,14 @@ pub(crate) struct NewRun<'a> {
 
 impl NewRun<'_> {
     fn into_run(self, arena: &mut String) -> Run {
-        Run {
-            id: self.id,
-            len: self.len,
-            origin_left: self.origin_left,
-            origin_right: self.origin_right,
-            deleted: false,
-            text: append(arena, self.text),
-        }
+        Run::new(
+            self.id,
+            self.len,
+            self.origin_left,
+            self.origin_right,
+            false,
+            append(arena, self.text),
+        )
     }
 }
 
@@ -215,7 +263,7 @@ impl Sequence {
     pub fn text(&self) -> String {
         let mut text = String::with_capacity(self.visible);
         for run in self.iter() {
-            if !run.deleted {
+            if !run.deleted() {
                 text.push_str(self.text_of(run));
             }
         }
@@ -398,7 +446,7 @@ impl Sequence {
         while rest > 0 {
             let (at, run) = self.run_at(place).expect("deletion within the document");
             place = at;
-            if run.deleted {
+            if run.deleted() {
                 place = place.next();
                 continue;
             }
@@ -410,7 +458,7 @@ impl Sequence {
                 });
             }
             let run = &mut self.chunks[place.chunk].runs[place.run];
-            run.deleted = true;
+            run.delete();
             push_span(
                 &mut spans,
                 Span {
@@ -449,8 +497,8 @@ impl Sequence {
             }
             let run = &mut self.chunks[place.chunk].runs[place.run];
             at = at.plus(run.len);
-            if !run.deleted {
-                run.deleted = true;
+            if !run.deleted() {
+                run.delete();
                 newly += run.len;
                 let deleted = run.len as isize;
                 self.count_visible(place.chunk, -deleted);
@@ -615,7 +663,10 @@ mod tests {
             ]
         );
         assert_eq!(seq.len(), 7);
-        assert!(seq.iter().any(|run| run.deleted && seq.text_of(run) == "l"));
+        assert!(
+            seq.iter()
+                .any(|run| run.deleted() && seq.text_of(run) == "l")
+        );
         // Inserting where the tombstones are goes after them.
         let place = seq.place_at_visible(2);
         assert_eq!(seq.char_before(place), Some(Dot::new(A, 5)));
