@@ -467,20 +467,14 @@ impl App {
                 self.step = None;
                 None
             }
-            KeyCode::Char('[') => {
-                self.move_step(Some(-1));
-                None
-            }
-            KeyCode::Char(']') => {
-                self.move_step(Some(1));
-                None
-            }
-            KeyCode::Char('{') => {
-                self.move_step(Some(-10));
-                None
-            }
-            KeyCode::Char('}') => {
-                self.move_step(Some(10));
+            KeyCode::Char(c @ ('[' | ']' | '{' | '}')) => {
+                let by = match c {
+                    '[' => -1,
+                    ']' => 1,
+                    '{' => -10,
+                    _ => 10,
+                };
+                self.move_step(Some(by));
                 None
             }
             KeyCode::Char('.') => {
